@@ -1,0 +1,363 @@
+"""The public block-author API.
+
+A block is a class registered under the entry-point group
+``codestudio.blocks``; the entry-point name is the block ``type`` used in
+templates. The class declares its parameters as a pydantic model in
+``Params`` (a subclass of :class:`BlockParams`) and implements hooks from
+:mod:`codestudio.hookspecs` with ``@codestudio.hookimpl``::
+
+    from codestudio import hookimpl
+    from codestudio.blockapi import Block, BlockParams, Run
+
+    class HelloParams(BlockParams):
+        greeting: str = "hello"
+
+    class Hello(Block):
+        Params = HelloParams
+
+        @hookimpl
+        def contribute_dockerfile(self, block, state):
+            return [Run(script=f"echo {shell_quote(block.params.greeting)}")]
+
+Hooks return plain data (steps, entrypoints, actions, ...); the engine
+accumulates it into one :class:`BuildState` in template order, and renderers
+escape every value on the way out. Nothing here runs a container tool.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from codestudio.types import (
+    ContainerPath,
+    EnvName,
+    Label,
+    Port,
+    ProxiedSubpath,
+    RelativePath,
+    Text,
+    Zone,
+)
+
+if TYPE_CHECKING:
+    from codestudio.resources import ResourceResolver
+
+__all__ = [
+    "Action",
+    "Block",
+    "BlockInstance",
+    "BlockParams",
+    "BuildState",
+    "CodeEnv",
+    "Copy",
+    "Entrypoint",
+    "Env",
+    "Probe",
+    "Raw",
+    "Run",
+    "StarterFile",
+    "Step",
+    "SyncMapping",
+    "Workdir",
+    "shell_quote",
+]
+
+
+def shell_quote(value: str) -> str:
+    """Quote one word for a POSIX shell (``shlex.quote``)."""
+    return shlex.quote(value)
+
+
+class BlockParams(BaseModel):
+    """Base class of every block's parameter model.
+
+    Unknown keys are errors; every block accepts an optional ``label`` used in
+    progress output and error messages.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: Label | None = None
+
+
+class Block:
+    """Base class of block plugins.
+
+    Subclasses set ``Params`` and implement hooks. The loader sets ``type``
+    (the entry-point name), ``distribution`` and ``version`` on the instance
+    it registers; a block's hooks are called only for template blocks of its
+    own type (see :mod:`codestudio.hookspecs`).
+    """
+
+    Params: type[BlockParams] = BlockParams
+    #: One-line description shown by ``codestudio blocks``.
+    summary: str = ""
+
+    type: str = ""
+    distribution: str = ""
+    version: str = ""
+
+
+# --------------------------------------------------------------------------
+# Dockerfile steps
+
+
+class Step(BaseModel):
+    """One Dockerfile instruction a block contributes, rendered and escaped by the engine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Which user the instruction runs as; the renderer adds ``USER`` lines as needed.
+    user: Literal["root", "codestudio"] = "root"
+
+
+class Run(Step):
+    """``RUN`` a shell script (``/bin/sh -e -c``) or an argv list, in exec form.
+
+    Exec form with JSON quoting means quotes, ``$``, backslashes, ``#`` and
+    newlines in the script reach the shell exactly as written.
+    The host's CA bundle and proxy settings are made available to the step
+    at build time by the builder, never baked into the image.
+    """
+
+    script: Text | None = None
+    argv: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Run:
+        if (self.script is None) == (self.argv is None):
+            raise ValueError("Run needs exactly one of script or argv")
+        return self
+
+
+class Copy(Step):
+    """Put a file or folder into the image at ``dest``.
+
+    Give exactly one of ``content`` (bytes or text written into the build
+    context) or ``source`` (a resolved resource path: file or folder).
+    ``mode`` applies to files written from ``content`` and to resource files
+    (folders keep their files' executable bits). ``owner`` is the owner of
+    the copied files in the image.
+    """
+
+    dest: ContainerPath
+    content: bytes | str | None = None
+    source: Path | None = None
+    mode: int = 0o644
+    owner: Literal["root", "codestudio"] = "root"
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Copy:
+        if (self.content is None) == (self.source is None):
+            raise ValueError("Copy needs exactly one of content or source")
+        return self
+
+
+class Env(Step):
+    """``ENV`` variables baked into the image (never secrets)."""
+
+    values: dict[EnvName, Text]
+
+
+class Workdir(Step):
+    """``WORKDIR``."""
+
+    path: ContainerPath
+
+
+class Raw(Step):
+    """Dockerfile instructions written by the template's admin (the ``dockerfile`` block).
+
+    The text is checked by :func:`codestudio.dockerfile.check_statements`
+    (known instructions only, no ``FROM``/``ENTRYPOINT``/``CMD``) and emitted
+    as written.
+    """
+
+    text: str
+
+
+# --------------------------------------------------------------------------
+# Runtime contributions
+
+
+class Entrypoint(BaseModel):
+    """A process the runner starts in the container.
+
+    ``command`` is an argv list; the runner expands ``${NAME}`` references to
+    container environment variables in its items (``$${NAME}`` for a literal).
+    With ``port`` set and ``expose_html`` true the gateway serves it under
+    ``/code-studios/<project>/<studio>/<port>/``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: Label
+    command: list[str] = Field(min_length=1)
+    port: Port | None = None
+    expose_html: bool = True
+    launch_in_webapp: bool = False
+    proxied_subpath: ProxiedSubpath = "/"
+    env: dict[EnvName, Text] = Field(default_factory=dict)
+    cwd: ContainerPath | None = None
+
+
+class Action(BaseModel):
+    """A custom action users run from the studio (``codestudio studio run``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    label: Label
+    description: Text = ""
+    command: Text
+    wait: bool = True
+
+
+class CodeEnv(BaseModel):
+    """A Python environment in the image, announced to IDE blocks via ``register_kernel``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    label: Label
+    #: The environment's prefix, e.g. ``/opt/codestudio/code-envs/py-ml``.
+    path: ContainerPath
+    #: Its interpreter, e.g. ``/opt/codestudio/code-envs/py-ml/bin/python``.
+    python: ContainerPath
+
+
+class Probe(BaseModel):
+    """How the runtime decides a studio is ready.
+
+    ``kind="tcp"`` connects to ``port``; ``kind="http"`` expects a 2xx/3xx
+    from ``url`` on ``port``, where ``${baseUrl}`` expands to that port's
+    browser path (``DKU_CODE_STUDIO_BROWSER_PATH_<port>``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["tcp", "http"]
+    port: Port
+    url: str | None = None
+
+
+class StarterFile(BaseModel):
+    """A file written into a zone once, when the studio is created."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zone: Zone
+    path: RelativePath
+    content: bytes
+    mode: int = 0o644
+
+
+class SyncMapping(BaseModel):
+    """One zone (or a subfolder of it) synced with a folder in the container."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zone: Zone
+    subfolder: RelativePath | None = None
+    target: ContainerPath
+    one_way: bool = False
+
+
+# --------------------------------------------------------------------------
+# Build state
+
+
+@dataclass(frozen=True)
+class BlockInstance:
+    """One block of a template, as hooks see it.
+
+    ``index`` is the block's 0-based position in ``blocks``; ``params`` is an
+    instance of the block's ``Params`` model.
+    """
+
+    index: int
+    type: str
+    params: BlockParams
+    distribution: str = ""
+    version: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.params.label or self.type
+
+    @property
+    def where(self) -> str:
+        """How error messages name this block: ``blocks[2] (type: entrypoint)``."""
+        return f"blocks[{self.index}] (type: {self.type})"
+
+
+@dataclass
+class StepGroup:
+    """The Dockerfile steps of one block: one cacheable group, in template order."""
+
+    block: BlockInstance | None
+    title: str
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class BuildState:
+    """Everything the blocks applied so far have produced.
+
+    Hooks receive it read-only (by convention): block *n* sees what blocks
+    1..*n-1* contributed. The engine appends each hook's return value.
+    """
+
+    template_id: str
+    base_image: str
+    resources: ResourceResolver
+    blocks: list[BlockInstance] = field(default_factory=list)
+    groups: list[StepGroup] = field(default_factory=list)
+    entrypoints: list[tuple[BlockInstance, Entrypoint]] = field(default_factory=list)
+    actions: list[tuple[BlockInstance, Action]] = field(default_factory=list)
+    code_envs: list[tuple[BlockInstance, CodeEnv]] = field(default_factory=list)
+    starter_files: list[tuple[BlockInstance, StarterFile]] = field(default_factory=list)
+    sync_mappings: list[SyncMapping] = field(default_factory=list)
+    sync_exclusions: list[str] = field(default_factory=list)
+    #: True once a ``file-sync`` block spoke; otherwise every zone maps two-way to its default target.
+    sync_configured: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    probe: Probe | None = None
+    extra_ports: list[int] = field(default_factory=list)
+
+    def find_code_env(self, name: str) -> CodeEnv | None:
+        for _, env in self.code_envs:
+            if env.name == name:
+                return env
+        return None
+
+    def port_owner(self, port: int) -> BlockInstance | None:
+        """The block whose entrypoint already uses ``port``, if any."""
+        for owner, ep in self.entrypoints:
+            if ep.port == port:
+                return owner
+        return None
+
+    @property
+    def exposed_ports(self) -> list[int]:
+        """Ports the gateway serves: exposed entrypoints in order, then extra ports."""
+        ports = [ep.port for _, ep in self.entrypoints if ep.port and ep.expose_html]
+        return ports + [p for p in self.extra_ports if p not in ports]
+
+    @property
+    def all_ports(self) -> list[int]:
+        """Every container port: entrypoints (exposed or not) then extra ports."""
+        ports = [ep.port for _, ep in self.entrypoints if ep.port]
+        return ports + [p for p in self.extra_ports if p not in ports]
+
+    def effective_probe(self) -> Probe | None:
+        """The probe blocks set, or TCP on the first exposed port."""
+        if self.probe is not None:
+            return self.probe
+        ports = self.exposed_ports or self.all_ports
+        return Probe(kind="tcp", port=ports[0]) if ports else None

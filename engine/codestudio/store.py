@@ -1,0 +1,163 @@
+"""SQLite state: templates, builds, studios, grants, users, sync records.
+
+One database file, ``state.db`` in the data dir, in WAL mode so concurrent
+CLI calls read while one writes. Schema changes are numbered migrations
+applied in order (``PRAGMA user_version`` records the last one); a module
+that needs a new table adds a migration here rather than creating tables
+itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE templates (
+        id          TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        yaml        TEXT NOT NULL,
+        source_path TEXT NOT NULL,   -- where it was added from
+        stored_dir  TEXT NOT NULL,   -- copy of the template file and its resources
+        digest      TEXT NOT NULL,   -- sha256 of the stored folder's content
+        added_by    TEXT NOT NULL,
+        added_at    REAL NOT NULL,
+        PRIMARY KEY (id, version)
+    );
+    CREATE TABLE builds (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        template_id  TEXT NOT NULL,
+        template_version INTEGER,
+        content_hash TEXT NOT NULL,
+        image        TEXT,           -- tag, e.g. localhost/codestudio/x:<hash>
+        image_id     TEXT,
+        started_at   REAL NOT NULL,
+        ended_at     REAL,
+        outcome      TEXT NOT NULL,  -- running | succeeded | failed | skipped
+        log_path     TEXT,
+        plugins      TEXT NOT NULL DEFAULT '{}',  -- JSON {distribution: version}
+        error        TEXT
+    );
+    CREATE INDEX builds_template ON builds (template_id, started_at);
+    CREATE TABLE grants (
+        template_id TEXT NOT NULL,
+        grp         TEXT NOT NULL,   -- a group name, or '*' for everybody
+        PRIMARY KEY (template_id, grp)
+    );
+    CREATE TABLE admins (
+        user TEXT PRIMARY KEY
+    );
+    CREATE TABLE group_members (
+        grp  TEXT NOT NULL,
+        user TEXT NOT NULL,
+        PRIMARY KEY (grp, user)
+    );
+    CREATE TABLE studios (
+        id           TEXT PRIMARY KEY,
+        project      TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        owner        TEXT NOT NULL,
+        template_id  TEXT NOT NULL,
+        template_version INTEGER NOT NULL,
+        image        TEXT,           -- image the studio runs (tag with content hash)
+        image_id     TEXT,
+        state        TEXT NOT NULL,  -- STOPPED | STARTING | RUNNING | STOPPING | FAILED
+        state_since  REAL NOT NULL,
+        message      TEXT,
+        ports        TEXT NOT NULL DEFAULT '{}',  -- JSON {container port: host port}
+        token        TEXT,           -- gateway session secret while running
+        created_at   REAL NOT NULL,
+        UNIQUE (project, name)
+    );
+    CREATE TABLE sync_records (
+        studio_id TEXT NOT NULL,
+        mapping   TEXT NOT NULL,     -- stable key of the mapping (zone, subfolder, target)
+        path      TEXT NOT NULL,
+        size      INTEGER NOT NULL,
+        mtime_ns  INTEGER NOT NULL,
+        sha256    TEXT NOT NULL,
+        mode      INTEGER NOT NULL,
+        PRIMARY KEY (studio_id, mapping, path)
+    );
+    CREATE TABLE sync_runs (
+        studio_id TEXT NOT NULL,
+        mapping   TEXT NOT NULL,
+        commit_id TEXT,              -- server-side commit at the last sync (versioned zones)
+        synced_at REAL NOT NULL,
+        PRIMARY KEY (studio_id, mapping)
+    );
+    """,
+]
+
+
+class Store:
+    """Access to ``state.db``. Cheap to create; open connections with :meth:`connect`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._migrated = False
+
+    @classmethod
+    def default(cls) -> Store:
+        from codestudio.home import data_dir
+
+        return cls(data_dir() / "state.db")
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in a transaction: committed on success, rolled back on error."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not self._migrated:
+                self._migrate(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._migrated = True
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit our transaction)."""
+    out, buf = [], []
+    for line in script.splitlines():
+        buf.append(line)
+        candidate = "\n".join(buf)
+        if sqlite3.complete_statement(candidate):
+            if candidate.strip():
+                out.append(candidate)
+            buf = []
+    return out
+
+
+def now() -> float:
+    return time.time()

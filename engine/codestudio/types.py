@@ -1,0 +1,147 @@
+"""Validated field types shared by the template model and every block.
+
+Every string that can reach a Dockerfile, a shell, an nginx config or a path
+goes through one of these types (or is escaped by the renderer that writes
+it). Block authors use them in their ``Params`` models instead of bare
+``str``/``int`` so that bad input is rejected with the field's name.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+PROJECT_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Image references: registry/path:tag@digest, no whitespace or shell metacharacters.
+IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$", re.IGNORECASE)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+ZONES: tuple[str, ...] = (
+    "code_studio-versioned",
+    "code_studio-resources",
+    "project-lib-versioned",
+    "project-lib-resources",
+    "recipes",
+    "user-versioned",
+    "user-resources",
+)
+WORKSPACE = "/home/codestudio/workspace"
+STUDIO_USER = "codestudio"
+STUDIO_UID = 1000
+STUDIO_HOME = "/home/codestudio"
+ENGINE_DIR = "/opt/codestudio"
+
+
+def _slug(value: str) -> str:
+    if not SLUG_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a slug: use lowercase letters, digits and '-', "
+            "starting with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+def _project_key(value: str) -> str:
+    if not PROJECT_KEY_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a project key: letters, digits, '_' and '-', at most 63 characters"
+        )
+    return value
+
+
+def _label(value: str) -> str:
+    if _CONTROL_RE.search(value):
+        raise ValueError(f"{value!r} contains a newline or another control character")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _text(value: str) -> str:
+    """Free multi-line text: tabs and newlines allowed, other control characters not."""
+    bad = [c for c in value if c not in "\t\n" and _CONTROL_RE.match(c)]
+    if bad:
+        raise ValueError(f"contains the control character {bad[0]!r}")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not ENV_NAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid environment variable name")
+    return value
+
+
+def _container_path(value: str) -> str:
+    if _CONTROL_RE.search(value):
+        raise ValueError(f"{value!r} contains a control character")
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute path inside the container")
+    if any(c in value for c in "$\\\"'`"):
+        raise ValueError(f"{value!r} must not contain quotes, backslashes, '`' or '$'")
+    parts = value.split("/")
+    if ".." in parts:
+        raise ValueError(f"{value!r} must not contain '..'")
+    return posixpath.normpath(value)
+
+
+def _relative_path(value: str) -> str:
+    """A path relative to some root (a zone, a target folder): no escape."""
+    if _CONTROL_RE.search(value):
+        raise ValueError(f"{value!r} contains a control character")
+    if value.startswith("/") or value.startswith("\\"):
+        raise ValueError(f"{value!r} must be a relative path")
+    norm = posixpath.normpath(value)
+    if norm == "." or norm.startswith("../") or norm == ".." or "/../" in f"/{value}/":
+        raise ValueError(f"{value!r} must stay inside its folder (no '..')")
+    return norm
+
+
+def _image(value: str) -> str:
+    if not IMAGE_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid image reference")
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+ProjectKey = Annotated[str, AfterValidator(_project_key)]
+Label = Annotated[str, Field(max_length=200), AfterValidator(_label)]
+Text = Annotated[str, AfterValidator(_text)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+ContainerPath = Annotated[str, AfterValidator(_container_path)]
+RelativePath = Annotated[str, AfterValidator(_relative_path)]
+ImageRef = Annotated[str, AfterValidator(_image)]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+Zone = Literal[
+    "code_studio-versioned",
+    "code_studio-resources",
+    "project-lib-versioned",
+    "project-lib-resources",
+    "recipes",
+    "user-versioned",
+    "user-resources",
+]
+ProxiedSubpath = Literal["/", "$request_uri"]
+
+
+def default_target(zone: str) -> str:
+    """Where a zone is synced inside the container unless a mapping says otherwise."""
+    return f"{WORKSPACE}/{zone}"
+
+
+def zone_scope(zone: str) -> Literal["studio", "project", "user"]:
+    """Which owner a zone belongs to: one studio, the project, or the user."""
+    if zone.startswith("code_studio-"):
+        return "studio"
+    if zone.startswith("user-"):
+        return "user"
+    return "project"
+
+
+def is_versioned(zone: str) -> bool:
+    """Versioned zones are git repositories on the server side."""
+    return zone.endswith("-versioned") or zone == "recipes"
