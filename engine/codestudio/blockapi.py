@@ -51,6 +51,7 @@ __all__ = [
     "Action",
     "Block",
     "BlockInstance",
+    "BlockProblem",
     "BlockParams",
     "BuildState",
     "CodeEnv",
@@ -175,10 +176,13 @@ class Raw(Step):
 
     The text is checked by :func:`codestudio.dockerfile.check_statements`
     (known instructions only, no ``FROM``/``ENTRYPOINT``/``CMD``) and emitted
-    as written.
+    as written. ``resources`` maps names to resolved files or folders placed
+    at ``context/resources/<name>``, so statements copy them with
+    ``COPY resources/<name> <dest>``.
     """
 
     text: str
+    resources: dict[str, Path] = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -361,3 +365,13 @@ class BuildState:
             return self.probe
         ports = self.exposed_ports or self.all_ports
         return Probe(kind="tcp", port=ports[0]) if ports else None
+
+
+class BlockProblem(ValueError):
+    """Raise from a hook to reject the block's input: the engine reports it as a
+    template error naming the file, the block and ``field`` (exit status 2)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"field {field!r}: {message}")

@@ -1,0 +1,521 @@
+"""Build state -> the files a template renders to.
+
+``Dockerfile`` and ``nginx.conf`` are text formats rendered from jinja2
+templates kept as files, every value escaped by a filter. ``runner.json``
+and ``kubernetes.yaml`` are data formats serialised from data (json /
+yaml.safe_dump), which escapes by construction. Output is deterministic:
+sorted keys, fixed timestamps and modes in ``context/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from codestudio import __version__
+from codestudio.blockapi import BuildState, Copy, Env, Raw, Run, Workdir
+from codestudio.errors import PluginError, TemplateError
+
+#: mtime of every file in context/ (1980-01-01, as in zip and wheels).
+FIXED_MTIME = 315532800
+CA_ARGS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
+RUNNER_LABEL = "io.codestudio.runner"
+TEMPLATE_LABEL = "io.codestudio.template"
+BLOCKS_LABEL = "io.codestudio.blocks"
+NAMESPACE = "codestudio"
+
+
+@dataclass
+class StudioContext:
+    """Per-studio values that go into kubernetes.yaml and nginx.conf.
+
+    ``codestudio render`` uses these defaults; the runtimes pass real ones.
+    """
+
+    project_key: str = "PROJECT"
+    studio_id: str | None = None
+    owner: str = "user"
+    image: str | None = None
+    host_ports: dict[int, int] = field(default_factory=dict)
+    mode: Literal["studio", "webapp"] = "studio"
+    webapp_id: str | None = None
+    namespace: str = NAMESPACE
+    session_secret: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StepInfo:
+    """One Dockerfile instruction as buildah numbers it (``STEP n/m``) and the block it belongs to."""
+
+    number: int
+    block_index: int | None
+    block_type: str | None
+    label: str
+    instruction: str
+
+
+@dataclass
+class Rendered:
+    template: object
+    state: BuildState
+    dockerfile: str
+    context_files: dict[str, tuple[bytes, int]]
+    runner_json: str
+    kubernetes_yaml: str
+    nginx_conf: str
+    steps: list[StepInfo]
+    plugins: dict[str, str]
+
+
+def _jinja():
+    import jinja2
+
+    from codestudio import dockerfile
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("codestudio.render", "templates"),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+    )
+    env.filters["exec_form"] = dockerfile.exec_form
+    env.filters["quoted"] = dockerfile.quoted
+    env.filters["comment"] = dockerfile.comment
+    return env
+
+
+# --------------------------------------------------------------------------
+# Dockerfile + context
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:60] or "file"
+
+
+def _norm_mode(mode: int) -> int:
+    return 0o755 if mode & 0o111 else 0o644
+
+
+def _add_tree(files: dict[str, tuple[bytes, int]], rel: str, source: Path) -> None:
+    """Copy a file or folder from disk into ``files`` under ``rel`` (modes normalised)."""
+    if source.is_dir():
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames.sort()
+            for name in sorted(filenames):
+                p = Path(dirpath, name)
+                if p.is_symlink():
+                    p = p.resolve()  # checked by ResourceResolver to stay inside its root
+                sub = Path(dirpath, name).relative_to(source).as_posix()
+                files[f"{rel}/{sub}"] = (p.read_bytes(), _norm_mode(p.stat().st_mode))
+    else:
+        files[rel] = (source.read_bytes(), _norm_mode(source.stat().st_mode))
+
+
+def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str, dict[str, tuple[bytes, int]], list[StepInfo]]:
+    """Render the Dockerfile and collect the build context."""
+    from codestudio.runner import RUNNER_PATH
+
+    files: dict[str, tuple[bytes, int]] = {}
+    resource_owner: dict[str, str] = {}
+    groups = []
+    current_user = None  # the base image's user is unknown: always set it once
+    for gi, group in enumerate(state.groups):
+        block = group.block
+        prefix = f"blocks/{gi:02d}-{_safe_name(block.type if block else 'engine')}"
+        rendered_steps = []
+        for si, step in enumerate(group.steps):
+            item: dict = {"user_line": None}
+            if step.user != current_user:
+                item["user_line"] = step.user
+                current_user = step.user
+            if isinstance(step, Run):
+                item["kind"] = "run"
+                item["argv"] = step.argv if step.argv is not None else ["/bin/sh", "-e", "-c", step.script]
+            elif isinstance(step, Copy):
+                item["kind"] = "copy"
+                if step.content is not None:
+                    name = _safe_name(Path(step.dest).name)
+                    rel = f"{prefix}/{si}/{name}"
+                    data = step.content.encode() if isinstance(step.content, str) else step.content
+                    files[rel] = (data, step.mode)
+                else:
+                    name = _safe_name(step.source.name)
+                    rel = f"{prefix}/{si}/{name}"
+                    _add_tree(files, rel, step.source)
+                    if step.source.is_file():
+                        files[rel] = (files[rel][0], step.mode if step.mode != 0o644 else files[rel][1])
+                item["src"] = rel + ("/" if step.source is not None and step.source.is_dir() else "")
+                item["dest"] = step.dest
+                item["owner"] = step.owner
+            elif isinstance(step, Env):
+                item["kind"] = "env"
+                item["values"] = sorted(step.values.items())
+            elif isinstance(step, Workdir):
+                item["kind"] = "workdir"
+                item["path"] = step.path
+            elif isinstance(step, Raw):
+                item["kind"] = "raw"
+                item["text"] = step.text.strip("\n")
+                for name, source in sorted(step.resources.items()):
+                    rel = f"resources/{name}"
+                    before = {k: v for k, v in files.items() if k == rel or k.startswith(rel + "/")}
+                    _add_tree(files, rel, source)
+                    after = {k: v for k, v in files.items() if k == rel or k.startswith(rel + "/")}
+                    if before and before != after:
+                        raise TemplateError(
+                            str(template.path),
+                            [f"{block.where if block else 'engine'}: field 'resources': {name!r} is also a "
+                             f"different resource of {resource_owner[rel]}; rename one of them"],
+                        )
+                    resource_owner[rel] = block.where if block else "engine"
+                # Raw text may switch users itself; force the next step to say its user.
+                current_user = None
+            else:
+                raise PluginError(f"unknown step type {type(step).__name__}")
+            rendered_steps.append(item)
+        groups.append({"title": group.title + (f" ({block.type})" if block and group.title != block.type else ""), "steps": rendered_steps})
+
+    # The runner and its plan go last: editing an entrypoint must not rebuild the blocks.
+    files["codestudio/runner.py"] = (RUNNER_PATH.read_bytes(), 0o755)
+    files["codestudio/runner.json"] = (runner_json.encode(), 0o644)
+    groups.append(
+        {
+            "title": "codestudio runner",
+            "steps": [
+                {"user_line": "root" if current_user != "root" else None, "kind": "copy", "owner": "root",
+                 "src": "codestudio/runner.py", "dest": "/opt/codestudio/runner.py"},
+                {"user_line": None, "kind": "copy", "owner": "root",
+                 "src": "codestudio/runner.json", "dest": "/opt/codestudio/runner.json"},
+            ],
+        }
+    )
+    block_list = [
+        {"type": b.type, "distribution": b.distribution, "version": b.version} for b in template.blocks
+    ]
+    labels = [
+        (TEMPLATE_LABEL, template.id),
+        (BLOCKS_LABEL, json.dumps(block_list, sort_keys=True, separators=(",", ":"))),
+        (RUNNER_LABEL, json.dumps(json.loads(runner_json), sort_keys=True, separators=(",", ":"))),
+    ]
+    text = _jinja().get_template("Dockerfile.j2").render(
+        version=__version__,
+        template_id=template.id,
+        base_image=state.base_image,
+        ca_args=CA_ARGS,
+        groups=groups,
+        labels=labels,
+    )
+    return text, dict(sorted(files.items())), _step_infos(text, state)
+
+
+def _step_infos(text: str, state: BuildState) -> list[StepInfo]:
+    """Number instructions as buildah does and attach each to its block group."""
+    infos: list[StepInfo] = []
+    group_index: int | None = None
+    pending: list[str] = []
+    marker = re.compile(r"^# \[(\d+|labels)\]")
+    number = 0
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if not pending:
+            m = marker.match(stripped)
+            if m:
+                group_index = int(m.group(1)) if m.group(1).isdigit() else None
+                continue
+            if not stripped or stripped.startswith("#"):
+                continue
+        elif stripped.startswith("#"):
+            continue
+        pending.append(stripped)
+        if stripped.endswith("\\"):
+            continue
+        number += 1
+        instruction = " ".join(pending)
+        pending = []
+        block = None
+        label = "codestudio"
+        if group_index is not None and group_index < len(state.groups):
+            block = state.groups[group_index].block
+            label = state.groups[group_index].title
+        elif group_index is not None:
+            label = "codestudio runner"
+        infos.append(
+            StepInfo(
+                number=number,
+                block_index=block.index if block else None,
+                block_type=block.type if block else None,
+                label=label,
+                instruction=instruction,
+            )
+        )
+    return infos
+
+
+# --------------------------------------------------------------------------
+# runner.json
+
+
+def runner_document(template, state: BuildState) -> dict:
+    probe = state.effective_probe()
+    return {
+        "schema": 1,
+        "template": template.id,
+        "env": dict(sorted(state.env.items())),
+        "entrypoints": [ep.model_dump(mode="json") for _, ep in state.entrypoints],
+        "actions": [a.model_dump(mode="json") for _, a in state.actions],
+        "probe": probe.model_dump(mode="json") if probe else None,
+        "ports": state.all_ports,
+        "exposed_ports": state.exposed_ports,
+    }
+
+
+def runner_json(template, state: BuildState) -> str:
+    return json.dumps(runner_document(template, state), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------
+# kubernetes.yaml
+
+
+def kube_name(project_key: str, studio_id: str) -> str:
+    """A DNS-1123 name for the studio's Deployment and Service (at most 63 characters)."""
+    base = re.sub(r"[^a-z0-9-]", "-", f"cs-{project_key.lower()}-{studio_id}").strip("-")
+    base = re.sub(r"-+", "-", base)
+    if len(base) > 63:
+        digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+        base = base[:54].rstrip("-") + "-" + digest
+    return base
+
+
+def browser_path(studio: StudioContext, template_id: str) -> str:
+    studio_id = studio.studio_id or template_id
+    if studio.mode == "webapp":
+        return f"/web-apps-backends/{studio.project_key}/{studio.webapp_id or studio_id}_${{K8S_POD_NAME}}"
+    return f"/code-studios/{studio.project_key}/{studio_id}"
+
+
+def _label_value(value: str) -> str:
+    value = re.sub(r"[^A-Za-z0-9_.-]", "-", value)[:63].strip("-_.")
+    return value or "x"
+
+
+def probe_path(state: BuildState, studio: StudioContext, template_id: str) -> str | None:
+    """The HTTP probe path with ``${baseUrl}`` expanded, as the server inside sees it.
+
+    For a port served with ``proxied_subpath: /`` the prefix is stripped by the
+    gateway, so ``${baseUrl}`` expands to the empty string there.
+    """
+    probe = state.effective_probe()
+    if probe is None or probe.kind != "http":
+        return None
+    strip = any(ep.port == probe.port and ep.proxied_subpath == "/" for _, ep in state.entrypoints)
+    base = "" if strip else f"{browser_path(studio, template_id)}/{probe.port}"
+    path = (probe.url or "${baseUrl}/").replace("${baseUrl}", base)
+    return path if path.startswith("/") else "/" + path
+
+
+def container_env(state: BuildState, studio: StudioContext, template_id: str) -> list[dict]:
+    base = browser_path(studio, template_id)
+    env = [
+        {"name": "DKU_CODE_STUDIO_BROWSER_PATH", "value": base},
+        *({"name": f"DKU_CODE_STUDIO_BROWSER_PATH_{port}", "value": f"{base}/{port}"} for port in state.all_ports),
+        {"name": "CODESTUDIO_MODE", "value": studio.mode},
+        {"name": "CODESTUDIO_PROJECT_KEY", "value": studio.project_key},
+        {"name": "CODESTUDIO_STUDIO_ID", "value": studio.studio_id or template_id},
+        {"name": "CODESTUDIO_OWNER", "value": studio.owner},
+        *({"name": k, "value": v} for k, v in sorted(studio.extra_env.items())),
+        {"name": "K8S_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "K8S_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "K8S_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "K8S_POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+    ]
+    return env
+
+
+def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: str) -> list[dict]:
+    """The Deployment (1 replica) and Service a studio runs as, on Kubernetes and under podman."""
+    studio_id = studio.studio_id or template_id
+    name = kube_name(studio.project_key, studio_id)
+    labels = {
+        "app.kubernetes.io/name": "codestudio-studio",
+        "app.kubernetes.io/managed-by": "codestudio",
+        "codestudio.io/project": _label_value(studio.project_key),
+        "codestudio.io/studio": _label_value(studio_id),
+        "codestudio.io/template": _label_value(template_id),
+    }
+    selector = {k: labels[k] for k in ("codestudio.io/project", "codestudio.io/studio")}
+    ports = [{"name": f"p{p}", "containerPort": p, "protocol": "TCP"} for p in state.all_ports]
+    container: dict = {
+        "name": "studio",
+        "image": studio.image or f"localhost/codestudio/{template_id}:latest",
+        "imagePullPolicy": "IfNotPresent",
+        "env": container_env(state, studio, template_id),
+        "ports": ports,
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False},
+    }
+    probe = state.effective_probe()
+    if probe is not None:
+        action = (
+            {"httpGet": {"path": probe_path(state, studio, template_id), "port": probe.port}}
+            if probe.kind == "http"
+            else {"tcpSocket": {"port": probe.port}}
+        )
+        container["readinessProbe"] = {**action, "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 3}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": studio.namespace,
+            "labels": labels,
+            "annotations": {"codestudio.io/owner": studio.owner, "codestudio.io/project-key": studio.project_key},
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [container],
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {"fsGroup": 1000},
+                },
+            },
+        },
+    }
+    docs = [deployment]
+    if ports:
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": studio.namespace, "labels": labels},
+                "spec": {
+                    "selector": selector,
+                    "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["containerPort"], "protocol": "TCP"} for p in ports],
+                },
+            }
+        )
+    return docs
+
+
+def kubernetes_yaml(state: BuildState, studio: StudioContext, template_id: str) -> str:
+    import yaml
+
+    return yaml.safe_dump_all(kubernetes_manifest(state, studio, template_id), sort_keys=True, default_flow_style=False)
+
+
+# --------------------------------------------------------------------------
+# nginx.conf
+
+
+def studio_routes(state: BuildState, studio: StudioContext, template_id: str):
+    """The gateway routes of one studio, from its build state."""
+    from codestudio.gateway.config import PortRoute, StudioRoutes
+
+    by_port = {ep.port: ep for _, ep in state.entrypoints if ep.port}
+    routes = []
+    for port in state.exposed_ports:
+        ep = by_port.get(port)
+        routes.append(
+            PortRoute(
+                port=port,
+                upstream_port=studio.host_ports.get(port, port),
+                proxied_subpath=ep.proxied_subpath if ep else "/",
+                label=ep.label if ep else f"Port {port}",
+            )
+        )
+    return StudioRoutes(
+        project_key=studio.project_key,
+        studio_id=studio.studio_id or template_id,
+        owner=studio.owner,
+        session_secret=studio.session_secret,
+        ports=tuple(routes),
+        actions=tuple((a.name, a.label) for _, a in state.actions),
+    )
+
+
+def nginx_conf(state: BuildState, studio: StudioContext, template_id: str) -> str:
+    from codestudio.gateway.config import render_studio_locations
+
+    return render_studio_locations(studio_routes(state, studio, template_id))
+
+
+# --------------------------------------------------------------------------
+# Entry points
+
+
+def render_state(template, state: BuildState, studio: StudioContext | None = None) -> Rendered:
+    studio = studio or StudioContext()
+    rj = runner_json(template, state)
+    try:
+        dockerfile, files, steps = build_dockerfile(template, state, rj)
+    except ValueError as exc:  # a value a Dockerfile word cannot hold
+        raise TemplateError(str(template.path), [str(exc)]) from None
+    plugins = {b.distribution: b.version for b in template.blocks}
+    return Rendered(
+        template=template,
+        state=state,
+        dockerfile=dockerfile,
+        context_files=files,
+        runner_json=rj,
+        kubernetes_yaml=kubernetes_yaml(state, studio, template.id),
+        nginx_conf=nginx_conf(state, studio, template.id),
+        steps=steps,
+        plugins=dict(sorted(plugins.items())),
+    )
+
+
+def render_template(path: Path | str, studio: StudioContext | None = None, blocks=None) -> Rendered:
+    """Load, validate, apply and render a template file. Raises TemplateError on bad input."""
+    from codestudio.plan import plan_template
+
+    template, state = plan_template(path, blocks)
+    return render_state(template, state, studio)
+
+
+def write_rendered(rendered: Rendered, out_dir: Path | str) -> None:
+    """Write the five outputs into ``out_dir``, all or nothing.
+
+    Files are written into a temporary sibling folder which then replaces
+    ``out_dir``; on any error ``out_dir`` is left as it was.
+    """
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "Dockerfile").write_text(rendered.dockerfile, encoding="utf-8")
+        (tmp / "runner.json").write_text(rendered.runner_json, encoding="utf-8")
+        (tmp / "kubernetes.yaml").write_text(rendered.kubernetes_yaml, encoding="utf-8")
+        (tmp / "nginx.conf").write_text(rendered.nginx_conf, encoding="utf-8")
+        context = tmp / "context"
+        context.mkdir()
+        for rel, (data, mode) in rendered.context_files.items():
+            target = context / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            os.chmod(target, mode)
+        for dirpath, dirnames, filenames in os.walk(tmp, topdown=False):
+            for name in filenames + dirnames:
+                os.utime(Path(dirpath, name), (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
+            os.chmod(dirpath, 0o755)
+        os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.rename(out_dir, old / "x")
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,260 @@
+"""Template files: YAML -> validated models.
+
+A template is a header (id, label, description, base image, permissions)
+and an ordered list of blocks. Each block's parameters are validated by the
+``Params`` model of the plugin that owns its ``type``. Every problem is
+collected and reported at once, each naming the file, the YAML line, the
+block (index and type), the field and the offending value.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from codestudio.blockapi import BlockInstance
+from codestudio.errors import TemplateError
+from codestudio.plugins import Blocks
+from codestudio.types import ImageRef, Label, Slug, Text
+
+#: Block types shipped by the project, so a missing one names what to install.
+KNOWN_DISTRIBUTIONS = {
+    "dockerfile": "codestudio-advanced",
+    "entrypoint": "codestudio-advanced",
+    "action": "codestudio-advanced",
+    "starter-files": "codestudio-advanced",
+    "file-sync": "codestudio-advanced",
+    "kubernetes": "codestudio-advanced",
+    "vscode": "codestudio-vscode",
+    "jupyterlab": "codestudio-jupyterlab",
+    "rstudio": "codestudio-rstudio",
+    "streamlit": "codestudio-streamlit",
+    "codeenv": "codestudio-codeenv",
+}
+
+
+class Permissions(BaseModel):
+    """Who may create studios from the template (admins always may)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    groups: list[Slug] = Field(default_factory=list)
+    all: bool = False
+
+
+class TemplateHeader(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Slug
+    label: Label | None = None
+    description: Text | None = None
+    base_image: ImageRef | None = None
+    permissions: Permissions = Field(default_factory=Permissions)
+    blocks: list[Any] = Field(default_factory=list)
+
+
+@dataclass
+class Template:
+    """A validated template: its header fields and block instances in order."""
+
+    id: str
+    label: str | None
+    description: str | None
+    base_image: str | None
+    permissions: Permissions
+    blocks: list[BlockInstance]
+    path: Path
+    raw: dict = field(default_factory=dict, repr=False)
+    lines: _Lines | None = field(default=None, repr=False)
+
+    @property
+    def folder(self) -> Path:
+        """``${template.resources}``: the folder resources are relative to."""
+        return self.path.parent
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Lines:
+    """Maps a location path (keys and indices) to its 1-based line in the YAML file."""
+
+    def __init__(self, root: yaml.Node | None):
+        self.root = root
+
+    def line(self, loc: tuple) -> int | None:
+        node, best = self.root, None
+        if node is None:
+            return None
+        best = node.start_mark.line + 1
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if getattr(key, "value", None) == part:
+                        best = key.start_mark.line + 1
+                        node = value
+                        break
+                else:
+                    return best
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                best = node.start_mark.line + 1
+            else:
+                return best
+        return best
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, _Lines]:
+    """Parse YAML text; syntax errors become a TemplateError with the line."""
+    try:
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        raise TemplateError(source, [f"{where}invalid YAML: {problem}" + (f" ({context})" if context else "")]) from None
+    return data, _Lines(node)
+
+
+def load_template(path: Path | str, blocks: Blocks) -> Template:
+    """Read and validate a template file. Raises :class:`TemplateError` listing every problem."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TemplateError(source, ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(source, [f"cannot read: {exc}"]) from None
+    return parse_template(text, path.resolve(), blocks, source=source)
+
+
+def parse_template(text: str, path: Path, blocks: Blocks, *, source: str | None = None) -> Template:
+    source = source or str(path)
+    if not text.strip():
+        raise TemplateError(source, ["the file is empty: a template needs at least an id"])
+    data, lines = parse_yaml(text, source)
+    if not isinstance(data, dict):
+        raise TemplateError(source, [f"line 1: a template is a mapping (id, blocks, ...), not {type(data).__name__}"])
+
+    problems: list[str] = []
+
+    def report(loc: tuple, where: str, message: str) -> None:
+        line = lines.line(loc)
+        prefix = f"line {line}: " if line else ""
+        problems.append(f"{prefix}{where}{message}")
+
+    header: TemplateHeader | None = None
+    try:
+        header = TemplateHeader.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            report(loc, "", _describe(loc, err))
+
+    raw_blocks = data.get("blocks") if isinstance(data.get("blocks"), list) else []
+    instances: list[BlockInstance] = []
+    for index, raw in enumerate(raw_blocks):
+        base_loc: tuple = ("blocks", index)
+        if not isinstance(raw, dict):
+            report(base_loc, f"blocks[{index}]: ", f"a block is a mapping with a 'type', not {_show(raw)}")
+            continue
+        block_type = raw.get("type")
+        if not isinstance(block_type, str) or not block_type:
+            report(base_loc, f"blocks[{index}]: ", "field 'type' is required (the block type, e.g. 'dockerfile')")
+            continue
+        where = f"blocks[{index}] (type: {block_type}): "
+        plugin = blocks.by_type.get(block_type)
+        if plugin is None:
+            report(base_loc + ("type",), where, _unknown_type(block_type, blocks))
+            continue
+        params_raw = {k: v for k, v in raw.items() if k != "type"}
+        try:
+            params = plugin.Params.model_validate(params_raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = tuple(err["loc"])
+                report(base_loc + loc, where, _describe(loc, err))
+            continue
+        instances.append(
+            BlockInstance(
+                index=index,
+                type=block_type,
+                params=params,
+                distribution=plugin.distribution,
+                version=plugin.version,
+            )
+        )
+    if problems or header is None:
+        raise TemplateError(source, problems)
+    return Template(
+        id=header.id,
+        label=header.label,
+        description=header.description,
+        base_image=header.base_image,
+        permissions=header.permissions,
+        blocks=instances,
+        path=path,
+        raw=data,
+        lines=lines,
+    )
+
+
+def _unknown_type(block_type: str, blocks: Blocks) -> str:
+    installed = blocks.types()
+    if block_type in blocks.disabled:
+        return (
+            f"block type {block_type!r} (from {blocks.disabled[block_type]}) is disabled by "
+            "CODESTUDIO_PLUGINS / CODESTUDIO_DISABLED_PLUGINS"
+        )
+    for problem in blocks.problems:
+        if problem.type == block_type:
+            return f"block type {block_type!r} from {problem.distribution} failed to load: {problem.error}"
+    if block_type in KNOWN_DISTRIBUTIONS:
+        dist = KNOWN_DISTRIBUTIONS[block_type]
+        return (
+            f"block type {block_type!r} needs the distribution {dist}, which is not installed "
+            f"(pip install {dist}); installed types: {', '.join(installed) or 'none'}"
+        )
+    close = difflib.get_close_matches(block_type, installed, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown block type {block_type!r}{hint} Installed types: {', '.join(installed) or 'none'}"
+
+
+def _describe(loc: tuple, err: dict) -> str:
+    field_path = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field {field_path!r}"
+    if err["type"] == "missing":
+        return f"field {field_path!r} is required"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"field {field_path!r}: {msg} (got {_show(err.get('input'))})"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

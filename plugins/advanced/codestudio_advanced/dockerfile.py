@@ -1,0 +1,47 @@
+"""``dockerfile``: append Dockerfile statements, with resources in the build context."""
+
+from __future__ import annotations
+
+from codestudio import hookimpl
+from codestudio.blockapi import Block, BlockParams, BlockProblem, Raw
+from codestudio.dockerfile import check_statements
+from codestudio.resources import ResourceError
+from codestudio.types import Text
+
+
+class DockerfileParams(BlockParams):
+    statements: Text
+    run_as_root: bool = False
+    resources: list[str] = []
+
+
+class DockerfileBlock(Block):
+    """Statements run as the studio user unless ``run_as_root``; each resource is
+    placed at ``resources/<name>`` in the context (``COPY resources/<name> ...``)."""
+
+    Params = DockerfileParams
+    summary = "Append Dockerfile statements (RUN, COPY resources/..., ENV, ...)"
+
+    @hookimpl
+    def contribute_dockerfile(self, block, state):
+        params: DockerfileParams = block.params
+        problems = check_statements(params.statements)
+        if problems:
+            raise BlockProblem("statements", "; ".join(problems))
+        resources = {}
+        for index, spec in enumerate(params.resources):
+            try:
+                resource = state.resources.resolve(spec)
+            except ResourceError as exc:
+                raise BlockProblem(f"resources.{index}", str(exc)) from None
+            name = resource.path.name
+            if name in resources and resources[name] != resource.path:
+                raise BlockProblem(f"resources.{index}", f"two resources are named {name!r}")
+            resources[name] = resource.path
+        return [
+            Raw(
+                text=params.statements,
+                resources=resources,
+                user="root" if params.run_as_root else "codestudio",
+            )
+        ]

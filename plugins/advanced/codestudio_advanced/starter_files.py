@@ -1,0 +1,50 @@
+"""``starter-files``: files written into a zone once, when a studio is created."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from codestudio import hookimpl
+from codestudio.blockapi import Block, BlockParams, BlockProblem, StarterFile
+from codestudio.resources import ResourceError
+from codestudio.types import RelativePath, Text, Zone
+
+
+class StarterFilesParams(BlockParams):
+    zone: Zone = "code_studio-versioned"
+    files: dict[RelativePath, Text] = Field(default_factory=dict)
+    #: Resource files or folders copied into the zone root under their own name.
+    resources: list[str] = Field(default_factory=list)
+
+
+class StarterFilesBlock(Block):
+    Params = StarterFilesParams
+    summary = "Files written into a zone once, when a studio is created"
+
+    @hookimpl
+    def contribute_starter_files(self, block, state):
+        p: StarterFilesParams = block.params
+        out = [StarterFile(zone=p.zone, path=path, content=text.encode()) for path, text in p.files.items()]
+        for index, spec in enumerate(p.resources):
+            try:
+                resource = state.resources.resolve(spec)
+            except ResourceError as exc:
+                raise BlockProblem(f"resources.{index}", str(exc)) from None
+            if resource.is_dir:
+                for dirpath, dirnames, filenames in os.walk(resource.path):
+                    dirnames.sort()
+                    for name in sorted(filenames):
+                        source = Path(dirpath, name)
+                        rel = Path(resource.path.name, source.relative_to(resource.path)).as_posix()
+                        out.append(_file(p.zone, rel, source))
+            else:
+                out.append(_file(p.zone, resource.path.name, resource.path))
+        return out
+
+
+def _file(zone: str, rel: str, source: Path) -> StarterFile:
+    mode = 0o755 if source.stat().st_mode & 0o111 else 0o644
+    return StarterFile(zone=zone, path=rel, content=source.read_bytes(), mode=mode)
