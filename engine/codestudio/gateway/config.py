@@ -1,0 +1,402 @@
+"""Gateway nginx configuration: route models, access secrets, rendering.
+
+Owns everything that turns "which studios run, on which loopback ports" into
+text: the nginx ``location`` blocks of one studio, the full ``nginx.conf``,
+the static landing and error pages, and the signed access URLs that
+``codestudio studio url`` prints. Nothing here starts processes (see
+:mod:`codestudio.gateway.process`).
+
+Injection rule: every value that reaches the nginx config is either validated
+here (project key, studio id, ints, IP literals, hex secrets) or passed through
+the ``ngx_quote``/``ngx_safe`` filters, which refuse anything they cannot
+render safely. Free text (labels, owner, action names) never reaches the
+config; it only appears HTML-escaped in the static landing pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Literal
+from urllib.parse import urlencode
+
+from codestudio.errors import UsageError
+from codestudio.types import PROJECT_KEY_RE, SLUG_RE
+
+URL_ROOT = "/code-studios"
+HEALTH_PATH = "/_codestudio/health"
+COOKIE_NAME = "cs_session"
+TOKEN_ARG = "cs_token"
+EXPIRES_ARG = "cs_expires"
+DEFAULT_PORT = 8800
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_TOKEN_TTL = 600  # seconds an access URL stays valid
+
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
+_SAFE_RE = re.compile(r"^[A-Za-z0-9_./:-]*$")
+_DURATION_RE = re.compile(r"^[0-9]{1,6}(ms|s|m|h|d)?$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_WORKERS_RE = re.compile(r"^(auto|[1-9][0-9]{0,2})$")
+
+
+@dataclass(frozen=True)
+class PortRoute:
+    """One exposed container port of a studio and where it is published."""
+
+    port: int  # container port (appears in the URL)
+    upstream_port: int  # loopback host port it is published on
+    proxied_subpath: Literal["/", "$request_uri"]
+    label: str  # shown on the landing page only (HTML-escaped), never in nginx config
+
+    def __post_init__(self) -> None:
+        for name in ("port", "upstream_port"):
+            value = getattr(self, name)
+            if type(value) is not int or not 1 <= value <= 65535:
+                raise UsageError(f"gateway route: {name} must be an integer 1-65535, got {value!r}")
+        if self.proxied_subpath not in ("/", "$request_uri"):
+            raise UsageError(
+                f"gateway route for port {self.port}: proxied_subpath must be '/' or '$request_uri', "
+                f"got {self.proxied_subpath!r}"
+            )
+        if not isinstance(self.label, str):
+            raise UsageError(f"gateway route for port {self.port}: label must be text")
+
+
+@dataclass(frozen=True)
+class StudioRoutes:
+    """Everything the gateway needs to serve one running studio."""
+
+    project_key: str
+    studio_id: str
+    owner: str
+    session_secret: str | None  # per-studio secret behind the owner's cookie; None = render preview
+    ports: tuple[PortRoute, ...]
+    actions: tuple[tuple[str, str], ...] = ()  # (name, label) for the landing page
+    upstream_host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.project_key, str) or not PROJECT_KEY_RE.match(self.project_key):
+            raise UsageError(
+                f"gateway: {self.project_key!r} is not a project key "
+                "(letters, digits, '_' and '-', at most 63 characters)"
+            )
+        if not isinstance(self.studio_id, str) or not SLUG_RE.match(self.studio_id):
+            raise UsageError(
+                f"gateway: {self.studio_id!r} is not a studio id "
+                "(lowercase letters, digits and '-', at most 63 characters)"
+            )
+        if self.session_secret is not None and not (
+            isinstance(self.session_secret, str) and _SECRET_RE.match(self.session_secret)
+        ):
+            raise UsageError(
+                f"gateway: studio {self.studio_id}: session secret must be 32-128 URL-safe characters "
+                "(use new_session_secret())"
+            )
+        ports = tuple(self.ports)
+        object.__setattr__(self, "ports", ports)
+        object.__setattr__(self, "actions", tuple(tuple(a) for a in self.actions))
+        seen: set[int] = set()
+        for route in ports:
+            if not isinstance(route, PortRoute):
+                raise UsageError(f"gateway: studio {self.studio_id}: ports must be PortRoute values")
+            if route.port in seen:
+                raise UsageError(f"gateway: studio {self.studio_id}: port {route.port} is listed twice")
+            seen.add(route.port)
+        _ip_literal(self.upstream_host, f"studio {self.studio_id} upstream_host")
+
+    @property
+    def prefix(self) -> str:
+        """``/code-studios/<project>/<studio>/`` (with the trailing slash)."""
+        return f"{URL_ROOT}/{self.project_key}/{self.studio_id}/"
+
+    @property
+    def cookie_value(self) -> str:
+        """What the owner's cookie carries (derived, so the stored secret never leaves the engine)."""
+        return _derive(self, "cookie")
+
+    @property
+    def link_key(self) -> str:
+        """Key signing access URLs (nginx secure_link)."""
+        return _derive(self, "link")
+
+
+def _derive(studio: StudioRoutes, purpose: str) -> str:
+    if studio.session_secret is None:
+        raise UsageError(f"studio {studio.studio_id} has no session secret (render preview)")
+    msg = f"codestudio-{purpose}:{studio.project_key}/{studio.studio_id}".encode()
+    return hmac.new(studio.session_secret.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def new_session_secret() -> str:
+    """A fresh random 256-bit session secret (rotate it on every studio start)."""
+    return secrets.token_urlsafe(32)
+
+
+def _ip_literal(value: str, what: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except (ValueError, TypeError):
+        raise UsageError(f"gateway: {what} must be an IP address, got {value!r}") from None
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How the gateway nginx listens and behaves; every field is validated."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    public_url: str | None = None  # base URL printed to users (default http://host:port)
+    cookie_secure: bool = False  # add `Secure` to the cookie (set when a TLS proxy fronts the gateway)
+    worker_processes: str = "auto"
+    worker_connections: int = 1024
+    worker_user: str | None = None  # `user` directive; only meaningful when nginx starts as root
+    idle_timeout: str = "1d"  # proxy read/send timeout: IDE websockets stay idle for long
+    shutdown_timeout: str = "60s"  # how long old workers keep open connections after a reload
+    client_max_body_size: str = "0"  # 0 = unlimited (notebook uploads)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host", _ip_literal(self.host, "host (CODESTUDIO_GATEWAY_HOST)"))
+        if type(self.port) is not int or not 1 <= self.port <= 65535:
+            raise UsageError(f"gateway: port (CODESTUDIO_GATEWAY_PORT) must be 1-65535, got {self.port!r}")
+        if self.public_url is not None and not re.match(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/-]*)?$", self.public_url):
+            raise UsageError(f"gateway: public_url {self.public_url!r} must be http(s)://host[:port][/path]")
+        if not _WORKERS_RE.match(str(self.worker_processes)):
+            raise UsageError(f"gateway: worker_processes must be 'auto' or a number, got {self.worker_processes!r}")
+        if type(self.worker_connections) is not int or not 16 <= self.worker_connections <= 65535:
+            raise UsageError("gateway: worker_connections must be an integer 16-65535")
+        if self.worker_user is not None and not _USER_RE.match(self.worker_user):
+            raise UsageError(f"gateway: worker_user {self.worker_user!r} is not a user name")
+        for name in ("idle_timeout", "shutdown_timeout"):
+            if not _DURATION_RE.match(getattr(self, name)):
+                raise UsageError(f"gateway: {name} must be an nginx duration like 60s or 1d")
+        if not re.match(r"^[0-9]{1,6}[kmg]?$", self.client_max_body_size):
+            raise UsageError("gateway: client_max_body_size must be like 0, 100m or 2g")
+
+    @property
+    def listen(self) -> str:
+        return _host_port(self.host, self.port)
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host == "0.0.0.0" else "[::1]" if self.host == "::" else self.host
+        return f"http://{_host_port(host, self.port)}"
+
+    @classmethod
+    def from_env(cls, base: GatewaySettings | None = None) -> GatewaySettings:
+        """``base`` (or defaults) with CODESTUDIO_GATEWAY_HOST/_PORT/_URL applied on top."""
+        import dataclasses
+
+        values = dataclasses.asdict(base) if base else {}
+        if os.environ.get("CODESTUDIO_GATEWAY_HOST"):
+            values["host"] = os.environ["CODESTUDIO_GATEWAY_HOST"]
+        if os.environ.get("CODESTUDIO_GATEWAY_PORT"):
+            raw = os.environ["CODESTUDIO_GATEWAY_PORT"]
+            if not raw.isdigit():
+                raise UsageError(f"CODESTUDIO_GATEWAY_PORT must be a port number, got {raw!r}")
+            values["port"] = int(raw)
+        if os.environ.get("CODESTUDIO_GATEWAY_URL"):
+            values["public_url"] = os.environ["CODESTUDIO_GATEWAY_URL"]
+        return cls(**values)
+
+
+# --- rendering ---------------------------------------------------------------
+
+
+def ngx_quote(value: object) -> str:
+    """A double-quoted nginx string literal; refuses what could change its meaning."""
+    text = str(value)
+    if re.search(r"[\x00-\x1f\x7f$]", text):
+        raise UsageError(f"gateway: {text!r} cannot be written into the nginx config")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def ngx_safe(value: object) -> str:
+    """A bare token for use inside an already-quoted string: only [A-Za-z0-9_./:-]."""
+    text = str(value)
+    if not _SAFE_RE.match(text):
+        raise UsageError(f"gateway: {text!r} cannot be written into the nginx config")
+    return text
+
+
+@cache
+def _env():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("codestudio.gateway", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["ngx_quote"] = ngx_quote
+    env.filters["ngx_safe"] = ngx_safe
+    return env
+
+
+def _port_view(studio: StudioRoutes, route: PortRoute) -> dict:
+    path = f"{studio.prefix}{route.port}"
+    return {
+        "port": route.port,
+        "path": path,  # without trailing slash
+        "strip": route.proxied_subpath == "/",
+        "upstream": f"cs.{studio.project_key}.{studio.studio_id}.{route.port}",
+        "server": _host_port(studio.upstream_host, route.upstream_port),
+        # The raw request URI must start with the location's path; the rest is what the
+        # studio server sees in strip mode (raw, so percent-encoding like %2F survives).
+        # The path holds only [A-Za-z0-9_/-]: no regex metacharacters to escape.
+        "rest_regex": "^" + path + "(/.*)",
+    }
+
+
+def _studio_view(studio: StudioRoutes, settings: GatewaySettings | None) -> dict:
+    return {
+        "prefix": studio.prefix,
+        "base": studio.prefix.rstrip("/"),
+        "preview": studio.session_secret is None,
+        "cookie": None if studio.session_secret is None else studio.cookie_value,
+        "link_key": None if studio.session_secret is None else studio.link_key,
+        "cookie_secure": bool(settings and settings.cookie_secure),
+        "landing_file": landing_file(studio),
+        "ports": [_port_view(studio, r) for r in sorted(studio.ports, key=lambda r: r.port)],
+    }
+
+
+def render_studio_locations(studio: StudioRoutes, settings: GatewaySettings | None = None) -> str:
+    """The nginx ``location`` blocks serving one studio (what ``codestudio render`` writes).
+
+    They rely on the ``map`` variables and upstreams that
+    :func:`render_gateway_config` declares at ``http`` level. With
+    ``session_secret=None`` (a render preview) every location refuses access.
+    """
+    return _env().get_template("studio_locations.conf.j2").render(s=_studio_view(studio, settings))
+
+
+def render_studio_upstreams(studio: StudioRoutes) -> str:
+    """The ``upstream`` blocks (keep-alive pools) for one studio's ports."""
+    return _env().get_template("studio_upstreams.conf.j2").render(s=_studio_view(studio, None))
+
+
+def config_generation(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def render_gateway_config(studios: Sequence[StudioRoutes], settings: GatewaySettings) -> str:
+    """The whole ``nginx.conf``: run with ``nginx -p <prefix>`` (every path is prefix-relative)."""
+    studios = list(studios)
+    seen: set[str] = set()
+    for s in studios:
+        if s.prefix in seen:
+            raise UsageError(f"gateway: two studios share the URL prefix {s.prefix}")
+        seen.add(s.prefix)
+    studios.sort(key=lambda s: s.prefix)
+    env = _env()
+    body = env.get_template("nginx.conf.j2").render(
+        settings=settings,
+        listen=settings.listen,
+        upstreams=[render_studio_upstreams(s) for s in studios],
+        locations=[render_studio_locations(s, settings) for s in studios],
+        generation="@@GENERATION@@",
+    )
+    # The health endpoint reports which config is live, so apply() can tell when a reload took.
+    return body.replace("@@GENERATION@@", config_generation(body))
+
+
+# --- static pages --------------------------------------------------------------
+
+
+def _landing_html(studio: StudioRoutes) -> str:
+    tabs = [
+        {"label": r.label, "href": f"{r.port}/", "port": r.port}
+        for r in sorted(studio.ports, key=lambda r: r.port)
+    ]
+    return _env().get_template("landing.html.j2").render(
+        project=studio.project_key,
+        studio=studio.studio_id,
+        owner=studio.owner,
+        tabs=tabs,
+        actions=[{"name": n, "label": lbl} for n, lbl in studio.actions],
+    )
+
+
+def landing_file(studio: StudioRoutes) -> str:
+    """Prefix-relative path of the studio's landing page (content-addressed, so a
+    rejected config never changes what the running one serves)."""
+    digest = hashlib.sha256(_landing_html(studio).encode()).hexdigest()[:16]
+    return f"/landing/{studio.project_key}/{studio.studio_id}/{digest}.html"
+
+
+def landing_pages(studios: Sequence[StudioRoutes]) -> dict[str, str]:
+    """``{path relative to the html dir: HTML}`` for every studio's landing page."""
+    return {landing_file(s).lstrip("/"): _landing_html(s) for s in studios}
+
+
+ERROR_PAGES = {
+    401: ("Sign-in needed", "This studio is only open to its owner. Open the link printed by "
+          "<code>codestudio studio url STUDIO</code> to get in."),
+    403: ("Link invalid or expired", "This access link is not valid any more. Ask for a new one with "
+          "<code>codestudio studio url STUDIO</code>."),
+    404: ("Not found", "Nothing is served here. Is the studio running? "
+          "<code>codestudio studio status STUDIO</code> lists its tabs."),
+    502: ("Studio not answering", "The studio does not answer on this port: it may still be starting, "
+          "or the server behind this tab stopped. <code>codestudio studio logs STUDIO</code> shows why."),
+    504: ("Studio timed out", "The studio did not answer in time."),
+}
+
+
+def error_pages() -> dict[str, str]:
+    """``{path relative to the html dir: HTML}`` for the gateway's own error responses."""
+    template = _env().get_template("error.html.j2")
+    from markupsafe import Markup
+
+    return {
+        f"_codestudio/errors/{code}.html": template.render(code=code, title=title, text=Markup(text))
+        for code, (title, text) in ERROR_PAGES.items()
+    }
+
+
+# --- access URLs -----------------------------------------------------------------
+
+
+def access_token(studio: StudioRoutes, expires: int) -> str:
+    """The secure_link checksum nginx expects: base64url(md5("<expires><prefix> <link key>"))."""
+    raw = f"{expires}{studio.prefix} {studio.link_key}".encode()
+    return base64.urlsafe_b64encode(hashlib.md5(raw).digest()).decode().rstrip("=")
+
+
+def make_access_url(
+    studio: StudioRoutes,
+    base_url: str,
+    ttl: int = DEFAULT_TOKEN_TTL,
+    *,
+    port: int | None = None,
+    now: float | None = None,
+) -> str:
+    """A URL that lets the owner in: the gateway swaps its token for the session cookie.
+
+    ``base_url`` is the gateway's (``GatewaySettings.base_url``); ``port`` points
+    at one tab instead of the landing page. The token is valid for ``ttl``
+    seconds and for this studio only (any path under its prefix).
+    """
+    if port is not None and port not in {r.port for r in studio.ports}:
+        raise UsageError(f"studio {studio.studio_id} exposes no port {port}")
+    expires = int((time.time() if now is None else now) + ttl)
+    path = studio.prefix + (f"{port}/" if port is not None else "")
+    query = urlencode({EXPIRES_ARG: expires, TOKEN_ARG: access_token(studio, expires)})
+    return f"{base_url.rstrip('/')}{path}?{query}"

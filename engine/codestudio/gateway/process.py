@@ -1,0 +1,370 @@
+"""The gateway nginx process: its prefix dir, start/stop/status, safe config apply.
+
+Layout under ``<data dir>/gateway/`` (mode 0700)::
+
+    nginx.conf        live config (0600: holds cookie values and link keys)
+    settings.json     the GatewaySettings the gateway was last started/applied with
+    nginx.pid         master pid (written by nginx)
+    logs/             access.log (no query strings, no cookies), error.log
+    temp/             nginx temp paths
+    html/             landing pages and error pages served by nginx
+    .lock             serialises concurrent CLI calls
+
+A new config is only ever written over the live one after ``nginx -t``
+accepted it; a failed check raises :class:`RuntimeFailure` carrying nginx's
+message and leaves the running gateway untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from codestudio.errors import RuntimeFailure
+from codestudio.gateway.config import (
+    HEALTH_PATH,
+    GatewaySettings,
+    StudioRoutes,
+    error_pages,
+    landing_pages,
+    render_gateway_config,
+)
+
+StudioSource = Callable[[], Iterable[StudioRoutes]]
+
+_TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def find_nginx() -> str:
+    """The nginx binary: ``$CODESTUDIO_NGINX``, then PATH, then Debian's /usr/sbin/nginx."""
+    for candidate in (os.environ.get("CODESTUDIO_NGINX"), shutil.which("nginx"), "/usr/sbin/nginx"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeFailure("nginx not found: install the Debian package 'nginx' or set CODESTUDIO_NGINX")
+
+
+def _no_studios() -> list[StudioRoutes]:
+    return []
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    running: bool
+    pid: int | None
+    url: str
+    listen: str
+    prefix: str
+    config: str | None  # generation (digest) of the live config, if running
+    studios: int | None  # studios in the live config file
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Gateway:
+    """One nginx instance with its prefix under ``data_dir/gateway``.
+
+    ``studios`` returns the routes of every running studio; :meth:`start` and
+    :meth:`apply` (without an argument) call it to build the config.
+    ``settings`` defaults to the saved settings with CODESTUDIO_GATEWAY_* on top.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        studios: StudioSource | None = None,
+        settings: GatewaySettings | None = None,
+        *,
+        ready_timeout: float = 10.0,
+    ):
+        self.prefix = Path(data_dir) / "gateway"
+        self._studios = studios or _no_studios
+        self._explicit_settings = settings
+        self.ready_timeout = ready_timeout
+
+    # --- paths -------------------------------------------------------------------
+
+    @property
+    def conf_path(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+    @property
+    def error_log(self) -> Path:
+        return self.prefix / "logs" / "error.log"
+
+    @property
+    def access_log(self) -> Path:
+        return self.prefix / "logs" / "access.log"
+
+    @property
+    def settings(self) -> GatewaySettings:
+        if self._explicit_settings is not None:
+            return self._explicit_settings
+        saved = None
+        path = self.prefix / "settings.json"
+        if path.exists():
+            try:
+                saved = GatewaySettings(**json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                saved = None  # unreadable: fall back to defaults rather than refuse to run
+        return GatewaySettings.from_env(saved)
+
+    def _prepare_dirs(self) -> None:
+        self.prefix.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.prefix, 0o700)
+        for sub in ("logs", "html", "temp", *(f"temp/{t}" for t in _TEMP_DIRS)):
+            (self.prefix / sub).mkdir(exist_ok=True, mode=0o700)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._prepare_dirs()
+        fd = os.open(self.prefix / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # --- nginx invocations ---------------------------------------------------------
+
+    def _nginx(self, *args: str, conf: Path | None = None) -> subprocess.CompletedProcess:
+        cmd = [
+            find_nginx(),
+            "-p", f"{self.prefix}/",
+            "-c", str(conf or self.conf_path),
+            "-e", str(self.error_log),
+            *args,
+        ]
+        # stderr goes to a file, not a pipe: the daemonised master inherits it and a
+        # pipe would keep us waiting for EOF.
+        err_path = self.prefix / "logs" / "nginx-cli.err"
+        with open(err_path, "w+") as err:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, check=False)
+            err.seek(0)
+            proc.stderr = err.read()
+        return proc
+
+    def _effective_settings(self) -> GatewaySettings:
+        settings = self.settings
+        if settings.worker_user is None and os.geteuid() == 0:
+            # Started as root, nginx would switch workers to `nobody`, who cannot enter
+            # the 0700 data dir; keep them as the engine's own user instead.
+            import pwd
+
+            settings = dataclasses.replace(settings, worker_user=pwd.getpwuid(os.geteuid()).pw_name)
+        return settings
+
+    def check(self, text: str) -> None:
+        """Run ``nginx -t`` on ``text``; raise RuntimeFailure with nginx's message if it fails."""
+        self._prepare_dirs()
+        tmp = self.prefix / f"nginx.conf.check-{os.getpid()}"
+        _write_private(tmp, text)
+        try:
+            proc = self._nginx("-t", "-q", conf=tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            message = proc.stderr.strip().replace(str(tmp), "<new config>")
+            raise RuntimeFailure(f"the new gateway config was rejected by nginx -t; the running one is unchanged:\n{message}")
+
+    # --- process state ---------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The master's pid if our nginx is running, else None."""
+        try:
+            pid = int((self.prefix / "nginx.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _is_nginx_master(pid) else None
+
+    def status(self) -> GatewayStatus:
+        settings = self.settings
+        pid = self.pid()
+        generation = self._live_generation(settings) if pid else None
+        studios = None
+        if self.conf_path.exists():
+            studios = self.conf_path.read_text().count("        # studio /code-studios/")
+        return GatewayStatus(
+            running=pid is not None,
+            pid=pid,
+            url=settings.base_url,
+            listen=settings.listen,
+            prefix=str(self.prefix),
+            config=generation,
+            studios=studios,
+        )
+
+    def _live_generation(self, settings: GatewaySettings) -> str | None:
+        host = "127.0.0.1" if settings.host == "0.0.0.0" else "::1" if settings.host == "::" else settings.host
+        url = "http://" + (f"[{host}]" if ":" in host else host) + f":{settings.port}{HEALTH_PATH}"
+        try:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(url, timeout=2) as resp:
+                return json.loads(resp.read()).get("config")
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    def _wait_for_generation(self, settings: GatewaySettings, generation: str) -> bool:
+        deadline = time.monotonic() + self.ready_timeout
+        delay = 0.002
+        while time.monotonic() < deadline:
+            if self._live_generation(settings) == generation:
+                return True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return False
+
+    # --- public operations ---------------------------------------------------------
+
+    def start(self) -> GatewayStatus:
+        """Start nginx (or re-apply the current studios if it already runs)."""
+        self.apply()
+        return self.status()
+
+    def apply(self, studios: Sequence[StudioRoutes] | None = None) -> str:
+        """Serve exactly ``studios`` (default: the studio source); start nginx if needed.
+
+        Returns the generation of the config now live. A config that fails
+        ``nginx -t`` never replaces the live one.
+        """
+        if studios is None:
+            studios = list(self._studios())
+        settings = self._effective_settings()
+        text = render_gateway_config(studios, settings)
+        generation = _generation_of(text)
+        with self._locked():
+            self._write_pages(studios)
+            self.check(text)
+            pid = self.pid()
+            if pid is not None and self.conf_path.exists() and self.conf_path.read_text() == text:
+                if self._live_generation(settings) == generation:
+                    return generation
+            previous = self.conf_path.read_text() if self.conf_path.exists() else None
+            _write_private(self.conf_path, text, replace=True)
+            _save_settings(self.prefix / "settings.json", self._explicit_settings or self.settings)
+            if pid is None:
+                self._start_locked(settings, generation, previous)
+            else:
+                self._reload_locked(pid, settings, generation, previous)
+            self._prune_pages(studios)
+            return generation
+
+    def _start_locked(self, settings: GatewaySettings, generation: str, previous: str | None) -> None:
+        proc = self._nginx()
+        if proc.returncode != 0:
+            raise RuntimeFailure(
+                f"the gateway did not start on {settings.listen}:\n{proc.stderr.strip()}\n"
+                "(set CODESTUDIO_GATEWAY_PORT to use another port)"
+            )
+        if not self._wait_for_generation(settings, generation):
+            raise RuntimeFailure(
+                f"the gateway started but does not answer on {settings.listen}; see {self.error_log}:\n"
+                + _tail(self.error_log)
+            )
+
+    def _reload_locked(self, pid: int, settings: GatewaySettings, generation: str, previous: str | None) -> None:
+        os.kill(pid, signal.SIGHUP)
+        if self._wait_for_generation(settings, generation):
+            return
+        # nginx keeps the old config when a reload fails (e.g. the new port is taken);
+        # put the file back so disk and process agree.
+        if previous is not None:
+            _write_private(self.conf_path, previous, replace=True)
+        raise RuntimeFailure(
+            f"nginx did not take the new gateway config; the previous one keeps running. See {self.error_log}:\n"
+            + _tail(self.error_log)
+        )
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop nginx (fast shutdown: open connections are closed). True if it was running."""
+        with self._locked():
+            pid = self.pid()
+            if pid is None:
+                return False
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            delay = 0.002
+            while _is_nginx_master(pid):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            (self.prefix / "nginx.pid").unlink(missing_ok=True)
+            return True
+
+    # --- static files ----------------------------------------------------------------
+
+    def _write_pages(self, studios: Sequence[StudioRoutes]) -> None:
+        html = self.prefix / "html"
+        for rel, content in {**error_pages(), **landing_pages(studios)}.items():
+            path = html / rel
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists() or path.read_text() != content:
+                _write_private(path, content, replace=True, mode=0o600)
+
+    def _prune_pages(self, studios: Sequence[StudioRoutes]) -> None:
+        keep = set(landing_pages(studios))
+        root = self.prefix / "html" / "landing"
+        if not root.exists():
+            return
+        for path in sorted(root.rglob("*"), reverse=True):
+            rel = str(path.relative_to(self.prefix / "html"))
+            if path.is_file() and rel not in keep:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+
+
+def _generation_of(text: str) -> str:
+    marker = '"config": "'
+    start = text.index(marker) + len(marker)
+    return text[start : text.index('"', start)]
+
+
+def _write_private(path: Path, text: str, *, replace: bool = False, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` with ``mode`` from the first byte; atomically if ``replace``."""
+    target = path.with_name(path.name + f".tmp-{os.getpid()}") if replace else path
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(target, mode)
+    if replace:
+        os.replace(target, path)
+
+
+def _save_settings(path: Path, settings: GatewaySettings) -> None:
+    data = dataclasses.asdict(settings)
+    _write_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n", replace=True)
+
+
+def _is_nginx_master(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state not in ("Z", "X") and cmdline.startswith(b"nginx: master process")
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no error log)"
