@@ -92,6 +92,26 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (studio_id, mapping)
     );
     """,
+    # 2: file sync keeps each side's stat (hashing is skipped when it matches)
+    # and the conflicts it found, until the user resolves them.
+    """
+    ALTER TABLE sync_records ADD COLUMN studio_size INTEGER NOT NULL DEFAULT -1;
+    ALTER TABLE sync_records ADD COLUMN studio_mtime_ns INTEGER NOT NULL DEFAULT -1;
+    CREATE TABLE sync_conflicts (
+        studio_id     TEXT NOT NULL,
+        mapping       TEXT NOT NULL,
+        zone          TEXT NOT NULL,
+        path          TEXT NOT NULL,  -- zone-relative
+        server_change TEXT NOT NULL,  -- added | modified | deleted
+        studio_change TEXT NOT NULL,
+        copy          TEXT NOT NULL DEFAULT '',  -- zone-relative path of the studio's version kept on the server
+        commit_at_last_sync TEXT,
+        commit_at_detection TEXT,
+        detected_at   REAL NOT NULL,
+        resolved_at   REAL,
+        PRIMARY KEY (studio_id, mapping, path, copy)
+    );
+    """,
 ]
 
 

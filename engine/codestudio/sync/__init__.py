@@ -1,0 +1,61 @@
+"""Zones and file synchronisation between the server and studios.
+
+Public API (the runtime and the ``studio sync|push|pull|conflicts`` CLI call these):
+
+- :func:`zone_dir` -- the server folder of a zone for a studio, project or user
+- :func:`write_starter_files` -- starter files, once, when a studio is created
+- :func:`mappings_for` / :func:`default_mappings` -- what a template syncs
+- :class:`SyncStudio` -- the studio as sync sees it
+- :class:`PodmanTransport`, :class:`LocalTransport` (:class:`Transport` protocol)
+- :func:`sync`, :func:`push_on_start`, :func:`pull_on_stop` -> :class:`SyncReport`
+  (raise :class:`SyncConflictError` / :class:`SyncError`)
+- :func:`conflicts`, :func:`resolve_conflicts`, :func:`forget_studio`
+
+How it works is in :mod:`codestudio.sync.core`; what runs inside the studio
+in :mod:`codestudio.sync.agent`; user-facing documentation in docs/sync.md.
+"""
+
+from codestudio.sync.core import (
+    Conflict,
+    MappingReport,
+    SyncConflictError,
+    SyncError,
+    SyncReport,
+    SyncStudio,
+    check_exclusions,
+    conflicts,
+    default_mappings,
+    forget_studio,
+    mapping_key,
+    mappings_for,
+    pull_on_stop,
+    push_on_start,
+    resolve_conflicts,
+    sync,
+)
+from codestudio.sync.transport import LocalTransport, PodmanTransport, Transport
+from codestudio.sync.zones import write_starter_files, zone_dir
+
+__all__ = [
+    "Conflict",
+    "LocalTransport",
+    "MappingReport",
+    "PodmanTransport",
+    "SyncConflictError",
+    "SyncError",
+    "SyncReport",
+    "SyncStudio",
+    "Transport",
+    "check_exclusions",
+    "conflicts",
+    "default_mappings",
+    "forget_studio",
+    "mapping_key",
+    "mappings_for",
+    "pull_on_stop",
+    "push_on_start",
+    "resolve_conflicts",
+    "sync",
+    "write_starter_files",
+    "zone_dir",
+]

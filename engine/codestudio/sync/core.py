@@ -1,0 +1,767 @@
+"""Two-way file synchronisation between zones and a studio, with conflict detection.
+
+For each mapping the engine lists both sides (the server folder with the
+agent's functions, the studio's folder with the agent through a
+:class:`~codestudio.sync.transport.Transport`) and compares each path with
+the record of the last sync (``sync_records``). A side "changed" a path when
+its (kind, sha256, executable bit) differs from the record; only changed
+files are hashed again (size and mtime are compared first, per side).
+
+=====================  =========================================================
+changed on             action
+=====================  =========================================================
+server only            push (write or delete in the studio)
+studio only            pull (write or delete on the server; never for one-way)
+both, same result      nothing to move; the record is updated
+both, one deleted      conflict; the modified version wins on both sides
+both, both modified    conflict; the server's version stays in place, the
+                       studio's is kept as ``<name>.conflict-<studio>-<UTC time>``
+                       on the server (and pushed back, so both sides hold both)
+=====================  =========================================================
+
+On a push-only sync (or a one-way mapping) the studio's conflicting version
+is renamed to the conflict name inside the studio instead. Records are
+written only for paths whose transfer the receiving side confirmed, so a
+sync killed mid-way is completed by the next one. Conflicts are stored in
+``sync_conflicts`` until the conflict copy is deleted or they are resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pathspec
+
+from codestudio.blockapi import SyncMapping
+from codestudio.errors import RuntimeFailure, UsageError
+from codestudio.store import Store
+from codestudio.sync import agent
+from codestudio.sync.transport import Transport
+from codestudio.sync.zones import (
+    COMMITTER,
+    check_zone,
+    commit_all,
+    head,
+    owner_author,
+    zone_dir,
+    zone_lock,
+)
+from codestudio.types import ZONES, default_target, is_versioned
+
+Direction = Literal["both", "push", "pull"]
+
+LINK_MODE = 0o120777
+FILE_MODE = 0o100644
+EXEC_MODE = 0o100755
+
+
+# --------------------------------------------------------------------------
+# What is synced
+
+
+@dataclass(frozen=True)
+class SyncStudio:
+    """What sync needs to know about a studio (built by the runtime from its state)."""
+
+    studio_id: str
+    project_key: str
+    owner: str
+    mappings: tuple[SyncMapping, ...]
+    exclusions: tuple[str, ...] = ()
+    owner_email: str | None = None
+
+    def zone_path(self, zone: str) -> Path:
+        return zone_dir(zone, studio_id=self.studio_id, project_key=self.project_key, user=self.owner)
+
+
+def default_mappings() -> list[SyncMapping]:
+    """Every zone, two-way, to its default target: what a template without ``file-sync`` gets."""
+    return [SyncMapping(zone=z, target=default_target(z)) for z in ZONES]
+
+
+def mappings_for(state) -> tuple[list[SyncMapping], list[str]]:
+    """Mappings and exclusions of a build state (:class:`~codestudio.blockapi.BuildState`).
+
+    With no ``file-sync`` block every zone maps two-way to its default target.
+    """
+    exclusions = check_exclusions(list(getattr(state, "sync_exclusions", []) or []))
+    if not getattr(state, "sync_configured", False):
+        return default_mappings(), exclusions
+    return list(state.sync_mappings), exclusions
+
+
+def check_exclusions(patterns: Iterable[str]) -> list[str]:
+    """Validate gitignore patterns (no ``!``: an exclusion can't be re-included)."""
+    out = []
+    for p in patterns:
+        if not isinstance(p, str) or not p.strip() or "\n" in p or "\x00" in p:
+            raise UsageError(f"invalid sync exclusion {p!r}")
+        if p.lstrip().startswith("!"):
+            raise UsageError(f"sync exclusion {p!r}: '!' (re-include) is not supported")
+        out.append(p)
+    try:
+        pathspec.GitIgnoreSpec.from_lines(out)
+    except Exception as exc:  # pathspec raises several types for bad patterns
+        raise UsageError(f"invalid sync exclusion: {exc}") from None
+    return out
+
+
+def exclusion_regexes(patterns: Iterable[str]) -> list[str]:
+    """The patterns as regular expressions, so the stdlib-only agent matches exactly as pathspec does."""
+    spec = pathspec.GitIgnoreSpec.from_lines(check_exclusions(patterns))
+    return [p.regex.pattern for p in spec.patterns if p.include and p.regex is not None]
+
+
+def mapping_key(m: SyncMapping) -> str:
+    return f"{m.zone}:{m.subfolder or ''}:{m.target}"
+
+
+# --------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A path changed on both sides since the last sync.
+
+    ``path`` and ``copy`` are relative to the zone; ``copy`` is where the
+    studio's version was kept on the server (None when one side deleted the
+    file: then the modified version won and nothing needed keeping).
+    """
+
+    zone: str
+    path: str
+    server_change: str  # added | modified | deleted
+    studio_change: str
+    copy: str | None
+    commit_at_last_sync: str | None
+    commit_at_detection: str | None
+    commit_now: str | None
+    detected_at: float
+    mapping: str
+
+    def describe(self) -> str:
+        text = f"{self.zone}/{self.path} (server {self.server_change}, studio {self.studio_change})"
+        if self.copy:
+            text += f": studio's version kept as {self.zone}/{self.copy}"
+        return text
+
+
+@dataclass
+class MappingReport:
+    zone: str
+    subfolder: str | None
+    target: str
+    pushed: list[str] = field(default_factory=list)
+    pulled: list[str] = field(default_factory=list)
+    deleted_in_studio: list[str] = field(default_factory=list)
+    deleted_on_server: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    #: (side, path, reason): symlinks pointing outside, special files, vanished files
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    #: (side, path, reason): archive entries or writes refused for safety
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+    commit_before: str | None = None
+    commit_after: str | None = None
+
+
+@dataclass
+class SyncReport:
+    studio_id: str
+    direction: str
+    mappings: list[MappingReport] = field(default_factory=list)
+
+    @property
+    def conflicts(self) -> list[Conflict]:
+        return [c for m in self.mappings for c in m.conflicts]
+
+    @property
+    def refused(self) -> list[tuple[str, str, str]]:
+        return [r for m in self.mappings for r in m.refused]
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+class SyncError(RuntimeFailure):
+    """A sync finished with refused entries or failed talking to the studio; ``report`` says what moved."""
+
+    def __init__(self, message: str, report: SyncReport | None = None):
+        self.report = report
+        super().__init__(message)
+
+
+class SyncConflictError(SyncError):
+    """A sync found conflicts (both versions kept); raised after everything else was synced."""
+
+
+# --------------------------------------------------------------------------
+# Records
+
+
+def _ident(e: dict | None) -> tuple | None:
+    return None if e is None else (e["t"], e["h"], bool(e["x"]))
+
+
+def _mode(e: dict) -> int:
+    return LINK_MODE if e["t"] == "l" else (EXEC_MODE if e["x"] else FILE_MODE)
+
+
+def _load_records(store: Store, studio_id: str, key: str) -> dict[str, dict]:
+    with store.connect() as conn:
+        rows = conn.execute(
+            "SELECT path, size, mtime_ns, sha256, mode, studio_size, studio_mtime_ns FROM sync_records "
+            "WHERE studio_id = ? AND mapping = ?",
+            (studio_id, key),
+        ).fetchall()
+    return {
+        r["path"]: {
+            "t": "l" if r["mode"] == LINK_MODE else "f",
+            "x": r["mode"] == EXEC_MODE,
+            "h": r["sha256"],
+            "s": r["size"],
+            "m": r["mtime_ns"],
+            "ss": r["studio_size"],
+            "sm": r["studio_mtime_ns"],
+        }
+        for r in rows
+    }
+
+
+def _record(server: dict | None, studio: dict | None, ident_from: dict) -> dict:
+    """A record: identity from ``ident_from``, each side's stat if known (-1 forces a re-hash)."""
+    return {
+        "t": ident_from["t"],
+        "x": bool(ident_from["x"]),
+        "h": ident_from["h"],
+        "s": server["s"] if server else -1,
+        "m": server["m"] if server else -1,
+        "ss": studio["s"] if studio else -1,
+        "sm": studio["m"] if studio else -1,
+    }
+
+
+class _RecordWriter:
+    """Collects record changes and writes them in one transaction (also on failure)."""
+
+    def __init__(self, store: Store, studio_id: str, key: str):
+        self.store, self.studio_id, self.key = store, studio_id, key
+        self.upserts: dict[str, dict] = {}
+        self.deletes: set[str] = set()
+
+    def put(self, path: str, rec: dict) -> None:
+        self.deletes.discard(path)
+        self.upserts[path] = rec
+
+    def drop(self, path: str) -> None:
+        self.upserts.pop(path, None)
+        self.deletes.add(path)
+
+    def flush(self, commit_id: str | None = None, run: bool = False) -> None:
+        with self.store.connect() as conn:
+            conn.executemany(
+                "DELETE FROM sync_records WHERE studio_id = ? AND mapping = ? AND path = ?",
+                [(self.studio_id, self.key, p) for p in self.deletes],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO sync_records (studio_id, mapping, path, size, mtime_ns, sha256, mode, "
+                "studio_size, studio_mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (self.studio_id, self.key, p, r["s"], r["m"], r["h"], _mode(r), r["ss"], r["sm"])
+                    for p, r in self.upserts.items()
+                ],
+            )
+            if run:
+                conn.execute(
+                    "INSERT OR REPLACE INTO sync_runs (studio_id, mapping, commit_id, synced_at) VALUES (?, ?, ?, ?)",
+                    (self.studio_id, self.key, commit_id, time.time()),
+                )
+        self.upserts.clear()
+        self.deletes.clear()
+
+
+# --------------------------------------------------------------------------
+# Talking to the agent
+
+
+def _drain(stream, sink: list) -> threading.Thread:
+    def run() -> None:
+        for line in stream:
+            sink.append(line)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _finish(proc, threads: list[threading.Thread], transport: Transport, op: str, err: list[bytes]) -> str | None:
+    """Wait for the agent; return an error message if it failed."""
+    rc = proc.wait()
+    for t in threads:
+        t.join()
+    if rc == 0:
+        return None
+    tail = b"".join(err).decode(errors="replace").strip().splitlines()[-5:]
+    return f"sync agent '{op}' failed in {transport.description} (exit {rc}): " + " | ".join(tail)
+
+
+def _studio_list(transport: Transport, root: str, records: dict[str, dict], regexes: list[str]) -> dict:
+    proc = transport.start_agent("list", root)
+    err: list[bytes] = []
+    threads = [_drain(proc.stderr, err)]
+    request = {"records": {p: [r["ss"], r["sm"], r["h"]] for p, r in records.items()}, "exclude": regexes}
+    try:
+        proc.stdin.write(json.dumps(request).encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    out = proc.stdout.read()
+    failure = _finish(proc, threads, transport, "list", err)
+    if failure:
+        raise SyncError(failure)
+    return json.loads(out)
+
+
+def _studio_apply(
+    transport: Transport,
+    root: str,
+    server_root: str,
+    *,
+    renames: list[tuple[str, str]],
+    deletes: list[str],
+    files: list[str],
+) -> tuple[list[dict], list[str], str | None]:
+    """Send renames, deletions and files.
+
+    Returns the agent's confirmations, the files that vanished here before
+    they could be sent, and an error message if the agent failed.
+    """
+    proc = transport.start_agent("apply", root)
+    out: list[bytes] = []
+    err: list[bytes] = []
+    # Drained concurrently: the agent confirms while we are still sending.
+    threads = [_drain(proc.stdout, out), _drain(proc.stderr, err)]
+    vanished: list[str] = []
+    try:
+        try:
+            proc.stdin.write(json.dumps({"rename": renames, "delete": deletes}).encode() + b"\n")
+            with agent.open_tar_writer(proc.stdin) as tar:
+                for name in files:
+                    if not agent.add_to_tar(tar, server_root, name):
+                        vanished.append(name)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        failure = _finish(proc, threads, transport, "apply", err)
+    finally:
+        if proc.poll() is None:  # interrupted here: stop the agent
+            proc.kill()
+            proc.wait()
+    results = []
+    for line in out:
+        try:
+            results.append(json.loads(line))
+        except ValueError:
+            pass  # a line cut short by a killed agent confirms nothing
+    return results, vanished, failure
+
+
+def _studio_get(
+    transport: Transport, root: str, server_root: str, wanted: dict[str, str], report: MappingReport
+) -> tuple[dict[str, dict], str | None]:
+    """Fetch ``wanted`` (studio path -> server path).
+
+    Returns server path -> written entry, and an error message if the
+    transfer failed part-way.
+    """
+    proc = transport.start_agent("get", root)
+    err: list[bytes] = []
+    threads = [_drain(proc.stderr, err)]
+    written: dict[str, dict] = {}
+    try:
+        proc.stdin.write(json.dumps(sorted(wanted)).encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    failure = None
+    try:
+        with agent.open_tar_reader(proc.stdout) as tar:
+            for member in tar:
+                dest = wanted.get(member.name)
+                if dest is None:
+                    report.refused.append(("studio", member.name, "not requested"))
+                    continue
+                try:
+                    written[dest] = agent.write_member(server_root, tar, member, dest)
+                except agent.Refused as exc:
+                    report.refused.append(("studio", member.name, str(exc)))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        # Files written before the failure are complete; the caller records them.
+        failure = f"unreadable archive from {transport.description}: {exc}"
+        proc.kill()
+    if failure is None:
+        proc.stdout.read()  # the archive's end padding
+    return written, failure or _finish(proc, threads, transport, "get", err)
+
+
+# --------------------------------------------------------------------------
+# Sync
+
+
+def _change(before: dict | None, after: dict | None) -> str:
+    if before is None:
+        return "added"
+    if after is None:
+        return "deleted"
+    return "modified"
+
+
+def _conflict_name(path: str, studio_id: str, taken) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    name = f"{path}.conflict-{studio_id}-{stamp}"
+    n = 2
+    while taken(name):
+        name = f"{path}.conflict-{studio_id}-{stamp}-{n}"
+        n += 1
+    return name
+
+
+def _zone_rel(m: SyncMapping, path: str) -> str:
+    return f"{m.subfolder}/{path}" if m.subfolder else path
+
+
+def sync(
+    studio: SyncStudio,
+    transport: Transport,
+    direction: Direction = "both",
+    zone: str | None = None,
+    *,
+    fresh: bool = False,
+    store: Store | None = None,
+) -> SyncReport:
+    """Synchronise the studio's mappings (all, or those of ``zone``) in ``direction``.
+
+    :param fresh: the studio's folders are new (a just-started container):
+        forget what the last sync recorded about them, so everything on the
+        server is pushed.
+    :raises SyncConflictError: after syncing everything else, when conflicts
+        were found (both versions are kept; see the module docstring).
+    :raises SyncError: when archive entries were refused or the agent failed.
+    """
+    if direction not in ("both", "push", "pull"):
+        raise UsageError(f"invalid sync direction {direction!r}: both, push or pull")
+    mappings = list(studio.mappings)
+    if zone is not None:
+        check_zone(zone)
+        mappings = [m for m in mappings if m.zone == zone]
+        if not mappings:
+            raise UsageError(f"zone {zone!r} is not synced with studio {studio.studio_id}")
+    store = store or Store.default()
+    author = owner_author(studio.owner, studio.owner_email)
+    regexes = exclusion_regexes(studio.exclusions)
+    report = SyncReport(studio.studio_id, direction)
+    for m in mappings:
+        can_push = direction in ("both", "push")
+        can_pull = direction in ("both", "pull") and not m.one_way
+        if not (can_push or can_pull):
+            continue
+        mr = MappingReport(m.zone, m.subfolder, m.target)
+        report.mappings.append(mr)
+        _sync_mapping(studio, transport, m, mr, can_push, can_pull, fresh, regexes, author, store)
+    if report.conflicts:
+        names = "\n".join(f"  {c.describe()}" for c in report.conflicts)
+        raise SyncConflictError(f"studio {studio.studio_id}: {len(report.conflicts)} conflict(s)\n{names}", report)
+    if report.refused:
+        names = "\n".join(f"  {side}: {path}: {why}" for side, path, why in report.refused)
+        raise SyncError(f"studio {studio.studio_id}: entries refused\n{names}", report)
+    return report
+
+
+def _sync_mapping(
+    studio: SyncStudio,
+    transport: Transport,
+    m: SyncMapping,
+    mr: MappingReport,
+    can_push: bool,
+    can_pull: bool,
+    fresh: bool,
+    regexes: list[str],
+    author: tuple[str, str],
+    store: Store,
+) -> None:
+    key = mapping_key(m)
+    zpath = studio.zone_path(m.zone)
+    server_root = zpath / m.subfolder if m.subfolder else zpath
+    with zone_lock(zpath):
+        server_root.mkdir(parents=True, exist_ok=True)
+        # Server-side edits get their own commit, so the pull commit holds only the studio's changes.
+        commit_all(zpath, f"Server-side changes before sync with studio {studio.studio_id}", COMMITTER, m.subfolder)
+        with store.connect() as conn:
+            row = conn.execute(
+                "SELECT commit_id FROM sync_runs WHERE studio_id = ? AND mapping = ?", (studio.studio_id, key)
+            ).fetchone()
+            if fresh:
+                conn.execute("DELETE FROM sync_records WHERE studio_id = ? AND mapping = ?", (studio.studio_id, key))
+        mr.commit_before = row["commit_id"] if row else None
+        records = _load_records(store, studio.studio_id, key)
+        server_list = agent.scan(str(server_root), {p: [r["s"], r["m"], r["h"]] for p, r in records.items()}, regexes)
+        studio_list = _studio_list(transport, m.target, records, regexes)
+        mr.skipped += [("server", p, why) for p, why in server_list["skipped"]]
+        mr.skipped += [("studio", p, why) for p, why in studio_list["skipped"]]
+        S = {e["p"]: e for e in server_list["entries"]}
+        C = {e["p"]: e for e in studio_list["entries"]}
+        writer = _RecordWriter(store, studio.studio_id, key)
+
+        push_files: list[str] = []
+        push_deletes: list[str] = []
+        renames: list[tuple[str, str]] = []
+        pulls: dict[str, str] = {}  # studio path -> server path
+        pull_deletes: list[str] = []
+        conflict_rows: list[tuple[str, str, str, str | None]] = []
+        conflict_copies: dict[str, str] = {}  # server copy path -> original path
+
+        def taken(name: str) -> bool:
+            return name in S or name in C or os.path.lexists(server_root / name)
+
+        for p in sorted(set(records) | set(S) | set(C)):
+            r, s, c = records.get(p), S.get(p), C.get(p)
+            ir, is_, ic = _ident(r), _ident(s), _ident(c)
+            if is_ == ic:
+                # Same on both sides (or gone from both): nothing moves.
+                if s is None:
+                    if r is not None:
+                        writer.drop(p)
+                elif r is None or is_ != ir or (r["s"], r["m"], r["ss"], r["sm"]) != (s["s"], s["m"], c["s"], c["m"]):
+                    writer.put(p, _record(s, c, s))
+                continue
+            server_changed, studio_changed = is_ != ir, ic != ir
+            if server_changed and not studio_changed:
+                if can_push:
+                    (push_files if s else push_deletes).append(p)
+                continue
+            if studio_changed and not server_changed:
+                if can_pull:
+                    if c:
+                        pulls[p] = p
+                    else:
+                        pull_deletes.append(p)
+                continue
+            # Changed on both sides, differently.
+            if s is None:  # server deleted, studio modified: the modification wins
+                conflict_rows.append((p, "deleted", _change(r, c), None))
+                if can_pull:
+                    pulls[p] = p
+            elif c is None:  # studio deleted, server modified: the modification wins
+                conflict_rows.append((p, _change(r, s), "deleted", None))
+                if can_push:
+                    push_files.append(p)
+            else:
+                copy = _conflict_name(p, studio.studio_id, taken)
+                conflict_rows.append((p, _change(r, s), _change(r, c), copy))
+                if can_pull:
+                    # The server's version goes to the studio only once the studio's is safe here.
+                    pulls[p] = copy
+                    conflict_copies[copy] = p
+                else:
+                    renames.append((p, copy))
+                    push_files.append(p)
+
+        failures: list[str] = []
+        server_now = dict(S)
+        try:
+            # 1. studio -> server
+            if pulls:
+                written, failure = _studio_get(transport, m.target, str(server_root), pulls, mr)
+                if failure:
+                    failures.append(failure)
+                server_now.update(written)
+                for src, dest in pulls.items():
+                    entry = written.get(dest)
+                    if entry is None:
+                        if not any(path == src for _, path, _ in mr.refused):
+                            mr.skipped.append(("studio", src, "vanished before it could be read"))
+                        continue
+                    if dest in conflict_copies:
+                        # The studio's version now lives on the server; the record says so,
+                        # so the server's version at ``src`` goes to the studio next.
+                        writer.put(src, _record(None, C[src], C[src]))
+                        if can_push:
+                            push_files += [src, dest]
+                    else:
+                        writer.put(dest, _record(entry, C[src], entry))
+                        mr.pulled.append(dest)
+            for p in pull_deletes:
+                try:
+                    agent.delete(str(server_root), p)
+                except (agent.Refused, OSError) as exc:
+                    mr.refused.append(("server", p, f"cannot delete: {exc}"))
+                    continue
+                writer.drop(p)
+                mr.deleted_on_server.append(p)
+            writer.flush()
+            if pulls or pull_deletes:
+                n = len(mr.pulled) + len(mr.deleted_on_server) + len(conflict_copies)
+                commit_all(
+                    zpath,
+                    f"Sync from studio {studio.studio_id}: {n} file(s) changed"
+                    + (f", {len(conflict_copies)} conflict copy(ies)" if conflict_copies else ""),
+                    author,
+                    m.subfolder,
+                )
+            # 2. server -> studio
+            if push_files or push_deletes or renames:
+                results, vanished, failure = _studio_apply(
+                    transport, m.target, str(server_root), renames=renames, deletes=push_deletes, files=push_files
+                )
+                if failure:
+                    failures.append(failure)
+                mr.skipped += [("server", p, "vanished before it could be sent") for p in vanished]
+                for res in results:
+                    if "ok" in res:
+                        e = res["ok"]
+                        p = e["p"]
+                        writer.put(p, _record(server_now.get(p), e, e))
+                        mr.pushed.append(p)
+                    elif "deleted" in res:
+                        writer.drop(res["deleted"])
+                        mr.deleted_in_studio.append(res["deleted"])
+                    elif "renamed" in res:
+                        pass
+                    else:
+                        mr.refused.append(("studio", res.get("refused", "?"), res.get("reason", "")))
+        finally:
+            writer.flush()
+
+        if failures:
+            # What was confirmed is recorded (above); the next sync completes the rest.
+            raise SyncError("; ".join(failures))
+        mr.commit_after = head(zpath)
+        writer.flush(mr.commit_after, run=True)
+        now = time.time()
+        for p, sc, cc, copy in conflict_rows:
+            mr.conflicts.append(
+                Conflict(
+                    zone=m.zone,
+                    path=_zone_rel(m, p),
+                    server_change=sc,
+                    studio_change=cc,
+                    copy=_zone_rel(m, copy) if copy else None,
+                    commit_at_last_sync=mr.commit_before,
+                    commit_at_detection=mr.commit_after,
+                    commit_now=mr.commit_after,
+                    detected_at=now,
+                    mapping=key,
+                )
+            )
+        if mr.conflicts:
+            with store.connect() as conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO sync_conflicts (studio_id, mapping, zone, path, server_change, "
+                    "studio_change, copy, commit_at_last_sync, commit_at_detection, detected_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (studio.studio_id, key, c.zone, c.path, c.server_change, c.studio_change, c.copy or "",
+                         c.commit_at_last_sync, c.commit_at_detection, c.detected_at)
+                        for c in mr.conflicts
+                    ],
+                )
+
+
+# --------------------------------------------------------------------------
+# Start, stop, conflicts
+
+
+def push_on_start(studio: SyncStudio, transport: Transport, *, store: Store | None = None) -> SyncReport:
+    """Server -> studio when it starts: the container is new, so everything is pushed."""
+    return sync(studio, transport, "push", fresh=True, store=store)
+
+
+def pull_on_stop(studio: SyncStudio, transport: Transport, *, store: Store | None = None) -> SyncReport:
+    """Studio -> server before it stops (two-way mappings only)."""
+    return sync(studio, transport, "pull", store=store)
+
+
+def conflicts(studio: SyncStudio, zone: str | None = None, *, store: Store | None = None) -> list[Conflict]:
+    """Open conflicts of the studio (in ``zone``), oldest first.
+
+    A conflict with a copy stays open until the copy is deleted from the
+    zone (after merging it); one without a copy (modified on one side,
+    deleted on the other) until :func:`resolve_conflicts`.
+    """
+    if zone is not None:
+        check_zone(zone)
+    store = store or Store.default()
+    with store.connect() as conn:
+        rows = conn.execute(
+            "SELECT * FROM sync_conflicts WHERE studio_id = ? AND resolved_at IS NULL ORDER BY detected_at, path",
+            (studio.studio_id,),
+        ).fetchall()
+    out: list[Conflict] = []
+    gone: list[tuple] = []
+    heads: dict[str, str | None] = {}
+    for r in rows:
+        if zone is not None and r["zone"] != zone:
+            continue
+        zpath = studio.zone_path(r["zone"])
+        if r["copy"] and not os.path.lexists(zpath / r["copy"]):
+            gone.append((r["studio_id"], r["mapping"], r["path"], r["copy"]))
+            continue
+        if r["zone"] not in heads:
+            heads[r["zone"]] = head(zpath) if is_versioned(r["zone"]) else None
+        out.append(
+            Conflict(
+                zone=r["zone"],
+                path=r["path"],
+                server_change=r["server_change"],
+                studio_change=r["studio_change"],
+                copy=r["copy"] or None,
+                commit_at_last_sync=r["commit_at_last_sync"],
+                commit_at_detection=r["commit_at_detection"],
+                commit_now=heads[r["zone"]],
+                detected_at=r["detected_at"],
+                mapping=r["mapping"],
+            )
+        )
+    if gone:
+        _mark_resolved(store, gone)
+    return out
+
+
+def resolve_conflicts(
+    studio: SyncStudio, zone: str | None = None, paths: Iterable[str] | None = None, *, store: Store | None = None
+) -> list[Conflict]:
+    """Mark open conflicts (all, of ``zone``, or at these zone-relative ``paths``) resolved; return them.
+
+    Conflict copies are not deleted: they are ordinary files of the zone.
+    """
+    store = store or Store.default()
+    wanted = set(paths) if paths is not None else None
+    chosen = [c for c in conflicts(studio, zone, store=store) if wanted is None or c.path in wanted]
+    _mark_resolved(store, [(studio.studio_id, c.mapping, c.path, c.copy or "") for c in chosen])
+    return chosen
+
+
+def _mark_resolved(store: Store, keys: list[tuple]) -> None:
+    with store.connect() as conn:
+        conn.executemany(
+            "UPDATE sync_conflicts SET resolved_at = ? WHERE studio_id = ? AND mapping = ? AND path = ? AND copy = ?",
+            [(time.time(), *k) for k in keys],
+        )
+
+
+def forget_studio(studio_id: str, *, store: Store | None = None) -> None:
+    """Drop a deleted studio's sync records, runs and conflicts (its zones are left to the caller)."""
+    store = store or Store.default()
+    with store.connect() as conn:
+        for table in ("sync_records", "sync_runs", "sync_conflicts"):
+            conn.execute(f"DELETE FROM {table} WHERE studio_id = ?", (studio_id,))
