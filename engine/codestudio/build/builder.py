@@ -1,0 +1,349 @@
+"""Template builds: render -> content hash -> ``buildah bud --layers`` -> tags -> history.
+
+The image of a template is ``localhost/codestudio/<template-id>:<hash>``
+(and ``:latest``), where the hash covers everything that decides the image
+(:func:`content_manifest`). An image with that tag already in storage means
+the build is skipped without running buildah. Tags are applied only after
+buildah succeeded (it writes the new image id to an ``--iidfile``), so a
+failed build never moves a tag.
+
+Each build gets ``<data dir>/builds/<template-id>/<build-id>/`` holding the
+render (``render/``: Dockerfile, context, runner.json, ...), the inputs
+behind the hash (``inputs.json``) and the full log (``build.log``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codestudio import containers
+from codestudio.build import history
+from codestudio.build.progress import Reporter, StepTracker
+from codestudio.errors import RuntimeFailure, UsageError
+from codestudio.store import Store
+
+IMAGE_REPO = "localhost/codestudio"
+#: Bump when a change in how images are built changes what they contain,
+#: so that existing images stop matching.
+RECIPE = 1
+HASH_TAG_LENGTH = 16
+#: Render folders kept per template (logs are always kept).
+KEEP_RENDERS = 5
+CA_TARGET = "/etc/ssl/certs/ca-certificates.crt"
+
+
+class BuildFailed(RuntimeFailure):
+    """buildah failed on a step; the message names the block, statement and last output."""
+
+    def __init__(self, message: str, *, step: int | None, block_index: int | None, log_path: Path):
+        super().__init__(message)
+        self.step = step
+        self.block_index = block_index
+        self.log_path = log_path
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_rendered` did."""
+
+    template_id: str
+    outcome: str  # "succeeded" | "skipped"
+    image: str  # localhost/codestudio/<id>:<hash>
+    latest: str  # localhost/codestudio/<id>:latest
+    image_id: str
+    content_hash: str
+    build_id: int
+    log_path: Path | None = None
+    seconds: float = 0.0
+    steps: int = 0
+    cached_steps: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "template_id": self.template_id,
+            "outcome": self.outcome,
+            "image": self.image,
+            "image_id": self.image_id,
+            "content_hash": self.content_hash,
+            "build_id": self.build_id,
+            "log_path": str(self.log_path) if self.log_path else None,
+            "seconds": round(self.seconds, 3),
+            "steps": self.steps,
+            "cached_steps": self.cached_steps,
+        }
+
+
+def image_name(template_id: str, content_hash: str) -> str:
+    return f"{IMAGE_REPO}/{template_id}:{content_hash[:HASH_TAG_LENGTH]}"
+
+
+def latest_name(template_id: str) -> str:
+    return f"{IMAGE_REPO}/{template_id}:latest"
+
+
+# --------------------------------------------------------------------------
+# Inputs
+
+
+def resolve_template(ref: str) -> tuple[Path, int | None]:
+    """A template reference -> (template file, stored version or None).
+
+    Today a reference is a file path. Stored templates (``template add``)
+    will resolve here by id to their stored copy and version.
+    """
+    path = Path(ref)
+    if path.is_file():
+        return path, None
+    if path.exists():
+        raise UsageError(f"{ref}: not a template file")
+    raise UsageError(f"{ref}: no such template file")
+
+
+def content_manifest(rendered, base_image_id: str) -> dict:
+    """Everything that decides the image, in a canonical form; its sha256 is the content hash.
+
+    Proxies and the CA bundle are not part of it: they are only lent to RUN
+    steps, never stored in the image.
+    """
+    return {
+        "recipe": RECIPE,
+        "template": rendered.template.id,
+        "dockerfile": hashlib.sha256(rendered.dockerfile.encode()).hexdigest(),
+        "context": {
+            path: [f"{mode:o}", hashlib.sha256(data).hexdigest()]
+            for path, (data, mode) in sorted(rendered.context_files.items())
+        },
+        "base_image_id": base_image_id,
+        "plugins": dict(sorted(rendered.plugins.items())),
+    }
+
+
+def content_hash(manifest: dict) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def ensure_base_image(ref: str) -> str:
+    """The id of the template's base image, pulling it if it is not stored locally."""
+    found = containers.image_id(ref)
+    if found:
+        return found
+    from codestudio.plan import default_base_image
+
+    if ref == default_base_image():
+        raise RuntimeFailure(f"the base image {ref} is not built yet: run `codestudio base build` first")
+    proc = containers.buildah("pull", ref, check=False)
+    found = containers.image_id(ref) if proc.returncode == 0 else None
+    if not found:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise RuntimeFailure(f"base image {ref!r} is not in local storage and could not be pulled:\n{tail}")
+    return found
+
+
+# --------------------------------------------------------------------------
+# Locks and folders
+
+
+def builds_dir(template_id: str) -> Path:
+    from codestudio.home import data_dir
+
+    return data_dir() / "builds" / template_id
+
+
+@contextmanager
+def template_lock(template_id: str, reporter: Reporter | None = None) -> Iterator[None]:
+    """One build per template at a time (across processes); different templates build in parallel."""
+    from codestudio.home import data_dir
+
+    locks = data_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"build-{template_id}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if reporter:
+                reporter.note(f"waiting for another build of {template_id} to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _prune_renders(template_id: str) -> None:
+    """Drop the render folders of old builds; their logs stay (history points at them)."""
+    root = builds_dir(template_id)
+    numbered = sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    for old in numbered[:-KEEP_RENDERS]:
+        shutil.rmtree(old / "render", ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Building
+
+
+def build_template(ref: str, *, no_cache: bool = False, quiet: bool = False, store: Store | None = None) -> BuildResult:
+    """``codestudio template build``: resolve, render, build."""
+    from codestudio.render import render_template
+
+    path, version = resolve_template(ref)
+    rendered = render_template(path)
+    return build_rendered(rendered, no_cache=no_cache, template_version=version, quiet=quiet, store=store)
+
+
+def build_rendered(
+    rendered,
+    *,
+    no_cache: bool = False,
+    template_version: int | None = None,
+    quiet: bool = False,
+    store: Store | None = None,
+) -> BuildResult:
+    """Build a rendered template (:class:`codestudio.render.Rendered`) into its image.
+
+    Skips buildah entirely when the content-hash tag already exists (unless
+    ``no_cache``). Raises :class:`BuildFailed` (exit 1) naming the failing
+    block; no tag is applied then.
+    """
+    containers.require_tools("buildah")
+    store = store or Store.default()
+    template_id = rendered.template.id
+    started = time.monotonic()
+    base_id = ensure_base_image(rendered.state.base_image)
+    manifest = content_manifest(rendered, base_id)
+    digest = content_hash(manifest)
+    image, latest = image_name(template_id, digest), latest_name(template_id)
+
+    with Reporter(f"building {template_id}", quiet=quiet) as reporter, template_lock(template_id, reporter):
+        if not no_cache:
+            existing = containers.image_id(image)
+            if existing:
+                if containers.image_id(latest) != existing:
+                    containers.tag_image(existing, latest)
+                build_id = history.start(
+                    store,
+                    template_id=template_id,
+                    template_version=template_version,
+                    content_hash=digest,
+                    image=image,
+                    plugins=rendered.plugins,
+                    outcome="skipped",
+                    image_id=existing,
+                )
+                return BuildResult(
+                    template_id, "skipped", image, latest, existing, digest, build_id, seconds=time.monotonic() - started
+                )
+
+        build_id = history.start(
+            store,
+            template_id=template_id,
+            template_version=template_version,
+            content_hash=digest,
+            image=image,
+            plugins=rendered.plugins,
+        )
+        work = builds_dir(template_id) / str(build_id)
+        work.mkdir(parents=True, exist_ok=True)
+        log_path = work / "build.log"
+        history.set_log_path(store, build_id, str(log_path))
+        try:
+            from codestudio.render import write_rendered
+
+            write_rendered(rendered, work / "render")
+            (work / "inputs.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            tracker = _bud(rendered, work, base_id, log_path, no_cache=no_cache, reporter=reporter)
+            new_id = (work / "iid").read_text().strip().removeprefix("sha256:")
+            containers.tag_image(new_id, image, latest)
+        except BaseException as exc:
+            error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            history.finish(store, build_id, outcome="failed", error=error[:4000])
+            raise
+        history.finish(store, build_id, outcome="succeeded", image_id=new_id)
+        _prune_renders(template_id)
+        return BuildResult(
+            template_id,
+            "succeeded",
+            image,
+            latest,
+            new_id,
+            digest,
+            build_id,
+            log_path=log_path,
+            seconds=time.monotonic() - started,
+            steps=tracker.total,
+            cached_steps=sorted(tracker.cached),
+        )
+
+
+def bud_args(render_dir: Path, base_id: str, iidfile: Path, *, no_cache: bool) -> list[str]:
+    """The ``buildah bud`` arguments of a template build (without the global flags)."""
+    args = [
+        "bud",
+        "--layers",
+        "--isolation", "chroot",
+        # The base was resolved (and pulled if needed) before hashing: build
+        # exactly that image, never a newer one fetched meanwhile.
+        "--from", base_id,
+        "--pull=never",
+        "--force-rm",
+        # Proxy variables reach RUN steps but are never written to the image.
+        "--http-proxy=true",
+        "--iidfile", str(iidfile),
+        "-f", str(render_dir / "Dockerfile"),
+    ]
+    ca = containers.host_ca_bundle()
+    if ca is not None:
+        # Lent to RUN steps read-only, never copied into a layer.
+        args += ["-v", f"{ca}:{CA_TARGET}:ro"]
+    if no_cache:
+        args.append("--no-cache")
+    args.append(str(render_dir / "context"))
+    return args
+
+
+def _bud(rendered, work: Path, base_id: str, log_path: Path, *, no_cache: bool, reporter: Reporter) -> StepTracker:
+    argv = containers.buildah_command(*bud_args(work / "render", base_id, work / "iid", no_cache=no_cache))
+    tracker = StepTracker(steps={s.number: s for s in rendered.steps})
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"# codestudio build of {rendered.template.id}\n# command: {' '.join(argv)}\n")
+        proxies = sorted(containers.proxy_env())
+        # Names only: proxy URLs may carry credentials.
+        log.write(f"# proxies passed to RUN steps: {', '.join(proxies) or 'none'}\n")
+        log.flush()
+        with containers.stream(argv, cwd=work) as proc:
+            for line in proc:
+                log.write(line + "\n")
+                log.flush()
+                if tracker.feed(line):
+                    reporter.step(tracker)
+        log.write(f"# exit status {proc.returncode}\n")
+    if proc.returncode != 0:
+        raise _failure(rendered.template.id, tracker, log_path)
+    return tracker
+
+
+def _failure(template_id: str, tracker: StepTracker, log_path: Path) -> BuildFailed:
+    info = tracker.step
+    if tracker.number == 0:
+        head = f"build of template {template_id!r} failed before its first step"
+        statement = ""
+    else:
+        head = (
+            f"build of template {template_id!r} failed at step {tracker.number}/{tracker.total} "
+            f"in {tracker.where()}"
+        )
+        statement = f"\nfailing statement: {tracker.instruction}"
+    output = "\n".join(f"  | {line}" for line in tracker.tail) or "  (no output)"
+    return BuildFailed(
+        f"{head}{statement}\nlast output:\n{output}\nfull log: {log_path}",
+        step=tracker.number or None,
+        block_index=info.block_index if info is not None else None,
+        log_path=log_path,
+    )
