@@ -42,8 +42,10 @@ def check_statements(text: str) -> list[str]:
             continue
         if not instruction:
             start = number
-        if instruction and stripped.startswith("#"):
-            continue  # comment lines inside a continued instruction are dropped by the parser
+        if instruction and (not stripped or stripped.startswith("#")):
+            # The parser drops comment and blank lines inside a continued
+            # instruction, so the continuation goes on past them.
+            continue
         instruction.append(line)
         if line.rstrip().endswith("\\"):
             continue

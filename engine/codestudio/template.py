@@ -156,6 +156,8 @@ def parse_template(text: str, path: Path, blocks: Blocks, *, source: str | None 
     if not text.strip():
         raise TemplateError(source, ["the file is empty: a template needs at least an id"])
     data, lines = parse_yaml(text, source)
+    if data is None:
+        raise TemplateError(source, ["the file is empty (only comments): a template needs at least an id"])
     if not isinstance(data, dict):
         raise TemplateError(source, [f"line 1: a template is a mapping (id, blocks, ...), not {type(data).__name__}"])
 

@@ -158,7 +158,7 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
                 item["owner"] = step.owner
             elif isinstance(step, Env):
                 item["kind"] = "env"
-                item["values"] = sorted(step.values.items())
+                item["env_items"] = sorted(step.values.items())
             elif isinstance(step, Workdir):
                 item["kind"] = "workdir"
                 item["path"] = step.path

@@ -1,0 +1,3 @@
+from codestudio.cli import main
+
+main()

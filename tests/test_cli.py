@@ -1,0 +1,114 @@
+"""The CLI surface of issue 2: blocks, validate, render, schema; exit statuses; nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def cs(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "codestudio", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_blocks_lists_the_advanced_types_with_distribution_and_version():
+    result = cs("blocks", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["type"]: r for r in json.loads(result.stdout)}
+    for t in ("dockerfile", "entrypoint", "action", "starter-files", "file-sync", "kubernetes"):
+        assert rows[t]["distribution"] == "codestudio-advanced"
+        assert rows[t]["version"] == "0.1.0"
+
+
+def test_validate_exit_codes(write_template):
+    assert cs("validate", str(EXAMPLES / "advanced.yaml")).returncode == 0
+    bad = write_template("id: bad\nblocks:\n  - {type: entrypoint, label: x, command: [a], port: 70000}\n")
+    result = cs("validate", str(bad))
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and "blocks[0] (type: entrypoint)" in result.stderr and "'port'" in result.stderr
+
+
+def test_render_writes_outputs_and_bad_input_writes_nothing(tmp_path, write_template):
+    out = tmp_path / "out"
+    result = cs("render", str(EXAMPLES / "advanced.yaml"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bad = write_template("id: bad\nblocks:\n  - {type: dockerfile, statements: 'FROM x'}\n")
+    result = cs("render", str(bad), "-o", str(out))
+    assert result.returncode == 2
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert before == after  # the earlier good render is untouched
+    fresh = tmp_path / "fresh"
+    assert cs("render", str(bad), "-o", str(fresh)).returncode == 2
+    assert not fresh.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+@pytest.mark.parametrize("args", [["--project", "bad key"], ["--studio", "Bad_Id"]])
+def test_render_refuses_bad_names(tmp_path, args):
+    result = cs("render", str(EXAMPLES / "advanced.yaml"), "-o", str(tmp_path / "o"), *args)
+    assert result.returncode == 2
+
+
+def test_schema_covers_every_installed_block():
+    result = cs("schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    refs = [v["$ref"] for v in schema["properties"]["blocks"]["items"]["oneOf"]]
+    assert "#/$defs/block-entrypoint" in refs
+    ep = schema["$defs"]["block-entrypoint"]
+    assert ep["properties"]["type"] == {"const": "entrypoint", "description": ep["properties"]["type"]["description"]}
+    assert "port" in ep["properties"] and ep["additionalProperties"] is False
+
+
+def test_schema_validates_the_examples():
+    import jsonschema
+    import yaml
+
+    schema = json.loads(cs("schema").stdout)
+    jsonschema.validate(yaml.safe_load((EXAMPLES / "advanced.yaml").read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"id": "x", "blocks": [{"type": "entrypoint", "label": "x", "command": ["a"], "bogus": 1}]}, schema)
+
+
+def test_help_does_not_import_heavy_libraries():
+    result = cs("--help", env={"CODESTUDIO_DEBUG_IMPORTS": "1"})
+    assert result.returncode == 0
+    assert result.stderr.strip() == "[]", result.stderr
+
+
+def test_third_party_block_installed_with_pip_appears_and_renders(tmp_path):
+    """A block distribution installed with pip, no engine change: listed and rendered."""
+    target = tmp_path / "site"
+    fixture = Path(__file__).parent / "fixtures" / "codestudio-hello"
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(fixture)],
+        capture_output=True,
+        text=True,
+    )
+    assert pip.returncode == 0, pip.stderr
+    env = {"PYTHONPATH": str(target)}
+    rows = {r["type"]: r for r in json.loads(cs("blocks", "--json", env=env).stdout)}
+    assert rows["hello"]["distribution"] == "codestudio-hello" and rows["hello"]["version"] == "1.2.3"
+    template = tmp_path / "t.yaml"
+    template.write_text("id: hi\nblocks:\n  - {type: hello, greeting: \"it's me\"}\n")
+    result = cs("render", str(template), "-o", str(tmp_path / "out"), env=env)
+    assert result.returncode == 0, result.stderr
+    dockerfile = (tmp_path / "out" / "Dockerfile").read_text()
+    runs = [json.loads(line[4:]) for line in dockerfile.splitlines() if line.startswith("RUN [")]
+    assert ["/bin/sh", "-e", "-c", "echo 'it'\"'\"'s me' > /tmp/hello.txt"] in runs
+    runner = json.loads((tmp_path / "out" / "runner.json").read_text())
+    assert runner["entrypoints"][0]["port"] == 8765

@@ -1,0 +1,222 @@
+"""Sequential application and every hook: what block n sees, where contributions land."""
+
+from __future__ import annotations
+
+import pytest
+
+from codestudio import hookimpl
+from codestudio.blockapi import (
+    Action,
+    Block,
+    BlockParams,
+    CodeEnv,
+    Entrypoint,
+    Probe,
+    Run,
+    StarterFile,
+    SyncMapping,
+)
+from codestudio.errors import PluginError, TemplateError
+from codestudio.plan import plan_template
+
+
+class EnvParams(BlockParams):
+    name: str
+
+
+class FakeEnv(Block):
+    """Announces a code env (like codeenv)."""
+
+    Params = EnvParams
+
+    @hookimpl
+    def contribute_dockerfile(self, block, state):
+        return [Run(script=f"make-env {block.params.name}")]
+
+    @hookimpl
+    def contribute_code_env(self, block, state):
+        n = block.params.name
+        return CodeEnv(name=n, label=n, path=f"/opt/envs/{n}", python=f"/opt/envs/{n}/bin/python")
+
+
+class FakeIde(Block):
+    """Registers every code env it hears of (like jupyterlab)."""
+
+    seen: list
+
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def contribute_dockerfile(self, block, state):
+        self.seen.append(("applied", [b.type for b in state.blocks], [e.name for _, e in state.code_envs]))
+        return [Run(script="install-ide")]
+
+    @hookimpl
+    def contribute_entrypoint(self, block, state):
+        return Entrypoint(label="IDE", command=["ide"], port=7000)
+
+    @hookimpl
+    def adjust_probe(self, block, state, probe):
+        return Probe(kind="http", port=7000, url="${baseUrl}/ready")
+
+    @hookimpl
+    def register_kernel(self, block, code_env, state):
+        self.seen.append(("kernel", code_env.name))
+        return [Run(script=f"register {code_env.name}")]
+
+
+@pytest.fixture
+def temp_blocks(blocks):
+    ide = FakeIde()
+    blocks.register("fake-env", FakeEnv(), "test-env", "0")
+    blocks.register("fake-ide", ide, "test-ide", "0")
+    try:
+        yield blocks, ide
+    finally:
+        blocks.unregister("fake-env")
+        blocks.unregister("fake-ide")
+
+
+def scripts(group):
+    return [s.script for s in group.steps]
+
+
+def test_code_env_before_ide_registers_in_ide_group(temp_blocks, write_template):
+    blocks, ide = temp_blocks
+    path = write_template("id: t\nblocks:\n  - {type: fake-env, name: a}\n  - {type: fake-ide}\n")
+    _, state = plan_template(path, blocks)
+    assert scripts(state.groups[0]) == ["make-env a"]
+    assert scripts(state.groups[1]) == ["install-ide", "register a"]
+    # Block n saw blocks 1..n-1 and their code env.
+    assert ide.seen[0] == ("applied", ["fake-env"], ["a"])
+
+
+def test_code_env_after_ide_registers_in_env_group(temp_blocks, write_template):
+    blocks, ide = temp_blocks
+    path = write_template("id: t\nblocks:\n  - {type: fake-ide}\n  - {type: fake-env, name: a}\n  - {type: fake-env, name: b}\n")
+    _, state = plan_template(path, blocks)
+    assert scripts(state.groups[0]) == ["install-ide"]  # the IDE layer does not depend on the envs
+    assert scripts(state.groups[1]) == ["make-env a", "register a"]
+    assert scripts(state.groups[2]) == ["make-env b", "register b"]
+    assert ide.seen[0] == ("applied", [], [])
+    assert ("kernel", "a") in ide.seen and ("kernel", "b") in ide.seen
+
+
+def test_two_code_envs_with_one_name(temp_blocks, write_template):
+    blocks, _ = temp_blocks
+    path = write_template("id: t\nblocks:\n  - {type: fake-env, name: a}\n  - {type: fake-env, name: a}\n")
+    with pytest.raises(TemplateError, match=r"blocks\[1\].*code env 'a' is already defined by blocks\[0\]"):
+        plan_template(path, blocks)
+
+
+def test_adjust_probe_last_block_wins(temp_blocks, write_template):
+    blocks, _ = temp_blocks
+    path = write_template(
+        "id: t\nblocks:\n  - {type: fake-ide}\n  - {type: kubernetes, readiness_url: '${baseUrl}/health', probe_port: 7000}\n"
+    )
+    _, state = plan_template(path, blocks)
+    assert state.probe == Probe(kind="http", port=7000, url="${baseUrl}/health")
+    path = write_template("id: t\nblocks:\n  - {type: kubernetes, tcp_probe: true, extra_ports: [9000]}\n  - {type: fake-ide}\n", "b.yaml")
+    _, state = plan_template(path, blocks)
+    assert state.probe.url == "${baseUrl}/ready"
+
+
+def test_default_probe_is_tcp_on_first_exposed_port(blocks, write_template):
+    path = write_template(
+        """
+        id: t
+        blocks:
+          - {type: entrypoint, label: worker, command: [w]}
+          - {type: entrypoint, label: hidden, command: [h], port: 5000, expose_html: false}
+          - {type: entrypoint, label: web, command: [s], port: 5001}
+        """
+    )
+    _, state = plan_template(path, blocks)
+    assert state.effective_probe() == Probe(kind="tcp", port=5001)
+    assert state.exposed_ports == [5001] and state.all_ports == [5000, 5001]
+
+
+class Everything(Block):
+    """One temporary block implementing every remaining hook."""
+
+    @hookimpl
+    def contribute_action(self, block, state):
+        return Action(name="act", label="Act", command="echo hi")
+
+    @hookimpl
+    def contribute_starter_files(self, block, state):
+        return [StarterFile(zone="recipes", path="a/b.txt", content=b"x")]
+
+    @hookimpl
+    def contribute_sync(self, block, state):
+        return [SyncMapping(zone="recipes", target="/srv/recipes")], ["*.tmp"]
+
+    @hookimpl
+    def contribute_env(self, block, state):
+        return {"GREETING": "hi ${K8S_POD_NAME}"}
+
+    @hookimpl
+    def contribute_ports(self, block, state):
+        return [9100]
+
+    @hookimpl
+    def validate_block(self, block, state):
+        if not state.code_envs:
+            return [("code_env", "needs a code env earlier in the template")]
+        return None
+
+
+def test_every_other_hook_lands_in_the_state(blocks, write_template):
+    blocks.register("everything", Everything(), "test", "0")
+    try:
+        path = write_template("id: t\nblocks:\n  - {type: everything}\n")
+        with pytest.raises(TemplateError, match=r"blocks\[0\] \(type: everything\): field 'code_env': needs a code env"):
+            plan_template(path, blocks)
+        blocks.register("fake-env", FakeEnv(), "test-env", "0")
+        path = write_template("id: t\nblocks:\n  - {type: fake-env, name: e}\n  - {type: everything}\n", "b.yaml")
+        _, state = plan_template(path, blocks)
+    finally:
+        blocks.unregister("everything")
+        blocks.by_type.get("fake-env") and blocks.unregister("fake-env")
+    assert [a.name for _, a in state.actions] == ["act"]
+    assert [(f.zone, f.path) for _, f in state.starter_files] == [("recipes", "a/b.txt")]
+    assert state.sync_configured and state.sync_mappings[0].target == "/srv/recipes"
+    assert state.sync_exclusions == ["*.tmp"]
+    assert state.env == {"GREETING": "hi ${K8S_POD_NAME}"}
+    assert state.extra_ports == [9100]
+
+
+def test_hook_returning_the_wrong_type_names_the_plugin(blocks, write_template):
+    class Wrong(Block):
+        @hookimpl
+        def contribute_dockerfile(self, block, state):
+            return ["RUN rm -rf /"]
+
+    blocks.register("wrong", Wrong(), "acme-wrong", "0")
+    try:
+        path = write_template("id: t\nblocks:\n  - {type: wrong}\n")
+        with pytest.raises(PluginError, match="acme-wrong"):
+            plan_template(path, blocks)
+    finally:
+        blocks.unregister("wrong")
+
+
+def test_hooks_only_reach_the_owning_plugin(temp_blocks, write_template):
+    blocks, ide = temp_blocks
+    path = write_template("id: t\nblocks:\n  - {type: dockerfile, statements: RUN true}\n")
+    plan_template(path, blocks)
+    assert ide.seen == []  # the IDE is installed but not in the template: it hears nothing
+
+
+def test_starter_files_later_block_replaces_same_path(blocks, write_template):
+    path = write_template(
+        """
+        id: t
+        blocks:
+          - {type: starter-files, zone: recipes, files: {a.txt: one}}
+          - {type: starter-files, zone: recipes, files: {a.txt: two, b.txt: three}}
+        """
+    )
+    _, state = plan_template(path, blocks)
+    assert {f.path: f.content for _, f in state.starter_files} == {"a.txt": b"two", "b.txt": b"three"}

@@ -1,0 +1,198 @@
+"""Rendering: the five outputs, determinism, and values that mean exactly what the template said."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codestudio.render import RUNNER_LABEL, StudioContext, render_template, write_rendered
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def parse_dockerfile(text: str, tmp_path: Path) -> DockerfileParser:
+    (tmp_path / "df").mkdir(exist_ok=True)
+    (tmp_path / "df" / "Dockerfile").write_text(text)
+    parser = DockerfileParser(path=str(tmp_path / "df"), cache_content=True)
+    parser.content = text
+    return parser
+
+
+def label(parser: DockerfileParser, name: str) -> str:
+    """Decode a LABEL value as buildah does (checked against buildah in tests/e2e/test_escaping.py)."""
+    import re
+
+    for item in instructions(parser):
+        if item["instruction"] == "LABEL" and item["value"].startswith(name + '="'):
+            quoted = item["value"][len(name) + 2 : -1]
+            return re.sub(r'\\([\\"$])', r"\1", quoted)
+    raise KeyError(name)
+
+
+def instructions(parser: DockerfileParser) -> list[dict]:
+    return [i for i in parser.structure if i["instruction"] != "COMMENT"]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in filenames + dirnames:
+            p = Path(dirpath, name)
+            st_ = p.lstat()
+            out[str(p.relative_to(folder))] = (p.read_bytes() if p.is_file() else b"", st_.st_mode, st_.st_mtime_ns)
+    return out
+
+
+def test_render_writes_the_five_outputs(tmp_path):
+    out = tmp_path / "out"
+    write_rendered(render_template(EXAMPLES / "advanced.yaml"), out)
+    assert sorted(p.name for p in out.iterdir()) == ["Dockerfile", "context", "kubernetes.yaml", "nginx.conf", "runner.json"]
+    assert (out / "context" / "resources" / "hello_server.py").is_file()
+    assert (out / "context" / "codestudio" / "runner.py").is_file()
+    runner = json.loads((out / "runner.json").read_text())
+    assert [e["label"] for e in runner["entrypoints"]] == ["Hello API", "Static files"]
+    assert runner["probe"] == {"kind": "http", "port": 8081, "url": "${baseUrl}/health"}
+    assert runner["ports"] == [8081, 8082, 9090]
+
+
+def test_render_is_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_rendered(render_template(EXAMPLES / "advanced.yaml"), a)
+    write_rendered(render_template(EXAMPLES / "advanced.yaml"), b)
+    assert snapshot(a) == snapshot(b)
+
+
+def test_dockerfile_groups_follow_blocks_and_labels_come_last(tmp_path):
+    rendered = render_template(EXAMPLES / "advanced.yaml")
+    parser = parse_dockerfile(rendered.dockerfile, tmp_path)
+    kinds = [i["instruction"] for i in instructions(parser)]
+    assert kinds[0] == "FROM"
+    assert kinds[-3:] == ["LABEL", "LABEL", "LABEL"]
+    assert json.loads(label(parser, RUNNER_LABEL)) == json.loads(rendered.runner_json)
+    # Step numbers map back to the template's blocks in order.
+    block_indexes = [s.block_index for s in rendered.steps if s.block_index is not None]
+    assert block_indexes == sorted(block_indexes) and block_indexes[0] == 0
+    assert len(rendered.steps) == len(instructions(parser))
+    # The second dockerfile block is not run_as_root: its RUN runs as the studio user.
+    user_lines = [i["value"] for i in instructions(parser) if i["instruction"] == "USER"]
+    assert user_lines[:2] == ["root", "codestudio"]
+
+
+def test_kubernetes_yaml_validates_against_the_official_schema(tmp_path):
+    import kubernetes_validate
+
+    rendered = render_template(EXAMPLES / "advanced.yaml", StudioContext(project_key="DKU_TEST", studio_id="my-studio"))
+    docs = list(yaml.safe_load_all(rendered.kubernetes_yaml))
+    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.31", strict=True)
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["DKU_CODE_STUDIO_BROWSER_PATH"] == "/code-studios/DKU_TEST/my-studio"
+    assert env["DKU_CODE_STUDIO_BROWSER_PATH_8081"] == "/code-studios/DKU_TEST/my-studio/8081"
+    assert env["K8S_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # $request_uri port: the server sees the full prefix, so the probe path carries it.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/code-studios/DKU_TEST/my-studio/8081/health", "port": 8081}
+    assert docs[0]["spec"]["replicas"] == 1
+
+
+def test_webapp_mode_browser_path_keeps_pod_name_for_the_runner():
+    rendered = render_template(EXAMPLES / "advanced.yaml", StudioContext(project_key="P", studio_id="s", mode="webapp", webapp_id="w1"))
+    docs = list(yaml.safe_load_all(rendered.kubernetes_yaml))
+    env = {e["name"]: e.get("value") for e in docs[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DKU_CODE_STUDIO_BROWSER_PATH"] == "/web-apps-backends/P/w1_${K8S_POD_NAME}"
+    assert env["CODESTUDIO_MODE"] == "webapp"
+
+
+TRICKY = [
+    'say "hi" and \'bye\'',
+    "cost: $HOME ${PATH} $(id) `uname`",
+    "back\\slash\\\\ and trailing \\",
+    "# not a comment",
+    "unicode: café ☕ 𝄞",
+    "multi\nline\n  shell && echo done",
+    "RUN echo injected",
+    "\nFROM evil\nRUN rm -rf /",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_tricky_values_reach_outputs_intact(tmp_path, write_template, blocks, text):
+    from codestudio.render import render_state
+    from codestudio.plan import apply_blocks
+    from codestudio.template import load_template
+
+    first_line = text.splitlines()[0] if text.strip() else "L"
+    tab_label = 'Label "quoted" {braces} ' + first_line
+    doc = {
+        "id": "tricky",
+        "blocks": [
+            {"type": "entrypoint", "label": tab_label, "command": ["/bin/sh", "-c", text], "port": 8000, "env": {"GREETING": text}},
+            {"type": "action", "name": "act", "command": text},
+        ],
+    }
+    path = write_template(json.dumps(doc, ensure_ascii=False))
+    template = load_template(path, blocks)
+    rendered = render_state(template, apply_blocks(template, blocks))
+    runner = json.loads(rendered.runner_json)
+    assert runner["entrypoints"][0]["command"] == ["/bin/sh", "-c", text]
+    assert runner["entrypoints"][0]["env"] == {"GREETING": text}
+    assert runner["actions"][0]["command"] == text
+    parser = parse_dockerfile(rendered.dockerfile, tmp_path)
+    # Exactly the engine's own instructions: no value added one.
+    assert [i["instruction"] for i in instructions(parser)].count("FROM") == 1
+    assert "RUN" not in [i["instruction"] for i in instructions(parser)]
+    assert json.loads(label(parser, RUNNER_LABEL)) == runner
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(script=st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=80))
+def test_run_scripts_round_trip_through_exec_form(tmp_path, script):
+    """Any script a block hands to Run reaches /bin/sh exactly as written."""
+    from codestudio.blockapi import BuildState, Run, StepGroup
+    from codestudio.render import build_dockerfile
+    from codestudio.resources import ResourceResolver
+
+    class T:
+        id = "t"
+        path = tmp_path / "t.yaml"
+        blocks = []
+
+    state = BuildState(template_id="t", base_image="scratch", resources=ResourceResolver(tmp_path))
+    if any(ord(c) < 32 and c not in "\t\n" or ord(c) == 127 for c in script):
+        return  # Text fields refuse these before they get here
+    state.groups.append(StepGroup(block=None, title="t", steps=[Run(script=script)]))
+    text, _, _ = build_dockerfile(T, state, "{}")
+    parser = parse_dockerfile(text, tmp_path)
+    runs = [i for i in instructions(parser) if i["instruction"] == "RUN"]
+    assert len(runs) == 1
+    assert json.loads(runs[0]["value"]) == ["/bin/sh", "-e", "-c", script]
+
+
+def test_dockerfile_statements_are_emitted_as_written(tmp_path, write_template, blocks):
+    statements = 'RUN echo "a $HOME \\\\ # b" \\\n    && printf \'%s\\n\' café\nENV X="y z"\n'
+    path = write_template("id: raw\nblocks:\n  - type: dockerfile\n    statements: " + json.dumps(statements) + "\n")
+    rendered = render_template(path, blocks=blocks)
+    assert statements.strip("\n") in rendered.dockerfile
+
+
+@pytest.mark.e2e
+def test_nginx_conf_passes_nginx_t(tmp_path):
+    """The rendered locations, inside the gateway's full config, pass the real `nginx -t`."""
+    from codestudio.gateway.config import GatewaySettings, render_gateway_config
+    from codestudio.gateway.process import Gateway
+    from codestudio.render import studio_routes
+
+    studio = StudioContext(project_key="P1", studio_id="s1", session_secret="0" * 64, host_ports={8081: 41001, 8082: 41002, 9090: 41003})
+    rendered = render_template(EXAMPLES / "advanced.yaml", studio)
+    conf = render_gateway_config([studio_routes(rendered.state, studio, "advanced-example")], GatewaySettings(port=18999))
+    Gateway(tmp_path).check(conf)  # raises with nginx's message if rejected
+    assert "/code-studios/P1/s1/8081/" in rendered.nginx_conf
+    assert "127.0.0.1:41001" in conf
