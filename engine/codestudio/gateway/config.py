@@ -261,7 +261,7 @@ def _port_view(studio: StudioRoutes, route: PortRoute) -> dict:
         # The raw request URI must start with the location's path; the rest is what the
         # studio server sees in strip mode (raw, so percent-encoding like %2F survives).
         # The path holds only [A-Za-z0-9_/-]: no regex metacharacters to escape.
-        "rest_regex": "^" + path + "(/.*)",
+        "rest_regex": "^" + path + "(?<cs_rest>/.*)",
     }
 
 

@@ -276,8 +276,16 @@ class Gateway:
             )
 
     def _reload_locked(self, pid: int, settings: GatewaySettings, generation: str, previous: str | None) -> None:
+        old_workers = _children(pid)
         os.kill(pid, signal.SIGHUP)
         if self._wait_for_generation(settings, generation):
+            # New workers answer; old ones may still accept until they process their
+            # QUIT. Wait for that so every request after apply() sees the new config.
+            deadline = time.monotonic() + self.ready_timeout
+            delay = 0.001
+            while any(_accepting(w) for w in old_workers) and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
             return
         # nginx keeps the old config when a reload fails (e.g. the new port is taken);
         # put the file back so disk and process agree.
@@ -361,6 +369,29 @@ def _is_nginx_master(pid: int) -> bool:
         return False
     state = stat.rsplit(")", 1)[-1].split()[0]
     return state not in ("Z", "X") and cmdline.startswith(b"nginx: master process")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[-1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _accepting(worker: int) -> bool:
+    """A worker that still takes new connections: alive and not yet shutting down."""
+    try:
+        cmdline = Path(f"/proc/{worker}/cmdline").read_bytes()
+        state = Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X") and b"shutting down" not in cmdline
 
 
 def _tail(path: Path, lines: int = 10) -> str:

@@ -1,0 +1,330 @@
+"""The gateway end to end: real nginx in front of Python backends on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from codestudio.errors import RuntimeFailure
+from codestudio.gateway.config import (
+    GatewaySettings,
+    PortRoute,
+    StudioRoutes,
+    make_access_url,
+    new_session_secret,
+)
+from codestudio.gateway.process import Gateway
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Backend:
+    """An HTTP server answering with what it received; /stream sends a chunk, then
+    waits for ``release`` before finishing (to see whether the gateway buffers)."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        release = self.release
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path.endswith("/stream"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self._chunk(b"first\n")
+                    release.wait(30)
+                    self._chunk(b"second\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                if self.path.endswith("/redirect"):
+                    self.send_response(302)
+                    self.send_header("Location", "/landed")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _chunk(self, data: bytes):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class WsBackend:
+    def __init__(self):
+        from websockets.sync.server import serve
+
+        def echo(ws):
+            for message in ws:
+                ws.send(f"echo:{message}|{ws.request.path}")
+
+        self.server = serve(echo, "127.0.0.1", 0)
+        self.port = self.server.socket.getsockname()[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def backends():
+    strip, full, ws = Backend(), Backend(), WsBackend()
+    yield {"strip": strip, "full": full, "ws": ws}
+    for b in (strip, full, ws):
+        b.close()
+
+
+def make_studio(backends, project="PROJ", sid="demo", label='Lab "; } location / {'):
+    return StudioRoutes(
+        project_key=project,
+        studio_id=sid,
+        owner="alice",
+        session_secret=new_session_secret(),
+        ports=(
+            PortRoute(8888, backends["strip"].port, "/", label),
+            PortRoute(8080, backends["full"].port, "$request_uri", "Full path <API>"),
+            PortRoute(9000, backends["ws"].port, "/", "WebSocket"),
+        ),
+        actions=(("clear-cache", "Clear <pip> cache"),),
+    )
+
+
+@pytest.fixture
+def gateway(tmp_path: Path):
+    settings = GatewaySettings(port=free_port())
+    gw = Gateway(tmp_path / "data", settings=settings)
+    yield gw
+    gw.stop()
+
+
+def client() -> httpx.Client:
+    return httpx.Client(trust_env=False, follow_redirects=False, timeout=10)
+
+
+def login(c: httpx.Client, gw: Gateway, studio: StudioRoutes) -> None:
+    r = c.get(make_access_url(studio, gw.settings.base_url))
+    assert r.status_code == 302, r.text
+    assert r.headers["location"] == studio.prefix
+
+
+def test_empty_gateway_serves_health_and_404(gateway):
+    gateway.start()
+    base = gateway.settings.base_url
+    with client() as c:
+        health = c.get(f"{base}/_codestudio/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert c.get(f"{base}/code-studios/PROJ/demo/").status_code == 404
+        assert c.get(f"{base}/").status_code == 404
+    status = gateway.status()
+    assert status.running and status.studios == 0 and status.config == health.json()["config"]
+
+
+def test_token_exchange_then_cookie(gateway, backends):
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    base = gateway.settings.base_url
+    url = make_access_url(studio, base, port=8888)
+    with client() as c:
+        assert c.get(f"{base}{studio.prefix}").status_code == 401
+        assert c.get(f"{base}{studio.prefix}8888/x").status_code == 401
+        r = c.get(f"{base}{studio.prefix}8888/x", headers={"Cookie": "cs_session=" + "0" * 64})
+        assert r.status_code == 401
+        # a tampered token, a token for another expiry, an expired token: 403
+        assert c.get(url[:-2] + "AA").status_code == 403
+        assert c.get(url.replace("cs_expires=", "cs_expires=1")).status_code == 403
+        assert c.get(make_access_url(studio, base, ttl=-10)).status_code == 403
+
+        r = c.get(url)
+        assert r.status_code == 302
+        assert r.headers["location"] == f"{studio.prefix}8888/"  # the token is gone from the URL
+        cookie = r.headers["set-cookie"]
+        assert cookie == (
+            f"cs_session={studio.cookie_value}; Path={studio.prefix}; HttpOnly; SameSite=Lax"
+        )
+        assert studio.session_secret not in cookie
+        # The client's jar now sends the cookie, scoped to the studio's path.
+        r = c.get(f"{base}{studio.prefix}8888/some/path?q=1")
+        assert r.status_code == 200
+        seen = r.json()
+        assert seen["path"] == "/some/path?q=1"
+        assert "cs_session" not in seen["headers"].get("Cookie", "")  # not passed to the studio
+
+        landing = c.get(f"{base}{studio.prefix}")
+        assert landing.status_code == 200
+        assert landing.headers["content-type"].startswith("text/html")
+        assert "Lab &#34;; } location / {" in landing.text
+        assert "Full path &lt;API&gt;" in landing.text
+        assert 'href="8888/"' in landing.text and "clear-cache" in landing.text
+        assert c.get(f"{base}{studio.prefix}nothing-here").status_code == 404
+        redirect = c.get(f"{base}{studio.prefix.rstrip('/')}")
+        assert (redirect.status_code, redirect.headers["location"]) == (301, studio.prefix)
+
+    # Secrets never land in the logs.
+    logs = gateway.access_log.read_text() + gateway.error_log.read_text()
+    assert "cs_token" not in logs and studio.cookie_value not in logs
+    assert f"GET {studio.prefix}8888/some/path HTTP/1.1" in logs
+
+
+def test_another_studios_cookie_is_refused(gateway, backends):
+    mine = make_studio(backends, sid="mine")
+    theirs = make_studio(backends, project="OTHER", sid="theirs")
+    gateway.apply([mine, theirs])
+    base = gateway.settings.base_url
+    with client() as c:
+        login(c, gateway, theirs)
+        r = c.get(f"{base}{mine.prefix}8888/", headers={"Cookie": f"cs_session={theirs.cookie_value}"})
+        assert r.status_code == 401
+        # A token for one studio does not open another.
+        token_url = make_access_url(theirs, base)
+        assert c.get(token_url.replace(theirs.prefix, mine.prefix)).status_code == 403
+        assert c.get(f"{base}{theirs.prefix}8888/").status_code == 200
+
+
+def test_subpath_modes(gateway, backends):
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    base = gateway.settings.base_url
+    with client() as c:
+        login(c, gateway, studio)
+        # proxied_subpath "/": prefix stripped, the rest passed exactly as sent
+        r = c.get(f"{base}{studio.prefix}8888/api/contents/dir%2Ffile.txt?a=%20b")
+        assert r.json()["path"] == "/api/contents/dir%2Ffile.txt?a=%20b"
+        headers = r.json()["headers"]
+        assert headers["X-Forwarded-Prefix"] == f"{studio.prefix}8888"
+        assert headers["Host"] == base.split("//")[1]
+        assert c.get(f"{base}{studio.prefix}8888/").json()["path"] == "/"
+        # redirects from a prefix-unaware server stay under its prefix
+        r = c.get(f"{base}{studio.prefix}8888/redirect")
+        assert r.headers["location"] == f"{studio.prefix}8888/landed"
+        # proxied_subpath "$request_uri": the full original path
+        r = c.get(f"{base}{studio.prefix}8080/x/y?z=1")
+        assert r.json()["path"] == f"{studio.prefix}8080/x/y?z=1"
+        r = c.get(f"{base}{studio.prefix}8080")
+        assert (r.status_code, r.headers["location"]) == (301, f"{studio.prefix}8080/")
+
+
+def test_websocket_echo(gateway, backends):
+    from websockets.sync.client import connect
+
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    ws_url = gateway.settings.base_url.replace("http://", "ws://") + f"{studio.prefix}9000/socket"
+    cookie = {"Cookie": f"cs_session={studio.cookie_value}"}
+    with connect(ws_url, additional_headers=cookie, open_timeout=10) as ws:
+        for text in ("hello", "world"):
+            ws.send(text)
+            assert ws.recv(timeout=10) == f"echo:{text}|/socket"
+    with pytest.raises(Exception, match="401"):
+        connect(ws_url, open_timeout=10)
+
+
+def test_streamed_response_is_not_buffered(gateway, backends):
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    url = f"{gateway.settings.base_url}{studio.prefix}8888/stream"
+    with client() as c:
+        with c.stream("GET", url, headers={"Cookie": f"cs_session={studio.cookie_value}"}) as r:
+            chunks = r.iter_raw()
+            # The backend holds the rest until released, so this chunk can only
+            # arrive now if the gateway forwards without buffering.
+            assert next(chunks) == b"first\n"
+            backends["strip"].release.set()
+            assert b"".join(chunks) == b"second\n"
+
+
+def test_failing_config_never_replaces_the_good_one(gateway, backends, monkeypatch):
+    studio = make_studio(backends)
+    good = gateway.apply([studio])
+    live = gateway.conf_path.read_text()
+    import codestudio.gateway.process as process
+
+    monkeypatch.setattr(process, "render_gateway_config", lambda *a: live.replace("proxy_buffering off;", "proxy_buffering sometimes;"))
+    with pytest.raises(RuntimeFailure, match="rejected by nginx -t") as info:
+        gateway.apply([])
+    assert "proxy_buffering" in str(info.value)  # nginx's own message
+    assert gateway.conf_path.read_text() == live
+    assert gateway.status().config == good
+    with client() as c:
+        r = c.get(f"{gateway.settings.base_url}{studio.prefix}8888/still",
+                  headers={"Cookie": f"cs_session={studio.cookie_value}"})
+        assert r.json()["path"] == "/still"
+
+
+def test_reload_rotates_the_session_and_removes_routes(gateway, backends):
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    base = gateway.settings.base_url
+    old_cookie = {"Cookie": f"cs_session={studio.cookie_value}"}
+    restarted = StudioRoutes(**{**studio.__dict__, "session_secret": new_session_secret()})
+    gateway.apply([restarted])
+    with client() as c:
+        assert c.get(f"{base}{studio.prefix}8888/", headers=old_cookie).status_code == 401
+        new_cookie = {"Cookie": f"cs_session={restarted.cookie_value}"}
+        assert c.get(f"{base}{studio.prefix}8888/", headers=new_cookie).status_code == 200
+        gateway.apply([])
+        assert c.get(f"{base}{studio.prefix}8888/", headers=new_cookie).status_code == 404
+    assert not list((gateway.prefix / "html" / "landing").rglob("*.html"))
+
+
+def test_start_stop_status(tmp_path, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(port))
+    gw = Gateway(tmp_path)
+    try:
+        assert not gw.status().running
+        status = gw.start()
+        assert status.running and status.listen == f"127.0.0.1:{port}"
+        assert gw.start().pid == status.pid  # idempotent
+        # Later calls without the variable keep the port the gateway runs on.
+        monkeypatch.delenv("CODESTUDIO_GATEWAY_PORT")
+        assert Gateway(tmp_path).status().running
+        assert oct(gw.conf_path.stat().st_mode & 0o777) == "0o600"
+    finally:
+        assert gw.stop()
+    assert not gw.status().running
+    assert not gw.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/_codestudio/health", trust_env=False)
+
+
+def test_port_in_use_is_a_clear_failure(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        gw = Gateway(tmp_path, settings=GatewaySettings(port=s.getsockname()[1]))
+        with pytest.raises(RuntimeFailure, match="Address already in use"):
+            gw.start()
+    assert not gw.status().running
