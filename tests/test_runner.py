@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -628,3 +629,11 @@ def test_run_refuses_an_invalid_file(tmp_path):
     result = run_cmd(tmp_path, {"schema": 9})
     assert result.returncode == 2
     assert "schema: must be 1" in result.stderr
+
+
+def test_every_variable_the_runner_reads_is_documented():
+    source = RUNNER_PATH.read_text()
+    names = set(re.findall(r'"(CODESTUDIO_[A-Z_]+)"', source))
+    assert {"CODESTUDIO_MODE", "CODESTUDIO_GRACE_SECONDS", "CODESTUDIO_BACKOFF_BASE"} <= names
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "runner.md").read_text()
+    assert {n for n in names if f"`{n}`" not in doc} == set()
