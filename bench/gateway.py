@@ -1,0 +1,209 @@
+"""Gateway overhead: latency p50/p99 and requests/s through nginx vs direct.
+
+Starts a tiny keep-alive HTTP backend (its own process, asyncio), a real
+gateway nginx in a temporary data dir routing one studio port to it, then
+measures both paths in the same run with the same client:
+
+  - sequential: one keep-alive connection, one request at a time (latency);
+  - concurrent: --connections keep-alive connections in one asyncio loop (throughput).
+
+Runs alternate between direct and gateway in rounds so machine noise hits
+both equally. Needs only nginx and the engine: no containers, no extra tools.
+
+    python bench/gateway.py [--requests 4000] [--connections 8] [--rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BODY = b'{"ok": true}\n'
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+
+
+# --- backend (runs in a child process) ---------------------------------------------
+
+
+async def _serve(port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head:
+                    break
+                writer.write(RESPONSE)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+# --- client ------------------------------------------------------------------------------
+
+
+def _read_response(sock: socket.socket, buf: bytearray) -> None:
+    """Read one response with a Content-Length body off a keep-alive socket."""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = bytes(buf[:end]).lower()
+            i = head.find(b"content-length:")
+            length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+            total = end + 4 + length
+            if len(buf) >= total:
+                if not head.startswith(b"http/1.1 200"):
+                    raise RuntimeError(f"unexpected response: {bytes(buf[:end])!r}")
+                del buf[:total]
+                return
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("connection closed")
+        buf += chunk
+
+
+def sequential(port: int, request: bytes, n: int) -> list[float]:
+    """Latencies (ms) of n requests sent one after another on one keep-alive connection."""
+    out = []
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = bytearray()
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            sock.sendall(request)
+            _read_response(sock, buf)
+            out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
+
+
+async def _concurrent(port: int, request: bytes, n: int, connections: int) -> float:
+    remaining = n
+
+    async def worker() -> None:
+        nonlocal remaining
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while remaining > 0:
+                remaining -= 1
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"unexpected response: {head!r}")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return n / (time.perf_counter() - t0)
+
+
+def concurrent(port: int, request: bytes, n: int, connections: int) -> float:
+    return asyncio.run(_concurrent(port, request, n, connections))
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int) -> None:
+    for _ in range(500):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError(f"backend did not listen on {port}")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=4000, help="requests per path for each measure")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (requests are split across them)")
+    parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.backend:
+        asyncio.run(_serve(args.backend))
+        return
+
+    from codestudio.gateway.config import GatewaySettings, PortRoute, StudioRoutes, new_session_secret
+    from codestudio.gateway.process import Gateway
+
+    backend_port = _free_port()
+    backend = subprocess.Popen([sys.executable, __file__, "--backend", str(backend_port)])
+    tmp = tempfile.TemporaryDirectory(prefix="codestudio-bench-")
+    gw = Gateway(Path(tmp.name), settings=GatewaySettings(port=_free_port(), worker_processes="1"))
+    try:
+        _wait_port(backend_port)
+        studio = StudioRoutes("BENCH", "bench", "bench", new_session_secret(),
+                              (PortRoute(8888, backend_port, "/", "bench"),))
+        gw.apply([studio])
+        gw_port = gw.settings.port
+        cookie = f"Cookie: cs_session={studio.cookie_value}\r\n".encode()
+        req_direct = b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n" + cookie + b"\r\n"
+        req_gateway = (f"GET {studio.prefix}8888/api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+                       + cookie + b"\r\n")
+        paths = {"direct": (backend_port, req_direct), "gateway": (gw_port, req_gateway)}
+
+        per_round = max(1, args.requests // args.rounds)
+        lat: dict[str, list[float]] = {k: [] for k in paths}
+        seq_time: dict[str, float] = {k: 0.0 for k in paths}
+        rps: dict[str, list[float]] = {k: [] for k in paths}
+        for name, (port, req) in paths.items():  # warm-up: connections, upstream keep-alive pool
+            sequential(port, req, 200)
+            concurrent(port, req, 200, args.connections)
+        for _ in range(args.rounds):
+            for name, (port, req) in paths.items():
+                t0 = time.perf_counter()
+                lat[name] += sequential(port, req, per_round)
+                seq_time[name] += time.perf_counter() - t0
+                rps[name].append(concurrent(port, req, per_round, args.connections))
+
+        n = per_round * args.rounds
+        print(f"gateway overhead ({n} requests per path, {args.connections} connections for the concurrent run, "
+              f"{args.rounds} alternating rounds, {os.cpu_count()} CPUs)\n")
+        header = f"{'path':<10} {'p50 ms':>8} {'p99 ms':>8} {'seq req/s':>10} {'conc req/s':>11}"
+        print(header)
+        print("-" * len(header))
+        rows = {}
+        for name in paths:
+            rows[name] = (pct(lat[name], 0.5), pct(lat[name], 0.99), n / seq_time[name], statistics.median(rps[name]))
+            p50, p99, seq, conc = rows[name]
+            print(f"{name:<10} {p50:>8.3f} {p99:>8.3f} {seq:>10.0f} {conc:>11.0f}")
+        d, g = rows["direct"], rows["gateway"]
+        print("-" * len(header))
+        print(f"{'overhead':<10} {g[0] - d[0]:>+8.3f} {g[1] - d[1]:>+8.3f} {g[2] / d[2]:>9.0%} {g[3] / d[3]:>10.0%}")
+        print("\naims: p50 overhead < 1 ms; gateway throughput >= 90% of direct")
+    finally:
+        gw.stop()
+        backend.terminate()
+        backend.wait()
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
