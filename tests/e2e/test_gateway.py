@@ -328,3 +328,35 @@ def test_port_in_use_is_a_clear_failure(tmp_path):
         with pytest.raises(RuntimeFailure, match="Address already in use"):
             gw.start()
     assert not gw.status().running
+
+
+def test_cli_start_status_stop(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {**os.environ, "CODESTUDIO_HOME": str(tmp_path), "CODESTUDIO_GATEWAY_PORT": str(port)}
+    cli = [str(Path(sys.executable).parent / "codestudio")]
+
+    def run(*args):
+        return subprocess.run([*cli, "gateway", *args], env=env, capture_output=True, text=True, timeout=60)
+
+    try:
+        started = run("start")
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.strip() == f"http://127.0.0.1:{port}"
+        status = json.loads(run("status", "--json").stdout)
+        assert status["running"] and status["listen"] == f"127.0.0.1:{port}"
+    finally:
+        stopped = run("stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stderr
+    assert json.loads(run("status", "--json").stdout)["running"] is False
+    # A port held by someone else: runtime failure, exit 1, nginx's reason shown.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        env["CODESTUDIO_GATEWAY_PORT"] = str(s.getsockname()[1])
+        failed = run("start")
+    assert failed.returncode == 1
+    assert "Address already in use" in failed.stderr
