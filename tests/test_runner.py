@@ -12,6 +12,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -637,3 +638,60 @@ def test_every_variable_the_runner_reads_is_documented():
     assert {"CODESTUDIO_MODE", "CODESTUDIO_GRACE_SECONDS", "CODESTUDIO_BACKOFF_BASE"} <= names
     doc = (Path(__file__).resolve().parent.parent / "docs" / "runner.md").read_text()
     assert {n for n in names if f"`{n}`" not in doc} == set()
+
+
+def _can_unshare_pid() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare_pid(), reason="needs root and unshare(1) for a PID namespace")
+def test_as_pid_1_it_reaps_orphans_and_stops_on_sigterm(tmp_path):
+    # PID 1 gets no default signal actions, so this checks the handlers really
+    # are installed, and that orphans of the whole namespace are reaped.
+    code = (
+        "import os, sys, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        if os.fork() == 0:\n"
+        "            os._exit(0)\n"
+        "        os._exit(0)\n"
+        "    os.wait()\n"
+        "open(sys.argv[1], 'w').write('forked')\n" + SLEEP_FOREVER
+    )
+    cfg = tmp_path / "runner.json"
+    ep = {"label": "forker", "command": py(code, str(tmp_path / "forked"))}
+    cfg.write_text(json.dumps({"schema": 1, "template": "t", "entrypoints": [ep]}))
+    log = open(tmp_path / "log", "wb")
+    unshare = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", PY, str(RUNNER_PATH)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=base_env(tmp_path, cfg),
+    )
+    try:
+        wait_until((tmp_path / "forked").exists, "the entrypoint to fork its orphans")
+        runner_pid = int(wait_until(lambda: _children(unshare.pid), "the runner process")[0])
+
+        def zombies() -> list[int]:
+            return [p for p in _children(runner_pid) if not pid_alive(p)]
+
+        wait_until(lambda: not zombies(), "the orphans to be reaped")
+        os.kill(runner_pid, signal.SIGTERM)
+        assert unshare.wait(timeout=DEADLINE) == 0
+        assert (tmp_path / "log").read_bytes().rstrip().endswith(b"[runner] stopped")
+    finally:
+        if unshare.poll() is None:
+            unshare.kill()
+            unshare.wait()
+        log.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
