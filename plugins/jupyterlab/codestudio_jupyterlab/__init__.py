@@ -1,0 +1,133 @@
+"""``jupyterlab``: JupyterLab served under the studio's path prefix.
+
+JupyterLab lives in its own virtual environment (default
+``/opt/codestudio/jupyterlab``), in this block's layer group, so that code
+envs never share its packages and changing a code env placed after it does
+not reinstall it. It serves the full browser path itself
+(``--ServerApp.base_url`` from ``DKU_CODE_STUDIO_BROWSER_PATH_<port>``), so
+the gateway passes the request URI unchanged (``proxied_subpath:
+$request_uri``); that keeps JupyterLab's absolute URLs, cookies (scoped to
+the base URL) and websockets right without any rewriting.
+
+Authentication is the gateway's job: JupyterLab runs without token or
+password, bound to all interfaces of the container.
+
+Every code env becomes a kernel: ``ipykernel`` is installed into it and a
+kernelspec is written to ``<jupyterlab env>/share/jupyter/kernels/<name>/``,
+which JupyterLab reads from its own prefix.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import Field, field_validator
+
+from codestudio import hookimpl
+from codestudio.blockapi import Block, BlockParams, Copy, Entrypoint, Probe, Run
+from codestudio.blockhelpers import PipRequirement, browser_path_ref, pip_install, python_env
+from codestudio.types import WORKSPACE, ContainerPath, Port
+
+DEFAULT_VERSION = "4.6.6"
+
+
+def _version(value: str) -> str:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ValueError(f"{value!r} is not a version number") from None
+    return value
+
+
+class JupyterLabParams(BlockParams):
+    port: Port = 8888
+    #: JupyterLab version installed from PyPI.
+    version: str = DEFAULT_VERSION
+    #: Extra packages for JupyterLab's own environment (extensions, server plugins).
+    packages: list[PipRequirement] = Field(default_factory=list)
+    #: JupyterLab's environment in the image.
+    path: ContainerPath = "/opt/codestudio/jupyterlab"
+    #: The folder JupyterLab opens (its file browser root).
+    root_dir: ContainerPath = WORKSPACE
+
+    _check_version = field_validator("version")(lambda cls, v: _version(v))
+
+
+def kernel_spec(code_env) -> str:
+    """The kernel.json of a code env: its own interpreter runs ipykernel."""
+    spec = {
+        "argv": [code_env.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": code_env.label,
+        "language": "python",
+        "metadata": {"debugger": True, "codestudio": {"code_env": code_env.name, "path": code_env.path}},
+    }
+    return json.dumps(spec, indent=1, sort_keys=True) + "\n"
+
+
+class JupyterLabBlock(Block):
+    Params = JupyterLabParams
+    summary = "JupyterLab (own environment), every code env as a kernel"
+
+    @hookimpl
+    def contribute_dockerfile(self, block):
+        p: JupyterLabParams = block.params
+        return python_env(p.path, packages=[f"jupyterlab=={p.version}", *p.packages])
+
+    @hookimpl
+    def contribute_entrypoint(self, block):
+        p: JupyterLabParams = block.params
+        return Entrypoint(
+            label=p.label or "JupyterLab",
+            command=[
+                f"{p.path}/bin/jupyter",
+                "lab",
+                "--no-browser",
+                "--ip=0.0.0.0",
+                f"--port={p.port}",
+                # Serve under the full browser path: the gateway does not strip it.
+                f"--ServerApp.base_url={browser_path_ref(p.port)}/",
+                f"--ServerApp.root_dir={p.root_dir}",
+                # The gateway authenticates the studio's owner.
+                "--IdentityProvider.token=",
+                "--ServerApp.password=",
+                # Requests arrive through the gateway with its Host/Origin.
+                "--ServerApp.allow_remote_access=True",
+                "--ServerApp.allow_origin=*",
+                "--ServerApp.trust_xheaders=True",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            port=p.port,
+            expose_html=True,
+            proxied_subpath="$request_uri",
+            cwd=p.root_dir,
+        )
+
+    @hookimpl
+    def adjust_probe(self, block, probe):
+        # An earlier probe (another IDE, the kubernetes block) is kept: the
+        # first IDE's port is the studio's main port.
+        if probe is not None:
+            return None
+        # /api answers without authentication and only once the server is up.
+        return Probe(kind="http", port=block.params.port, url="${baseUrl}/api")
+
+    @hookimpl
+    def register_kernel(self, block, code_env, state):
+        p: JupyterLabParams = block.params
+        steps = [
+            Run(script=pip_install(code_env.python, ["ipykernel"])),
+            Copy(content=kernel_spec(code_env), dest=f"{p.path}/share/jupyter/kernels/{code_env.name}/kernel.json"),
+        ]
+        # The template's first code env (whichever side of this block it is)
+        # is the default kernel rather than JupyterLab's own environment.
+        if state.code_envs and state.code_envs[0][1].name == code_env.name:
+            config = {"MappingKernelManager": {"default_kernel_name": code_env.name}}
+            steps.append(
+                Copy(
+                    content=json.dumps(config, indent=1, sort_keys=True) + "\n",
+                    dest=f"{p.path}/etc/jupyter/jupyter_server_config.d/codestudio-default-kernel.json",
+                )
+            )
+        return steps
