@@ -319,3 +319,10 @@ def test_empty_config_passes_nginx_t(tmp_path: Path):
     Gateway(tmp_path).check(render_gateway_config([], GatewaySettings(port=18000)))
     with pytest.raises(Exception, match="rejected by nginx -t"):
         Gateway(tmp_path).check("http { bogus_directive on; }\n")
+
+
+def test_ipv6_upstream_and_listen():
+    s = StudioRoutes("P", "s", "o", new_session_secret(), (PortRoute(1, 2, "/", "x"),), upstream_host="::1")
+    text = render_gateway_config([s], GatewaySettings(host="::1", port=18000))
+    servers = [args for name, args, _ in walk(parse_nginx(text)) if name in ("server", "listen") and args]
+    assert ["[::1]:2"] in servers and ["[::1]:18000"] in servers

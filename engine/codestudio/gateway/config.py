@@ -42,7 +42,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TOKEN_TTL = 600  # seconds an access URL stays valid
 
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
-_SAFE_RE = re.compile(r"^[A-Za-z0-9_./:-]*$")
+_SAFE_RE = re.compile(r"^[A-Za-z0-9_./:\[\]-]*$")
 _DURATION_RE = re.compile(r"^[0-9]{1,6}(ms|s|m|h|d)?$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _WORKERS_RE = re.compile(r"^(auto|[1-9][0-9]{0,2})$")
@@ -226,7 +226,7 @@ def ngx_quote(value: object) -> str:
 
 
 def ngx_safe(value: object) -> str:
-    """A bare token for use inside an already-quoted string: only [A-Za-z0-9_./:-]."""
+    """A bare token for use inside an already-quoted string: only [A-Za-z0-9_./:[]-]."""
     text = str(value)
     if not _SAFE_RE.match(text):
         raise UsageError(f"gateway: {text!r} cannot be written into the nginx config")

@@ -240,12 +240,14 @@ class Gateway:
         Returns the generation of the config now live. A config that fails
         ``nginx -t`` never replaces the live one.
         """
-        if studios is None:
-            studios = list(self._studios())
-        settings = self._effective_settings()
-        text = render_gateway_config(studios, settings)
-        generation = _generation_of(text)
         with self._locked():
+            # Read the studio list under the lock: concurrent calls then apply in
+            # order and the last one reflects the latest state.
+            if studios is None:
+                studios = list(self._studios())
+            settings = self._effective_settings()
+            text = render_gateway_config(studios, settings)
+            generation = _generation_of(text)
             self._write_pages(studios)
             self.check(text)
             pid = self.pid()
