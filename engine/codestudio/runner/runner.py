@@ -679,9 +679,13 @@ def cmd_action(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"unknown action {args.name!r}; actions: {names}", file=sys.stderr)
         return EXIT_USAGE
     action_env = global_env(config, env)
-    proc = subprocess.Popen(
-        ["/bin/sh", "-c", action["command"]], env=action_env, cwd=default_cwd(action_env)
-    )
+    try:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", action["command"]], env=action_env, cwd=default_cwd(action_env)
+        )
+    except OSError as e:
+        print(f"runner: cannot run action {args.name!r}: {e}", file=sys.stderr)
+        return 127  # what a shell returns for a command it cannot run
 
     def relay(signum: int, frame: Any) -> None:
         # Stopping the exec should stop the action, not orphan it.
