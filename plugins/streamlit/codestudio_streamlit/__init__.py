@@ -1,0 +1,128 @@
+"""``streamlit``: a Streamlit app served from the studio's versioned files.
+
+The app is ``streamlit/app.py`` of the ``code_studio-versioned`` zone,
+created there as a starter file with a working example, so users edit it
+from the versioned files and Streamlit reruns it when a change is synced
+(``runOnSave``, polling watcher). Streamlit serves the full browser path
+(``server.baseUrlPath`` from ``DKU_CODE_STUDIO_BROWSER_PATH_<port>``), so
+the gateway passes the request URI unchanged; readiness is Streamlit's
+health endpoint. The entrypoint can be launched as a webapp.
+
+Streamlit runs in its own environment (``/opt/codestudio/streamlit``) unless
+``code_env`` names a code env defined earlier in the template, in which case
+Streamlit is installed into that env (when the env is announced to this
+block) and the app runs with the env's packages.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from pydantic import Field, field_validator
+
+from codestudio import hookimpl
+from codestudio.blockapi import Block, BlockParams, Copy, Entrypoint, Probe, Run, StarterFile
+from codestudio.blockhelpers import PipRequirement, browser_path_ref, pip_install, python_env
+from codestudio.types import ContainerPath, Port, RelativePath, Slug, Zone, default_target
+
+DEFAULT_VERSION = "1.67.0"
+HOME = "/opt/codestudio/streamlit"
+
+
+def _file(name: str) -> bytes:
+    return resources.files(__package__).joinpath("files", name).read_bytes()
+
+
+class StreamlitParams(BlockParams):
+    port: Port = 8501
+    #: Streamlit version from PyPI.
+    version: str = DEFAULT_VERSION
+    #: Extra packages installed with Streamlit.
+    packages: list[PipRequirement] = Field(default_factory=list)
+    #: A code env (defined before this block) that runs the app; default: Streamlit's own env.
+    code_env: Slug | None = None
+    #: The zone holding the app, and the app's path in it.
+    zone: Zone = "code_studio-versioned"
+    app: RelativePath = "streamlit/app.py"
+    #: Streamlit's own environment (when ``code_env`` is not set).
+    path: ContainerPath = HOME
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            Version(value)
+        except InvalidVersion:
+            raise ValueError(f"{value!r} is not a version number") from None
+        return value
+
+    @property
+    def requirements(self) -> list[str]:
+        return [f"streamlit=={self.version}", *self.packages]
+
+
+class StreamlitBlock(Block):
+    Params = StreamlitParams
+    summary = "A Streamlit app from the studio's versioned files, launchable as a webapp"
+
+    @hookimpl
+    def contribute_dockerfile(self, block):
+        p: StreamlitParams = block.params
+        steps = [] if p.code_env else python_env(p.path, packages=p.requirements)
+        steps += [
+            Copy(content=_file("app.py"), dest=f"{HOME}/example_app.py"),
+            Copy(content=_file("start.sh"), dest=f"{HOME}/start.sh", mode=0o755),
+        ]
+        return steps
+
+    @hookimpl
+    def register_kernel(self, block, code_env):
+        p: StreamlitParams = block.params
+        if code_env.name != p.code_env:
+            return None
+        return [Run(script=pip_install(code_env.python, p.requirements))]
+
+    @hookimpl
+    def contribute_entrypoint(self, block, state):
+        p: StreamlitParams = block.params
+        if p.code_env:
+            env = state.find_code_env(p.code_env)
+            # A missing env is reported by validate_block; the path is a placeholder.
+            python = env.python if env else f"/opt/codestudio/code-envs/{p.code_env}/bin/python"
+        else:
+            python = f"{p.path}/bin/python"
+        return Entrypoint(
+            label=p.label or "Streamlit",
+            command=[
+                f"{HOME}/start.sh",
+                python,
+                f"{default_target(p.zone)}/{p.app}",
+                str(p.port),
+                browser_path_ref(p.port),
+            ],
+            port=p.port,
+            expose_html=True,
+            launch_in_webapp=True,
+            proxied_subpath="$request_uri",
+        )
+
+    @hookimpl
+    def contribute_starter_files(self, block):
+        p: StreamlitParams = block.params
+        return [StarterFile(zone=p.zone, path=p.app, content=_file("app.py"))]
+
+    @hookimpl
+    def adjust_probe(self, block, probe):
+        if probe is not None:
+            return None  # an earlier IDE or the kubernetes block decided
+        return Probe(kind="http", port=block.params.port, url="${baseUrl}/_stcore/health")
+
+    @hookimpl
+    def validate_block(self, block, state):
+        p: StreamlitParams = block.params
+        if p.code_env and state.find_code_env(p.code_env) is None:
+            known = ", ".join(env.name for _, env in state.code_envs) or "none"
+            return [("code_env", f"no code env named {p.code_env!r} is defined before this block (defined: {known})")]
+        return None
