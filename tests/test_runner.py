@@ -175,15 +175,25 @@ def test_expand(text, expected):
     assert rmod.expand(text, {"POD": "pod-1"}) == expected
 
 
-def test_env_layers_see_earlier_values():
-    config = {"env": {"PATH": "/opt/x/bin:${PATH}", "A": "${B}", "B": "b", "C": "${B}c"}}
-    env = rmod.global_env(config, {"PATH": "/usr/bin"})
+def test_env_layers_refer_to_each_other_in_any_order():
+    config = {
+        "env": {
+            "A": "${B}a",
+            "B": "b",
+            "C": "${A}c",
+            "PATH": "/opt/x/bin:${PATH}",
+            "X": "${Y}x",
+            "Y": "${X}y",
+        }
+    }
+    env = rmod.global_env(config, {"PATH": "/usr/bin", "X": "outer"})
     assert env["PATH"] == "/opt/x/bin:/usr/bin"
-    assert env["A"] == "${B}"  # B is defined later
-    assert env["C"] == "bc"
+    assert (env["A"], env["B"], env["C"]) == ("ba", "b", "bac")
+    # A cycle ends at the previous layer (or the reference as written).
+    assert (env["X"], env["Y"]) == ("outeryx", "outery")
     ep = {"env": {"D": "${C}d", "PATH": "/ep:${PATH}"}}
     ep_env = rmod.entrypoint_env(config, ep, {"PATH": "/usr/bin"})
-    assert ep_env["D"] == "bcd"
+    assert ep_env["D"] == "bacd"
     assert ep_env["PATH"] == "/ep:/opt/x/bin:/usr/bin"
 
 

@@ -209,27 +209,52 @@ def load_config(path: str) -> dict:
 # Environment
 
 
-def expand(text: str, env: Mapping[str, str]) -> str:
+def expand(text: str, env: Mapping[str, str] | Callable[[str], str | None]) -> str:
     """Replace ``${NAME}`` with env[NAME]; ``$${NAME}`` gives a literal ``${NAME}``.
 
-    A name that is not defined stays as written, so a typo shows up in the
-    value instead of silently becoming an empty string.
+    ``env`` is a mapping or a lookup function returning None for an unknown
+    name. A name that is not defined stays as written, so a typo shows up in
+    the value instead of silently becoming an empty string.
     """
+    lookup = env if callable(env) else env.get
 
     def sub(m: re.Match[str]) -> str:
         if m.group(1):
             return "${" + m.group(2) + "}"
-        return env.get(m.group(2), m.group(0))
+        value = lookup(m.group(2))
+        return m.group(0) if value is None else value
 
     return _REF_RE.sub(sub, text)
 
 
 def _layer(env: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    # Each value sees the values defined before it, including an earlier value
-    # of its own name, so PATH="/opt/x/bin:${PATH}" extends the inherited PATH.
+    """``env`` updated with ``extra``, whose values are expanded.
+
+    A reference to another name of ``extra`` gets that name's expanded value
+    whatever the order (render writes runner.json with sorted keys, so file
+    order means nothing); a reference to the value's own name, or one that
+    would close a cycle, gets the value from ``env``. So
+    PATH="/opt/x/bin:${PATH}" extends the inherited PATH.
+    """
+    resolved: dict[str, str] = {}
+    visiting: set[str] = set()
+
+    def value_of(name: str) -> str:
+        if name not in resolved:
+            visiting.add(name)
+
+            def lookup(ref: str) -> str | None:
+                if ref in extra and ref not in visiting:
+                    return value_of(ref)
+                return env.get(ref)
+
+            resolved[name] = expand(extra[name], lookup)
+            visiting.discard(name)
+        return resolved[name]
+
     out = dict(env)
-    for name, value in extra.items():
-        out[name] = expand(value, out)
+    for name in extra:
+        out[name] = value_of(name)
     return out
 
 
