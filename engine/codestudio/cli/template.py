@@ -53,3 +53,97 @@ def builds(template_id: str, limit: int | None, as_json: bool) -> None:
         row["hash"] = row["content_hash"][:16]
     output.table(rows, ["id", "started", "outcome", "seconds", "hash", "log_path"], as_json=False,
                  title=f"builds of {template_id}")
+
+
+# --- stored templates and grants (runtime helper) --------------------------------
+
+
+def _who(ctx: click.Context):
+    from codestudio.access import identify
+
+    return identify((ctx.obj or {}).get("user"))
+
+
+@template.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the stored template as JSON.")
+@click.pass_context
+def add(ctx: click.Context, file: str, as_json: bool) -> None:
+    """Store FILE and the resources it uses (a changed file makes a new version)."""
+    from codestudio.templates_store import add_template
+
+    stored, new = add_template(_who(ctx), file)
+    if as_json:
+        output.data({**stored.as_dict(), "new_version": new}, as_json=True)
+        return
+    output.info(f"{'stored' if new else 'unchanged:'} {stored.id} version {stored.version}")
+    output.line(stored.id)
+
+
+@template.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def list_(as_json: bool) -> None:
+    """List stored templates (latest versions) with their grants."""
+    from codestudio.templates_store import list_templates
+
+    rows = list_templates()
+    if not as_json:
+        for row in rows:
+            row["grants"] = ", ".join("everybody" if g == "*" else g for g in row["grants"]) or "admins only"
+    output.table(rows, ["id", "version", "label", "grants", "studios"], as_json=as_json)
+
+
+@template.command()
+@click.argument("template_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def show(template_id: str, as_json: bool) -> None:
+    """Show a stored template: versions, grants, studios."""
+    from codestudio.templates_store import show_template
+
+    output.data(show_template(template_id), as_json=as_json)
+
+
+@template.command()
+@click.argument("template_id", metavar="ID")
+@click.option("--force", is_flag=True, help="Remove it even though studios use it.")
+@click.pass_context
+def remove(ctx: click.Context, template_id: str, force: bool) -> None:
+    """Remove a stored template (every version and grant)."""
+    from codestudio.templates_store import remove_template
+
+    remove_template(_who(ctx), template_id, force=force)
+    output.info(f"template {template_id} removed")
+
+
+def _group_arg(group: str | None, everybody: bool) -> str:
+    if bool(group) == everybody:
+        raise click.UsageError("give exactly one of --group G or --all")
+    return "*" if everybody else group  # type: ignore[return-value]
+
+
+@template.command("grant")
+@click.argument("template_id", metavar="ID")
+@click.option("--group", "group", default=None, help="Group allowed to create studios from it.")
+@click.option("--all", "everybody", is_flag=True, help="Allow everybody.")
+@click.pass_context
+def grant_(ctx: click.Context, template_id: str, group: str | None, everybody: bool) -> None:
+    """Let a group (or everybody) create studios from template ID."""
+    from codestudio.templates_store import grant
+
+    g = _group_arg(group, everybody)
+    changed = grant(_who(ctx), template_id, g)
+    output.info(f"{template_id}: {'granted to' if changed else 'already granted to'} {'everybody' if g == '*' else g}")
+
+
+@template.command("revoke")
+@click.argument("template_id", metavar="ID")
+@click.option("--group", "group", default=None, help="Group to revoke.")
+@click.option("--all", "everybody", is_flag=True, help="Revoke the grant to everybody.")
+@click.pass_context
+def revoke_(ctx: click.Context, template_id: str, group: str | None, everybody: bool) -> None:
+    """Revoke a grant of template ID."""
+    from codestudio.templates_store import revoke
+
+    g = _group_arg(group, everybody)
+    changed = revoke(_who(ctx), template_id, g)
+    output.info(f"{template_id}: {'revoked' if changed else 'had no grant for'} {'everybody' if g == '*' else g}")

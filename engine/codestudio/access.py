@@ -1,0 +1,206 @@
+"""Who acts, and what they may do: identity, admins, groups, permission checks.
+
+Rules (documented for users in docs/studios.md):
+
+- The acting user is the OS user running the CLI. ``--user NAME`` (or
+  ``CODESTUDIO_USER``) names someone else; only admins may act for others.
+- ``root`` is always an admin. On a fresh data dir (no admin recorded yet)
+  the first OS user that runs a command there is recorded as its first
+  admin, so a single-user install needs no set-up.
+- A user's groups are the memberships kept in the state DB
+  (``codestudio admin group add``) plus the user's OS groups (when the user
+  exists on this machine).
+- A user may create a studio from a template when they are an admin, the
+  template is granted to everybody (``*``), or it is granted to one of
+  their groups.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+from dataclasses import dataclass
+
+from codestudio.errors import PermissionDenied, UsageError
+from codestudio.store import Store
+
+#: User and group names: they become folder names, git authors and env values.
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}$")
+EVERYBODY = "*"
+
+
+def check_name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value) or value in (".", ".."):
+        raise UsageError(f"invalid {kind} name {value!r}: letters, digits, '.', '_', '-', '@' (at most 64)")
+    return value
+
+
+def os_user() -> str:
+    """The OS user running this process."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid{os.geteuid()}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The user a command acts as."""
+
+    name: str
+    is_admin: bool
+    os_user: str
+
+    @property
+    def impersonated(self) -> bool:
+        return self.name != self.os_user
+
+
+def _bootstrap(conn, user: str) -> None:
+    if conn.execute("SELECT 1 FROM admins LIMIT 1").fetchone() is None:
+        conn.execute("INSERT OR IGNORE INTO admins (user) VALUES (?)", (user,))
+
+
+def is_admin(user: str, *, store: Store | None = None) -> bool:
+    if user == "root":
+        return True
+    store = store or Store.default()
+    with store.connect() as conn:
+        return conn.execute("SELECT 1 FROM admins WHERE user = ?", (user,)).fetchone() is not None
+
+
+def identify(requested: str | None = None, *, store: Store | None = None) -> Identity:
+    """The acting identity; ``requested`` is ``--user`` (None: the OS user).
+
+    Records the OS user as the first admin of a fresh data dir. Raises
+    :class:`PermissionDenied` when a non-admin asks to act as someone else.
+    """
+    store = store or Store.default()
+    me = os_user()
+    with store.connect() as conn:
+        _bootstrap(conn, me)
+    me_admin = is_admin(me, store=store)
+    if requested is None or requested == me:
+        return Identity(me, me_admin, me)
+    check_name("user", requested)
+    if not me_admin:
+        raise PermissionDenied(f"only admins may act as another user (--user {requested}); you are {me}")
+    return Identity(requested, is_admin(requested, store=store), me)
+
+
+def require_admin(who: Identity, what: str) -> None:
+    if not who.is_admin:
+        raise PermissionDenied(f"only admins may {what}; {who.name} is not an admin (see `codestudio admin list`)")
+
+
+# --------------------------------------------------------------------------
+# Groups
+
+
+def os_groups(user: str) -> set[str]:
+    """The user's OS groups (primary and supplementary); empty if no such OS user."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return set()
+    names = set()
+    for gid in os.getgrouplist(user, entry.pw_gid):
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            continue
+    return names
+
+
+def db_groups(user: str, *, store: Store | None = None) -> set[str]:
+    store = store or Store.default()
+    with store.connect() as conn:
+        return {r["grp"] for r in conn.execute("SELECT grp FROM group_members WHERE user = ?", (user,))}
+
+
+def groups_of(user: str, *, store: Store | None = None) -> set[str]:
+    """Every group ``user`` is in: the state DB's memberships and the OS groups."""
+    return db_groups(user, store=store) | os_groups(user)
+
+
+def template_grants(template_id: str, *, store: Store | None = None) -> list[str]:
+    store = store or Store.default()
+    with store.connect() as conn:
+        return sorted(r["grp"] for r in conn.execute("SELECT grp FROM grants WHERE template_id = ?", (template_id,)))
+
+
+def may_use_template(user: str, template_id: str, *, admin: bool | None = None, store: Store | None = None) -> bool:
+    store = store or Store.default()
+    if admin if admin is not None else is_admin(user, store=store):
+        return True
+    grants = set(template_grants(template_id, store=store))
+    return EVERYBODY in grants or bool(grants & groups_of(user, store=store))
+
+
+def require_template_use(who: Identity, template_id: str, *, store: Store | None = None) -> None:
+    """Refuse (exit 2) unless ``who`` may create studios from the template."""
+    store = store or Store.default()
+    if may_use_template(who.name, template_id, admin=who.is_admin, store=store):
+        return
+    grants = template_grants(template_id, store=store)
+    allowed = ", ".join(grants) if grants else "admins only"
+    raise PermissionDenied(
+        f"{who.name} may not create studios from template {template_id!r}: it is granted to {allowed}; "
+        f"{who.name} is in {', '.join(sorted(groups_of(who.name, store=store))) or 'no group'}. "
+        "Ask an admin: codestudio template grant ID --group G, or codestudio admin group add G USER"
+    )
+
+
+# --------------------------------------------------------------------------
+# Admin commands
+
+
+def add_admin(who: Identity, user: str, *, store: Store | None = None) -> bool:
+    require_admin(who, "add admins")
+    check_name("user", user)
+    store = store or Store.default()
+    with store.connect() as conn:
+        return conn.execute("INSERT OR IGNORE INTO admins (user) VALUES (?)", (user,)).rowcount > 0
+
+
+def remove_admin(who: Identity, user: str, *, store: Store | None = None) -> bool:
+    require_admin(who, "remove admins")
+    store = store or Store.default()
+    with store.connect() as conn:
+        others = conn.execute("SELECT COUNT(*) FROM admins WHERE user != ?", (user,)).fetchone()[0]
+        if others == 0 and user != "root":
+            raise UsageError(f"{user} is the last admin; add another admin first")
+        return conn.execute("DELETE FROM admins WHERE user = ?", (user,)).rowcount > 0
+
+
+def list_admins(*, store: Store | None = None) -> list[str]:
+    store = store or Store.default()
+    with store.connect() as conn:
+        return sorted({r["user"] for r in conn.execute("SELECT user FROM admins")} | {"root"})
+
+
+def add_member(who: Identity, group: str, user: str, *, store: Store | None = None) -> bool:
+    require_admin(who, "manage groups")
+    check_name("group", group)
+    check_name("user", user)
+    store = store or Store.default()
+    with store.connect() as conn:
+        return conn.execute("INSERT OR IGNORE INTO group_members (grp, user) VALUES (?, ?)", (group, user)).rowcount > 0
+
+
+def remove_member(who: Identity, group: str, user: str, *, store: Store | None = None) -> bool:
+    require_admin(who, "manage groups")
+    store = store or Store.default()
+    with store.connect() as conn:
+        return conn.execute("DELETE FROM group_members WHERE grp = ? AND user = ?", (group, user)).rowcount > 0
+
+
+def list_members(group: str | None = None, *, store: Store | None = None) -> list[dict]:
+    store = store or Store.default()
+    sql, args = "SELECT grp AS \"group\", user FROM group_members", ()
+    if group is not None:
+        sql, args = sql + " WHERE grp = ?", (group,)
+    with store.connect() as conn:
+        return [dict(r) for r in conn.execute(sql + " ORDER BY grp, user", args)]
