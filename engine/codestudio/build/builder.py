@@ -96,9 +96,14 @@ def latest_name(template_id: str) -> str:
 def resolve_template(ref: str) -> tuple[Path, int | None]:
     """A template reference -> (template file, stored version or None).
 
-    Today a reference is a file path. Stored templates (``template add``)
-    will resolve here by id to their stored copy and version.
+    A stored template id (``template add``) resolves to the stored copy of
+    its latest version; anything else is a file path.
     """
+    from codestudio.templates_store import resolve_ref
+
+    stored = resolve_ref(ref)
+    if stored is not None:
+        return stored
     path = Path(ref)
     if path.is_file():
         return path, None
