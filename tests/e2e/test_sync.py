@@ -1,0 +1,196 @@
+"""File sync with real podman containers from the codestudio base image."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import uuid
+
+import pytest
+
+from codestudio.blockapi import SyncMapping
+from codestudio.sync import (
+    PodmanTransport,
+    SyncConflictError,
+    SyncError,
+    SyncStudio,
+    conflicts,
+    pull_on_stop,
+    push_on_start,
+    sync,
+)
+
+pytestmark = pytest.mark.e2e
+
+ZONE = "code_studio-versioned"
+TARGET = f"/home/codestudio/workspace/{ZONE}"
+RESOURCES = "/home/codestudio/workspace/code_studio-resources"
+
+
+@pytest.fixture
+def start_container(debian_base):
+    """Start a container from the base image (a stand-in for a studio): returns its name."""
+    from codestudio import containers
+
+    names: list[str] = []
+
+    def start() -> str:
+        name = f"cs-sync-{uuid.uuid4().hex[:10]}"
+        containers.podman("run", "-d", "--rm", "--name", name, "--entrypoint", "/bin/sleep", debian_base, "3600")
+        names.append(name)
+        return name
+
+    yield start
+    for name in names:
+        containers.podman("rm", "-f", "-t", "0", name, check=False)
+
+
+def sh(container: str, script: str, user: str = "codestudio") -> str:
+    from codestudio import containers
+
+    return containers.podman("exec", "--user", user, container, "sh", "-c", script).stdout
+
+
+def make_studio(*mappings: SyncMapping) -> SyncStudio:
+    return SyncStudio("s1", "PROJ", "alice", tuple(mappings) or (SyncMapping(zone=ZONE, target=TARGET),))
+
+
+def git(path, *args) -> str:
+    return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_streamlit_app_survives_stop_and_start_and_is_committed(start_container):
+    studio = make_studio()
+    zone = studio.zone_path(ZONE)
+    (zone / "app.py").write_text("import streamlit as st\nst.write('v1')\n")
+    (zone / "run.sh").write_text("#!/bin/sh\nstreamlit run app.py\n")
+    (zone / "run.sh").chmod(0o755)
+
+    ctr = start_container()
+    push_on_start(studio, PodmanTransport(ctr))
+    assert "st.write('v1')" in sh(ctr, f"cat {TARGET}/app.py")
+    assert sh(ctr, f"test -x {TARGET}/run.sh && stat -c %U {TARGET}/app.py").strip() == "codestudio"
+
+    sh(ctr, f"sed -i s/v1/v2/ {TARGET}/app.py && echo data > {TARGET}/new.csv")
+    pull_on_stop(studio, PodmanTransport(ctr))
+    assert "v2" in (zone / "app.py").read_text()
+    assert git(zone, "log", "-1", "--format=%an <%ae>|%cn").strip() == "alice <alice@codestudio.local>|codestudio"
+    assert sorted(git(zone, "show", "--name-only", "--format=", "HEAD").split()) == ["app.py", "new.csv"]
+
+    # Stop and start: a new container gets the edited app.
+    ctr2 = start_container()
+    push_on_start(studio, PodmanTransport(ctr2))
+    assert "v2" in sh(ctr2, f"cat {TARGET}/app.py")
+    assert sh(ctr2, f"cat {TARGET}/new.csv").strip() == "data"
+
+
+def test_edits_on_both_sides_conflict_with_both_versions_kept(start_container):
+    studio = make_studio()
+    zone = studio.zone_path(ZONE)
+    (zone / "app.py").write_text("base\n")
+    ctr = start_container()
+    t = PodmanTransport(ctr)
+    push_on_start(studio, t)
+    (zone / "app.py").write_text("server\n")
+    sh(ctr, f"echo studio > {TARGET}/app.py; echo pushed-only > {TARGET}/other.txt")
+    (zone / "gone.txt").write_text("x")
+    with pytest.raises(SyncConflictError, match="app.py") as info:
+        sync(studio, t)
+    (c,) = info.value.report.conflicts
+    assert (zone / "app.py").read_text() == "server\n"
+    assert (zone / c.copy).read_text() == "studio\n"
+    assert sh(ctr, f"cat {TARGET}/app.py {TARGET}/{c.copy}") == "server\nstudio\n"
+    assert (zone / "other.txt").read_text() == "pushed-only\n"
+    listed = conflicts(studio, ZONE)
+    assert [x.path for x in listed] == ["app.py"] and listed[0].commit_now
+
+    # Deleted on one side, unchanged on the other: deleted on both.
+    sh(ctr, f"rm {TARGET}/gone.txt")
+    (zone / "other.txt").unlink()
+    report = sync(studio, t).mappings[0]
+    assert report.deleted_on_server == ["gone.txt"] and report.deleted_in_studio == ["other.txt"]
+    assert sh(ctr, f"ls {TARGET}").split() == sorted(["app.py", c.copy])
+
+
+def test_exclusions_one_way_and_subfolder(start_container):
+    lib = "/home/codestudio/workspace/project-lib-versioned/python"
+    studio = SyncStudio(
+        "s1", "PROJ", "alice",
+        (
+            SyncMapping(zone=ZONE, target=TARGET),
+            SyncMapping(zone="project-lib-versioned", subfolder="python", target=lib, one_way=True),
+        ),
+        exclusions=("*.pyc", "node_modules/"),
+    )
+    zone, libzone = studio.zone_path(ZONE), studio.zone_path("project-lib-versioned")
+    (zone / "keep.py").write_text("k")
+    (zone / "skip.pyc").write_text("c")
+    (libzone / "python").mkdir()
+    (libzone / "python/lib.py").write_text("lib")
+    (libzone / "README").write_text("outside the subfolder")
+    ctr = start_container()
+    t = PodmanTransport(ctr)
+    sync(studio, t)
+    assert sh(ctr, f"cd {TARGET} && ls -A").split() == ["keep.py"]
+    assert sh(ctr, f"ls -A {lib}").split() == ["lib.py"]
+    sh(ctr, f"mkdir -p {TARGET}/node_modules && echo x > {TARGET}/node_modules/a.js && echo y > {TARGET}/m.pyc; echo edit > {lib}/lib.py; echo new > {lib}/new.py")
+    sync(studio, t)
+    assert sorted(p.name for p in zone.iterdir() if p.name != ".git") == ["keep.py", "skip.pyc"]
+    assert (libzone / "python/lib.py").read_text() == "lib"
+    assert not (libzone / "python/new.py").exists()
+
+
+def test_malicious_container_archive_is_refused(start_container, tmp_path):
+    """The container's ``python3`` is replaced by a script that answers with a crafted archive."""
+    studio = make_studio()
+    ctr = start_container()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("../escape", "/etc/evil", "app.py"):
+            info = tarfile.TarInfo(name)
+            if name == "app.py":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = 4
+                tar.addfile(info, io.BytesIO(b"evil"))
+    (tmp_path / "evil.tar").write_bytes(buf.getvalue())
+    from codestudio import containers
+
+    containers.podman("cp", str(tmp_path / "evil.tar"), f"{ctr}:/tmp/evil.tar")
+    sh(ctr, "printf '#!/bin/sh\\ncase \"$4\" in get) cat >/dev/null; cat /tmp/evil.tar;; *) exec python3 \"$@\";; esac\\n' > /tmp/py && chmod 755 /tmp/py", user="root")
+    sh(ctr, f"mkdir -p {TARGET} && echo innocent > {TARGET}/app.py")
+    with pytest.raises(SyncError, match="refused") as info:
+        sync(studio, PodmanTransport(ctr, python="/tmp/py"))
+    refused = {path for _, path, _ in info.value.report.refused}
+    assert refused == {"../escape", "/etc/evil", "app.py"}
+    zone = studio.zone_path(ZONE)
+    assert not (zone.parent / "escape").exists() and not os.path.lexists(zone / "app.py")
+
+
+MEMORY_SCRIPT = r"""
+import os, resource, sys
+from codestudio.blockapi import SyncMapping
+from codestudio.sync import PodmanTransport, SyncStudio, sync
+studio = SyncStudio("s1", "PROJ", "alice", (SyncMapping(zone="code_studio-resources", target=sys.argv[2]),))
+big = studio.zone_path("code_studio-resources") / "big.bin"
+block = os.urandom(1 << 20)
+with open(big, "wb") as f:
+    for _ in range(200):
+        f.write(block)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+sync(studio, PodmanTransport(sys.argv[1]))
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_200mb_file_through_podman_in_bounded_memory(start_container):
+    ctr = start_container()
+    proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, ctr, RESOURCES], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    base_kb, peak_kb = map(int, proc.stdout.split())
+    assert peak_kb - base_kb < 40_000, (base_kb, peak_kb)
+    assert sh(ctr, f"stat -c %s {RESOURCES}/big.bin").strip() == str(200 << 20)
