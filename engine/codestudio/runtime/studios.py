@@ -1,0 +1,690 @@
+"""Studio lifecycle on this machine: create, start, stop, restart, delete, status, actions.
+
+State lives in the ``studios`` table (WAL SQLite); every transition is one
+transaction, and a per-studio lock file (``<data dir>/locks/studio-<id>.lock``)
+serialises start/stop/delete of one studio across concurrent CLI calls.
+
+States: STOPPED -> STARTING -> RUNNING -> STOPPING -> STOPPED; FAILED when
+readiness never came (the pod is removed, its logs kept) or the container
+died. Per-studio files live in ``<data dir>/studios/<id>/``:
+
+    kubernetes.yaml   the manifest as played (adapted for podman)
+    routes.json       the studio's gateway routes and actions (no secret)
+    logs/             container logs saved before every pod removal
+
+The gateway config is regenerated from the DB on every change
+(:func:`running_studio_routes`: studios STARTING or RUNNING), checked with
+``nginx -t`` and applied by :class:`codestudio.gateway.process.Gateway`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from codestudio.access import Identity, check_name, require_template_use
+from codestudio.errors import NotFound, PermissionDenied, RuntimeFailure, UsageError
+from codestudio.runtime import local
+from codestudio.store import Store, now
+from codestudio.types import PROJECT_KEY_RE, SLUG_RE, STUDIO_USER
+
+STOPPED, STARTING, RUNNING, STOPPING, FAILED = "STOPPED", "STARTING", "RUNNING", "STOPPING", "FAILED"
+DEFAULT_TIMEOUT = 300.0
+#: Flag file the runner waits for before starting entrypoints (created after the file push).
+SYNC_FLAG = "/tmp/.codestudio-sync-done"
+RUNNER = "/opt/codestudio/runner.py"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Studio:
+    id: str
+    project: str
+    name: str
+    owner: str
+    template_id: str
+    template_version: int
+    image: str | None
+    image_id: str | None
+    state: str
+    state_since: float
+    message: str | None
+    ports: dict[int, int]
+    token: str | None
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row) -> Studio:
+        d = dict(row)
+        d["ports"] = {int(k): int(v) for k, v in json.loads(d.get("ports") or "{}").items()}
+        return cls(**d)
+
+    @property
+    def kube_name(self) -> str:
+        from codestudio.render import kube_name
+
+        return kube_name(self.project, self.id)
+
+    @property
+    def pod(self) -> str:
+        return local.pod_name(self.kube_name)
+
+    @property
+    def container(self) -> str:
+        return local.container_name(self.kube_name)
+
+    @property
+    def dir(self) -> Path:
+        from codestudio.home import data_dir
+
+        return data_dir() / "studios" / self.id
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / "kubernetes.yaml"
+
+
+# --------------------------------------------------------------------------
+# DB helpers
+
+
+def _get(conn, ref: str) -> Studio:
+    row = conn.execute("SELECT * FROM studios WHERE id = ?", (ref,)).fetchone()
+    if row is None and "/" in ref:
+        project, name = ref.split("/", 1)
+        row = conn.execute("SELECT * FROM studios WHERE project = ? AND (name = ? OR id = ?)", (project, name, name)).fetchone()
+    if row is None:
+        raise NotFound(f"no studio {ref!r} (see `codestudio studio list`)")
+    return Studio.from_row(row)
+
+
+def get_studio(ref: str, *, store: Store | None = None) -> Studio:
+    store = store or Store.default()
+    with store.connect() as conn:
+        return _get(conn, ref)
+
+
+def _set_state(store: Store, studio_id: str, state: str, message: str | None = None, **fields) -> None:
+    cols = {"state": state, "state_since": now(), "message": message, **fields}
+    if "ports" in cols:
+        cols["ports"] = json.dumps({str(k): v for k, v in cols["ports"].items()}, sort_keys=True)
+    sql = ", ".join(f"{k} = ?" for k in cols)
+    with store.connect() as conn:
+        conn.execute(f"UPDATE studios SET {sql} WHERE id = ?", (*cols.values(), studio_id))
+
+
+@contextmanager
+def studio_lock(studio_id: str) -> Iterator[None]:
+    from codestudio.home import data_dir
+
+    locks = data_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"studio-{studio_id}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log(f"waiting for another command on studio {studio_id} to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _check_actor(who: Identity, studio: Studio, what: str) -> None:
+    if who.name != studio.owner and not who.is_admin:
+        raise PermissionDenied(f"studio {studio.id} belongs to {studio.owner}; {who.name} may not {what} it")
+
+
+# --------------------------------------------------------------------------
+# Create
+
+
+def _slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50].strip("-")
+    return slug or "studio"
+
+
+def create_studio(who: Identity, project: str, name: str, template_id: str, *, owner: str | None = None,
+                  store: Store | None = None) -> Studio:
+    """Create a studio (STOPPED) and write its starter files; return it."""
+    from codestudio.templates_store import get_template
+
+    store = store or Store.default()
+    if not PROJECT_KEY_RE.match(project):
+        raise UsageError(f"invalid project key {project!r}: letters, digits, '_' and '-', at most 63 characters")
+    if not name or len(name) > 100 or any(ord(c) < 32 for c in name):
+        raise UsageError(f"invalid studio name {name!r}: 1-100 printable characters")
+    owner = owner or who.name
+    check_name("user", owner)
+    if owner != who.name and not who.is_admin:
+        raise PermissionDenied(f"only admins may create studios for another user ({owner})")
+    stored = get_template(template_id, store=store)
+    owner_identity = Identity(owner, who.is_admin if owner == who.name else False, who.os_user)
+    if owner != who.name:
+        from codestudio.access import is_admin
+
+        owner_identity = Identity(owner, is_admin(owner, store=store), who.os_user)
+    require_template_use(owner_identity, template_id, store=store)
+    # Plan first: a template that no longer renders must not leave a half-created studio.
+    from codestudio.plan import plan_template
+
+    _template, state = plan_template(stored.path)
+    base = _slugify(name)
+    with store.connect() as conn:
+        if conn.execute("SELECT 1 FROM studios WHERE project = ? AND name = ?", (project, name)).fetchone():
+            raise UsageError(f"project {project} already has a studio named {name!r}")
+        studio_id, n = base, 2
+        while conn.execute("SELECT 1 FROM studios WHERE id = ?", (studio_id,)).fetchone():
+            studio_id = f"{base[:56]}-{n}"
+            n += 1
+        if not SLUG_RE.match(studio_id):
+            raise UsageError(f"cannot make a studio id from {name!r}")
+        t = now()
+        conn.execute(
+            "INSERT INTO studios (id, project, name, owner, template_id, template_version, state, state_since, "
+            "ports, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?)",
+            (studio_id, project, name, owner, template_id, stored.version, STOPPED, t, t),
+        )
+    try:
+        files = [f for _, f in state.starter_files]
+        if files:
+            from codestudio.sync import write_starter_files
+
+            write_starter_files(files, studio_id=studio_id, project_key=project, user=owner)
+    except BaseException:
+        with store.connect() as conn:
+            conn.execute("DELETE FROM studios WHERE id = ?", (studio_id,))
+        raise
+    return get_studio(studio_id, store=store)
+
+
+def list_studios(who: Identity | None = None, *, all_users: bool = False, store: Store | None = None) -> list[Studio]:
+    store = store or Store.default()
+    with store.connect() as conn:
+        rows = conn.execute("SELECT * FROM studios ORDER BY project, id").fetchall()
+    studios = [Studio.from_row(r) for r in rows]
+    if who is not None and not all_users:
+        studios = [s for s in studios if s.owner == who.name]
+    return studios
+
+
+# --------------------------------------------------------------------------
+# Gateway
+
+
+def _gateway():
+    from codestudio.gateway.process import Gateway
+    from codestudio.home import data_dir
+
+    return Gateway(data_dir(), studios=running_studio_routes)
+
+
+def running_studio_routes(store: Store | None = None) -> list:
+    """Routes of every studio the gateway serves: STARTING or RUNNING ones (from the DB and routes.json)."""
+    from codestudio.gateway.config import PortRoute, StudioRoutes
+
+    store = store or Store.default()
+    with store.connect() as conn:
+        rows = conn.execute(
+            "SELECT * FROM studios WHERE state IN (?, ?) AND token IS NOT NULL ORDER BY project, id", (STARTING, RUNNING)
+        ).fetchall()
+    out = []
+    for row in rows:
+        studio = Studio.from_row(row)
+        try:
+            saved = json.loads((studio.dir / "routes.json").read_text())
+        except (OSError, ValueError):
+            continue
+        ports = tuple(
+            PortRoute(port=p["port"], upstream_port=studio.ports[p["port"]], proxied_subpath=p["proxied_subpath"], label=p["label"])
+            for p in saved["ports"]
+            if p["port"] in studio.ports
+        )
+        out.append(
+            StudioRoutes(
+                project_key=studio.project,
+                studio_id=studio.id,
+                owner=studio.owner,
+                session_secret=studio.token,
+                ports=ports,
+                actions=tuple(tuple(a) for a in saved.get("actions", [])),
+            )
+        )
+    return out
+
+
+def _apply_gateway(*, start: bool) -> None:
+    gw = _gateway()
+    if not start and gw.pid() is None:
+        return  # nothing serves the old routes; the next start regenerates from the DB
+    gw.apply()
+
+
+def studio_routes_of(studio: Studio):
+    for r in running_studio_routes():
+        if r.studio_id == studio.id:
+            return r
+    return None
+
+
+# --------------------------------------------------------------------------
+# Start
+
+
+@dataclass
+class _Plan:
+    template: object
+    state: object
+    version: int
+
+
+def _plan(studio: Studio, store: Store) -> _Plan:
+    from codestudio.plan import plan_template
+    from codestudio.templates_store import get_template
+
+    stored = get_template(studio.template_id, store=store)
+    template, state = plan_template(stored.path)
+    return _Plan(template, state, stored.version)
+
+
+def _sync_studio(studio: Studio, state):
+    from codestudio.sync import SyncStudio, mappings_for
+
+    mappings, exclusions = mappings_for(state)
+    return SyncStudio(studio.id, studio.project, studio.owner, tuple(mappings), tuple(exclusions))
+
+
+def _transport(studio: Studio):
+    from codestudio.sync import PodmanTransport
+
+    return PodmanTransport(studio.container, user=STUDIO_USER)
+
+
+def _ensure_image(plan: _Plan, *, quiet: bool, store: Store):
+    """Build (or find up to date) the image of the template's current version."""
+    from codestudio.build import build_rendered
+    from codestudio.render import render_state
+
+    rendered = render_state(plan.template, plan.state)
+    return build_rendered(rendered, template_version=plan.version, quiet=quiet, store=store)
+
+
+def _save_logs(studio: Studio, reason: str) -> Path | None:
+    target = studio.dir / "logs" / f"{time.strftime('%Y%m%dT%H%M%S')}-{reason}.log"
+    return target if local.save_logs(studio.container, target) else None
+
+
+def _remove_pod(studio: Studio, reason: str) -> Path | None:
+    saved = _save_logs(studio, reason) if local.pod_exists(studio.pod) else None
+    local.down(studio.manifest_path, studio.pod)
+    return saved
+
+
+def _reserved_ports(store: Store, except_id: str) -> set[int]:
+    with store.connect() as conn:
+        rows = conn.execute("SELECT ports FROM studios WHERE id != ? AND state != ?", (except_id, STOPPED)).fetchall()
+    used: set[int] = set()
+    for r in rows:
+        used.update(int(v) for v in json.loads(r["ports"] or "{}").values())
+    return used
+
+
+def start_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, quiet: bool = False,
+                 store: Store | None = None) -> Studio:
+    """Start a studio and wait for readiness; returns it RUNNING (raises RuntimeFailure when FAILED)."""
+    store = store or Store.default()
+    studio = get_studio(ref, store=store)
+    _check_actor(who, studio, "start")
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    with studio_lock(studio.id):
+        studio = get_studio(studio.id, store=store)
+        if studio.state == RUNNING and local.container_running(studio.container):
+            if not quiet:
+                _log(f"studio {studio.id} is already running")
+            return studio
+        if studio.state != STOPPED or local.pod_exists(studio.pod):
+            # FAILED, a RUNNING one whose container died, or a command killed mid-way.
+            _remove_pod(studio, "leftover")
+        return _start_locked(studio, timeout=timeout, quiet=quiet, store=store)
+
+
+def _start_locked(studio: Studio, *, timeout: float, quiet: bool, store: Store) -> Studio:
+    import yaml
+
+    from codestudio.gateway.config import new_session_secret
+    from codestudio.render import StudioContext, kubernetes_manifest, probe_path, studio_routes
+
+    say = (lambda m: None) if quiet else _log
+    plan = _plan(studio, store)
+    state = plan.state
+    build = _ensure_image(plan, quiet=quiet, store=store)
+    ports = local.free_ports(len(state.all_ports), avoid=_reserved_ports(store, studio.id))
+    host_ports = dict(zip(state.all_ports, ports, strict=True))
+    secret = new_session_secret()
+    sync_studio = _sync_studio(studio, state)
+    ctx = StudioContext(
+        project_key=studio.project,
+        studio_id=studio.id,
+        owner=studio.owner,
+        image=build.image,
+        host_ports=host_ports,
+        session_secret=secret,
+        extra_env={"CODESTUDIO_WAIT_FOR_SYNC": SYNC_FLAG} if sync_studio.mappings else {},
+    )
+    docs = local.adapt_for_podman(kubernetes_manifest(state, ctx, plan.template.id), host_ports)
+    studio.dir.mkdir(parents=True, exist_ok=True)
+    studio.manifest_path.write_text(yaml.safe_dump_all(docs, sort_keys=True))
+    routes = studio_routes(state, ctx, plan.template.id)
+    (studio.dir / "routes.json").write_text(json.dumps({
+        "ports": [{"port": r.port, "proxied_subpath": r.proxied_subpath, "label": r.label} for r in routes.ports],
+        "actions": [list(a) for a in routes.actions],
+    }, indent=2) + "\n")
+    _set_state(store, studio.id, STARTING, "starting", ports=host_ports, token=secret, image=build.image,
+               image_id=build.image_id, template_version=plan.version)
+    started = time.monotonic()
+    try:
+        say(f"starting studio {studio.id} ({build.image})")
+        local.play(studio.manifest_path)
+        if sync_studio.mappings:
+            _push_files(studio, sync_studio, say)
+        _apply_gateway(start=True)
+        probe = state.effective_probe()
+        if probe is not None:
+            from codestudio.runtime.readiness import ProbeTarget, wait_ready
+
+            path = probe_path(state, ctx, plan.template.id) if probe.kind == "http" else None
+            target = ProbeTarget(probe.kind, local.LOOPBACK, host_ports[probe.port], path)
+            say(f"waiting up to {timeout:g}s for readiness ({target.describe()})")
+            remaining = max(0.1, timeout - (time.monotonic() - started))
+            ok, detail = wait_ready(target, remaining, alive=lambda: local.container_running(studio.container))
+            if not ok:
+                raise _NotReady(f"studio {studio.id} did not become ready within {timeout:g}s: {detail}")
+        _set_state(store, studio.id, RUNNING, None)
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        saved = _remove_pod(studio, "failed")
+        _set_state(store, studio.id, FAILED, reason[:500], ports={}, token=None)
+        try:
+            _apply_gateway(start=False)
+        except Exception as gexc:  # the start failure is the news; a stale route only gives 502
+            _log(f"warning: gateway not updated: {gexc}")
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        where = f"\nlogs kept in {saved}" if saved else ""
+        if isinstance(exc, _NotReady):
+            raise RuntimeFailure(f"{exc}; the studio was stopped and marked FAILED{where}") from None
+        raise RuntimeFailure(f"studio {studio.id} failed to start: {exc}{where}") from exc
+    return get_studio(studio.id, store=store)
+
+
+class _NotReady(RuntimeFailure):
+    pass
+
+
+def _push_files(studio: Studio, sync_studio, say) -> None:
+    from codestudio.sync import SyncConflictError, push_on_start
+
+    try:
+        report = push_on_start(sync_studio, _transport(studio))
+        say(f"files pushed ({_report_summary(report)})")
+    except SyncConflictError as exc:
+        say(f"warning: {exc}")
+    proc = local.exec_run(studio.container, ["touch", SYNC_FLAG])
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"could not release the runner after the file push: {proc.stderr.strip()}")
+
+
+def _report_summary(report) -> str:
+    try:
+        d = report.to_dict()
+    except Exception:
+        return "done"
+    if isinstance(d, dict):
+        keys = [k for k in ("pushed", "pulled", "deleted", "conflicts") if k in d]
+        if keys:
+            return ", ".join(f"{k} {d[k] if not isinstance(d[k], list) else len(d[k])}" for k in keys)
+    return "done"
+
+
+# --------------------------------------------------------------------------
+# Stop, restart, delete
+
+
+def stop_studio(who: Identity, ref: str, *, quiet: bool = False, store: Store | None = None) -> Studio:
+    """Pull files back (when it runs), remove the pod, drop its routes; STOPPED."""
+    store = store or Store.default()
+    studio = get_studio(ref, store=store)
+    _check_actor(who, studio, "stop")
+    say = (lambda m: None) if quiet else _log
+    with studio_lock(studio.id):
+        studio = get_studio(studio.id, store=store)
+        if studio.state == STOPPED and not local.pod_exists(studio.pod):
+            say(f"studio {studio.id} is not running")
+            return studio
+        running = local.container_running(studio.container)
+        _set_state(store, studio.id, STOPPING, "stopping", ports=studio.ports, token=studio.token)
+        warning = None
+        if running:
+            try:
+                plan = _plan(studio, store)
+                sync_studio = _sync_studio(studio, plan.state)
+                if sync_studio.mappings:
+                    from codestudio.sync import pull_on_stop
+
+                    report = pull_on_stop(sync_studio, _transport(studio))
+                    say(f"files pulled ({_report_summary(report)})")
+            except NotFound:
+                warning = "template removed: files were not pulled"
+            except RuntimeFailure as exc:  # conflicts are kept on the server; say so and go on
+                warning = f"file pull: {exc}"
+            if warning:
+                say(f"warning: {warning}")
+        _remove_pod(studio, "stopped")
+        _set_state(store, studio.id, STOPPED, warning, ports={}, token=None)
+        _apply_gateway(start=False)
+    return get_studio(studio.id, store=store)
+
+
+def restart_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, quiet: bool = False,
+                   store: Store | None = None) -> Studio:
+    stop_studio(who, ref, quiet=quiet, store=store)
+    return start_studio(who, ref, timeout=timeout, quiet=quiet, store=store)
+
+
+def delete_studio(who: Identity, ref: str, *, force: bool = False, purge: bool = False,
+                  store: Store | None = None) -> None:
+    """Remove the studio (pod, routes, state, sync records); ``purge`` also removes its studio-scoped zones."""
+    store = store or Store.default()
+    studio = get_studio(ref, store=store)
+    _check_actor(who, studio, "delete")
+    if studio.state in (RUNNING, STARTING, STOPPING) and not force:
+        raise UsageError(f"studio {studio.id} is {studio.state}; stop it first or pass --force")
+    if studio.state in (RUNNING, STARTING, STOPPING):
+        stop_studio(who, studio.id, quiet=True, store=store)
+    with studio_lock(studio.id):
+        _remove_pod(studio, "deleted")
+        with store.connect() as conn:
+            conn.execute("DELETE FROM studios WHERE id = ?", (studio.id,))
+        try:
+            from codestudio.sync import forget_studio
+
+            forget_studio(studio.id, store=store)
+        except ImportError:
+            pass
+        shutil.rmtree(studio.dir, ignore_errors=True)
+        if purge:
+            from codestudio.home import data_dir
+
+            shutil.rmtree(data_dir() / "zones" / "projects" / studio.project / "studios" / studio.id, ignore_errors=True)
+        _apply_gateway(start=False)
+
+
+# --------------------------------------------------------------------------
+# Status, logs, URL
+
+
+def refresh(studio: Studio, *, store: Store | None = None) -> Studio:
+    """Mark a RUNNING studio whose container is gone as FAILED (e.g. after a host reboot)."""
+    store = store or Store.default()
+    if studio.state == RUNNING and not local.container_running(studio.container):
+        _set_state(store, studio.id, FAILED, "the container is no longer running", ports={}, token=None)
+        try:
+            _apply_gateway(start=False)
+        except RuntimeFailure:
+            pass
+        return get_studio(studio.id, store=store)
+    return studio
+
+
+def studio_status(who: Identity, ref: str, *, store: Store | None = None) -> dict:
+    from codestudio.build import latest_build
+
+    store = store or Store.default()
+    studio = refresh(get_studio(ref, store=store), store=store)
+    latest = latest_build(studio.template_id, store=store)
+    gw = _gateway()
+    base = gw.settings.base_url
+    prefix = f"/code-studios/{studio.project}/{studio.id}/"
+    tabs = []
+    try:
+        saved = json.loads((studio.dir / "routes.json").read_text())
+        tabs = [{"label": p["label"], "port": p["port"], "url": f"{base}{prefix}{p['port']}/"} for p in saved["ports"]]
+    except (OSError, ValueError):
+        pass
+    zones = []
+    try:
+        plan = _plan(studio, store)
+        sync_studio = _sync_studio(studio, plan.state)
+        for m in sync_studio.mappings:
+            zones.append({
+                "zone": m.zone,
+                "server": str(sync_studio.zone_path(m.zone) / (m.subfolder or "")).rstrip("/"),
+                "target": m.target,
+                "one_way": m.one_way,
+            })
+    except Exception as exc:  # status must work even when the template no longer renders
+        zones = [{"zone": "?", "server": f"unavailable: {exc}", "target": "", "one_way": False}]
+    return {
+        "id": studio.id,
+        "project": studio.project,
+        "name": studio.name,
+        "owner": studio.owner,
+        "template": f"{studio.template_id} v{studio.template_version}",
+        "state": studio.state,
+        "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(studio.state_since)),
+        "message": studio.message,
+        "image": studio.image,
+        "newer_build": bool(latest and studio.image and latest["image"] != studio.image),
+        "latest_build": latest["image"] if latest else None,
+        "landing": f"{base}{prefix}",
+        "tabs": tabs,
+        "zones": zones,
+        "ports": {str(k): v for k, v in studio.ports.items()},
+        "logs": str(studio.dir / "logs"),
+    }
+
+
+def access_url(who: Identity, ref: str, *, port: int | None = None, ttl: int | None = None,
+               store: Store | None = None) -> str:
+    """The owner's signed gateway URL (landing page, or one tab with ``port``)."""
+    from codestudio.gateway.config import DEFAULT_TOKEN_TTL, make_access_url
+
+    store = store or Store.default()
+    studio = refresh(get_studio(ref, store=store), store=store)
+    if who.name != studio.owner:
+        raise PermissionDenied(
+            f"studio {studio.id} belongs to {studio.owner}; only its owner gets an access URL"
+            + (f" (as an admin: --user {studio.owner})" if who.is_admin else "")
+        )
+    if studio.state not in (RUNNING, STARTING):
+        raise UsageError(f"studio {studio.id} is {studio.state}; start it first: codestudio studio start {studio.id}")
+    routes = studio_routes_of(studio)
+    if routes is None:
+        raise RuntimeFailure(f"studio {studio.id} has no gateway routes; restart it")
+    gw = _gateway()
+    if gw.pid() is None:
+        gw.apply()
+    return make_access_url(routes, gw.settings.base_url, ttl or DEFAULT_TOKEN_TTL, port=port)
+
+
+def logs_target(who: Identity, ref: str, *, store: Store | None = None) -> tuple[str, Path | None]:
+    """(container name if it exists, else None-ish ''; newest saved log file or None)."""
+    studio = get_studio(ref, store=store)
+    _check_actor(who, studio, "read the logs of")
+    saved = sorted((studio.dir / "logs").glob("*.log")) if (studio.dir / "logs").is_dir() else []
+    exists = local.pod_exists(studio.pod)
+    return (studio.container if exists else ""), (saved[-1] if saved else None)
+
+
+def stream_logs(who: Identity, ref: str, *, follow: bool = False, tail: int | None = None) -> int:
+    container, saved = logs_target(who, ref)
+    if container:
+        return subprocess.call(local.logs_command(container, follow=follow, tail=tail), env=_podman_env())
+    if saved is None:
+        raise UsageError(f"studio {ref} has no container and no saved logs yet")
+    _log(f"(studio not running; last saved logs: {saved})")
+    sys.stdout.write(saved.read_text(errors="replace"))
+    return 0
+
+
+def _podman_env():
+    from codestudio.containers import podman_env
+
+    return podman_env()
+
+
+# --------------------------------------------------------------------------
+# Actions
+
+
+def list_actions(who: Identity, ref: str, *, store: Store | None = None) -> list[dict]:
+    store = store or Store.default()
+    studio = get_studio(ref, store=store)
+    _check_actor(who, studio, "list the actions of")
+    plan = _plan(studio, store)
+    return [
+        {"name": a.name, "label": a.label, "description": a.description, "wait": a.wait, "command": a.command}
+        for _, a in plan.state.actions
+    ]
+
+
+def run_action(who: Identity, ref: str, action: str, *, store: Store | None = None) -> tuple[int, bool]:
+    """Run an action as the studio user: (exit status, waited). Output streams to ours when it waits."""
+    store = store or Store.default()
+    studio = refresh(get_studio(ref, store=store), store=store)
+    _check_actor(who, studio, "run actions in")
+    actions = {a["name"]: a for a in list_actions(who, studio.id, store=store)}
+    if action not in actions:
+        raise NotFound(f"studio {studio.id} has no action {action!r}; actions: {', '.join(actions) or '(none)'}")
+    if studio.state != RUNNING:
+        raise UsageError(f"studio {studio.id} is {studio.state}; start it first")
+    argv = ["python3", RUNNER, "action", action]
+    if actions[action]["wait"]:
+        code = subprocess.call(local.exec_command(studio.container, argv), env=_podman_env(), stdin=subprocess.DEVNULL)
+        return code, True
+    # Detached: keep its output in the studio so it can be read later.
+    log = f"/tmp/codestudio-action-{action}.log"
+    shell = ["/bin/sh", "-c", 'exec "$@" > "$0" 2>&1', log, *argv]
+    proc = subprocess.run(local.exec_command(studio.container, shell, detach=True), capture_output=True, text=True,
+                          env=_podman_env())
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"could not start action {action}: {proc.stderr.strip()}")
+    return 0, False
+
+
+def detached_log_path(action: str) -> str:
+    return f"/tmp/codestudio-action-{action}.log"
