@@ -1,0 +1,167 @@
+"""Render-level tests of each advanced block (codestudio-advanced)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from codestudio.errors import TemplateError
+from codestudio.plan import plan_template
+from codestudio.plugins import load_plugins
+from codestudio.render import render_state
+
+
+@pytest.fixture
+def plan(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
+    blocks = load_plugins()
+
+    def run(body: str):
+        path = tmp_path / "t.yaml"
+        path.write_text("id: t\nblocks:\n" + textwrap.indent(textwrap.dedent(body), "  "))
+        template, state = plan_template(path, blocks)
+        return template, state
+
+    return run
+
+
+def test_dockerfile_users_and_resources(plan, tmp_path):
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "setup.sh").write_text("#!/bin/sh\necho setup\n")
+    (tmp_path / "files" / "setup.sh").chmod(0o755)
+    template, state = plan(
+        """
+        - type: dockerfile
+          run_as_root: true
+          statements: RUN /tmp/setup.sh
+          resources: [files/setup.sh]
+        - type: dockerfile
+          statements: RUN whoami
+        """
+    )
+    rendered = render_state(template, state)
+    assert rendered.context_files["resources/setup.sh"] == (b"#!/bin/sh\necho setup\n", 0o755)
+    body = rendered.dockerfile.split("# [0]")[1]
+    assert body.index("USER root") < body.index("RUN /tmp/setup.sh") < body.index("USER codestudio") < body.index("RUN whoami")
+
+
+def test_dockerfile_resource_name_clash_between_blocks(plan, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.txt").write_text(sub)
+    template, state = plan(
+        """
+        - {type: dockerfile, statements: RUN true, resources: [a/x.txt]}
+        - {type: dockerfile, statements: RUN true, resources: [b/x.txt]}
+        """
+    )
+    with pytest.raises(TemplateError, match=r"blocks\[1\].*'x.txt' is also a different resource of blocks\[0\]"):
+        render_state(template, state)
+
+
+@pytest.mark.parametrize("statement", ["CMD [\"x\"]", "ENTRYPOINT x", "ONBUILD RUN x", "RUN <<EOF\necho\nEOF"])
+def test_dockerfile_refuses_structure_breaking_statements(plan, statement):
+    with pytest.raises(TemplateError, match="statements"):
+        plan(f"- type: dockerfile\n  statements: {json.dumps(statement)}\n")
+
+
+def test_entrypoint_string_command_runs_through_sh_and_defaults(plan):
+    _, state = plan(
+        """
+        - type: entrypoint
+          label: worker
+          command: "python3 -m worker --name 'a b'"
+        - type: entrypoint
+          label: web
+          command: [srv]
+          port: 3000
+        """
+    )
+    worker, web = (ep for _, ep in state.entrypoints)
+    assert worker.command == ["/bin/sh", "-c", "python3 -m worker --name 'a b'"]
+    assert worker.port is None and worker.expose_html is False
+    assert web.expose_html is True and web.proxied_subpath == "/"
+
+
+def test_entrypoint_expose_html_needs_a_port(plan):
+    with pytest.raises(TemplateError, match="expose_html needs a port"):
+        plan("- {type: entrypoint, label: x, command: [x], expose_html: true}\n")
+
+
+def test_action_label_defaults_to_name_and_name_is_checked(plan):
+    _, state = plan("- {type: action, name: tidy-up, command: 'rm -rf /tmp/x', wait: false}\n")
+    action = state.actions[0][1]
+    assert (action.label, action.wait) == ("tidy-up", False)
+    with pytest.raises(TemplateError, match="field 'name'"):
+        plan("- {type: action, name: 'Tidy Up', command: x}\n")
+
+
+def test_starter_files_inline_and_from_a_resource_folder(plan, tmp_path):
+    (tmp_path / "starter" / "pkg").mkdir(parents=True)
+    (tmp_path / "starter" / "pkg" / "run.sh").write_text("echo hi\n")
+    (tmp_path / "starter" / "pkg" / "run.sh").chmod(0o755)
+    _, state = plan(
+        """
+        - type: starter-files
+          zone: user-versioned
+          files: {notes/todo.md: "- [ ] start\\n"}
+          resources: [starter]
+        """
+    )
+    files = {f.path: f for _, f in state.starter_files}
+    assert files["notes/todo.md"].content == b"- [ ] start\n"
+    assert files["starter/pkg/run.sh"].mode == 0o755
+    assert {f.zone for f in files.values()} == {"user-versioned"}
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "/abs.txt", "a/../../b"])
+def test_starter_files_paths_stay_in_the_zone(plan, path):
+    with pytest.raises(TemplateError, match="files"):
+        plan(f"- type: starter-files\n  files: {{{json.dumps(path)}: x}}\n")
+
+
+def test_file_sync_defaults_and_duplicate_targets(plan):
+    _, state = plan(
+        """
+        - type: file-sync
+          mappings:
+            - {zone: recipes}
+            - {zone: project-lib-versioned, subfolder: python, one_way: true}
+          exclusions: ["*.pyc"]
+        """
+    )
+    assert [m.target for m in state.sync_mappings] == [
+        "/home/codestudio/workspace/recipes",
+        "/home/codestudio/workspace/project-lib-versioned/python",
+    ]
+    assert state.sync_mappings[1].one_way and state.sync_exclusions == ["*.pyc"]
+    with pytest.raises(TemplateError, match="two mappings target"):
+        plan("- type: file-sync\n  mappings: [{zone: recipes}, {zone: user-versioned, target: /home/codestudio/workspace/recipes}]\n")
+
+
+def test_file_sync_rejects_unknown_zone(plan):
+    with pytest.raises(TemplateError, match="field 'mappings.0.zone'"):
+        plan("- type: file-sync\n  mappings: [{zone: scratch}]\n")
+
+
+def test_kubernetes_probe_and_extra_ports(plan):
+    template, state = plan(
+        """
+        - {type: entrypoint, label: api, command: [api], port: 8081, proxied_subpath: /}
+        - {type: kubernetes, readiness_url: "${baseUrl}/ready", extra_ports: [9090, 9091]}
+        """
+    )
+    assert state.all_ports == [8081, 9090, 9091]
+    runner = json.loads(render_state(template, state).runner_json)
+    assert runner["probe"] == {"kind": "http", "port": 8081, "url": "${baseUrl}/ready"}
+    # A stripped port never sees the prefix, so the probe path is the bare one.
+    from codestudio.render import StudioContext, probe_path
+
+    assert probe_path(state, StudioContext(project_key="P", studio_id="s"), "t") == "/ready"
+
+
+def test_kubernetes_probe_without_any_port_is_an_error(plan):
+    with pytest.raises(TemplateError, match="no port to probe"):
+        plan("- {type: kubernetes, tcp_probe: true}\n")
