@@ -65,6 +65,8 @@ class BuildResult:
     seconds: float = 0.0
     steps: int = 0
     cached_steps: list[int] = field(default_factory=list)
+    #: Wall time of each step buildah ran (step number -> seconds).
+    step_seconds: dict[int, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -78,6 +80,7 @@ class BuildResult:
             "seconds": round(self.seconds, 3),
             "steps": self.steps,
             "cached_steps": self.cached_steps,
+            "step_seconds": {str(k): round(v, 3) for k, v in self.step_seconds.items()},
         }
 
 
@@ -284,6 +287,7 @@ def build_rendered(
             seconds=time.monotonic() - started,
             steps=tracker.total,
             cached_steps=sorted(tracker.cached),
+            step_seconds=dict(tracker.seconds),
         )
 
 
@@ -328,6 +332,7 @@ def _bud(rendered, work: Path, base_id: str, log_path: Path, *, no_cache: bool, 
                 log.flush()
                 if tracker.feed(line):
                     reporter.step(tracker)
+            tracker.finish()
         log.write(f"# exit status {proc.returncode}\n")
     if proc.returncode != 0:
         raise _failure(rendered.template.id, tracker, log_path)

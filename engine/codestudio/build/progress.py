@@ -8,6 +8,7 @@ otherwise (logs, CI), nothing when quiet.
 from __future__ import annotations
 
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,6 +35,9 @@ class StepTracker:
     instruction: str = ""
     cached: set[int] = field(default_factory=set)
     tail: deque = field(default_factory=lambda: deque(maxlen=20))
+    #: Wall time of each finished step (step number -> seconds).
+    seconds: dict[int, float] = field(default_factory=dict)
+    _started: float = 0.0
 
     def __post_init__(self) -> None:
         self.tail = deque(maxlen=self.tail_size)
@@ -42,6 +46,8 @@ class StepTracker:
         """Take one output line; True when it starts a new step."""
         m = STEP_RE.match(line)
         if m:
+            self.finish()
+            self._started = time.monotonic()
             self.number, self.total, self.instruction = int(m.group(1)), int(m.group(2)), m.group(3)
             # The tail reports what the failing step printed, not earlier steps.
             self.tail.clear()
@@ -50,6 +56,11 @@ class StepTracker:
             self.cached.add(self.number)
         self.tail.append(line)
         return False
+
+    def finish(self) -> None:
+        """Close the timing of the current step (called at each new step and at the end)."""
+        if self.number and self.number not in self.seconds:
+            self.seconds[self.number] = time.monotonic() - self._started
 
     @property
     def step(self) -> StepLike | None:
