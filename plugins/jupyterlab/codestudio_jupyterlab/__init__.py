@@ -122,12 +122,14 @@ class JupyterLabBlock(Block):
         ]
         # The template's first code env (whichever side of this block it is)
         # is the default kernel rather than JupyterLab's own environment.
+        # (Plain config files are read from the env's etc/jupyter; the .d
+        # folders only carry server-extension switches.)
         if state.code_envs and state.code_envs[0][1].name == code_env.name:
             config = {"MappingKernelManager": {"default_kernel_name": code_env.name}}
             steps.append(
                 Copy(
                     content=json.dumps(config, indent=1, sort_keys=True) + "\n",
-                    dest=f"{p.path}/etc/jupyter/jupyter_server_config.d/codestudio-default-kernel.json",
+                    dest=f"{p.path}/etc/jupyter/jupyter_server_config.json",
                 )
             )
         return steps

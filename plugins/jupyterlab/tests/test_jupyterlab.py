@@ -90,7 +90,7 @@ def test_two_code_envs_first_is_default_kernel(render):
           name: two
     """)
     assert set(kernels(r)) == {"one", "two"}
-    defaults = [s for g in r.state.groups for s in g.steps if getattr(s, "dest", "").endswith("codestudio-default-kernel.json")]
+    defaults = [s for g in r.state.groups for s in g.steps if getattr(s, "dest", "").endswith("/etc/jupyter/jupyter_server_config.json")]
     (default,) = defaults
     assert json.loads(default.content) == {"MappingKernelManager": {"default_kernel_name": "one"}}
 
