@@ -320,11 +320,12 @@ def test_base_inputs_change_with_suite_mirror_and_runner(monkeypatch, tmp_path):
 
 
 def test_base_dockerfile_sets_user_runner_and_entrypoint():
-    text = base_build.dockerfile_text("abc")
+    text = base_build.dockerfile_text()
     assert text.startswith("FROM scratch\nADD rootfs.tar /\n")
     assert "useradd --uid 1000" in text and "/home/codestudio/workspace" in text
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "python3", "/opt/codestudio/runner.py"]' in text
-    assert 'io.codestudio.base.inputs="abc"' in text
+    assert "LABEL" not in text  # values come as --label arguments: no Dockerfile escaping
+    assert base_build.labels("abc", "bookworm", None)["io.codestudio.base.inputs"] == "abc"
 
 
 @pytest.mark.parametrize("suite, mirror", [("bookworm; rm -rf /", None), ("bookworm", "ftp://x"), ("bookworm", "http://x y")])

@@ -39,6 +39,8 @@ PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")
 DEFAULT_SUITE = "bookworm"
 VARIANT = "minbase"
 INPUTS_LABEL = "io.codestudio.base.inputs"
+SUITE_LABEL = "io.codestudio.base.suite"
+MIRROR_LABEL = "io.codestudio.base.mirror"
 #: Bump when the base recipe below changes what the image contains.
 RECIPE = 1
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
@@ -199,8 +201,8 @@ def rootfs_key(suite: str, mirror: str | None, arch: str) -> str:
     return hashlib.sha256(data.encode()).hexdigest()[:24]
 
 
-def dockerfile_text(inputs_hash: str) -> str:
-    """The Dockerfile that turns the rootfs tarball into the base image."""
+def dockerfile_text() -> str:
+    """The Dockerfile that turns the rootfs tarball into the base image (labels come as ``--label``)."""
     run = json.dumps(["/bin/sh", "-e", "-c", _SETUP])
     return (
         "FROM scratch\n"
@@ -209,8 +211,17 @@ def dockerfile_text(inputs_hash: str) -> str:
         "COPY runner.py /opt/codestudio/runner.py\n"
         "ENV LANG=C.UTF-8\n"
         f"ENTRYPOINT {json.dumps(ENTRYPOINT)}\n"
-        f'LABEL {INPUTS_LABEL}="{inputs_hash}" io.codestudio.base.version="{__version__}"\n'
     )
+
+
+def labels(inputs: str, suite: str, mirror: str | None) -> dict[str, str]:
+    """The base image's labels: what it was built from, so ``base show`` can tell if it is current."""
+    return {
+        INPUTS_LABEL: inputs,
+        SUITE_LABEL: suite,
+        MIRROR_LABEL: mirror or "",
+        "io.codestudio.base.version": __version__,
+    }
 
 
 def inputs_hash(suite: str, mirror: str | None, arch: str) -> str:
@@ -219,7 +230,7 @@ def inputs_hash(suite: str, mirror: str | None, arch: str) -> str:
         "rootfs": rootfs_key(suite, mirror, arch),
         "engine": __version__,
         "runner": hashlib.sha256(_runner_path().read_bytes()).hexdigest(),
-        "dockerfile": hashlib.sha256(dockerfile_text("").encode()).hexdigest(),
+        "dockerfile": hashlib.sha256(dockerfile_text().encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -326,8 +337,8 @@ def build_base(
     digest = inputs_hash(suite, mirror, arch)
     image = base_image()
 
-    labels = containers.image_labels(image)
-    if labels is not None and labels.get(INPUTS_LABEL) == digest and not (force or refresh):
+    stored = containers.image_labels(image)
+    if stored is not None and stored.get(INPUTS_LABEL) == digest and not (force or refresh):
         return BaseResult(image, containers.image_id(image) or "", "unchanged", digest, suite, mirror, time.monotonic() - started)
 
     logs = data_dir() / "builds" / "_base"
@@ -347,12 +358,13 @@ def build_base(
                 shutil.copy2(tarball, context / "rootfs.tar")
             shutil.copy2(_runner_path(), context / "runner.py")
             os.chmod(context / "runner.py", 0o755)
-            (context / "Dockerfile").write_text(dockerfile_text(digest))
+            (context / "Dockerfile").write_text(dockerfile_text())
+            label_args = [arg for k, v in labels(digest, suite, mirror).items() for arg in ("--label", f"{k}={v}")]
             iid = context / "iid"
             reporter.note(f"importing as {image}")
             argv = containers.buildah_command(
                 "bud", "--isolation", "chroot", "--layers=false", "--pull=never", "--force-rm",
-                "--iidfile", str(iid), "-f", str(context / "Dockerfile"), str(context),
+                "--iidfile", str(iid), *label_args, "-f", str(context / "Dockerfile"), str(context),
             )
             log.write(f"# {' '.join(argv)}\n")
             tail: list[str] = []
@@ -375,10 +387,17 @@ def build_base(
 def base_status() -> dict:
     """What ``codestudio base show`` prints: the image, whether it exists, and whether it is current."""
     image = base_image()
-    labels = containers.image_labels(image)
+    found = containers.image_labels(image)
+    if found is None:
+        return {"image": image, "present": False, "current": False}
+    suite = found.get(SUITE_LABEL) or DEFAULT_SUITE
+    mirror = found.get(MIRROR_LABEL) or None
     return {
         "image": image,
-        "present": labels is not None,
-        "image_id": containers.image_id(image) if labels is not None else None,
-        "inputs_hash": (labels or {}).get(INPUTS_LABEL),
+        "present": True,
+        "image_id": containers.image_id(image),
+        "suite": suite,
+        "mirror": mirror,
+        # False when the engine's runner or recipe changed since: `base build` would rebuild.
+        "current": found.get(INPUTS_LABEL) == inputs_hash(suite, mirror, _arch()),
     }
