@@ -554,9 +554,13 @@ class KillingTransport(LocalTransport):
 
             class Cut:
                 sent = 0
+                dead = False
 
                 def write(self, data):
+                    if Cut.dead:
+                        raise BrokenPipeError("killed")
                     if Cut.sent + len(data) > limit:
+                        Cut.dead = True
                         # The connection drops mid-file: the agent sees a cut archive.
                         real.write(data[: max(0, limit - Cut.sent)])
                         real.close()
@@ -566,10 +570,12 @@ class KillingTransport(LocalTransport):
                     return real.write(data)
 
                 def close(self):
-                    real.close()
+                    if not Cut.dead:
+                        real.close()
 
                 def flush(self):
-                    real.flush()
+                    if not Cut.dead:
+                        real.flush()
 
             proc.stdin = Cut()
         else:
