@@ -1,0 +1,163 @@
+"""Studio lifecycle pieces that need no container: manifest adaptation, ports, probes, create, routes."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from codestudio import access
+from codestudio.errors import PermissionDenied, UsageError
+from codestudio.runtime import local, readiness
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _manifest():
+    from codestudio.plan import plan_template
+    from codestudio.render import StudioContext, kubernetes_manifest
+
+    template, state = plan_template(REPO / "examples" / "advanced.yaml")
+    ctx = StudioContext(project_key="P", studio_id="s1", owner="alice")
+    return state, kubernetes_manifest(state, ctx, template.id)
+
+
+def test_adaptations_only_touch_what_podman_lacks():
+    state, docs = _manifest()
+    ports = {p: 40000 + i for i, p in enumerate(state.all_ports)}
+    adapted = local.adapt_for_podman(docs, ports, node_name="node-1")
+    assert docs != adapted and docs[0]["spec"]["template"]["spec"]["containers"][0]["ports"][0].get("hostPort") is None
+    container = adapted[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["K8S_NODE_NAME"] == {"name": "K8S_NODE_NAME", "value": "node-1"}
+    assert env["K8S_POD_NAMESPACE"] == {"name": "K8S_POD_NAMESPACE", "value": "codestudio"}
+    assert env["K8S_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["K8S_POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+    assert [(p["containerPort"], p["hostPort"], p["hostIP"]) for p in container["ports"]] == [
+        (p, ports[p], "127.0.0.1") for p in state.all_ports
+    ]
+    original = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    for key in ("image", "readinessProbe", "securityContext", "name"):
+        assert container.get(key) == original.get(key)
+    assert adapted[1] == docs[1]  # the Service is untouched
+
+
+def test_adaptation_refuses_a_port_without_host_port():
+    _, docs = _manifest()
+    with pytest.raises(Exception, match="no host port"):
+        local.adapt_for_podman(docs, {})
+
+
+def test_free_ports_are_distinct_and_avoid_reserved():
+    ports = local.free_ports(5)
+    assert len(set(ports)) == 5
+    again = local.free_ports(3, avoid=ports)
+    assert not set(again) & set(ports)
+
+
+def test_tcp_and_http_probes():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    ok, detail = readiness.wait_ready(readiness.ProbeTarget("tcp", "127.0.0.1", dead), 0.2)
+    assert not ok and detail
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/base/health" else 503)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert readiness.wait_ready(readiness.ProbeTarget("tcp", "127.0.0.1", port), 2)[0]
+        assert readiness.wait_ready(readiness.ProbeTarget("http", "127.0.0.1", port, "/base/health"), 2)[0]
+        ok, detail = readiness.wait_ready(readiness.ProbeTarget("http", "127.0.0.1", port, "/other"), 0.3)
+        assert not ok and detail == "HTTP 503"
+        gone = readiness.wait_ready(readiness.ProbeTarget("http", "127.0.0.1", port, "/other"), 30,
+                                    alive=lambda: False, alive_every=0.05)
+        assert gone == (False, "the container stopped (HTTP 503)")
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def stored(tmp_path, monkeypatch):
+    from codestudio.templates_store import add_template
+
+    monkeypatch.setattr(access, "os_user", lambda: "alice")
+    monkeypatch.setattr(access, "os_groups", lambda user: set())
+    folder = tmp_path / "tpl"
+    shutil.copytree(REPO / "examples" / "files", folder / "files")
+    shutil.copy(REPO / "examples" / "advanced.yaml", folder / "advanced.yaml")
+    who = access.identify()
+    add_template(who, folder / "advanced.yaml")
+    return who
+
+
+def test_create_writes_starter_files_once_and_checks_permissions(stored, monkeypatch):
+    from codestudio.runtime import studios
+    from codestudio.sync import zone_dir
+
+    s = studios.create_studio(stored, "PROJ", "My Notebook!", "advanced-example")
+    assert s.id == "my-notebook" and s.state == "STOPPED" and s.owner == "alice"
+    readme = zone_dir("code_studio-versioned", studio_id=s.id, project_key="PROJ", user="alice") / "notes" / "README.md"
+    assert readme.read_text().startswith("# Start here")
+    with pytest.raises(UsageError, match="already has a studio named"):
+        studios.create_studio(stored, "PROJ", "My Notebook!", "advanced-example")
+    other = studios.create_studio(stored, "OTHER", "My Notebook!", "advanced-example")
+    assert other.id == "my-notebook-2"
+    with pytest.raises(UsageError, match="invalid project key"):
+        studios.create_studio(stored, "bad key", "x", "advanced-example")
+    with pytest.raises(PermissionDenied, match="may not create studios from template"):
+        studios.create_studio(stored, "PROJ", "for bob", "advanced-example", owner="bob")
+    monkeypatch.setattr(access, "os_user", lambda: "bob")
+    bob = access.identify()
+    with pytest.raises(PermissionDenied, match="granted to data-science"):
+        studios.create_studio(bob, "PROJ", "mine", "advanced-example")
+    with pytest.raises(PermissionDenied, match="only admins may create studios for another user"):
+        studios.create_studio(bob, "PROJ", "theirs", "advanced-example", owner="carol")
+    with pytest.raises(PermissionDenied, match="belongs to alice"):
+        studios.delete_studio(bob, s.id)
+
+
+def test_template_remove_refused_while_studios_use_it(stored):
+    from codestudio.runtime import studios
+    from codestudio.templates_store import remove_template
+
+    studios.create_studio(stored, "PROJ", "a", "advanced-example")
+    with pytest.raises(UsageError, match="used by studio"):
+        remove_template(stored, "advanced-example")
+    remove_template(stored, "advanced-example", force=True)
+
+
+def test_gateway_routes_come_from_running_studios_only(stored):
+    from codestudio.gateway.config import new_session_secret
+    from codestudio.runtime import studios
+
+    a = studios.create_studio(stored, "PROJ", "a", "advanced-example")
+    b = studios.create_studio(stored, "PROJ", "b", "advanced-example")
+    for s in (a, b):
+        s.dir.mkdir(parents=True)
+        (s.dir / "routes.json").write_text(json.dumps({
+            "ports": [{"port": 8081, "proxied_subpath": "$request_uri", "label": "API"}],
+            "actions": [["disk-usage", "Disk usage"]],
+        }))
+    from codestudio.store import Store
+
+    studios._set_state(Store.default(), a.id, studios.RUNNING, None, ports={8081: 45000}, token=new_session_secret())
+    [routes] = studios.running_studio_routes()
+    assert routes.studio_id == a.id and routes.ports[0].upstream_port == 45000
+    assert routes.ports[0].proxied_subpath == "$request_uri" and routes.actions == (("disk-usage", "Disk usage"),)
+    from codestudio.runtime import running_studio_routes
+
+    assert [r.studio_id for r in running_studio_routes()] == [a.id]
