@@ -9,11 +9,14 @@ and write files with one piece of code.
 Operations (``ROOT`` is the absolute folder a mapping targets):
 
 ``list``
-    stdin: JSON ``{"records": {path: [size, mtime_ns, sha256]}, "exclude": [regex, ...]}``;
-    stdout: JSON ``{"entries": [...], "skipped": [[path, reason], ...]}``. A
-    file is hashed only when its size or mtime differ from its record.
+    stdin: JSON ``{"exclude": [regex, ...], "cache": DIR, "records": {path: [size, mtime_ns, sha256]}}``
+    (``cache`` and ``records`` optional); stdout: JSON ``{"rows": [[path,
+    kind, size, mtime_ns, exec, sha256, link], ...], "skipped": [[path,
+    reason], ...]}``. A file is hashed only when its size or mtime differ
+    from its record, taken from ``records`` or else from the hash cache the
+    agent keeps in ``cache`` (outside the synced folder).
 ``apply``
-    stdin: one JSON line ``{"rename": [[src, dst]], "delete": [path]}``, then a
+    stdin: one JSON line ``{"rename": [[src, dst]], "delete": [path], "cache": DIR}``, then a
     tar stream (PAX) of files and symlinks to write; stdout: one JSON line
     per path handled (``{"ok": entry}``, ``{"deleted": path}``,
     ``{"renamed": [src, dst]}`` or ``{"refused": path, "reason": ...}``).
@@ -392,6 +395,51 @@ def open_tar_reader(fileobj) -> tarfile.TarFile:
 
 
 # --------------------------------------------------------------------------
+# Hash cache (inside the studio)
+#
+# Sending the server's records into the studio costs more than hashing on
+# slow exec relays, so the studio side keeps its own (path -> size, mtime,
+# sha256) cache outside the synced folder. Losing it only costs re-hashing.
+
+
+def _cache_path(cache_dir, root: str) -> str | None:
+    if not cache_dir:
+        return None
+    return os.path.join(cache_dir, hashlib.sha256(root.encode()).hexdigest()[:24] + ".json")
+
+
+def _read_cache(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: str, entries: list) -> None:
+    data = {e["p"]: [e["s"], e["m"], e["h"]] for e in entries if e["t"] == "f"}
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{secrets.token_hex(4)}"
+        with open(tmp, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def rows_to_entries(rows: list) -> list[dict]:
+    out = []
+    for p, t, size, mtime, x, h, link in rows:
+        e = {"p": p, "t": t, "s": size, "m": mtime, "x": bool(x), "h": h}
+        if link is not None:
+            e["l"] = link
+        out.append(e)
+    return out
+
+
+# --------------------------------------------------------------------------
 # Entry point (inside the studio)
 
 
@@ -424,7 +472,16 @@ def main(argv: list[str]) -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     if op == "list":
         request = json.load(stdin)
-        stdout.write(json.dumps(scan(root, request.get("records", {}), request.get("exclude", []))).encode())
+        records = request.get("records") or {}
+        cache = _cache_path(request.get("cache"), root)
+        if cache and not records:
+            records = _read_cache(cache)
+        result = scan(root, records, request.get("exclude", []))
+        if cache:
+            _write_cache(cache, result["entries"])
+        # Compact rows: an exec relay is slow, every byte counts.
+        rows = [[e["p"], e["t"], e["s"], e["m"], int(e["x"]), e["h"], e.get("l")] for e in result["entries"]]
+        stdout.write(json.dumps({"rows": rows, "skipped": result["skipped"]}, separators=(",", ":")).encode())
         return 0
     if op == "get":
         names = json.load(stdin)
@@ -454,16 +511,23 @@ def main(argv: list[str]) -> int:
             _emit({"deleted": name})
         except (Refused, OSError) as exc:
             _emit({"refused": name, "reason": str(exc)})
+    written = []
     with open_tar_reader(stdin) as tar:
         for member in tar:
             if member.name in blocked:
                 _emit({"refused": member.name, "reason": "studio's version kept in place"})
                 continue
             try:
-                _emit({"ok": write_member(root, tar, member)})
+                written.append(write_member(root, tar, member))
+                _emit({"ok": written[-1]})
             except (Refused, OSError) as exc:
                 _emit({"refused": member.name, "reason": str(exc)})
     _emit.flush()
+    cache = _cache_path(header.get("cache"), root)
+    if cache and written:
+        known = _read_cache(cache)
+        known.update({e["p"]: [e["s"], e["m"], e["h"]] for e in written if e["t"] == "f"})
+        _write_cache(cache, [{"p": p, "t": "f", "s": v[0], "m": v[1], "h": v[2]} for p, v in known.items()])
     return 0
 
 

@@ -315,11 +315,12 @@ def _finish(proc, threads: list[threading.Thread], transport: Transport, op: str
     return f"sync agent '{op}' failed in {transport.description} (exit {rc}): " + " | ".join(tail)
 
 
-def _studio_list(transport: Transport, root: str, records: dict[str, dict], regexes: list[str]) -> dict:
+def _studio_list(transport: Transport, root: str, regexes: list[str]) -> dict:
     proc = transport.start_agent("list", root)
     err: list[bytes] = []
     threads = [_drain(proc.stderr, err)]
-    request = {"records": {p: [r["ss"], r["sm"], r["h"]] for p, r in records.items()}, "exclude": regexes}
+    # The records stay here: the agent keeps its own hash cache in the studio.
+    request = {"exclude": regexes, "cache": getattr(transport, "cache_dir", None)}
     try:
         proc.stdin.write(json.dumps(request).encode())
         proc.stdin.close()
@@ -329,7 +330,11 @@ def _studio_list(transport: Transport, root: str, records: dict[str, dict], rege
     failure = _finish(proc, threads, transport, "list", err)
     if failure:
         raise SyncError(failure)
-    return json.loads(out)
+    try:
+        data = json.loads(out)
+        return {"entries": agent.rows_to_entries(data["rows"]), "skipped": data["skipped"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SyncError(f"unreadable listing from {transport.description}: {exc}") from None
 
 
 def _studio_apply(
@@ -354,7 +359,8 @@ def _studio_apply(
     vanished: list[str] = []
     try:
         try:
-            proc.stdin.write(json.dumps({"rename": renames, "delete": deletes}).encode() + b"\n")
+            header = {"rename": renames, "delete": deletes, "cache": getattr(transport, "cache_dir", None)}
+            proc.stdin.write(json.dumps(header).encode() + b"\n")
             with agent.open_tar_writer(proc.stdin) as tar:
                 for name in files:
                     if not agent.add_to_tar(tar, server_root, name):
@@ -515,7 +521,7 @@ def _sync_mapping(
         mr.commit_before = row["commit_id"] if row else None
         records = _load_records(store, studio.studio_id, key)
         server_list = agent.scan(str(server_root), {p: [r["s"], r["m"], r["h"]] for p, r in records.items()}, regexes)
-        studio_list = _studio_list(transport, m.target, records, regexes)
+        studio_list = _studio_list(transport, m.target, regexes)
         mr.skipped += [("server", p, why) for p, why in server_list["skipped"]]
         mr.skipped += [("studio", p, why) for p, why in studio_list["skipped"]]
         S = {e["p"]: e for e in server_list["entries"]}

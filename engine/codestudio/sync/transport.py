@@ -40,6 +40,8 @@ class Transport(Protocol):
 
     #: Shown in error messages ("podman container cs-x", "local folder /tmp/x").
     description: str
+    #: Folder in the studio, outside every synced folder, where the agent keeps its hash cache (or None).
+    cache_dir: str | None
 
     def start_agent(self, op: str, root: str) -> AgentProcess:
         """Start ``agent OP ROOT`` with stdin, stdout and stderr as pipes."""
@@ -69,10 +71,12 @@ class PodmanTransport:
         podman_cmd: list[str] | None = None,
         env: dict[str, str] | None = None,
         python: str = "python3",
+        cache_dir: str | None = "/home/codestudio/.cache/codestudio-sync",
     ):
         self.container, self.user, self.python = container, user, python
         self._podman_cmd, self._env = podman_cmd, env
         self.description = f"podman container {container}"
+        self.cache_dir = cache_dir
 
     def start_agent(self, op: str, root: str) -> AgentProcess:
         args = ["exec", "-i"]
@@ -97,6 +101,7 @@ class LocalTransport:
     def __init__(self, base: Path, python: str = sys.executable):
         self.base, self.python = Path(base), python
         self.description = f"local folder {self.base}"
+        self.cache_dir = str(self.base / ".cache-codestudio-sync")
 
     def path(self, root: str) -> Path:
         return self.base / root.lstrip("/")
