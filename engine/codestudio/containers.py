@@ -22,7 +22,7 @@ Public interface for other modules: :func:`buildah`, :func:`podman`
 :func:`tool_env` (the environment to run them with), :func:`require_tools`,
 :func:`host_ca_bundle`, :func:`proxy_env`, and the image helpers
 :func:`image_inspect`, :func:`image_exists`, :func:`image_id`,
-:func:`tag_image`.
+:func:`image_labels`, :func:`image_refs`, :func:`tag_image`, :func:`remove_image`.
 """
 
 from __future__ import annotations
@@ -541,6 +541,19 @@ def image_labels(ref: str) -> dict[str, str] | None:
     if info is None:
         return None
     return dict(info.get("OCIv1", {}).get("config", {}).get("Labels") or {})
+
+
+def image_refs(repository: str) -> list[str]:
+    """Every ``repository:tag`` stored for a repository (e.g. ``localhost/codestudio/<id>``), sorted."""
+    for _ in range(3):
+        # Listing fails ("image not known") when another process removes an
+        # image meanwhile; a second look is consistent again.
+        proc = buildah("images", "--format", "{{.Name}}:{{.Tag}}", check=False)
+        if proc.returncode == 0:
+            break
+    else:
+        raise ToolFailure(["buildah", "images"], proc.returncode, proc.stderr)
+    return sorted({ref for ref in proc.stdout.split() if ref.startswith(repository + ":")})
 
 
 def tag_image(image: str, *names: str) -> None:

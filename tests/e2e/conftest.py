@@ -108,8 +108,7 @@ def image_cleanup():
     from codestudio import containers
 
     for template_id in ids:
-        proc = containers.buildah("images", "--format", "{{.Name}}:{{.Tag}}", f"localhost/codestudio/{template_id}", check=False)
-        for ref in sorted(set(proc.stdout.split())):
+        for ref in containers.image_refs(f"localhost/codestudio/{template_id}"):
             containers.remove_image(ref)
 
 
