@@ -20,8 +20,9 @@ so an IDE's install layer does not change when a later code env changes.
 Order of the block hooks for one block: ``contribute_dockerfile``,
 ``contribute_code_env``, ``contribute_entrypoint``, ``contribute_action``,
 ``contribute_starter_files``, ``contribute_sync``, ``contribute_env``,
-``contribute_ports``, ``adjust_probe``, then ``register_kernel`` as above,
-then ``validate_block``. Entry-point load order never matters: only the
+``contribute_ports``, ``adjust_probe``, then ``register_kernel`` as above.
+Once every block has applied, ``validate_block`` is called for each block
+with the final state. Entry-point load order never matters: only the
 template's order does.
 
 Arguments are domain nouns: ``block`` is the
@@ -173,11 +174,13 @@ def register_kernel(block, code_env, state):
 def validate_block(block, state):
     """Check the block against the rest of the template.
 
-    Called after the block applied, so ``state`` includes its own
-    contributions. Field-level checks belong in the ``Params`` model; this is
+    Called once every block of the template has applied, so ``state`` is
+    the final build state and the rule holds whichever order the blocks
+    appear in. Field-level checks belong in the ``Params`` model; this is
     for rules that need other blocks (a code env that must exist, say).
+    Not called when applying the blocks already found problems.
 
-    :param block: the block being applied.
-    :param state: the build state including this block.
+    :param block: the block being checked.
+    :param state: the final build state of the template.
     :return: a list of problems as ``(field, message)`` tuples, or ``None``.
     """

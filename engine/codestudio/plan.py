@@ -90,6 +90,12 @@ def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver 
             for err in exc.errors():
                 loc = ".".join(str(p) for p in err["loc"])
                 problem(block, loc or None, f"{err['msg']} (got {err.get('input')!r})")
+    if not problems:
+        # Cross-block rules see the whole template, so they hold whichever
+        # order the blocks were written in.
+        for block in template.blocks:
+            for field, message in blocks.call("validate_block", block.type, block=block, state=state) or []:
+                problem(block, field, message)
     if problems:
         raise TemplateError(str(template.path), problems)
     return state
@@ -171,9 +177,6 @@ def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem)
 
     state.groups.append(group)
     state.blocks.append(block)
-
-    for field, message in call("validate_block", t, block=block, state=state) or []:
-        problem(block, field, message)
 
 
 def plan_template(path: Path | str, blocks: Blocks | None = None) -> tuple[Template, BuildState]:

@@ -122,7 +122,14 @@ class StreamlitBlock(Block):
     @hookimpl
     def validate_block(self, block, state):
         p: StreamlitParams = block.params
-        if p.code_env and state.find_code_env(p.code_env) is None:
+        if not p.code_env:
+            return None
+        owners = [owner for owner, env in state.code_envs if env.name == p.code_env]
+        if not owners:
             known = ", ".join(env.name for _, env in state.code_envs) or "none"
-            return [("code_env", f"no code env named {p.code_env!r} is defined before this block (defined: {known})")]
+            return [("code_env", f"no code env named {p.code_env!r} in the template (defined: {known})")]
+        if owners[0].index > block.index:
+            # The entrypoint runs that env's interpreter, whose path is only
+            # known once the code env block has applied.
+            return [("code_env", f"code env {p.code_env!r} ({owners[0].where}) must come before this block")]
         return None

@@ -65,7 +65,7 @@ def test_code_env_must_come_first(render, order):
         with pytest.raises(TemplateError) as exc:
             render(st + env)
         assert "blocks[0] (type: streamlit): field 'code_env'" in str(exc.value)
-        assert "'apps' is defined before this block (defined: none)" in str(exc.value)
+        assert "code env 'apps' (blocks[1] (type: codeenv)) must come before this block" in str(exc.value)
         return
     r = render(env + st)
     group = r.state.groups[1]
