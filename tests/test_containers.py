@@ -236,9 +236,15 @@ def test_content_hash_covers_every_input():
     assert builder.image_name("t", reference) == f"localhost/codestudio/t:{reference[:16]}"
 
 
-def test_template_reference_must_be_a_file(tmp_path):
+def test_template_reference_is_a_stored_id_or_a_file(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="no such template file"):
         builder.resolve_template(str(tmp_path / "missing.yaml"))
+    with pytest.raises(NotFound, match="neither a template file nor a stored template id"):
+        builder.resolve_template("never-added")
+    import codestudio.templates_store as templates_store
+
+    monkeypatch.setattr(templates_store, "resolve_ref", lambda ref, store=None: (tmp_path / "stored.yaml", 3) if ref == "kept" else None)
+    assert builder.resolve_template("kept") == (tmp_path / "stored.yaml", 3)
     with pytest.raises(UsageError, match="not a template file"):
         builder.resolve_template(str(tmp_path))
     (tmp_path / "t.yaml").write_text("id: t\n")

@@ -269,3 +269,15 @@ def test_real_debian_base_and_a_template_on_it(debian_base, session_home, tmp_pa
     result = build_template(str(template), quiet=True)
     assert run_in(result.image, "/opt/venv/bin/python", "-c", "import six; print(six.__version__)") == "1.16.0\n"
     assert run_in(result.image, "python3", "-c", "import os; print(os.getcwd(), os.getuid())") == "/home/codestudio/workspace 1000\n"
+
+
+def test_stored_template_builds_by_id_and_records_its_version(tiny_template):
+    from codestudio.access import identify
+    from codestudio.templates_store import add_template
+
+    path = tiny_template(THREE_BLOCKS.format(third="stored"), name="stored")
+    stored, _ = add_template(identify(), path)
+    result = build_template(stored.id, quiet=True)
+    assert result.outcome == "succeeded"
+    assert list_builds(stored.id)[0]["template_version"] == stored.version
+    assert run_in(result.image, "cat", "/opt/three") == "stored\n"

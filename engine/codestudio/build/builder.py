@@ -27,7 +27,7 @@ from pathlib import Path
 from codestudio import containers
 from codestudio.build import history
 from codestudio.build.progress import Reporter, StepTracker
-from codestudio.errors import RuntimeFailure, UsageError
+from codestudio.errors import NotFound, RuntimeFailure, UsageError
 from codestudio.store import Store
 
 IMAGE_REPO = "localhost/codestudio"
@@ -96,15 +96,16 @@ def latest_name(template_id: str) -> str:
 # Inputs
 
 
-def resolve_template(ref: str) -> tuple[Path, int | None]:
+def resolve_template(ref: str, *, store: Store | None = None) -> tuple[Path, int | None]:
     """A template reference -> (template file, stored version or None).
 
-    A stored template id (``template add``) resolves to the stored copy of
-    its latest version; anything else is a file path.
+    A stored template id (``codestudio template add``) builds its latest
+    stored copy; anything else must be a template file.
     """
     from codestudio.templates_store import resolve_ref
+    from codestudio.types import SLUG_RE
 
-    stored = resolve_ref(ref)
+    stored = resolve_ref(ref, store=store)
     if stored is not None:
         return stored
     path = Path(ref)
@@ -112,6 +113,8 @@ def resolve_template(ref: str) -> tuple[Path, int | None]:
         return path, None
     if path.exists():
         raise UsageError(f"{ref}: not a template file")
+    if SLUG_RE.match(ref):
+        raise NotFound(f"{ref}: neither a template file nor a stored template id (see `codestudio template list`)")
     raise UsageError(f"{ref}: no such template file")
 
 
@@ -198,10 +201,10 @@ def _prune_renders(template_id: str) -> None:
 
 
 def build_template(ref: str, *, no_cache: bool = False, quiet: bool = False, store: Store | None = None) -> BuildResult:
-    """``codestudio template build``: resolve, render, build."""
+    """``codestudio template build``: resolve (file or stored id), render, build."""
     from codestudio.render import render_template
 
-    path, version = resolve_template(ref)
+    path, version = resolve_template(ref, store=store)
     rendered = render_template(path)
     return build_rendered(rendered, no_cache=no_cache, template_version=version, quiet=quiet, store=store)
 

@@ -18,7 +18,7 @@ def template() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build(template_ref: str, no_cache: bool, quiet: bool, as_json: bool) -> None:
-    """Build TEMPLATE (a template file) into localhost/codestudio/<id>:<hash> and :latest."""
+    """Build TEMPLATE (a stored template id or a template file) into localhost/codestudio/<id>:<hash> and :latest."""
     from codestudio.build import build_template
 
     result = build_template(template_ref, no_cache=no_cache, quiet=quiet or as_json)
