@@ -127,7 +127,9 @@ class Reporter:
         if self.quiet:
             return
         if self._progress is not None:
-            self._progress.update(self._task, description=f"{self.title}: {_short(text)}")
+            from rich.markup import escape
+
+            self._progress.update(self._task, description=escape(f"{self.title}: {_short(text)}"))
             return
         words = text.split()
         # "debootstrap: Retrieving ..." -> phase "Retrieving"
@@ -141,7 +143,10 @@ class Reporter:
             return
         text = f"step {tracker.number}/{tracker.total} [{tracker.label()}] {_short(tracker.instruction)}"
         if self._progress is not None:
-            self._progress.update(self._task, description=f"{self.title}: {text}", completed=tracker.number - 1, total=tracker.total)
+            from rich.markup import escape
+
+            # Labels and instructions are user text: "[...]" must not be read as markup.
+            self._progress.update(self._task, description=escape(f"{self.title}: {text}"), completed=tracker.number - 1, total=tracker.total)
         else:
             self.note(text)
 
