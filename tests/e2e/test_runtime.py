@@ -498,3 +498,39 @@ def test_starter_files_survive_edit_and_restart_then_stop_and_delete_leave_nothi
     names = containers.podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
     assert studio.container not in names
     assert (zone / "notes" / "README.md").exists()  # zones are kept without --purge
+
+
+def test_cli_sync_push_pull_and_conflicts(rt):
+    """The `studio sync|push|pull|conflicts` verbs against the running studio."""
+    import json as _json
+
+    from codestudio.runtime import local
+    from codestudio.sync import zone_dir
+
+    rts = rt["rts"]
+    studio = rts.get_studio(rt["studio"])
+    zone = zone_dir("code_studio-versioned", studio_id=studio.id, project_key="P1", user=studio.owner)
+    inside = "/home/codestudio/workspace/code_studio-versioned"
+
+    (zone / "from-server.txt").write_text("server side\n")
+    report = _json.loads(_cli("studio", "push", studio.id, "code_studio-versioned", "--json").stdout)
+    assert "from-server.txt" in report["mappings"][0]["pushed"]
+    assert local.exec_run(studio.container, ["cat", f"{inside}/from-server.txt"]).stdout == "server side\n"
+
+    assert local.exec_run(studio.container, ["sh", "-c", f"echo studio side > {inside}/from-studio.txt"]).returncode == 0
+    _cli("studio", "pull", studio.id)
+    assert (zone / "from-studio.txt").read_text() == "studio side\n"
+    log = subprocess.run(["git", "-C", str(zone), "log", "--format=%an|%s", "-1"], capture_output=True, text=True).stdout
+    assert log.startswith(f"{studio.owner}|")
+
+    # The same file edited on both sides: both versions kept, exit 1 naming it.
+    (zone / "from-studio.txt").write_text("edited on the server\n")
+    assert local.exec_run(studio.container, ["sh", "-c", f"echo edited in the studio > {inside}/from-studio.txt"]).returncode == 0
+    result = _cli("studio", "sync", studio.id, check=False)
+    assert result.returncode == 1 and "from-studio.txt" in result.stderr
+    listed = _json.loads(_cli("studio", "conflicts", studio.id, "code_studio-versioned", "--json").stdout)
+    assert [c["path"] for c in listed] == ["from-studio.txt"]
+    assert (zone / "from-studio.txt").read_text() == "edited on the server\n"
+    assert (zone / listed[0]["copy"]).read_text() == "edited in the studio\n"
+    bad = _cli("studio", "sync", studio.id, "no-such-zone", check=False)
+    assert bad.returncode == 2 and "unknown zone" in bad.stderr

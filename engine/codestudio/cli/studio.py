@@ -196,3 +196,85 @@ def run(ctx: click.Context, ref: str, action: str) -> None:
         output.info(f"action {action} started in the background (it does not wait); "
                     f"its output goes to {detached_log_path(action)} inside the studio")
     sys.exit(code)
+
+
+def _print_report(report, as_json: bool) -> None:
+    if as_json:
+        output.data(report.to_dict(), as_json=True)
+        return
+    rows = [
+        {
+            "zone": m.zone + (f"/{m.subfolder}" if m.subfolder else ""),
+            "target": m.target,
+            "pushed": len(m.pushed),
+            "pulled": len(m.pulled),
+            "deleted": len(m.deleted_in_studio) + len(m.deleted_on_server),
+            "conflicts": len(m.conflicts),
+            "refused": len(m.refused) + len(m.skipped),
+        }
+        for m in report.mappings
+    ]
+    output.table(rows, ["zone", "target", "pushed", "pulled", "deleted", "conflicts", "refused"], as_json=False)
+    for m in report.mappings:
+        for path, _kind, why in list(m.refused) + list(m.skipped):
+            output.info(f"{m.zone}: skipped {path}: {why}")
+
+
+def _sync_command(name: str, direction: str, doc: str):
+    @studio.command(name, help=doc)
+    @click.argument("ref", metavar="STUDIO")
+    @click.argument("zone", required=False)
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @click.pass_context
+    def command(ctx: click.Context, ref: str, zone: str | None, as_json: bool) -> None:
+        from codestudio.runtime.studios import sync_files
+        from codestudio.sync import SyncConflictError
+
+        try:
+            report = sync_files(_who(ctx), ref, direction, zone)
+        except SyncConflictError as exc:
+            _print_report(exc.report, as_json)
+            raise
+        _print_report(report, as_json)
+
+    return command
+
+
+_sync_command("sync", "both", "Sync STUDIO's files both ways with the server (all zones, or ZONE). "
+              "Files changed on both sides are kept in both versions and reported (exit 1).")
+_sync_command("push", "push", "Send server-side changes of the zones (or ZONE) into STUDIO.")
+_sync_command("pull", "pull", "Bring STUDIO's changes back to the server (committed in versioned zones).")
+
+
+@studio.command()
+@click.argument("ref", metavar="STUDIO")
+@click.argument("zone", required=False)
+@click.option("--resolve", "resolve", is_flag=True, help="Mark the listed conflicts (or PATHs) resolved.")
+@click.option("--path", "paths", multiple=True, help="With --resolve: only these zone-relative paths.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def conflicts(ctx: click.Context, ref: str, zone: str | None, resolve: bool, paths: tuple[str, ...], as_json: bool) -> None:
+    """List the open sync conflicts of STUDIO (in ZONE), with server commits at the last sync and now."""
+    from dataclasses import asdict
+
+    from codestudio.runtime.studios import studio_conflicts
+
+    found = studio_conflicts(_who(ctx), ref, zone, resolve=resolve, paths=list(paths))
+    rows = [
+        {
+            "zone": c.zone,
+            "path": c.path,
+            "server": c.server_change,
+            "studio": c.studio_change,
+            "studio version kept as": c.copy or "",
+            "commit at last sync": (c.commit_at_last_sync or "")[:12],
+            "commit now": (c.commit_now or "")[:12],
+        }
+        for c in found
+    ]
+    if as_json:
+        output.data([asdict(c) for c in found], as_json=True)
+        return
+    if resolve:
+        output.info(f"{len(found)} conflict(s) marked resolved")
+    output.table(rows, list(rows[0]) if rows else ["zone", "path"], as_json=False)

@@ -688,3 +688,51 @@ def run_action(who: Identity, ref: str, action: str, *, store: Store | None = No
 
 def detached_log_path(action: str) -> str:
     return f"/tmp/codestudio-action-{action}.log"
+
+
+# --------------------------------------------------------------------------
+# File synchronisation on demand
+
+
+def _check_zone(zone: str | None) -> None:
+    from codestudio.types import ZONES
+
+    if zone is not None and zone not in ZONES:
+        raise UsageError(f"unknown zone {zone!r}; zones: {', '.join(ZONES)}")
+
+
+def sync_files(who: Identity, ref: str, direction: str = "both", zone: str | None = None, *,
+               store: Store | None = None):
+    """Sync a running studio's files with its zones: ``both``, ``push`` (server -> studio) or ``pull``.
+
+    Returns the sync report; raises ``SyncConflictError`` (exit 1, naming
+    the conflicts) after syncing everything else when a file changed on both sides.
+    """
+    from codestudio.sync import sync
+
+    if direction not in ("both", "push", "pull"):
+        raise UsageError(f"direction must be both, push or pull, not {direction!r}")
+    _check_zone(zone)
+    store = store or Store.default()
+    studio = refresh(get_studio(ref, store=store), store=store)
+    _check_actor(who, studio, "sync")
+    if studio.state != RUNNING:
+        raise UsageError(f"studio {studio.id} is {studio.state}; files sync with a running studio (start it first)")
+    plan = _plan(studio, store)
+    with studio_lock(studio.id):
+        return sync(_sync_studio(studio, plan.state), _transport(studio), direction=direction, zone=zone, store=store)
+
+
+def studio_conflicts(who: Identity, ref: str, zone: str | None = None, *, resolve: bool = False,
+                     paths: list[str] | None = None, store: Store | None = None) -> list:
+    """Open sync conflicts of a studio (or mark them resolved with ``resolve``)."""
+    from codestudio.sync import conflicts, resolve_conflicts
+
+    _check_zone(zone)
+    store = store or Store.default()
+    studio = get_studio(ref, store=store)
+    _check_actor(who, studio, "see the conflicts of")
+    sync_studio = _sync_studio(studio, _plan(studio, store).state)
+    if resolve:
+        return resolve_conflicts(sync_studio, zone, paths or None, store=store)
+    return conflicts(sync_studio, zone, store=store)
