@@ -1,83 +1,141 @@
-"""End-to-end: the jupyterlab and codeenv blocks built with the real builder
-(buildah, on the real Debian base) and run with podman through the runner.
+"""End-to-end: the jupyterlab block (with codeenv) as a user runs it.
 
-Checks that JupyterLab serves under the studio's browser path without a
-token and that ``/api/kernelspecs`` lists every code env, placed before and
-after the IDE block.
+Two templates on the default base, each built once (a no-op when a
+previous session left the image) and run as one studio behind the real
+gateway:
+
+- ``examples/jupyter-lab-template.yaml`` exactly as shipped (one
+  ``jupyterlab`` block): JupyterLab's own page through the gateway, only
+  for the owner;
+- code envs before and after the IDE: ``/api/kernelspecs`` through the
+  gateway lists both (the first is the default) and a kernel of the later
+  one starts.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 import time
-import urllib.request
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.e2e
 
-BROWSER_PATH = "/code-studios/PROJ/lab"
+
+def _support():
+    name = "codestudio_blocks_e2e"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("blocks_e2e.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-def _get(url: str, timeout: float = 5):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.status, response.read()
+S = _support()
+
+KERNELS_TEMPLATE = """\
+id: e2e-blocks-jupyterlab-envs
+label: JupyterLab with code envs
+permissions:
+  all: true
+blocks:
+  - type: codeenv
+    name: before
+    label: Before env
+  - type: jupyterlab
+  - type: codeenv
+    name: after
+    label: After env
+"""
+
+# Command lines of the container's processes (the base image has no ps).
+PROCESSES = (
+    "import os\n"
+    "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+    "    try: print(open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ').decode())\n"
+    "    except OSError: pass\n"
+)
 
 
-def _wait(url: str, container: str, deadline_s: float = 180):
-    from codestudio import containers
-
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            return _get(url)
-        except OSError:
-            if time.monotonic() > deadline:
-                logs = containers.podman("logs", container, check=False)
-                pytest.fail(f"{url} never answered; container logs:\n{logs.stdout}{logs.stderr}")
-            time.sleep(1)
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, debian_base):
+    """Both studios, started in one data dir behind one gateway."""
+    folder = tmp_path_factory.mktemp("jl-templates")
+    (folder / "envs.yaml").write_text(KERNELS_TEMPLATE)
+    with S.block_studios(tmp_path_factory, "jl") as env:
+        example = env.start(S.EXAMPLES / "jupyter-lab-template.yaml", project="JL", name="example")
+        envs = env.start(folder / "envs.yaml", project="JL", name="envs")
+        yield {"env": env, "example": example, "envs": envs}
 
 
-def test_jupyterlab_serves_and_lists_code_envs(tmp_path, monkeypatch, debian_base, image_cleanup):
-    from codestudio import containers
-    from codestudio.build.builder import build_template
-    from codestudio.runtime.local import free_ports
+@pytest.fixture(autouse=True)
+def _lab_env(lab, monkeypatch):
+    monkeypatch.setenv("CODESTUDIO_HOME", str(lab["env"].home))
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(lab["env"].gateway_port))
 
-    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
-    template_id = f"test-blocks-jl-{int(time.time())}"
-    image_cleanup(template_id)
-    path = tmp_path / "template.yaml"
-    path.write_text(
-        f"id: {template_id}\nbase_image: {debian_base}\nblocks:\n"
-        "  - {type: codeenv, name: before, label: Before env}\n"
-        "  - {type: jupyterlab}\n"
-        "  - {type: codeenv, name: after, label: After env}\n"
-    )
-    result = build_template(str(path), quiet=True)
 
-    (port,) = free_ports(1)
-    name = f"{template_id}-run"
-    containers.podman(
-        "run", "-d", "--name", name, "--user", "1000",
-        "-p", f"127.0.0.1:{port}:8888",
-        "-e", f"DKU_CODE_STUDIO_BROWSER_PATH={BROWSER_PATH}",
-        "-e", f"DKU_CODE_STUDIO_BROWSER_PATH_8888={BROWSER_PATH}/8888",
-        result.image,
-    )
+def test_example_template_serves_jupyterlab_to_its_owner(lab):
+    studio = lab["example"]
+    url = f"{studio.base}/8888/lab"
+    # Without the owner's cookie the gateway refuses before JupyterLab sees anything.
+    status, _ = S.Browser().get(url)
+    assert status in (401, 403)
+    browser = studio.login(8888)
+    status, html = browser.get(url)
+    assert status == 200, html[:500]
+    # JupyterLab's own page, its URLs under the studio's browser path.
+    assert b"<title>JupyterLab</title>" in html
+    assert f'"baseUrl": "/code-studios/JL/{studio.studio_id}/8888/"'.encode() in html
+    status, body = browser.get(f"{studio.base}/8888/api/kernelspecs")
+    assert status == 200
+    specs = json.loads(body)
+    # No code env: JupyterLab's own kernel only.
+    assert specs["default"] == "python3" and list(specs["kernelspecs"]) == ["python3"]
+    status, tree = browser.get(f"{studio.base}/8888/api/contents")
+    assert status == 200 and json.loads(tree)["path"] == ""
+
+
+def test_kernelspecs_list_code_envs_before_and_after(lab):
+    studio = lab["envs"]
+    browser = studio.login(8888)
+    status, body = browser.get(f"{studio.base}/8888/api/kernelspecs")
+    assert status == 200, body[:500]
+    specs = json.loads(body)
+    names = {name: spec["spec"]["display_name"] for name, spec in specs["kernelspecs"].items()}
+    assert names["before"] == "Before env" and names["after"] == "After env"
+    assert specs["default"] == "before"
+    argv = specs["kernelspecs"]["after"]["spec"]["argv"]
+    assert argv[0] == "/opt/codestudio/code-envs/after/bin/python"
+
+
+def test_code_env_kernel_starts_through_the_gateway(lab):
+    studio = lab["envs"]
+    browser = studio.login(8888)
+    # JupyterLab's XSRF check stays on: take its cookie from the page, as its front end does.
+    status, _ = browser.get(f"{studio.base}/8888/lab")
+    assert status == 200
+    xsrf = browser.cookie("_xsrf")
+    assert xsrf
+    headers = {"X-XSRFToken": xsrf, "Content-Type": "application/json"}
+    status, body, _ = browser.request(f"{studio.base}/8888/api/kernels", method="POST",
+                                      data=json.dumps({"name": "after"}).encode(), headers=headers)
+    assert status == 201, body[:500]
+    kernel = json.loads(body)
     try:
-        base = f"http://127.0.0.1:{port}{BROWSER_PATH}/8888"
-        status, _ = _wait(f"{base}/api", name)
-        assert status == 200
-        status, body = _get(f"{base}/api/kernelspecs")
-        specs = json.loads(body)
-        assert status == 200
-        by_name = {n: s["spec"]["display_name"] for n, s in specs["kernelspecs"].items()}
-        assert by_name["before"] == "Before env" and by_name["after"] == "After env"
-        assert specs["default"] == "before"
-        status, html = _get(f"{base}/lab")
-        assert status == 200 and b"JupyterLab" in html
-        # Served under the prefix only: the bare path is not JupyterLab's.
-        with pytest.raises(urllib.error.HTTPError):
-            _get(f"http://127.0.0.1:{port}/api/kernelspecs")
+        assert kernel["name"] == "after"
+        # The kernel process runs the code env's interpreter.
+        deadline = time.monotonic() + 60
+        while True:
+            procs = studio.exec("python3", "-c", PROCESSES)
+            if "/opt/codestudio/code-envs/after/bin/python -m ipykernel_launcher" in procs:
+                break
+            assert time.monotonic() < deadline, procs
+            time.sleep(0.5)
+        status, body = browser.get(f"{studio.base}/8888/api/kernels/{kernel['id']}")
+        assert status == 200 and json.loads(body)["execution_state"] != "dead"
     finally:
-        containers.podman("rm", "-f", name, check=False)
+        browser.request(f"{studio.base}/8888/api/kernels/{kernel['id']}", method="DELETE", headers=headers)
