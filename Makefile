@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := buildah podman runc nginx debootstrap busybox-static git ca-certificates
+APT_PACKAGES := buildah podman runc nginx debootstrap debian-archive-keyring busybox-static git ca-certificates
 PLUGINS := advanced codeenv jupyterlab vscode rstudio streamlit
 PYTEST_ARGS ?=
 

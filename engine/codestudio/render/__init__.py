@@ -190,11 +190,11 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
     groups.append(
         {
             "title": "codestudio runner",
+            # One COPY (one layer) for both files: every instruction after the
+            # last block costs a layer commit on each rebuild.
             "steps": [
                 {"user_line": "root" if current_user != "root" else None, "kind": "copy", "owner": "root",
-                 "src": "codestudio/runner.py", "dest": "/opt/codestudio/runner.py"},
-                {"user_line": None, "kind": "copy", "owner": "root",
-                 "src": "codestudio/runner.json", "dest": "/opt/codestudio/runner.json"},
+                 "src": "codestudio/", "dest": "/opt/codestudio/"},
             ],
         }
     )
