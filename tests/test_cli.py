@@ -93,7 +93,11 @@ def test_help_does_not_import_heavy_libraries():
 def test_third_party_block_installed_with_pip_appears_and_renders(tmp_path):
     """A block distribution installed with pip, no engine change: listed and rendered."""
     target = tmp_path / "site"
-    fixture = Path(__file__).parent / "fixtures" / "codestudio-hello"
+    import shutil
+
+    # Build from a copy: setuptools writes build/ and egg-info next to the sources.
+    fixture = tmp_path / "codestudio-hello"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "codestudio-hello", fixture)
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(fixture)],
         capture_output=True,
