@@ -113,3 +113,19 @@ def test_bad_params(render, field, value):
     with pytest.raises(TemplateError) as exc:
         render(f"- type: jupyterlab\n  {field}: {value}\n")
     assert "blocks[0] (type: jupyterlab)" in str(exc.value) and field in str(exc.value)
+
+
+def _prefix_through_group(dockerfile: str, group: int) -> str:
+    """The Dockerfile up to the end of block ``group`` (buildah's cache reuses a matching prefix)."""
+    return dockerfile.split(f"\n# [{group + 1}] ", 1)[0]
+
+
+def test_changing_a_later_code_env_keeps_the_jupyterlab_layers(render):
+    """Issue 3: a code env change must not reinstall JupyterLab (IDE first, env after)."""
+    a = render("- type: jupyterlab\n- type: codeenv\n  name: ml\n  packages: [requests==2.32.3]\n")
+    b = render("- type: jupyterlab\n- type: codeenv\n  name: ml\n  packages: [requests==2.32.4, rich]\n")
+    assert "jupyterlab==" in _prefix_through_group(a.dockerfile, 0)
+    assert _prefix_through_group(a.dockerfile, 0) == _prefix_through_group(b.dockerfile, 0)
+    assert a.dockerfile != b.dockerfile
+    # The kernel registration lives with the code env, after the JupyterLab layers.
+    assert "ipykernel" not in _prefix_through_group(a.dockerfile, 0)

@@ -150,3 +150,19 @@ def test_two_ides_distinct_ports_and_collision(render):
               port: 8080
         """)
     assert "blocks[1] (type: jupyterlab): field 'port': port 8080 is already used by blocks[0] (type: vscode)" in str(exc.value)
+
+
+def _prefix_through_group(dockerfile: str, group: int) -> str:
+    """The Dockerfile up to the end of block ``group`` (buildah's cache reuses a matching prefix)."""
+    return dockerfile.split(f"\n# [{group + 1}] ", 1)[0]
+
+
+def test_changing_a_later_code_env_keeps_the_code_server_layers(render):
+    """Issue 3: a code env change must not reinstall code-server (IDE first, env after)."""
+    a = render("- type: vscode\n- type: codeenv\n  name: ml\n  packages: [requests==2.32.3]\n")
+    b = render("- type: vscode\n- type: codeenv\n  name: ml\n  label: ML\n  packages: [requests==2.32.4]\n")
+    assert "code-server@" in _prefix_through_group(a.dockerfile, 0)
+    assert _prefix_through_group(a.dockerfile, 0) == _prefix_through_group(b.dockerfile, 0)
+    assert a.dockerfile != b.dockerfile
+    registration = 'register_code_env.py", "/home/codestudio/workspace/.vscode", "ml"'
+    assert registration in a.dockerfile and registration not in _prefix_through_group(a.dockerfile, 0)
