@@ -166,3 +166,20 @@ def test_changing_a_later_code_env_keeps_the_code_server_layers(render):
     assert a.dockerfile != b.dockerfile
     registration = 'register_code_env.py", "/home/codestudio/workspace/.vscode", "ml"'
     assert registration in a.dockerfile and registration not in _prefix_through_group(a.dockerfile, 0)
+
+
+def test_examples_render():
+    """examples/vscode.yaml and examples/data-science.yaml: IDEs on distinct ports, the code env registered."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    vscode = render_template(examples / "vscode.yaml")
+    assert [(e["label"], e["port"]) for e in json.loads(vscode.runner_json)["entrypoints"]] == [("VS Code", 8080)]
+    assert [argv[3] for _, argv in registrations(vscode)] == ["python"]
+    ds = render_template(examples / "data-science.yaml")
+    runner = json.loads(ds.runner_json)
+    assert [e["port"] for e in runner["entrypoints"]] == [8080, 8888, 8501]
+    assert runner["probe"]["port"] == 8080
+    assert [argv[3] for _, argv in registrations(ds)] == ["py-ml"]
+    # Streamlit runs in the code env, installed there after the env exists.
+    assert "code-envs/py-ml/bin/python -m pip install --no-cache-dir --disable-pip-version-check --no-input streamlit==" in ds.dockerfile
