@@ -168,10 +168,11 @@ def test_changing_a_later_code_env_keeps_the_code_server_layers(render):
     assert registration in a.dockerfile and registration not in _prefix_through_group(a.dockerfile, 0)
 
 
-def test_examples_render():
+def test_examples_render(tmp_path, monkeypatch):
     """examples/vscode.yaml and examples/data-science.yaml: IDEs on distinct ports, the code env registered."""
     from pathlib import Path
 
+    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
     examples = Path(__file__).resolve().parents[3] / "examples"
     vscode = render_template(examples / "vscode.yaml")
     assert [(e["label"], e["port"]) for e in json.loads(vscode.runner_json)["entrypoints"]] == [("VS Code", 8080)]
