@@ -80,7 +80,10 @@ def session_home(request) -> Path:
     debootstrap tarball survives: after a runner change the base is rebuilt
     in seconds instead of a minute and a half.
     """
-    return Path(request.config.cache.mkdir("codestudio-session-home"))
+    cache = getattr(request.config, "cache", None)
+    if cache is None:  # run with -p no:cacheprovider
+        return request.getfixturevalue("tmp_path_factory").mktemp("codestudio-session-home")
+    return Path(cache.mkdir("codestudio-session-home"))
 
 
 @pytest.fixture(scope="session")
