@@ -14,6 +14,7 @@ import pytest
 
 from codestudio.blockapi import StarterFile, SyncMapping
 from codestudio.errors import UsageError
+from codestudio.sync import agent
 from codestudio.sync import (
     LocalTransport,
     SyncConflictError,
@@ -433,7 +434,7 @@ def test_agent_failure_is_a_sync_error(tmp_path, studio):
     class Broken(LocalTransport):
         def start_agent(self, op, root):
             return subprocess.Popen(
-                ["sh", "-c", "cat >/dev/null; echo boom >&2; exit 3"],
+                ["sh", "-c", "head -c 1 >/dev/null; echo boom >&2; exit 3"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )
 
@@ -465,6 +466,30 @@ def _special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInf
     return info, None
 
 
+def framed(data: bytes) -> bytes:
+    """``data`` as a framed stream (see codestudio.sync.agent)."""
+    out = io.BytesIO()
+    frames = agent.FrameWriter(out)
+    frames.write(data)
+    frames.end()
+    return out.getvalue()
+
+
+#: Runs the real agent with its ``get`` answer replaced by a crafted archive (argv[1]).
+EVIL_AGENT = r"""
+import sys
+namespace = {"__name__": "agent"}
+exec(open(sys.argv[2]).read(), namespace)
+evil = open(sys.argv[1], "rb").read()
+def get(self, request):
+    out = namespace["FrameWriter"](self.stdout)
+    out.write(evil)
+    out.end()
+namespace["Session"].get = get
+sys.exit(namespace["main"](sys.argv[3:]))
+"""
+
+
 class EvilTransport(LocalTransport):
     """A studio whose agent answers ``get`` with a crafted archive."""
 
@@ -473,24 +498,28 @@ class EvilTransport(LocalTransport):
         self.archive = archive
 
     def start_agent(self, op, root):
-        if op != "get":
-            return super().start_agent(op, root)
-        path = self.base / "evil.tar"
-        path.write_bytes(self.archive)
+        from codestudio.sync.transport import agent_source
+
+        self.base.mkdir(parents=True, exist_ok=True)
+        (self.base / "evil.tar").write_bytes(self.archive)
+        (self.base / "agent.py").write_text(agent_source())
         return subprocess.Popen(
-            ["sh", "-c", 'cat >/dev/null; cat "$0"', str(path)],
+            [self.python, "-c", EVIL_AGENT, str(self.base / "evil.tar"), str(self.base / "agent.py"), op, str(self.path(root))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
 
 
 def test_malicious_archive_from_studio_is_refused_and_reported(tmp_path, studio):
     evil = _tar(
-        _file("../x"),
-        _file("/etc/evil"),
-        _special("app.py", tarfile.SYMTYPE, "/etc/passwd"),
-        _special("dev", tarfile.CHRTYPE),
-        _special("hard", tarfile.LNKTYPE, "app.py"),
-        _file("not-asked.txt"),
+        _file("0/../x"),
+        _file("0//etc/evil"),
+        _special("0/app.py", tarfile.SYMTYPE, "/etc/passwd"),
+        _special("0/dev", tarfile.CHRTYPE),
+        _special("0/hard", tarfile.LNKTYPE, "app.py"),
+        _file("0/not-asked.txt"),
+        _file("../escape"),  # no mapping index
+        _file("7/app.py"),  # index of no mapping
+        _file("00/app.py"),  # not the canonical index
     )
     transport = EvilTransport(tmp_path / "c", evil)
     write(transport.path(TARGET) / "app.py", "innocent")
@@ -499,38 +528,146 @@ def test_malicious_archive_from_studio_is_refused_and_reported(tmp_path, studio)
     with pytest.raises(SyncError, match="refused") as info:
         sync(studio, transport)
     refused = {path: why for side, path, why in info.value.report.refused}
-    assert set(refused) == {"../x", "/etc/evil", "app.py", "dev", "hard", "not-asked.txt"}
+    assert set(refused) == {
+        "../x", "/etc/evil", "app.py", "dev", "hard", "not-asked.txt", "../escape", "7/app.py", "00/app.py"
+    }
     assert "outside" in refused["app.py"]
+    assert "index" in refused["../escape"] and "index" in refused["7/app.py"] and "index" in refused["00/app.py"]
     zones = server(studio).parent
-    assert not (zones / "x").exists() and not Path("/etc/evil").exists()
+    assert not (zones / "x").exists() and not Path("/etc/evil").exists() and not (zones / "escape").exists()
     assert tree(server(studio)) == {}
     # Nothing refused was recorded: the next (honest) sync pulls the real files.
     sync(studio, LocalTransport(tmp_path / "c"))
     assert tree(server(studio)) == {"app.py": "innocent", "dev": "innocent", "hard": "innocent"}
 
 
-def test_agent_refuses_malicious_archive_from_server(tmp_path):
-    """The agent applies the same checks inside the studio (defence in depth)."""
+def test_combined_stream_cannot_reach_another_mapping(tmp_path):
+    """One archive carries every mapping's files: an entry is only written where its own mapping asked for it."""
+    res_target = "/home/codestudio/workspace/code_studio-resources"
+    studio = make_studio(
+        SyncMapping(zone=ZONE, target=TARGET), SyncMapping(zone="code_studio-resources", target=res_target)
+    )
+    evil = _tar(
+        _file("1/a.txt", b"evil"),  # a.txt was asked of mapping 0, not 1
+        _file("0/b.txt", b"evil"),  # b.txt was asked of mapping 1, not 0
+        _file("0/../code_studio-resources/c.txt", b"evil"),
+        _file("1/../code_studio-versioned/c.txt", b"evil"),
+    )
+    transport = EvilTransport(tmp_path / "c", evil)
+    write(transport.path(TARGET) / "a.txt", "a")
+    write(transport.path(res_target) / "b.txt", "b")
+    with pytest.raises(SyncError, match="refused") as info:
+        sync(studio, transport)
+    versioned, resources = info.value.report.mappings
+    assert sorted(versioned.refused) == [
+        ("studio", "../code_studio-resources/c.txt", "'..' in path"),
+        ("studio", "b.txt", "not requested"),
+    ]
+    assert sorted(resources.refused) == [
+        ("studio", "../code_studio-versioned/c.txt", "'..' in path"),
+        ("studio", "a.txt", "not requested"),
+    ]
+    assert tree(server(studio)) == {} and tree(server(studio, "code_studio-resources")) == {}
+    sync(studio, LocalTransport(tmp_path / "c"))
+    assert tree(server(studio)) == {"a.txt": "a"}
+    assert tree(server(studio, "code_studio-resources")) == {"b.txt": "b"}
+
+
+def _apply_session(roots: list[Path], header: dict, archive: bytes) -> list[dict]:
+    """Run the agent (as sent into studios) on one apply request; its answer lines."""
     from codestudio.sync.transport import agent_source
 
-    root = tmp_path / "root"
-    (tmp_path / "outside").mkdir()
-    os.symlink(str(tmp_path / "outside"), tmp_path / "dirlink")
-    root.mkdir()
-    os.symlink("../outside", root / "sub")
-    stream = b'{"delete": ["../outside/keep"], "rename": []}\n' + _tar(
-        _file("../x"), _file("/abs"), _file("sub/through-link"), _file("ok/good.txt", b"good"),
-        _special("l", tarfile.SYMTYPE, "/etc/passwd"),
-    )
-    write(tmp_path / "outside/keep", "keep")
+    request = {"op": "apply", "roots": [str(r) for r in roots], **header}
+    stream = json.dumps(request).encode() + b"\n" + framed(archive)
     proc = subprocess.run(
-        ["python3", "-I", "-c", agent_source(), "apply", str(root)], input=stream, capture_output=True, check=True
+        ["python3", "-I", "-c", agent_source(), "session", "/"], input=stream, capture_output=True, check=True
     )
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
-    assert [x["ok"]["p"] for x in lines if "ok" in x] == ["ok/good.txt"]
-    assert sorted(x["refused"] for x in lines if "refused" in x) == ["../outside/keep", "../x", "/abs", "l", "sub/through-link"]
+    assert lines[-1] == {"end": True}
+    return lines[:-1]
+
+
+def test_agent_refuses_malicious_archive_from_server(tmp_path):
+    """The agent applies the same checks inside the studio (defence in depth)."""
+    root, other = tmp_path / "root", tmp_path / "other"
+    (tmp_path / "outside").mkdir()
+    root.mkdir()
+    other.mkdir()
+    os.symlink("../outside", root / "sub")
+    archive = _tar(
+        _file("0/../x"), _file("0//abs"), _file("0/sub/through-link"), _file("0/ok/good.txt", b"good"),
+        _special("0/l", tarfile.SYMTYPE, "/etc/passwd"),
+        _file("1/../root/escape"), _file("1/fine.txt", b"fine"),
+        _file("2/out-of-range"), _file("no-index"), _file("-1/negative"),
+    )
+    write(tmp_path / "outside/keep", "keep")
+    lines = _apply_session([root, other], {"delete": [["../outside/keep"], []], "rename": []}, archive)
+    assert sorted((x["i"], x["ok"][0]) for x in lines if "ok" in x) == [(0, "ok/good.txt"), (1, "fine.txt")]
+    assert sorted((x["i"] if x["i"] is not None else -1, x["refused"]) for x in lines if "refused" in x) == [
+        (-1, "-1/negative"), (-1, "2/out-of-range"), (-1, "no-index"),
+        (0, "../outside/keep"), (0, "../x"), (0, "/abs"), (0, "l"), (0, "sub/through-link"),
+        (1, "../root/escape"),
+    ]
     assert (tmp_path / "outside/keep").exists()
     assert sorted(os.listdir(tmp_path / "outside")) == ["keep"]
+    assert sorted(os.listdir(root)) == ["ok", "sub"] and sorted(os.listdir(other)) == ["fine.txt"]
+
+
+@pytest.mark.parametrize(
+    "root", ["relative", "/a/../b", "/a/./b", "/a/", "//a", "/a\nb", 7, None]
+)
+def test_agent_refuses_bad_roots(root):
+    with pytest.raises(agent.ProtocolError):
+        agent.resolve_root("/", root)
+
+
+def test_agent_roots_are_taken_below_the_base():
+    assert agent.resolve_root("/", "/home/x") == "/home/x"
+    assert agent.resolve_root("/tmp/c", "/home/x") == "/tmp/c/home/x"
+    assert agent.resolve_root("/tmp/c/", "/home/x") == "/tmp/c/home/x"
+
+
+def test_frames_round_trip_and_refuse_cut_or_oversized_streams():
+    data = os.urandom(3 * agent.MAX_FRAME + 5)
+    reader = agent.FrameReader(io.BytesIO(framed(data) + b"after"))
+    got = b"".join(iter(lambda: reader.read(100_000), b""))
+    assert got == data and reader.ended
+    for cut_at in (2, 1000, len(framed(data)) - 100):
+        reader = agent.FrameReader(io.BytesIO(framed(data)[:cut_at]))
+        with pytest.raises(agent.ProtocolError, match="cut"):
+            while reader.read(100_000):
+                pass
+    with pytest.raises(agent.ProtocolError, match="frame of"):
+        agent.FrameReader(io.BytesIO((agent.MAX_FRAME + 1).to_bytes(4, "big") + b"x")).read()
+    with pytest.raises(agent.ProtocolError, match="too much"):
+        agent.FrameReader(io.BytesIO(framed(data))).drain(limit=1000)
+
+
+class CountingTransport(LocalTransport):
+    def __init__(self, base: Path):
+        super().__init__(base)
+        self.execs = 0
+
+    def start_agent(self, op, root):
+        self.execs += 1
+        return super().start_agent(op, root)
+
+
+def test_one_exec_per_sync_whatever_the_number_of_mappings(tmp_path):
+    studio = make_studio(*default_mappings())
+    ctr = CountingTransport(tmp_path / "c")
+    for z in ("code_studio-versioned", "recipes", "user-resources"):
+        write(server(studio, z) / "f.txt", z)
+    sync(studio, ctr, "push", fresh=True)
+    assert ctr.execs == 1
+    sync(studio, ctr)  # nothing changed
+    assert ctr.execs == 2
+    write(server(studio, "recipes") / "f.txt", "new")
+    write(ctr.path("/home/codestudio/workspace/user-resources") / "g.txt", "from studio")
+    report = sync(studio, ctr)  # one file each way
+    assert ctr.execs == 3
+    assert [m.pushed for m in report.mappings if m.pushed] == [["f.txt"]]
+    assert [m.pulled for m in report.mappings if m.pulled] == [["g.txt"]]
 
 
 # --------------------------------------------------------------------------
@@ -546,10 +683,8 @@ class KillingTransport(LocalTransport):
 
     def start_agent(self, op, root):
         proc = super().start_agent(op, root)
-        if op != self.op:
-            return proc
         limit = self.limit
-        if op == "apply":
+        if self.op == "apply":
             real = proc.stdin
 
             class Cut:
@@ -591,6 +726,11 @@ class KillingTransport(LocalTransport):
                     data = real_out.read(min(n if n > 0 else limit, limit - CutOut.got))
                     CutOut.got += len(data)
                     return data
+
+                def readline(self):
+                    line = real_out.readline()
+                    CutOut.got += len(line)
+                    return line
 
                 def close(self):
                     real_out.close()

@@ -143,25 +143,42 @@ def test_exclusions_one_way_and_subfolder(start_container):
     assert not (libzone / "python/new.py").exists()
 
 
+#: Inside the container, in place of the agent: the real agent with its ``get``
+#: answer replaced by /tmp/evil.tar (argv as python3 gets it: -I -c SOURCE session BASE).
+EVIL_AGENT = r"""
+import sys
+namespace = {"__name__": "agent"}
+exec(sys.argv[3], namespace)
+def get(self, request):
+    out = namespace["FrameWriter"](self.stdout)
+    out.write(open("/tmp/evil.tar", "rb").read())
+    out.end()
+namespace["Session"].get = get
+sys.exit(namespace["main"](sys.argv[4:]))
+"""
+
+
 def test_malicious_container_archive_is_refused(start_container, tmp_path):
     """The container's ``python3`` is replaced by a script that answers with a crafted archive."""
     studio = make_studio()
     ctr = start_container()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in ("../escape", "/etc/evil", "app.py"):
+        for name in ("0/../escape", "0//etc/evil", "0/app.py", "../escape"):
             info = tarfile.TarInfo(name)
-            if name == "app.py":
+            if name == "0/app.py":
                 info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
                 tar.addfile(info)
             else:
                 info.size = 4
                 tar.addfile(info, io.BytesIO(b"evil"))
     (tmp_path / "evil.tar").write_bytes(buf.getvalue())
+    (tmp_path / "evil.py").write_text(EVIL_AGENT)
     from codestudio import containers
 
     containers.podman("cp", str(tmp_path / "evil.tar"), f"{ctr}:/tmp/evil.tar")
-    sh(ctr, "printf '#!/bin/sh\\ncase \"$4\" in get) cat >/dev/null; cat /tmp/evil.tar;; *) exec python3 \"$@\";; esac\\n' > /tmp/py && chmod 755 /tmp/py", user="root")
+    containers.podman("cp", str(tmp_path / "evil.py"), f"{ctr}:/tmp/evil.py")
+    sh(ctr, "chmod 644 /tmp/evil.tar /tmp/evil.py && printf '#!/bin/sh\\nexec python3 /tmp/evil.py \"$@\"\\n' > /tmp/py && chmod 755 /tmp/py", user="root")
     sh(ctr, f"mkdir -p {TARGET} && echo innocent > {TARGET}/app.py")
     with pytest.raises(SyncError, match="refused") as info:
         sync(studio, PodmanTransport(ctr, python="/tmp/py"))

@@ -1,33 +1,44 @@
 """The file-sync agent: one stdlib-only script, run on both ends of a sync.
 
-Inside a studio it is sent as ``python3 -I -c <this source> OP ROOT`` through
-the container runtime's exec (podman now, the Kubernetes exec API later), so
-nothing needs to be installed in the image and no bind mount is used. On the
-server the engine imports the same functions, so both ends list, validate
-and write files with one piece of code.
+Inside a studio it is sent as ``python3 -I -c <this source> session BASE``
+through the container runtime's exec (podman now, the Kubernetes exec API
+later), so nothing needs to be installed in the image and no bind mount is
+used. On the server the engine imports the same functions, so both ends
+list, validate and write files with one piece of code.
 
-Operations (``ROOT`` is the absolute folder a mapping targets):
+One exec serves a whole sync (starting an exec costs 0.2-0.4 s on podman,
+more than anything else a small sync does): the agent reads requests from
+stdin until it closes. ``BASE`` is ``/`` in a container (a test folder for
+:class:`~codestudio.sync.transport.LocalTransport`); each request names the
+absolute folders (roots) of the mappings it is about, and everything a
+request or answer says about a file is per root, by its index ``i``.
 
-``list``
-    stdin: JSON ``{"exclude": [regex, ...], "cache": DIR, "records": {path: [size, mtime_ns, sha256]}}``
-    (``cache`` and ``records`` optional); stdout: JSON ``{"rows": [[path,
-    kind, size, mtime_ns, exec, sha256, link], ...], "skipped": [[path,
-    reason], ...]}``. A file is hashed only when its size or mtime differ
-    from its record, taken from ``records`` or else from the hash cache the
-    agent keeps in ``cache`` (outside the synced folder).
-``apply``
-    stdin: one JSON line ``{"rename": [[src, dst]], "delete": [path], "cache": DIR}``, then a
-    tar stream (PAX) of files and symlinks to write; stdout: one JSON line
-    per path handled (``{"ok": entry}``, ``{"deleted": path}``,
-    ``{"renamed": [src, dst]}`` or ``{"refused": path, "reason": ...}``).
-    Each file is written to a temporary name and renamed over the old one,
-    so a killed transfer leaves every file old or new.
-``get``
-    stdin: JSON list of paths; stdout: a tar stream (PAX) of those that exist.
+Framing: requests and answers are JSON lines; tar streams travel in frames
+(4-byte big-endian length, then that many bytes, at most :data:`MAX_FRAME`;
+a zero length ends the stream), so a stream's end is known without closing
+the pipe. Tar member names are ``<i>/<path>``.
+
+``{"op": "list", "roots": [ROOT, ...], "exclude": [regex, ...], "cache": DIR}``
+    answer: one line ``{"maps": [{"rows": [[path, kind, size, mtime_ns,
+    exec, sha256, link], ...], "skipped": [[path, reason], ...]}, ...]}``.
+    A file is hashed only when its size or mtime differ from the hash cache
+    the agent keeps in ``cache`` (outside the synced folders; optional).
+``{"op": "get", "roots": [ROOT, ...], "paths": [[path, ...], ...]}``
+    answer: a framed tar stream of those paths that exist.
+``{"op": "apply", "roots": [...], "rename": [[[src, dst], ...], ...], "delete": [[path, ...], ...], "cache": DIR}``
+    followed by a framed tar stream of files and symlinks to write; answer:
+    one line per path handled (``{"i": i, "ok": row}``, ``{"i": i,
+    "deleted": path}``, ``{"i": i, "renamed": [src, dst]}`` or ``{"i": i,
+    "refused": path, "reason": ...}``, ``i`` null when a member name has no
+    valid index), then ``{"end": true}``. Each file is written to a
+    temporary name and renamed over the old one, so a killed transfer leaves
+    every file old or new.
 
 Every name is validated: relative, no ``..``, no empty or ``.`` parts, no
-parent folder that is a symlink, symlinks only to targets inside ROOT, only
-regular files and symlinks. Everything is streamed in fixed-size chunks.
+parent folder that is a symlink, symlinks only to targets inside their
+root, only regular files and symlinks. Everything is streamed in
+fixed-size chunks. Modification times travel with one-second precision, as
+in plain tar: a per-file PAX header would add 1 KiB to every file.
 """
 
 from __future__ import annotations
@@ -44,9 +55,9 @@ import time
 
 #: Prefix of the temporary files an atomic write uses; never listed or synced.
 TMP_PREFIX = ".codestudio-tmp-"
-#: PAX header carrying the source's exact mtime in nanoseconds.
-PAX_MTIME = "CODESTUDIO.mtime_ns"
 CHUNK = 1 << 20
+#: Largest frame of a framed stream (a frame is read whole).
+MAX_FRAME = 1 << 20
 # tarfile's stream buffer is grown by concatenation, so a large one costs a
 # copy per member; 64 KiB keeps many small files fast and pipes full.
 TAR_BUFSIZE = 1 << 16
@@ -56,6 +67,10 @@ STALE_TMP_SECONDS = 3600
 
 class Refused(Exception):
     """A path or archive member that must not be written; the message says why."""
+
+
+class ProtocolError(Exception):
+    """The other end broke the framing or sent an unreadable request."""
 
 
 # --------------------------------------------------------------------------
@@ -199,9 +214,18 @@ def _remove_stale_tmp(path: str) -> None:
 # Writing
 
 
-def safe_parent(root: str, name: str, create: bool) -> str:
-    """The real folder ``name`` goes into, refusing symlinked or non-folder parents."""
+def safe_parent(root: str, name: str, create: bool, known: set | None = None) -> str:
+    """The real folder ``name`` goes into, refusing symlinked or non-folder parents.
+
+    ``known`` holds parent folders (relative) already checked during one
+    stream, so thousands of files in one folder cost one check: nothing a
+    stream writes turns a folder into a symlink (a symlink never replaces a
+    folder, and folders are only removed by deletions, which come first).
+    """
     check_name(name)
+    rel_parent = name.rpartition("/")[0]
+    if known is not None and rel_parent in known:
+        return os.path.join(root, rel_parent) if rel_parent else root
     current = root
     for part in name.split("/")[:-1]:
         current = os.path.join(current, part)
@@ -216,41 +240,48 @@ def safe_parent(root: str, name: str, create: bool) -> str:
             raise Refused(f"parent {current[len(root) + 1:]!r} is a symlink")
         if not stat.S_ISDIR(st.st_mode):
             raise Refused(f"parent {current[len(root) + 1:]!r} is not a folder")
+    if known is not None:
+        known.add(rel_parent)
     return current
 
 
-def _check_target_slot(path: str) -> None:
+def _replace(tmp: str, final: str) -> None:
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        raise Refused("a folder is in the way")
+        os.replace(tmp, final)
+    except IsADirectoryError:
+        raise Refused("a folder is in the way") from None
 
 
-def write_file(root: str, name: str, src, size: int, exec_: bool, mtime_ns: int | None) -> dict:
+def write_file(
+    root: str, name: str, src, size: int, exec_: bool, mtime_ns: int | None, known: set | None = None
+) -> dict:
     """Stream ``size`` bytes from ``src`` into ``root/name`` atomically; return its entry."""
-    parent = safe_parent(root, name, create=True)
-    final = os.path.join(parent, os.path.basename(name))
-    _check_target_slot(final)
+    parent = safe_parent(root, name, create=True, known=known)
+    final = os.path.join(parent, name.rpartition("/")[2])
     tmp = os.path.join(parent, f"{TMP_PREFIX}{secrets.token_hex(6)}")
     h = hashlib.sha256()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb", buffering=0) as out:
+        try:
             remaining = size
             while remaining > 0:
                 chunk = src.read(min(CHUNK, remaining))
                 if not chunk:
                     raise OSError("archive ended inside a file")
                 h.update(chunk)
-                out.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
                 remaining -= len(chunk)
             os.fchmod(fd, 0o755 if exec_ else 0o644)
             if mtime_ns is not None:
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
             st = os.fstat(fd)
-        os.replace(tmp, final)
+        finally:
+            os.close(fd)
+        # No fsync: "old or new" is about interrupted syncs, which rename gives;
+        # a power cut is the file system's business (and costs a flush per file).
+        _replace(tmp, final)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -260,41 +291,53 @@ def write_file(root: str, name: str, src, size: int, exec_: bool, mtime_ns: int 
     return {"p": name, "t": "f", "s": st.st_size, "m": st.st_mtime_ns, "x": exec_, "h": h.hexdigest()}
 
 
-def write_link(root: str, name: str, target: str) -> dict:
+def write_link(root: str, name: str, target: str, known: set | None = None) -> dict:
     if not link_inside(name, target):
         raise Refused(f"symlink to {target!r} points outside the mapping")
-    parent = safe_parent(root, name, create=True)
-    final = os.path.join(parent, os.path.basename(name))
-    _check_target_slot(final)
+    parent = safe_parent(root, name, create=True, known=known)
+    final = os.path.join(parent, name.rpartition("/")[2])
     tmp = os.path.join(parent, f"{TMP_PREFIX}{secrets.token_hex(6)}")
     os.symlink(target, tmp)
     try:
-        os.replace(tmp, final)
+        _replace(tmp, final)
     except BaseException:
         os.unlink(tmp)
         raise
     return link_entry(name, os.lstat(final), target)
 
 
-def write_member(root: str, tar: tarfile.TarFile, member: tarfile.TarInfo, dest: str | None = None) -> dict:
-    """Write one archive member under ``root`` (as ``dest`` if given) after validating it.
+def write_member(
+    root: str, tar: tarfile.TarFile, member: tarfile.TarInfo, dest: str | None = None, known: set | None = None
+) -> dict:
+    """Write one archive member under ``root`` as ``dest`` (default: its name) after validating it.
 
     Raises :class:`Refused` for names or types that must not be written.
     """
-    check_name(member.name)
-    name = check_name(dest) if dest is not None else member.name
+    name = check_name(dest if dest is not None else member.name)
     if member.isreg():
-        mtime = member.pax_headers.get(PAX_MTIME)
-        mtime_ns = int(mtime) if mtime and mtime.isdigit() else int(member.mtime) * 1_000_000_000
         src = tar.extractfile(member)
-        return write_file(root, name, src, member.size, exec_bit(member.mode), mtime_ns)
+        return write_file(root, name, src, member.size, exec_bit(member.mode), int(member.mtime) * 1_000_000_000, known)
     if member.issym():
-        return write_link(root, name, member.linkname)
+        return write_link(root, name, member.linkname, known)
     if member.islnk():
         raise Refused("hard links are not synced")
     if member.isdir():
         raise Refused("folder entries are not synced")
     raise Refused("device, fifo or other special file")
+
+
+def split_member(name: str, count: int) -> tuple[int, str]:
+    """``"<i>/<path>"`` -> (i, path) for a stream about ``count`` roots, or :class:`Refused`.
+
+    Only the index is checked here; ``path`` is checked where it is used, so
+    a refusal names the mapping it was aimed at.
+    """
+    index, sep, path = name.partition("/")
+    if not sep or not index.isdigit() or not index.isascii() or str(int(index)) != index:
+        raise Refused("no mapping index in the archive name")
+    if int(index) >= count:
+        raise Refused("mapping index out of range")
+    return int(index), path
 
 
 def delete(root: str, name: str) -> bool:
@@ -355,20 +398,21 @@ class ExactReader:
         return data
 
 
-def add_to_tar(tar: tarfile.TarFile, root: str, name: str) -> bool:
-    """Append ``root/name`` (file or inside symlink) to ``tar``; False if absent or unfit."""
+def add_to_tar(
+    tar: tarfile.TarFile, root: str, name: str, arcname: str | None = None, known: set | None = None
+) -> bool:
+    """Append ``root/name`` (file or inside symlink) to ``tar`` as ``arcname``; False if absent or unfit."""
     try:
-        parent = safe_parent(root, name, create=False)
+        parent = safe_parent(root, name, create=False, known=known)
     except Refused:
         return False
-    path = os.path.join(parent, os.path.basename(name))
+    path = os.path.join(parent, name.rpartition("/")[2])
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return False
-    info = tarfile.TarInfo(name)
+    info = tarfile.TarInfo(arcname or name)
     info.mtime = st.st_mtime_ns // 1_000_000_000
-    info.pax_headers = {PAX_MTIME: str(st.st_mtime_ns)}
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
         if not link_inside(name, target):
@@ -378,20 +422,105 @@ def add_to_tar(tar: tarfile.TarFile, root: str, name: str) -> bool:
         return True
     if not stat.S_ISREG(st.st_mode):
         return False
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    # O_NONBLOCK: a fifo swapped in since the lstat does not hang the sync.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
         info.size, info.mode = st.st_size, 0o755 if exec_bit(st.st_mode) else 0o644
+        info.mtime = st.st_mtime_ns // 1_000_000_000
         tar.addfile(info, ExactReader(f, st.st_size))
     return True
 
 
 def open_tar_writer(fileobj) -> tarfile.TarFile:
+    # PAX only where a name needs it (long or not ASCII): plain ustar headers otherwise.
     return tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE)
 
 
 def open_tar_reader(fileobj) -> tarfile.TarFile:
     return tarfile.open(fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE)
+
+
+# --------------------------------------------------------------------------
+# Framing: a tar stream inside a session's pipe
+
+
+def read_exact(stream, n: int) -> bytes:
+    """``n`` bytes from ``stream``; fewer only at its end."""
+    data = stream.read(n)
+    if data is None or len(data) == n or not data:
+        return data or b""
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = stream.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class FrameWriter:
+    """File-like: each write is one frame; :meth:`end` writes the end marker."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, data) -> int:
+        n = len(data)
+        for i in range(0, n, MAX_FRAME):
+            piece = data[i : i + MAX_FRAME]
+            self.out.write(len(piece).to_bytes(4, "big") + bytes(piece))
+        return n
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def end(self) -> None:
+        self.out.write(b"\0\0\0\0")
+        self.out.flush()
+
+
+class FrameReader:
+    """File-like over a framed stream; reads return b"" at the end marker."""
+
+    def __init__(self, stream):
+        self.stream, self.buf, self.ended = stream, b"", False
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.buf and not self.ended:
+            self._next()
+        if n < 0 or n >= len(self.buf):
+            data, self.buf = self.buf, b""
+        else:
+            data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def _next(self) -> None:
+        while not self.buf and not self.ended:
+            head = read_exact(self.stream, 4)
+            if len(head) < 4:
+                raise ProtocolError("stream cut inside a frame header")
+            size = int.from_bytes(head, "big")
+            if size > MAX_FRAME:
+                raise ProtocolError(f"frame of {size} bytes")
+            if size == 0:
+                self.ended = True
+                return
+            self.buf = read_exact(self.stream, size)
+            if len(self.buf) < size:
+                raise ProtocolError("stream cut inside a frame")
+
+    def drain(self, limit: int = MAX_FRAME) -> None:
+        """Skip to the end marker (a tar's end padding); at most ``limit`` bytes."""
+        skipped = 0
+        while not self.ended:
+            skipped += len(self.read())
+            if skipped > limit:
+                raise ProtocolError("too much data after the end of the archive")
 
 
 # --------------------------------------------------------------------------
@@ -412,39 +541,49 @@ def _read_cache(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             data = json.load(f)
-        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    # Whatever the studio's user did to the file, a bad entry only costs a re-hash.
+    return {p: v for p, v in data.items() if isinstance(v, list) and len(v) == 3}
 
 
-def _write_cache(path: str, entries: list) -> None:
-    data = {e["p"]: [e["s"], e["m"], e["h"]] for e in entries if e["t"] == "f"}
+def _write_cache(path: str, known: dict) -> None:
+    """Write ``known`` (path -> [size, mtime_ns, sha256]) as the cache file ``path``."""
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.{secrets.token_hex(4)}"
         with open(tmp, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
+            json.dump(known, f, separators=(",", ":"))
         os.replace(tmp, path)
     except OSError:
         pass
 
 
+def entry_row(e: dict) -> list:
+    """An entry as a compact row: an exec relay is slow, every byte counts."""
+    return [e["p"], e["t"], e["s"], e["m"], int(e["x"]), e["h"], e.get("l")]
+
+
 def rows_to_entries(rows: list) -> list[dict]:
-    out = []
-    for p, t, size, mtime, x, h, link in rows:
-        e = {"p": p, "t": t, "s": size, "m": mtime, "x": bool(x), "h": h}
-        if link is not None:
-            e["l"] = link
-        out.append(e)
-    return out
+    return [row_to_entry(r) for r in rows]
+
+
+def row_to_entry(row: list) -> dict:
+    p, t, size, mtime, x, h, link = row
+    e = {"p": p, "t": t, "s": size, "m": mtime, "x": bool(x), "h": h}
+    if link is not None:
+        e["l"] = link
+    return e
 
 
 # --------------------------------------------------------------------------
-# Entry point (inside the studio)
+# Session (inside the studio)
 
 
 class _Emitter:
-    """Confirmation lines, flushed in batches: an exec relay pays per write.
+    """Answer lines, flushed in batches: an exec relay pays per write.
 
     Lines lost when the agent is killed only mean the engine re-checks those
     files next time (they then match on both sides and are recorded).
@@ -454,7 +593,7 @@ class _Emitter:
         self.out, self.pending, self.last = out, 0, time.monotonic()
 
     def __call__(self, obj: dict) -> None:
-        self.out.write(json.dumps(obj).encode() + b"\n")
+        self.out.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
         self.pending += 1
         if self.pending >= 256 or time.monotonic() - self.last > 0.2:
             self.flush()
@@ -464,71 +603,141 @@ class _Emitter:
         self.pending, self.last = 0, time.monotonic()
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("list", "apply", "get") or not argv[1].startswith("/"):
-        sys.stderr.write("usage: agent list|apply|get ABSOLUTE_ROOT\n")
-        return 2
-    op, root = argv
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    if op == "list":
-        request = json.load(stdin)
-        records = request.get("records") or {}
-        cache = _cache_path(request.get("cache"), root)
-        if cache and not records:
-            records = _read_cache(cache)
-        result = scan(root, records, request.get("exclude", []))
-        if cache:
-            _write_cache(cache, result["entries"])
-        # Compact rows: an exec relay is slow, every byte counts.
-        rows = [[e["p"], e["t"], e["s"], e["m"], int(e["x"]), e["h"], e.get("l")] for e in result["entries"]]
-        stdout.write(json.dumps({"rows": rows, "skipped": result["skipped"]}, separators=(",", ":")).encode())
-        return 0
-    if op == "get":
-        names = json.load(stdin)
-        with open_tar_writer(stdout) as tar:
-            for name in names:
-                try:
-                    add_to_tar(tar, root, check_name(name))
-                except (Refused, OSError):
-                    pass  # the receiver reports what did not arrive
-        return 0
-    # apply
-    os.makedirs(root, exist_ok=True)
-    _emit = _Emitter(stdout)
-    header = json.loads(stdin.readline() or b"{}")
-    # A file that could not be moved aside (a conflict) must not be overwritten.
-    blocked = set()
-    for src, dst in header.get("rename", []):
+def resolve_root(base: str, root) -> str:
+    """The folder a request's ``root`` (an absolute, normalised path) names below ``base``."""
+    if not isinstance(root, str) or not root.startswith("/") or os.path.normpath(root) != root or root.startswith("//"):
+        raise ProtocolError(f"invalid root {root!r}")
+    if any(ord(c) < 32 for c in root):
+        raise ProtocolError("control character in a root")
+    return base.rstrip("/") + root if root != "/" else base
+
+
+class Session:
+    """Answers the requests of one sync (see the module docstring)."""
+
+    def __init__(self, base: str, stdin, stdout):
+        self.base, self.stdin, self.stdout = base, stdin, stdout
+        # root -> (cache file, path -> [size, mtime_ns, sha256]) for roots listed in this session
+        self.caches: dict[str, tuple] = {}
+
+    def _roots(self, request: dict) -> list[str]:
+        roots = request.get("roots")
+        if not isinstance(roots, list):
+            raise ProtocolError("request without roots")
+        return [resolve_root(self.base, r) for r in roots]
+
+    def _cache(self, root: str, cache_dir) -> tuple:
+        if root not in self.caches:
+            path = _cache_path(cache_dir, root)
+            self.caches[root] = (path, _read_cache(path) if path else {})
+        return self.caches[root]
+
+    def list(self, request: dict) -> None:
+        maps = []
+        roots = self._roots(request)
+        for root in roots:
+            _, known = self._cache(root, request.get("cache"))
+            result = scan(root, known, request.get("exclude", []))
+            known.clear()
+            known.update({e["p"]: [e["s"], e["m"], e["h"]] for e in result["entries"] if e["t"] == "f"})
+            maps.append({"rows": [entry_row(e) for e in result["entries"]], "skipped": result["skipped"]})
+        self.stdout.write(json.dumps({"maps": maps}, separators=(",", ":")).encode() + b"\n")
+        self.stdout.flush()
+        # After answering: the engine is busy comparing while the cache is written.
+        for root in roots:
+            path, known = self.caches[root]
+            if path:
+                _write_cache(path, known)
+
+    def get(self, request: dict) -> None:
+        roots = self._roots(request)
+        paths = request.get("paths") or []
+        out = FrameWriter(self.stdout)
+        with open_tar_writer(out) as tar:
+            for i, (root, names) in enumerate(zip(roots, paths)):
+                known: set = set()
+                for name in names:
+                    try:
+                        add_to_tar(tar, root, check_name(name), f"{i}/{name}", known)
+                    except (Refused, OSError):
+                        pass  # the receiver reports what did not arrive
+        out.end()
+
+    def apply(self, request: dict) -> None:
+        roots = self._roots(request)
+        emit = _Emitter(self.stdout)
+        written: list[list] = [[] for _ in roots]
+        # A file that could not be moved aside (a conflict) must not be overwritten.
+        blocked = set()
         try:
-            rename(root, src, dst)
-            _emit({"renamed": [src, dst]})
-        except (Refused, OSError) as exc:
-            blocked.add(src)
-            _emit({"refused": src, "reason": f"could not keep the studio's version: {exc}"})
-    for name in header.get("delete", []):
-        try:
-            delete(root, name)
-            _emit({"deleted": name})
-        except (Refused, OSError) as exc:
-            _emit({"refused": name, "reason": str(exc)})
-    written = []
-    with open_tar_reader(stdin) as tar:
-        for member in tar:
-            if member.name in blocked:
-                _emit({"refused": member.name, "reason": "studio's version kept in place"})
-                continue
+            for i, root in enumerate(roots):
+                os.makedirs(root, exist_ok=True)
+                for src, dst in _nth(request.get("rename"), i):
+                    try:
+                        rename(root, src, dst)
+                        emit({"i": i, "renamed": [src, dst]})
+                    except (Refused, OSError) as exc:
+                        blocked.add((i, src))
+                        emit({"i": i, "refused": src, "reason": f"could not keep the studio's version: {exc}"})
+                for name in _nth(request.get("delete"), i):
+                    try:
+                        delete(root, name)
+                        emit({"i": i, "deleted": name})
+                    except (Refused, OSError) as exc:
+                        emit({"i": i, "refused": name, "reason": str(exc)})
+            known = [set() for _ in roots]
+            stream = FrameReader(self.stdin)
+            with open_tar_reader(stream) as tar:
+                for member in tar:
+                    try:
+                        i, name = split_member(member.name, len(roots))
+                    except Refused as exc:
+                        emit({"i": None, "refused": member.name, "reason": str(exc)})
+                        continue
+                    if (i, name) in blocked:
+                        emit({"i": i, "refused": name, "reason": "studio's version kept in place"})
+                        continue
+                    try:
+                        e = write_member(roots[i], tar, member, name, known[i])
+                    except (Refused, OSError) as exc:
+                        emit({"i": i, "refused": name, "reason": str(exc)})
+                        continue
+                    written[i].append(e)
+                    emit({"i": i, "ok": entry_row(e)})
+            stream.drain()
+            emit({"end": True})
+        finally:
+            emit.flush()
+            for root, entries in zip(roots, written):
+                if entries:
+                    path, known_hashes = self._cache(root, request.get("cache"))
+                    known_hashes.update({e["p"]: [e["s"], e["m"], e["h"]] for e in entries if e["t"] == "f"})
+                    if path:
+                        _write_cache(path, known_hashes)
+
+    def serve(self) -> int:
+        handlers = {"list": self.list, "get": self.get, "apply": self.apply}
+        while True:
+            line = self.stdin.readline()
+            if not line:
+                return 0
             try:
-                written.append(write_member(root, tar, member))
-                _emit({"ok": written[-1]})
-            except (Refused, OSError) as exc:
-                _emit({"refused": member.name, "reason": str(exc)})
-    _emit.flush()
-    cache = _cache_path(header.get("cache"), root)
-    if cache and written:
-        known = _read_cache(cache)
-        known.update({e["p"]: [e["s"], e["m"], e["h"]] for e in written if e["t"] == "f"})
-        _write_cache(cache, [{"p": p, "t": "f", "s": v[0], "m": v[1], "h": v[2]} for p, v in known.items()])
-    return 0
+                request = json.loads(line)
+                handler = handlers[request["op"]]
+            except (ValueError, KeyError, TypeError):
+                raise ProtocolError(f"unreadable request {line[:80]!r}") from None
+            handler(request)
+
+
+def _nth(lists, i: int) -> list:
+    return lists[i] if isinstance(lists, list) and i < len(lists) and isinstance(lists[i], list) else []
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "session" or not argv[1].startswith("/"):
+        sys.stderr.write("usage: agent session ABSOLUTE_BASE\n")
+        return 2
+    return Session(argv[1], sys.stdin.buffer, sys.stdout.buffer).serve()
 
 
 if __name__ == "__main__":

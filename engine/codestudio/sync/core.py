@@ -34,6 +34,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -294,6 +295,10 @@ class _RecordWriter:
 # Talking to the agent
 
 
+class _AgentFailed(Exception):
+    """The session with the agent broke; the message says how."""
+
+
 def _drain(stream, sink: list) -> threading.Thread:
     def run() -> None:
         for line in stream:
@@ -304,120 +309,153 @@ def _drain(stream, sink: list) -> threading.Thread:
     return t
 
 
-def _finish(proc, threads: list[threading.Thread], transport: Transport, op: str, err: list[bytes]) -> str | None:
-    """Wait for the agent; return an error message if it failed."""
-    rc = proc.wait()
-    for t in threads:
-        t.join()
-    if rc == 0:
-        return None
-    tail = b"".join(err).decode(errors="replace").strip().splitlines()[-5:]
-    return f"sync agent '{op}' failed in {transport.description} (exit {rc}): " + " | ".join(tail)
+class _Session:
+    """One agent process (one exec) for a whole sync: list, then get, then apply."""
 
+    def __init__(self, transport: Transport):
+        self.transport = transport
+        self.proc = transport.start_agent("session", "/")
+        self.err: list[bytes] = []
+        self.threads = [_drain(self.proc.stderr, self.err)]
+        self.cache = getattr(transport, "cache_dir", None)
 
-def _studio_list(transport: Transport, root: str, regexes: list[str]) -> dict:
-    proc = transport.start_agent("list", root)
-    err: list[bytes] = []
-    threads = [_drain(proc.stderr, err)]
-    # The records stay here: the agent keeps its own hash cache in the studio.
-    request = {"exclude": regexes, "cache": getattr(transport, "cache_dir", None)}
-    try:
-        proc.stdin.write(json.dumps(request).encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    out = proc.stdout.read()
-    failure = _finish(proc, threads, transport, "list", err)
-    if failure:
-        raise SyncError(failure)
-    try:
-        data = json.loads(out)
-        return {"entries": agent.rows_to_entries(data["rows"]), "skipped": data["skipped"]}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SyncError(f"unreadable listing from {transport.description}: {exc}") from None
-
-
-def _studio_apply(
-    transport: Transport,
-    root: str,
-    server_root: str,
-    *,
-    renames: list[tuple[str, str]],
-    deletes: list[str],
-    files: list[str],
-) -> tuple[list[dict], list[str], str | None]:
-    """Send renames, deletions and files.
-
-    Returns the agent's confirmations, the files that vanished here before
-    they could be sent, and an error message if the agent failed.
-    """
-    proc = transport.start_agent("apply", root)
-    out: list[bytes] = []
-    err: list[bytes] = []
-    # Drained concurrently: the agent confirms while we are still sending.
-    threads = [_drain(proc.stdout, out), _drain(proc.stderr, err)]
-    vanished: list[str] = []
-    try:
+    def send(self, request: dict) -> None:
         try:
-            header = {"rename": renames, "delete": deletes, "cache": getattr(transport, "cache_dir", None)}
-            proc.stdin.write(json.dumps(header).encode() + b"\n")
-            with agent.open_tar_writer(proc.stdin) as tar:
-                for name in files:
-                    if not agent.add_to_tar(tar, server_root, name):
-                        vanished.append(name)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        failure = _finish(proc, threads, transport, "apply", err)
-    finally:
-        if proc.poll() is None:  # interrupted here: stop the agent
-            proc.kill()
-            proc.wait()
-    results = []
-    for line in out:
+            self.proc.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise _AgentFailed("agent stopped reading") from None
+
+    def read_line(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise _AgentFailed("agent ended its answer early")
         try:
-            results.append(json.loads(line))
+            data = json.loads(line)
         except ValueError:
-            pass  # a line cut short by a killed agent confirms nothing
-    return results, vanished, failure
+            raise _AgentFailed(f"unreadable answer {line[:80]!r}") from None
+        if not isinstance(data, dict):
+            raise _AgentFailed(f"unreadable answer {line[:80]!r}")
+        return data
 
+    def start_list(self, roots: list[str], regexes: list[str]) -> None:
+        # Sent before the server side is listed, so both sides list at once.
+        self.send({"op": "list", "roots": roots, "exclude": regexes, "cache": self.cache})
 
-def _studio_get(
-    transport: Transport, root: str, server_root: str, wanted: dict[str, str], report: MappingReport
-) -> tuple[dict[str, dict], str | None]:
-    """Fetch ``wanted`` (studio path -> server path).
+    def read_list(self, count: int) -> list[dict]:
+        data = self.read_line()
+        try:
+            maps = data["maps"]
+            if len(maps) != count:
+                raise ValueError(f"{len(maps)} listings for {count} folders")
+            return [{"entries": agent.rows_to_entries(m["rows"]), "skipped": [tuple(x) for x in m["skipped"]]} for m in maps]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _AgentFailed(f"unreadable listing: {exc}") from None
 
-    Returns server path -> written entry, and an error message if the
-    transfer failed part-way.
-    """
-    proc = transport.start_agent("get", root)
-    err: list[bytes] = []
-    threads = [_drain(proc.stderr, err)]
-    written: dict[str, dict] = {}
-    try:
-        proc.stdin.write(json.dumps(sorted(wanted)).encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    failure = None
-    try:
-        with agent.open_tar_reader(proc.stdout) as tar:
-            for member in tar:
-                dest = wanted.get(member.name)
-                if dest is None:
-                    report.refused.append(("studio", member.name, "not requested"))
-                    continue
-                try:
-                    written[dest] = agent.write_member(server_root, tar, member, dest)
-                except agent.Refused as exc:
-                    report.refused.append(("studio", member.name, str(exc)))
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        # Files written before the failure are complete; the caller records them.
-        failure = f"unreadable archive from {transport.description}: {exc}"
-        proc.kill()
-    if failure is None:
-        proc.stdout.read()  # the archive's end padding
-    return written, failure or _finish(proc, threads, transport, "get", err)
+    def get(self, jobs: list[_Job], server_roots: list[str]) -> str | None:
+        """Fetch every job's ``pulls`` into ``job.pulled_entries``; an error message if it broke part-way."""
+        self.send({"op": "get", "roots": [j.m.target for j in jobs], "paths": [sorted(j.pulls) for j in jobs]})
+        known: list[set] = [set() for _ in jobs]
+        stream = agent.FrameReader(self.proc.stdout)
+        try:
+            with agent.open_tar_reader(stream) as tar:
+                for member in tar:
+                    try:
+                        i, name = agent.split_member(member.name, len(jobs))
+                    except agent.Refused as exc:
+                        # Not attributable to a mapping: reported with the first one.
+                        jobs[0].mr.refused.append(("studio", member.name, str(exc)))
+                        continue
+                    job = jobs[i]
+                    try:
+                        dest = job.pulls.get(agent.check_name(name))
+                        if dest is None:
+                            raise agent.Refused("not requested")
+                        job.pulled_entries[dest] = agent.write_member(server_roots[i], tar, member, dest, known[i])
+                    except agent.Refused as exc:
+                        job.mr.refused.append(("studio", name, str(exc)))
+            stream.drain()
+        except (tarfile.TarError, OSError, EOFError, agent.ProtocolError) as exc:
+            # Files written before the failure are complete; the caller records them.
+            return f"unreadable archive: {exc}"
+        return None
+
+    def apply(self, jobs: list[_Job], server_roots: list[str]) -> tuple[list[tuple[int, dict]], str | None]:
+        """Send every job's renames, deletions and files.
+
+        Returns the agent's answers as (job index, answer) and an error
+        message if the transfer broke part-way. Files that vanished here
+        before they could be sent are reported in their job.
+        """
+        out: list[bytes] = []
+        failure = None
+        self.send(
+            {
+                "op": "apply",
+                "roots": [j.m.target for j in jobs],
+                "rename": [j.renames for j in jobs],
+                "delete": [j.push_deletes for j in jobs],
+                "cache": self.cache,
+            }
+        )
+        # Drained concurrently: the agent confirms while we are still sending.
+        reader = _drain(self.proc.stdout, out)
+        try:
+            frames = agent.FrameWriter(self.proc.stdin)
+            with agent.open_tar_writer(frames) as tar:
+                for i, (job, root) in enumerate(zip(jobs, server_roots)):
+                    known: set = set()
+                    for name in job.push_files:
+                        if not agent.add_to_tar(tar, root, name, f"{i}/{name}", known):
+                            job.mr.skipped.append(("server", name, "vanished before it could be sent"))
+            frames.end()
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError) as exc:
+            failure = f"agent stopped reading ({exc})"
+            self._stop_input()
+        reader.join()
+        results: list[tuple[int, dict]] = []
+        ended = False
+        for line in out:
+            try:
+                res = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a killed agent confirms nothing
+            if not isinstance(res, dict):
+                continue
+            if res.get("end"):
+                ended = True
+                continue
+            i = res.get("i")
+            if i is None:
+                jobs[0].mr.refused.append(("studio", str(res.get("refused", "?")), str(res.get("reason", ""))))
+            elif isinstance(i, int) and 0 <= i < len(jobs):
+                results.append((i, res))
+        if failure is None and not ended:
+            failure = "agent ended its answer early"
+        return results, failure
+
+    def _stop_input(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def close(self, failure: str | None = None) -> str | None:
+        """End the session; return an error message if it (or the agent) failed."""
+        self._stop_input()
+        if failure is not None and self.proc.poll() is None:
+            self.proc.kill()  # it may be blocked writing an answer nobody reads
+        rc = self.proc.wait()
+        for t in self.threads:
+            t.join()
+        if rc == 0 and failure is None:
+            return None
+        tail = b"".join(self.err).decode(errors="replace").strip().splitlines()[-5:]
+        what = failure or "agent failed"
+        return f"sync agent in {self.transport.description}: {what} (exit {rc})" + (
+            ": " + " | ".join(tail) if tail else ""
+        )
 
 
 # --------------------------------------------------------------------------
@@ -446,6 +484,32 @@ def _zone_rel(m: SyncMapping, path: str) -> str:
     return f"{m.subfolder}/{path}" if m.subfolder else path
 
 
+@dataclass
+class _Job:
+    """One mapping during a sync: its listings, its plan and what happened."""
+
+    m: SyncMapping
+    mr: MappingReport
+    can_push: bool
+    can_pull: bool
+    key: str
+    zpath: Path
+    server_root: Path
+    writer: _RecordWriter
+    records: dict = field(default_factory=dict)
+    S: dict = field(default_factory=dict)
+    C: dict = field(default_factory=dict)
+    push_files: list = field(default_factory=list)
+    push_deletes: list = field(default_factory=list)
+    renames: list = field(default_factory=list)
+    pulls: dict = field(default_factory=dict)  # studio path -> server path
+    pull_deletes: list = field(default_factory=list)
+    conflict_rows: list = field(default_factory=list)
+    conflict_copies: dict = field(default_factory=dict)  # server copy path -> original path
+    pulled_entries: dict = field(default_factory=dict)  # server path -> written entry
+    server_now: dict = field(default_factory=dict)
+
+
 def sync(
     studio: SyncStudio,
     transport: Transport,
@@ -456,6 +520,9 @@ def sync(
     store: Store | None = None,
 ) -> SyncReport:
     """Synchronise the studio's mappings (all, or those of ``zone``) in ``direction``.
+
+    All mappings share one agent session (one exec): one listing of every
+    folder, then at most one transfer each way.
 
     :param fresh: the studio's folders are new (a just-started container):
         forget what the last sync recorded about them, so everything on the
@@ -476,6 +543,7 @@ def sync(
     author = owner_author(studio.owner, studio.owner_email)
     regexes = exclusion_regexes(studio.exclusions)
     report = SyncReport(studio.studio_id, direction)
+    jobs: list[_Job] = []
     for m in mappings:
         can_push = direction in ("both", "push")
         can_pull = direction in ("both", "pull") and not m.one_way
@@ -483,7 +551,16 @@ def sync(
             continue
         mr = MappingReport(m.zone, m.subfolder, m.target)
         report.mappings.append(mr)
-        _sync_mapping(studio, transport, m, mr, can_push, can_pull, fresh, regexes, author, store)
+        key = mapping_key(m)
+        zpath = studio.zone_path(m.zone)
+        server_root = zpath / m.subfolder if m.subfolder else zpath
+        jobs.append(_Job(m, mr, can_push, can_pull, key, zpath, server_root, _RecordWriter(store, studio.studio_id, key)))
+    if jobs:
+        with ExitStack() as locks:
+            # Sorted: two syncs sharing project or user zones take their locks in one order.
+            for zpath in sorted({str(j.zpath) for j in jobs}):
+                locks.enter_context(zone_lock(Path(zpath)))
+            _sync_jobs(studio, transport, jobs, fresh, regexes, author, store)
     if report.conflicts:
         names = "\n".join(f"  {c.describe()}" for c in report.conflicts)
         raise SyncConflictError(f"studio {studio.studio_id}: {len(report.conflicts)} conflict(s)\n{names}", report)
@@ -493,194 +570,218 @@ def sync(
     return report
 
 
-def _sync_mapping(
+def _sync_jobs(
     studio: SyncStudio,
     transport: Transport,
-    m: SyncMapping,
-    mr: MappingReport,
-    can_push: bool,
-    can_pull: bool,
+    jobs: list[_Job],
     fresh: bool,
     regexes: list[str],
     author: tuple[str, str],
     store: Store,
 ) -> None:
-    key = mapping_key(m)
-    zpath = studio.zone_path(m.zone)
-    server_root = zpath / m.subfolder if m.subfolder else zpath
-    with zone_lock(zpath):
-        server_root.mkdir(parents=True, exist_ok=True)
-        # Server-side edits get their own commit, so the pull commit holds only the studio's changes.
-        commit_all(zpath, f"Server-side changes before sync with studio {studio.studio_id}", COMMITTER, m.subfolder)
-        with store.connect() as conn:
-            row = conn.execute(
-                "SELECT commit_id FROM sync_runs WHERE studio_id = ? AND mapping = ?", (studio.studio_id, key)
-            ).fetchone()
-            if fresh:
-                conn.execute("DELETE FROM sync_records WHERE studio_id = ? AND mapping = ?", (studio.studio_id, key))
-        mr.commit_before = row["commit_id"] if row else None
-        records = _load_records(store, studio.studio_id, key)
-        server_list = agent.scan(str(server_root), {p: [r["s"], r["m"], r["h"]] for p, r in records.items()}, regexes)
-        studio_list = _studio_list(transport, m.target, regexes)
-        mr.skipped += [("server", p, why) for p, why in server_list["skipped"]]
-        mr.skipped += [("studio", p, why) for p, why in studio_list["skipped"]]
-        S = {e["p"]: e for e in server_list["entries"]}
-        C = {e["p"]: e for e in studio_list["entries"]}
-        writer = _RecordWriter(store, studio.studio_id, key)
+    session = _Session(transport)
+    failure: str | None = None
+    try:
+        session.start_list([j.m.target for j in jobs], regexes)
+        for job in jobs:
+            _list_server(studio, job, fresh, regexes, store)
+        for job, listing in zip(jobs, session.read_list(len(jobs))):
+            job.mr.skipped += [("studio", p, why) for p, why in listing["skipped"]]
+            job.C = {e["p"]: e for e in listing["entries"]}
+            _plan(studio, job)
 
-        push_files: list[str] = []
-        push_deletes: list[str] = []
-        renames: list[tuple[str, str]] = []
-        pulls: dict[str, str] = {}  # studio path -> server path
-        pull_deletes: list[str] = []
-        conflict_rows: list[tuple[str, str, str, str | None]] = []
-        conflict_copies: dict[str, str] = {}  # server copy path -> original path
+        # 1. studio -> server
+        pulling = [j for j in jobs if j.pulls]
+        if pulling:
+            failure = session.get(pulling, [str(j.server_root) for j in pulling])
+        for job in jobs:
+            _after_pull(studio, job, author)
+        if failure:
+            raise _AgentFailed(failure)
 
-        def taken(name: str) -> bool:
-            return name in S or name in C or os.path.lexists(server_root / name)
+        # 2. server -> studio
+        pushing = [j for j in jobs if j.push_files or j.push_deletes or j.renames]
+        if pushing:
+            results, failure = session.apply(pushing, [str(j.server_root) for j in pushing])
+            for i, res in results:
+                _record_push(pushing[i], res)
+            if failure:
+                raise _AgentFailed(failure)
+    except _AgentFailed as exc:
+        failure = str(exc)
+    finally:
+        for job in jobs:
+            job.writer.flush()
+        closing = session.close(failure)
+    if closing:
+        # What was confirmed is recorded (above); the next sync completes the rest.
+        raise SyncError(closing)
+    for job in jobs:
+        _finish_job(studio, job, store)
 
-        for p in sorted(set(records) | set(S) | set(C)):
-            r, s, c = records.get(p), S.get(p), C.get(p)
-            ir, is_, ic = _ident(r), _ident(s), _ident(c)
-            if is_ == ic:
-                # Same on both sides (or gone from both): nothing moves.
-                if s is None:
-                    if r is not None:
-                        writer.drop(p)
-                elif r is None or is_ != ir or (r["s"], r["m"], r["ss"], r["sm"]) != (s["s"], s["m"], c["s"], c["m"]):
-                    writer.put(p, _record(s, c, s))
-                continue
-            server_changed, studio_changed = is_ != ir, ic != ir
-            if server_changed and not studio_changed:
-                if can_push:
-                    (push_files if s else push_deletes).append(p)
-                continue
-            if studio_changed and not server_changed:
-                if can_pull:
-                    if c:
-                        pulls[p] = p
-                    else:
-                        pull_deletes.append(p)
-                continue
-            # Changed on both sides, differently.
-            if s is None:  # server deleted, studio modified: the modification wins
-                conflict_rows.append((p, "deleted", _change(r, c), None))
-                if can_pull:
-                    pulls[p] = p
-            elif c is None:  # studio deleted, server modified: the modification wins
-                conflict_rows.append((p, _change(r, s), "deleted", None))
-                if can_push:
-                    push_files.append(p)
-            else:
-                copy = _conflict_name(p, studio.studio_id, taken)
-                conflict_rows.append((p, _change(r, s), _change(r, c), copy))
-                if can_pull:
-                    # The server's version goes to the studio only once the studio's is safe here.
-                    pulls[p] = copy
-                    conflict_copies[copy] = p
+
+def _list_server(studio: SyncStudio, job: _Job, fresh: bool, regexes: list[str], store: Store) -> None:
+    job.server_root.mkdir(parents=True, exist_ok=True)
+    # Server-side edits get their own commit, so the pull commit holds only the studio's changes.
+    commit_all(job.zpath, f"Server-side changes before sync with studio {studio.studio_id}", COMMITTER, job.m.subfolder)
+    records = _load_records(store, studio.studio_id, job.key)
+    with store.connect() as conn:
+        row = conn.execute(
+            "SELECT commit_id FROM sync_runs WHERE studio_id = ? AND mapping = ?", (studio.studio_id, job.key)
+        ).fetchone()
+        if fresh:
+            conn.execute("DELETE FROM sync_records WHERE studio_id = ? AND mapping = ?", (studio.studio_id, job.key))
+    job.mr.commit_before = row["commit_id"] if row else None
+    # Old records still say what the server's files hash to (a fresh studio changes nothing here).
+    hashes = {p: [r["s"], r["m"], r["h"]] for p, r in records.items()}
+    job.records = {} if fresh else records
+    server_list = agent.scan(str(job.server_root), hashes, regexes)
+    job.mr.skipped += [("server", p, why) for p, why in server_list["skipped"]]
+    job.S = {e["p"]: e for e in server_list["entries"]}
+    job.server_now = dict(job.S)
+
+
+def _plan(studio: SyncStudio, job: _Job) -> None:
+    """Compare both sides with the records: what moves, what conflicts."""
+    records, S, C, writer = job.records, job.S, job.C, job.writer
+
+    def taken(name: str) -> bool:
+        return name in S or name in C or os.path.lexists(job.server_root / name)
+
+    for p in sorted(set(records) | set(S) | set(C)):
+        r, s, c = records.get(p), S.get(p), C.get(p)
+        ir, is_, ic = _ident(r), _ident(s), _ident(c)
+        if is_ == ic:
+            # Same on both sides (or gone from both): nothing moves.
+            if s is None:
+                if r is not None:
+                    writer.drop(p)
+            elif r is None or is_ != ir or (r["s"], r["m"], r["ss"], r["sm"]) != (s["s"], s["m"], c["s"], c["m"]):
+                writer.put(p, _record(s, c, s))
+            continue
+        server_changed, studio_changed = is_ != ir, ic != ir
+        if server_changed and not studio_changed:
+            if job.can_push:
+                (job.push_files if s else job.push_deletes).append(p)
+            continue
+        if studio_changed and not server_changed:
+            if job.can_pull:
+                if c:
+                    job.pulls[p] = p
                 else:
-                    renames.append((p, copy))
-                    push_files.append(p)
+                    job.pull_deletes.append(p)
+            continue
+        # Changed on both sides, differently.
+        if s is None:  # server deleted, studio modified: the modification wins
+            job.conflict_rows.append((p, "deleted", _change(r, c), None))
+            if job.can_pull:
+                job.pulls[p] = p
+        elif c is None:  # studio deleted, server modified: the modification wins
+            job.conflict_rows.append((p, _change(r, s), "deleted", None))
+            if job.can_push:
+                job.push_files.append(p)
+        else:
+            copy = _conflict_name(p, studio.studio_id, taken)
+            job.conflict_rows.append((p, _change(r, s), _change(r, c), copy))
+            if job.can_pull:
+                # The server's version goes to the studio only once the studio's is safe here.
+                job.pulls[p] = copy
+                job.conflict_copies[copy] = p
+            else:
+                job.renames.append((p, copy))
+                job.push_files.append(p)
 
-        failures: list[str] = []
-        server_now = dict(S)
+
+def _after_pull(studio: SyncStudio, job: _Job, author: tuple[str, str]) -> None:
+    """Record what the get brought, delete what the studio deleted, commit."""
+    mr, writer = job.mr, job.writer
+    job.server_now.update(job.pulled_entries)
+    for src, dest in job.pulls.items():
+        entry = job.pulled_entries.get(dest)
+        if entry is None:
+            if not any(path == src for _, path, _ in mr.refused):
+                mr.skipped.append(("studio", src, "vanished before it could be read"))
+            continue
+        if dest in job.conflict_copies:
+            # The studio's version now lives on the server; the record says so,
+            # so the server's version at ``src`` goes to the studio next.
+            writer.put(src, _record(None, job.C[src], job.C[src]))
+            if job.can_push:
+                job.push_files += [src, dest]
+        else:
+            writer.put(dest, _record(entry, job.C[src], entry))
+            mr.pulled.append(dest)
+    for p in job.pull_deletes:
         try:
-            # 1. studio -> server
-            if pulls:
-                written, failure = _studio_get(transport, m.target, str(server_root), pulls, mr)
-                if failure:
-                    failures.append(failure)
-                server_now.update(written)
-                for src, dest in pulls.items():
-                    entry = written.get(dest)
-                    if entry is None:
-                        if not any(path == src for _, path, _ in mr.refused):
-                            mr.skipped.append(("studio", src, "vanished before it could be read"))
-                        continue
-                    if dest in conflict_copies:
-                        # The studio's version now lives on the server; the record says so,
-                        # so the server's version at ``src`` goes to the studio next.
-                        writer.put(src, _record(None, C[src], C[src]))
-                        if can_push:
-                            push_files += [src, dest]
-                    else:
-                        writer.put(dest, _record(entry, C[src], entry))
-                        mr.pulled.append(dest)
-            for p in pull_deletes:
-                try:
-                    agent.delete(str(server_root), p)
-                except (agent.Refused, OSError) as exc:
-                    mr.refused.append(("server", p, f"cannot delete: {exc}"))
-                    continue
-                writer.drop(p)
-                mr.deleted_on_server.append(p)
-            writer.flush()
-            if pulls or pull_deletes:
-                n = len(mr.pulled) + len(mr.deleted_on_server) + len(conflict_copies)
-                commit_all(
-                    zpath,
-                    f"Sync from studio {studio.studio_id}: {n} file(s) changed"
-                    + (f", {len(conflict_copies)} conflict copy(ies)" if conflict_copies else ""),
-                    author,
-                    m.subfolder,
-                )
-            # 2. server -> studio
-            if push_files or push_deletes or renames:
-                results, vanished, failure = _studio_apply(
-                    transport, m.target, str(server_root), renames=renames, deletes=push_deletes, files=push_files
-                )
-                if failure:
-                    failures.append(failure)
-                mr.skipped += [("server", p, "vanished before it could be sent") for p in vanished]
-                for res in results:
-                    if "ok" in res:
-                        e = res["ok"]
-                        p = e["p"]
-                        writer.put(p, _record(server_now.get(p), e, e))
-                        mr.pushed.append(p)
-                    elif "deleted" in res:
-                        writer.drop(res["deleted"])
-                        mr.deleted_in_studio.append(res["deleted"])
-                    elif "renamed" in res:
-                        pass
-                    else:
-                        mr.refused.append(("studio", res.get("refused", "?"), res.get("reason", "")))
-        finally:
-            writer.flush()
+            agent.delete(str(job.server_root), p)
+        except (agent.Refused, OSError) as exc:
+            mr.refused.append(("server", p, f"cannot delete: {exc}"))
+            continue
+        writer.drop(p)
+        mr.deleted_on_server.append(p)
+    writer.flush()
+    if job.pulled_entries or mr.deleted_on_server:
+        n = len(mr.pulled) + len(mr.deleted_on_server) + len(job.conflict_copies)
+        commit_all(
+            job.zpath,
+            f"Sync from studio {studio.studio_id}: {n} file(s) changed"
+            + (f", {len(job.conflict_copies)} conflict copy(ies)" if job.conflict_copies else ""),
+            author,
+            job.m.subfolder,
+        )
 
-        if failures:
-            # What was confirmed is recorded (above); the next sync completes the rest.
-            raise SyncError("; ".join(failures))
-        mr.commit_after = head(zpath)
-        writer.flush(mr.commit_after, run=True)
-        now = time.time()
-        for p, sc, cc, copy in conflict_rows:
-            mr.conflicts.append(
-                Conflict(
-                    zone=m.zone,
-                    path=_zone_rel(m, p),
-                    server_change=sc,
-                    studio_change=cc,
-                    copy=_zone_rel(m, copy) if copy else None,
-                    commit_at_last_sync=mr.commit_before,
-                    commit_at_detection=mr.commit_after,
-                    commit_now=mr.commit_after,
-                    detected_at=now,
-                    mapping=key,
-                )
+
+def _record_push(job: _Job, res: dict) -> None:
+    if "ok" in res:
+        try:
+            e = agent.row_to_entry(res["ok"])
+        except (ValueError, TypeError):
+            job.mr.refused.append(("studio", "?", f"unreadable confirmation {res['ok']!r}"))
+            return
+        p = e["p"]
+        job.writer.put(p, _record(job.server_now.get(p), e, e))
+        job.mr.pushed.append(p)
+    elif "deleted" in res:
+        job.writer.drop(res["deleted"])
+        job.mr.deleted_in_studio.append(res["deleted"])
+    elif "renamed" in res:
+        pass
+    else:
+        job.mr.refused.append(("studio", str(res.get("refused", "?")), str(res.get("reason", ""))))
+
+
+def _finish_job(studio: SyncStudio, job: _Job, store: Store) -> None:
+    m, mr = job.m, job.mr
+    mr.commit_after = head(job.zpath)
+    job.writer.flush(mr.commit_after, run=True)
+    now = time.time()
+    for p, sc, cc, copy in job.conflict_rows:
+        mr.conflicts.append(
+            Conflict(
+                zone=m.zone,
+                path=_zone_rel(m, p),
+                server_change=sc,
+                studio_change=cc,
+                copy=_zone_rel(m, copy) if copy else None,
+                commit_at_last_sync=mr.commit_before,
+                commit_at_detection=mr.commit_after,
+                commit_now=mr.commit_after,
+                detected_at=now,
+                mapping=job.key,
             )
-        if mr.conflicts:
-            with store.connect() as conn:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO sync_conflicts (studio_id, mapping, zone, path, server_change, "
-                    "studio_change, copy, commit_at_last_sync, commit_at_detection, detected_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (studio.studio_id, key, c.zone, c.path, c.server_change, c.studio_change, c.copy or "",
-                         c.commit_at_last_sync, c.commit_at_detection, c.detected_at)
-                        for c in mr.conflicts
-                    ],
-                )
+        )
+    if mr.conflicts:
+        with store.connect() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO sync_conflicts (studio_id, mapping, zone, path, server_change, "
+                "studio_change, copy, commit_at_last_sync, commit_at_detection, detected_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (studio.studio_id, job.key, c.zone, c.path, c.server_change, c.studio_change, c.copy or "",
+                     c.commit_at_last_sync, c.commit_at_detection, c.detected_at)
+                    for c in mr.conflicts
+                ],
+            )
 
 
 # --------------------------------------------------------------------------

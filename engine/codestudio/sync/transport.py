@@ -1,8 +1,9 @@
 """How the engine reaches a studio's files: run the agent through exec.
 
-A :class:`Transport` starts ``python3 -I -c <agent source> OP ROOT`` inside
-the studio and hands back a process with binary ``stdin``/``stdout``/
-``stderr`` pipes. :class:`PodmanTransport` uses ``podman exec -i``;
+A :class:`Transport` starts ``python3 -I -c <agent source> session BASE``
+inside the studio and hands back a process with binary ``stdin``/``stdout``/
+``stderr`` pipes; one such process serves a whole sync (see
+:mod:`codestudio.sync.agent` for what travels through the pipes). :class:`PodmanTransport` uses ``podman exec -i``;
 a Kubernetes transport will use the exec API the same way. The only fake is
 :class:`LocalTransport`, which runs the same agent source as a local
 subprocess against a folder (tests, benchmarks).
@@ -44,7 +45,11 @@ class Transport(Protocol):
     cache_dir: str | None
 
     def start_agent(self, op: str, root: str) -> AgentProcess:
-        """Start ``agent OP ROOT`` with stdin, stdout and stderr as pipes."""
+        """Start ``agent OP ROOT`` with stdin, stdout and stderr as pipes.
+
+        The engine calls it with ``op="session"`` and ``root="/"`` (the base
+        the request's absolute roots are taken below).
+        """
         ...
 
 
@@ -92,7 +97,7 @@ class PodmanTransport:
 
 
 class LocalTransport:
-    """The agent as a local subprocess; ``ROOT`` is taken below ``base``.
+    """The agent as a local subprocess; ``ROOT`` (and so every root of a session) is taken below ``base``.
 
     A mapping targeting ``/home/codestudio/workspace/x`` lands in
     ``base/home/codestudio/workspace/x``, so tests see what a container would.
