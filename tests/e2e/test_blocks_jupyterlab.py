@@ -8,8 +8,8 @@ gateway:
   ``jupyterlab`` block): JupyterLab's own page through the gateway, only
   for the owner;
 - code envs before and after the IDE: ``/api/kernelspecs`` through the
-  gateway lists both (the first is the default) and a kernel of the later
-  one starts.
+  gateway lists both (the first is the default), and the later one's
+  kernel runs code in its env over the kernel WebSocket through the gateway.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -51,15 +51,6 @@ blocks:
     name: after
     label: After env
 """
-
-# Command lines of the container's processes (the base image has no ps).
-PROCESSES = (
-    "import os\n"
-    "for p in filter(str.isdigit, os.listdir('/proc')):\n"
-    "    try: print(open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ').decode())\n"
-    "    except OSError: pass\n"
-)
-
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, debian_base):
@@ -112,7 +103,20 @@ def test_kernelspecs_list_code_envs_before_and_after(lab):
     assert argv[0] == "/opt/codestudio/code-envs/after/bin/python"
 
 
-def test_code_env_kernel_starts_through_the_gateway(lab):
+def _execute_request(code: str, session: str) -> bytes:
+    """A Jupyter ``execute_request`` on the shell channel, in the JSON form of the kernel WebSocket."""
+    msg_id = uuid.uuid4().hex
+    return json.dumps({
+        "header": {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request",
+                   "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True},
+    }).encode()
+
+
+def test_code_env_kernel_runs_code_through_the_gateway(lab):
+    """Start the later code env's kernel and run code in it, over the kernel WebSocket through the gateway."""
     studio = lab["envs"]
     browser = studio.login(8888)
     # JupyterLab's XSRF check stays on: take its cookie from the page, as its front end does.
@@ -127,15 +131,14 @@ def test_code_env_kernel_starts_through_the_gateway(lab):
     kernel = json.loads(body)
     try:
         assert kernel["name"] == "after"
-        # The kernel process runs the code env's interpreter.
-        deadline = time.monotonic() + 60
-        while True:
-            procs = studio.exec("python3", "-c", PROCESSES)
-            if "/opt/codestudio/code-envs/after/bin/python -m ipykernel_launcher" in procs:
-                break
-            assert time.monotonic() < deadline, procs
-            time.sleep(0.5)
-        status, body = browser.get(f"{studio.base}/8888/api/kernels/{kernel['id']}")
-        assert status == 200 and json.loads(body)["execution_state"] != "dead"
+        session = uuid.uuid4().hex
+        url = f"{studio.base}/8888/api/kernels/{kernel['id']}/channels?session_id={session}".replace("http://", "ws://", 1)
+        ws = S.WebSocket(url, cookie=browser.cookie(), origin=studio.env.gateway_url)
+        try:
+            # Upper-cased, so the echoed code itself cannot match.
+            ws.send(_execute_request("import sys; print(sys.prefix.upper())", session), opcode=1)
+            ws.wait_for(b"/OPT/CODESTUDIO/CODE-ENVS/AFTER", timeout=90)
+        finally:
+            ws.close()
     finally:
         browser.request(f"{studio.base}/8888/api/kernels/{kernel['id']}", method="DELETE", headers=headers)

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import sys
 import urllib.parse
+import uuid
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,17 @@ def test_code_env_interpreters_run_and_settings_belong_to_the_user(vscode):
     # User settings are links into the user-versioned zone, so they follow the user.
     target = vscode.exec("readlink", "/home/codestudio/.local/share/code-server/User/settings.json").strip()
     assert target == "/home/codestudio/workspace/user-versioned/.vscode-user/settings.json"
+
+
+def test_workbench_websocket_through_the_gateway(vscode):
+    """The workbench talks to code-server over a WebSocket at its base URL: the upgrade must pass the gateway.
+
+    code-server checks that the Origin matches the Host it sees, so this
+    also checks that the gateway forwards the browser's Host.
+    """
+    browser = vscode.login(8080)
+    query = urllib.parse.urlencode({"reconnectionToken": str(uuid.uuid4()), "reconnection": "false",
+                                    "skipWebSocketFrames": "false"})
+    url = f"{vscode.base}/8080/?{query}".replace("http://", "ws://", 1)
+    ws = S.WebSocket(url, cookie=browser.cookie(), origin=vscode.env.gateway_url)  # fails unless 101
+    ws.close()
