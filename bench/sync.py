@@ -1,17 +1,23 @@
 """Benchmark file sync through podman exec, against plain ``tar | podman exec tar -x``.
 
-Usage: python bench/sync.py [--files 10000] [--size 10240] [--image IMAGE]
+Usage: python bench/sync.py [--files 10000] [--size 10240] [--repeat 3] [--image IMAGE]
 
-In one run, against fresh containers from the codestudio base image:
-first push of N small files (about 100 MB in all) versus a plain tar pipe
-of the same tree, an incremental sync after changing one file, a pull of
-that change from the studio, and a no-op sync. Prints a table.
+Each round uses fresh containers from the codestudio base image and measures:
+the cost of one ``podman exec CTR true`` (the floor of anything done through
+exec); a first push of N small files (about 100 MB in all) against a plain
+tar pipe of the same tree into another fresh container; an incremental sync
+after changing one file; a pull of a file changed in the studio; a no-op
+sync; then, for a studio with the seven default zone mappings, a first push,
+a no-op sync and a sync with one file changed on each side. Prints the
+median of the rounds (and the range): the test machine is shared, so single
+runs vary by 2x.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +30,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=10_240, help="bytes per file")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (the median is printed)")
     parser.add_argument("--image", default=None, help="default: the codestudio base image")
     args = parser.parse_args()
 
@@ -31,7 +38,7 @@ def main() -> int:
     os.environ["CODESTUDIO_HOME"] = home
     from codestudio import containers
     from codestudio.blockapi import SyncMapping
-    from codestudio.sync import PodmanTransport, SyncStudio, sync
+    from codestudio.sync import PodmanTransport, SyncStudio, default_mappings, sync
 
     image = args.image
     if image is None:
@@ -40,14 +47,9 @@ def main() -> int:
         image = build_base(quiet=True).image
 
     target = "/home/codestudio/workspace/code_studio-resources"
-    studio = SyncStudio("bench", "BENCH", "bench", (SyncMapping(zone="code_studio-resources", target=target),))
-    zone = studio.zone_path("code_studio-resources")
-    for i in range(args.files):
-        path = zone / f"d{i // 100:03}" / f"f{i:05}.bin"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(os.urandom(args.size))
     total_mb = args.files * args.size / 1e6
-
+    times: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
     names: list[str] = []
 
     def start() -> str:
@@ -56,57 +58,92 @@ def main() -> int:
         names.append(name)
         return name
 
-    rows: list[tuple[str, float, str]] = []
-    try:
-        # Plain tar pipe of the same tree, into its own fresh container.
-        plain = start()
-        containers.podman("exec", "--user", "codestudio", plain, "mkdir", "-p", target)
+    def timed(case: str, fn, note: str = ""):
         t0 = time.perf_counter()
-        tar = subprocess.Popen(["tar", "-C", str(zone), "-cf", "-", "."], stdout=subprocess.PIPE)
-        untar = subprocess.run(
-            containers.podman_command("exec", "-i", "--user", "codestudio", plain, "tar", "-C", target, "-xf", "-"),
-            stdin=tar.stdout, env=containers.podman_env(), capture_output=True,
-        )
-        tar.wait()
-        plain_s = time.perf_counter() - t0
-        assert untar.returncode == 0, untar.stderr
-        rows.append((f"plain tar | podman exec tar -x ({args.files} files, {total_mb:.0f} MB)", plain_s, "reference"))
+        result = fn()
+        times.setdefault(case, []).append(time.perf_counter() - t0)
+        notes.setdefault(case, note)
+        return result
+
+    def round_(n: int) -> None:
+        # A new studio id per round: its zone and records start empty.
+        studio = SyncStudio(f"bench{n}", "BENCH", "bench", (SyncMapping(zone="code_studio-resources", target=target),))
+        zone = studio.zone_path("code_studio-resources")
+        for i in range(args.files):
+            path = zone / f"d{i // 100:03}" / f"f{i:05}.bin"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(os.urandom(args.size))
+
+        plain = start()
+        timed("podman exec CTR true (floor of one exec)", lambda: containers.podman("exec", plain, "true"))
+        containers.podman("exec", "--user", "codestudio", plain, "mkdir", "-p", target)
+
+        def plain_tar() -> None:
+            tar = subprocess.Popen(["tar", "-C", str(zone), "-cf", "-", "."], stdout=subprocess.PIPE)
+            untar = subprocess.run(
+                containers.podman_command("exec", "-i", "--user", "codestudio", plain, "tar", "-C", target, "-xf", "-"),
+                stdin=tar.stdout, env=containers.podman_env(), capture_output=True,
+            )
+            tar.wait()
+            assert untar.returncode == 0, untar.stderr
+
+        plain_case = f"plain tar | podman exec tar -x ({args.files} files, {total_mb:.0f} MB)"
+        timed(plain_case, plain_tar, "reference")
 
         ctr = start()
         transport = PodmanTransport(ctr)
-        t0 = time.perf_counter()
-        report = sync(studio, transport, "push", fresh=True)
-        first = time.perf_counter() - t0
+        report = timed(f"first push ({args.files} files)", lambda: sync(studio, transport, "push", fresh=True))
         assert len(report.mappings[0].pushed) == args.files
-        rows.append((f"first push ({args.files} files)", first, f"{first / plain_s:.2f}x plain tar (aim <= 1.5x)"))
+        times.setdefault("first push / plain tar", []).append(times[f"first push ({args.files} files)"][-1] / times[plain_case][-1])
+        notes["first push / plain tar"] = "ratio (aim <= 1.5)"
 
         (zone / "d000" / "f00000.bin").write_bytes(os.urandom(args.size))
-        t0 = time.perf_counter()
-        report = sync(studio, transport)
-        inc = time.perf_counter() - t0
+        report = timed("incremental sync, 1 file changed on server", lambda: sync(studio, transport), "aim < 0.5 s")
         assert report.mappings[0].pushed == ["d000/f00000.bin"]
-        rows.append(("incremental sync, 1 file changed on server", inc, "aim < 0.5 s"))
 
         containers.podman("exec", "--user", "codestudio", ctr, "sh", "-c", f"echo changed >> {target}/d001/f00100.bin")
-        t0 = time.perf_counter()
-        report = sync(studio, transport)
-        pull = time.perf_counter() - t0
+        report = timed("pull, 1 file changed in studio", lambda: sync(studio, transport))
         assert report.mappings[0].pulled == ["d001/f00100.bin"]
-        rows.append(("pull, 1 file changed in studio", pull, ""))
 
-        t0 = time.perf_counter()
-        sync(studio, transport)
-        rows.append(("no-op sync", time.perf_counter() - t0, ""))
+        timed("no-op sync", lambda: sync(studio, transport))
+        for name in (plain, ctr):
+            containers.podman("rm", "-f", "-t", "0", name, check=False)
+            names.remove(name)
+
+        # Seven default mappings, a few files each: what studio start and stop pay.
+        many = SyncStudio(f"bench7-{n}", "BENCH", "bench", tuple(default_mappings()))
+        for m in many.mappings:
+            for i in range(5):
+                (many.zone_path(m.zone) / f"file{i}.txt").write_text(f"{m.zone} {i}\n")
+        ctr7 = start()
+        t7 = PodmanTransport(ctr7)
+        timed("7 mappings: first push (35 files)", lambda: sync(many, t7, "push", fresh=True))
+        timed("7 mappings: no-op sync", lambda: sync(many, t7))
+        (many.zone_path("recipes") / "file0.txt").write_text("changed\n")
+        containers.podman(
+            "exec", "--user", "codestudio", ctr7, "sh", "-c", "echo changed >> /home/codestudio/workspace/user-resources/file1.txt"
+        )
+        report = timed("7 mappings: 1 file changed on each side", lambda: sync(many, t7))
+        assert sum(len(m.pushed) for m in report.mappings) == 1 and sum(len(m.pulled) for m in report.mappings) == 1
+        containers.podman("rm", "-f", "-t", "0", ctr7, check=False)
+        names.remove(ctr7)
+
+    try:
+        for n in range(args.repeat):
+            round_(n)
     finally:
         for name in names:
             containers.podman("rm", "-f", "-t", "0", name, check=False)
         subprocess.run(["rm", "-rf", home])
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'case':<{width}}  {'seconds':>8}  note")
-    print("-" * (width + 30))
-    for name, secs, note in rows:
-        print(f"{name:<{width}}  {secs:>8.2f}  {note}")
+    width = max(len(case) for case in times)
+    print(f"median of {args.repeat} round(s)")
+    print(f"{'case':<{width}}  {'median':>7}  {'range':>13}  note")
+    print("-" * (width + 40))
+    for case, values in times.items():
+        unit = "x" if case.endswith("plain tar") else "s"
+        rng = f"{min(values):.2f}-{max(values):.2f}"
+        print(f"{case:<{width}}  {statistics.median(values):>6.2f}{unit}  {rng:>13}  {notes.get(case, '')}")
     return 0
 
 

@@ -61,6 +61,9 @@ MAX_FRAME = 1 << 20
 # tarfile's stream buffer is grown by concatenation, so a large one costs a
 # copy per member; 64 KiB keeps many small files fast and pipes full.
 TAR_BUFSIZE = 1 << 16
+# Control characters; and with lone surrogates, what os.scandir makes of bytes that are not UTF-8.
+_CONTROL = re.compile("[\x00-\x1f]")
+_UNFIT = re.compile("[\x00-\x1f\ud800-\udfff]")
 # A temporary file older than this is debris of a killed sync, not a running one.
 STALE_TMP_SECONDS = 3600
 
@@ -81,7 +84,7 @@ def check_name(name: str) -> str:
     """Return ``name`` if it is a safe relative path, else raise :class:`Refused`."""
     if not isinstance(name, str) or not name:
         raise Refused("empty name")
-    if "\x00" in name or any(ord(c) < 32 for c in name):
+    if _CONTROL.search(name):
         raise Refused("control character in name")
     if name.startswith("/"):
         raise Refused("absolute path")
@@ -167,7 +170,7 @@ def scan(root: str, records: dict, exclude: list) -> dict:
                 continue
             if excluded(rel):
                 continue
-            if any(ord(c) < 32 for c in rel) or not _utf8(rel):
+            if _UNFIT.search(rel):
                 skipped.append([rel, "control character or undecodable byte in name"])
             elif stat.S_ISREG(st.st_mode):
                 rec = records.get(rel)
@@ -192,14 +195,6 @@ def scan(root: str, records: dict, exclude: list) -> dict:
 
     walk(root, "")
     return {"entries": entries, "skipped": skipped}
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _remove_stale_tmp(path: str) -> None:
@@ -554,8 +549,9 @@ def _write_cache(path: str, known: dict) -> None:
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.{secrets.token_hex(4)}"
-        with open(tmp, "w") as f:
-            json.dump(known, f, separators=(",", ":"))
+        data = json.dumps(known, separators=(",", ":")).encode()  # json.dump writes piecemeal: slow
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except OSError:
         pass
@@ -607,7 +603,7 @@ def resolve_root(base: str, root) -> str:
     """The folder a request's ``root`` (an absolute, normalised path) names below ``base``."""
     if not isinstance(root, str) or not root.startswith("/") or os.path.normpath(root) != root or root.startswith("//"):
         raise ProtocolError(f"invalid root {root!r}")
-    if any(ord(c) < 32 for c in root):
+    if _CONTROL.search(root):
         raise ProtocolError("control character in a root")
     return base.rstrip("/") + root if root != "/" else base
 
@@ -617,8 +613,9 @@ class Session:
 
     def __init__(self, base: str, stdin, stdout):
         self.base, self.stdin, self.stdout = base, stdin, stdout
-        # root -> (cache file, path -> [size, mtime_ns, sha256]) for roots listed in this session
+        # root -> (cache file, path -> [size, mtime_ns, sha256]) for roots seen in this session
         self.caches: dict[str, tuple] = {}
+        self.dirty: set[str] = set()
 
     def _roots(self, request: dict) -> list[str]:
         roots = request.get("roots")
@@ -632,22 +629,26 @@ class Session:
             self.caches[root] = (path, _read_cache(path) if path else {})
         return self.caches[root]
 
-    def list(self, request: dict) -> None:
-        maps = []
-        roots = self._roots(request)
-        for root in roots:
-            _, known = self._cache(root, request.get("cache"))
-            result = scan(root, known, request.get("exclude", []))
-            known.clear()
-            known.update({e["p"]: [e["s"], e["m"], e["h"]] for e in result["entries"] if e["t"] == "f"})
-            maps.append({"rows": [entry_row(e) for e in result["entries"]], "skipped": result["skipped"]})
-        self.stdout.write(json.dumps({"maps": maps}, separators=(",", ":")).encode() + b"\n")
-        self.stdout.flush()
-        # After answering: the engine is busy comparing while the cache is written.
-        for root in roots:
+    def write_caches(self) -> None:
+        for root in sorted(self.dirty):
             path, known = self.caches[root]
             if path:
                 _write_cache(path, known)
+        self.dirty.clear()
+
+    def list(self, request: dict) -> None:
+        maps = []
+        for root in self._roots(request):
+            _, known = self._cache(root, request.get("cache"))
+            result = scan(root, known, request.get("exclude", []))
+            now = {e["p"]: [e["s"], e["m"], e["h"]] for e in result["entries"] if e["t"] == "f"}
+            if now != known:
+                known.clear()
+                known.update(now)
+                self.dirty.add(root)
+            maps.append({"rows": [entry_row(e) for e in result["entries"]], "skipped": result["skipped"]})
+        self.stdout.write(json.dumps({"maps": maps}, separators=(",", ":")).encode() + b"\n")
+        self.stdout.flush()
 
     def get(self, request: dict) -> None:
         roots = self._roots(request)
@@ -710,23 +711,27 @@ class Session:
             emit.flush()
             for root, entries in zip(roots, written):
                 if entries:
-                    path, known_hashes = self._cache(root, request.get("cache"))
-                    known_hashes.update({e["p"]: [e["s"], e["m"], e["h"]] for e in entries if e["t"] == "f"})
-                    if path:
-                        _write_cache(path, known_hashes)
+                    _, known = self._cache(root, request.get("cache"))
+                    known.update({e["p"]: [e["s"], e["m"], e["h"]] for e in entries if e["t"] == "f"})
+                    self.dirty.add(root)
 
     def serve(self) -> int:
         handlers = {"list": self.list, "get": self.get, "apply": self.apply}
-        while True:
-            line = self.stdin.readline()
-            if not line:
-                return 0
-            try:
-                request = json.loads(line)
-                handler = handlers[request["op"]]
-            except (ValueError, KeyError, TypeError):
-                raise ProtocolError(f"unreadable request {line[:80]!r}") from None
-            handler(request)
+        try:
+            while True:
+                # Hash caches are written while the engine works on the last answer.
+                self.write_caches()
+                line = self.stdin.readline()
+                if not line:
+                    return 0
+                try:
+                    request = json.loads(line)
+                    handler = handlers[request["op"]]
+                except (ValueError, KeyError, TypeError):
+                    raise ProtocolError(f"unreadable request {line[:80]!r}") from None
+                handler(request)
+        finally:
+            self.write_caches()
 
 
 def _nth(lists, i: int) -> list:

@@ -299,10 +299,14 @@ class _AgentFailed(Exception):
     """The session with the agent broke; the message says how."""
 
 
-def _drain(stream, sink: list) -> threading.Thread:
+def _drain(stream, sink: list, until: bytes | None = None) -> threading.Thread:
+    """Collect ``stream``'s lines in a thread, up to its end or the line starting with ``until``."""
+
     def run() -> None:
         for line in stream:
             sink.append(line)
+            if until is not None and line.startswith(until):
+                return
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -399,7 +403,7 @@ class _Session:
             }
         )
         # Drained concurrently: the agent confirms while we are still sending.
-        reader = _drain(self.proc.stdout, out)
+        reader = _drain(self.proc.stdout, out, until=b'{"end"')
         try:
             frames = agent.FrameWriter(self.proc.stdin)
             with agent.open_tar_writer(frames) as tar:
@@ -409,7 +413,6 @@ class _Session:
                         if not agent.add_to_tar(tar, root, name, f"{i}/{name}", known):
                             job.mr.skipped.append(("server", name, "vanished before it could be sent"))
             frames.end()
-            self.proc.stdin.close()
         except (BrokenPipeError, OSError) as exc:
             failure = f"agent stopped reading ({exc})"
             self._stop_input()
