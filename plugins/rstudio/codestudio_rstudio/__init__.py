@@ -91,6 +91,8 @@ mkdir -p {HOME}
 {fetch}apt-get update
 apt-get install -y --no-install-recommends r-base-core {extra} {deb}
 rm -f {deb}
+# The base image has no apt clean-up hook: the downloaded .debs would stay in this layer.
+apt-get clean
 rm -rf /var/lib/apt/lists/*
 /usr/lib/rstudio-server/bin/rserver --version
 """

@@ -37,6 +37,8 @@ def test_deb_url_with_sha256(render):
     assert fetch.dest == "/opt/codestudio/rstudio/fetch_deb.py"
     assert f"python3 /opt/codestudio/rstudio/fetch_deb.py {URL} {SHA} /opt/codestudio/rstudio/rstudio-server.deb" in install.script
     assert "apt-get install -y --no-install-recommends r-base-core r-cran-ggplot2 /opt/codestudio/rstudio/rstudio-server.deb" in install.script
+    # No downloaded .debs left in the layer (the base image has no apt clean-up hook).
+    assert install.script.index("apt-get clean") > install.script.index("apt-get install")
     assert start.dest == "/opt/codestudio/rstudio/start.sh" and start.mode == 0o755
     doc = json.loads(r.runner_json)
     (ep,) = doc["entrypoints"]

@@ -99,6 +99,8 @@ PATH="{HOME}/bin:$PATH" npm_config_nodedir="$node_root" \\
     npm install --prefix {HOME}/lib --omit=dev --no-audit --no-fund --no-update-notifier \\
     {shell_quote('code-server@' + p.version)}
 apt-get purge -y --autoremove {build}
+# The base image has no apt clean-up hook: the downloaded .debs would stay in this layer.
+apt-get clean
 rm -rf /var/lib/apt/lists/* /root/.npm /root/.cache /tmp/*
 printf '#!/bin/sh\\nexec {HOME}/bin/node {HOME}/lib/node_modules/code-server/out/node/entry.js "$@"\\n' > {HOME}/bin/code-server
 chmod 0755 {HOME}/bin/code-server

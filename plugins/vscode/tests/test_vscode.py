@@ -184,3 +184,10 @@ def test_examples_render(tmp_path, monkeypatch):
     assert [argv[3] for _, argv in registrations(ds)] == ["py-ml"]
     # Streamlit runs in the code env, installed there after the env exists.
     assert "code-envs/py-ml/bin/python -m pip install --no-cache-dir --disable-pip-version-check --no-input streamlit==" in ds.dockerfile
+
+
+def test_npm_install_leaves_no_apt_downloads(render):
+    """The build tools' .debs are removed in the step that downloaded them (they weighed 136 MB)."""
+    install = next(s.script for s in render("- type: vscode\n").state.groups[0].steps if "npm install" in (getattr(s, "script", None) or ""))
+    purge = install.index("apt-get purge")
+    assert install.index("apt-get clean") > purge and "rm -rf /var/lib/apt/lists/*" in install[purge:]
