@@ -826,3 +826,52 @@ def test_digest_matches(tmp_path, ctr, studio):
     with Store.default().connect() as conn:
         (sha,) = conn.execute("SELECT sha256 FROM sync_records WHERE path = 'a'").fetchone()
     assert sha == hashlib.sha256(b"content").hexdigest()
+
+
+def test_tar_writer_is_read_by_tarfile_and_gnu_tar(tmp_path):
+    """The hand-built ustar headers (and the PAX fallback for long names) are ordinary tar."""
+    src = tmp_path / "src"
+    names = ["a.txt", "dir/é-unicode.bin", "d/" + "long" * 40 + ".txt", "exe.sh", "empty", "block.bin"]
+    contents = [b"hello", os.urandom(70_000), b"long name", b"#!/bin/sh\n", b"", os.urandom(512)]
+    for name, data in zip(names, contents):
+        write(src / name, data, 0o755 if name == "exe.sh" else 0o644)
+    os.symlink("a.txt", src / "link")
+    os.symlink("x" * 150, src / "long-link")  # dangling, but inside: a long link target
+    out = io.BytesIO()
+    with agent.open_tar_writer(out) as tar:
+        for name in [*names, "link", "long-link"]:
+            assert agent.add_to_tar(tar, str(src), name, f"0/{name}")
+    data = out.getvalue()
+    assert len(data) % 512 == 0
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        got = {}
+        for m in tar:
+            got[m.name] = (m.type, tar.extractfile(m).read() if m.isreg() else m.linkname, m.mode, m.mtime)
+    for name, content in zip(names, contents):
+        assert got[f"0/{name}"][:3] == (tarfile.REGTYPE, content, 0o755 if name == "exe.sh" else 0o644)
+        assert got[f"0/{name}"][3] == int((src / name).stat().st_mtime)
+    assert got["0/link"][:2] == (tarfile.SYMTYPE, "a.txt")
+    assert got["0/long-link"][:2] == (tarfile.SYMTYPE, "x" * 150)
+    (tmp_path / "x.tar").write_bytes(data)
+    listing = subprocess.run(["tar", "-tvf", str(tmp_path / "x.tar")], capture_output=True, text=True, check=True)
+    assert sorted(line.split()[5] for line in listing.stdout.splitlines()) == sorted(
+        f"0/{n}" for n in [*names, "link", "long-link"]
+    )
+    extracted = tmp_path / "out"
+    extracted.mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "x.tar"), "-C", str(extracted)], check=True)
+    assert (extracted / "0/dir/é-unicode.bin").read_bytes() == contents[1]
+
+
+def test_tar_writer_pads_a_file_that_shrinks_and_cuts_one_that_grows(tmp_path):
+    class Shrunk:
+        def read(self, n):
+            return b""
+
+    out = io.BytesIO()
+    with agent.open_tar_writer(out) as tar:
+        tar.add_file("0/shrunk", Shrunk(), 1000, 0o644, 0)
+        tar.add_file("0/grown", io.BytesIO(b"x" * 2000), 1000, 0o644, 0)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r|") as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar}
+    assert got == {"0/shrunk": b"\0" * 1000, "0/grown": b"x" * 1000}

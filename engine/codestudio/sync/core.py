@@ -638,14 +638,27 @@ def _list_server(studio: SyncStudio, job: _Job, fresh: bool, regexes: list[str],
     # Old records still say what the server's files hash to (a fresh studio changes nothing here).
     hashes = {p: [r["s"], r["m"], r["h"]] for p, r in records.items()}
     job.records = {} if fresh else records
-    server_list = agent.scan(str(job.server_root), hashes, regexes)
+    server_list = agent.scan(str(job.server_root), hashes, regexes, hash_new=False)
     job.mr.skipped += [("server", p, why) for p, why in server_list["skipped"]]
     job.S = {e["p"]: e for e in server_list["entries"]}
     job.server_now = dict(job.S)
 
 
+def _hash_needed(job: _Job) -> None:
+    """Hash the server files a comparison needs (recorded or also in the studio); the rest are sent anyway."""
+    root = str(job.server_root)
+    for p, e in list(job.S.items()):
+        if e["h"] is None and (p in job.records or p in job.C):
+            try:
+                e["h"] = agent.sha256_file(os.path.join(root, p))
+            except OSError:
+                del job.S[p]  # vanished since the listing
+                job.server_now.pop(p, None)
+
+
 def _plan(studio: SyncStudio, job: _Job) -> None:
     """Compare both sides with the records: what moves, what conflicts."""
+    _hash_needed(job)
     records, S, C, writer = job.records, job.S, job.C, job.writer
 
     def taken(name: str) -> bool:
