@@ -182,3 +182,13 @@ def test_all_problems_reported_at_once(write_template, blocks):
     with pytest.raises(TemplateError) as info:
         plan_template(path, blocks)
     assert len(info.value.problems) == 3
+
+
+def test_block_whose_distribution_is_not_installed_names_it(write_template):
+    from codestudio.plugins import load_plugins
+
+    nothing_installed = load_plugins(entry_points=[])
+    path = write_template("id: v\nblocks:\n  - type: jupyterlab\n")
+    text = problems_of(path, nothing_installed)
+    assert "needs the distribution codestudio-jupyterlab, which is not installed" in text
+    assert "pip install codestudio-jupyterlab" in text
