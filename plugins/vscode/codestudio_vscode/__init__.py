@@ -98,7 +98,9 @@ apt-get install -y --no-install-recommends {build} {' '.join(RUNTIME_PACKAGES)}
 PATH="{HOME}/bin:$PATH" npm_config_nodedir="$node_root" \\
     npm install --prefix {HOME}/lib --omit=dev --no-audit --no-fund --no-update-notifier \\
     {shell_quote('code-server@' + p.version)}
-apt-get purge -y --autoremove {build}
+# Without RecommendsImportant=false, binutils (33 MB, pulled in by g++) stays:
+# a base image package recommends it.
+apt-get purge -y --autoremove -o APT::AutoRemove::RecommendsImportant=false {build}
 # The base image has no apt clean-up hook: the downloaded .debs would stay in this layer.
 apt-get clean
 rm -rf /var/lib/apt/lists/* /root/.npm /root/.cache /tmp/*

@@ -47,7 +47,7 @@ def test_defaults_npm_install(render):
     assert "npm install --prefix /opt/codestudio/vscode/lib" in install and "code-server@4.139.1" in install
     assert 'npm_config_nodedir="$node_root"' in install
     # Build tools are purged in the same step so they never reach a layer.
-    assert "apt-get purge -y --autoremove g++ make pkg-config libkrb5-dev" in install
+    assert "apt-get purge -y --autoremove -o APT::AutoRemove::RecommendsImportant=false g++ make pkg-config libkrb5-dev" in install
     doc = json.loads(r.runner_json)
     (ep,) = doc["entrypoints"]
     assert ep["port"] == 8080 and ep["proxied_subpath"] == "/"
@@ -189,5 +189,5 @@ def test_examples_render(tmp_path, monkeypatch):
 def test_npm_install_leaves_no_apt_downloads(render):
     """The build tools' .debs are removed in the step that downloaded them (they weighed 136 MB)."""
     install = next(s.script for s in render("- type: vscode\n").state.groups[0].steps if "npm install" in (getattr(s, "script", None) or ""))
-    purge = install.index("apt-get purge")
+    purge = install.index("apt-get purge -y --autoremove -o APT::AutoRemove::RecommendsImportant=false g++")
     assert install.index("apt-get clean") > purge and "rm -rf /var/lib/apt/lists/*" in install[purge:]
