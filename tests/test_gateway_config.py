@@ -16,6 +16,7 @@ from codestudio.gateway.config import (
     GatewaySettings,
     PortRoute,
     StudioRoutes,
+    Workers,
     access_token,
     error_pages,
     landing_pages,
@@ -244,7 +245,8 @@ def test_duplicate_ports_and_prefixes_are_refused():
 @pytest.mark.parametrize(
     "kwargs",
     [{"host": "0.0.0.0; }"}, {"host": "example.com"}, {"port": 0}, {"idle_timeout": "1d; x"},
-     {"worker_processes": "auto;"}, {"worker_user": "root; }"}, {"public_url": "http://x/\"; }"}],
+     {"worker_processes": "auto;"}, {"worker_user": "root; }"}, {"worker_user": "root"},
+     {"public_url": "http://x/\"; }"}],
 )
 def test_settings_are_validated(kwargs):
     with pytest.raises(UsageError):
@@ -259,6 +261,40 @@ def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", "nope")
     with pytest.raises(UsageError, match="CODESTUDIO_GATEWAY_PORT"):
         GatewaySettings.from_env()
+
+
+def test_worker_user_from_env(monkeypatch):
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_USER", "www-data")
+    assert GatewaySettings.from_env().worker_user == "www-data"
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_USER", "root")
+    with pytest.raises(UsageError, match="CODESTUDIO_GATEWAY_USER.*root"):
+        GatewaySettings.from_env()
+
+
+def test_workers_switch_user_and_move_pages_and_temp_out_of_the_prefix():
+    workers = Workers(user="nobody", group="nogroup", dir="/var/lib/codestudio-gateway/0123abcd")
+    tree = parse_nginx(render_gateway_config([studio()], GatewaySettings(port=18000), workers))
+    found = {name: args for name, args, _ in walk(tree)}
+    assert found["user"] == ["nobody", "nogroup"]
+    assert found["root"] == ["/var/lib/codestudio-gateway/0123abcd/html"]
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        assert found[f"{kind}_temp_path"] == [f"/var/lib/codestudio-gateway/0123abcd/temp/{kind}"]
+    # The master alone opens these, as root: they stay under the prefix.
+    assert found["pid"] == ["nginx.pid"] and found["error_log"] == ["logs/error.log", "error"]
+    # Without workers (not root): no `user`, every path prefix-relative.
+    plain = {name: args for name, args, _ in walk(parse_nginx(render_gateway_config([], GatewaySettings())))}
+    assert "user" not in plain and plain["root"] == ["html"]
+    assert plain["client_body_temp_path"] == ["temp/client_body"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"user": "root"}, {"group": "root"}, {"user": "a b"}, {"dir": "relative/x"},
+     {"dir": "/x/../etc"}, {"dir": '/x"; user root'}, {"dir": "/x/$y"}],
+)
+def test_workers_are_validated(kwargs):
+    with pytest.raises(UsageError):
+        Workers(**{"user": "nobody", "group": "nogroup", "dir": "/var/lib/x", **kwargs})
 
 
 def test_ngx_quote_refuses_variables_and_control_characters():
@@ -316,9 +352,13 @@ def test_rendered_config_passes_nginx_t(tmp_path: Path, label):
 def test_empty_config_passes_nginx_t(tmp_path: Path):
     from codestudio.gateway.process import Gateway
 
-    Gateway(tmp_path).check(render_gateway_config([], GatewaySettings(port=18000)))
-    with pytest.raises(Exception, match="rejected by nginx -t"):
-        Gateway(tmp_path).check("http { bogus_directive on; }\n")
+    gw = Gateway(tmp_path, settings=GatewaySettings(port=18000))
+    try:
+        gw.check(gw.render([]))
+        with pytest.raises(Exception, match="rejected by nginx -t"):
+            gw.check("http { bogus_directive on; }\n")
+    finally:
+        gw.stop()  # as root, removes the workers' folder outside tmp_path
 
 
 def test_ipv6_upstream_and_listen():
@@ -326,3 +366,28 @@ def test_ipv6_upstream_and_listen():
     text = render_gateway_config([s], GatewaySettings(host="::1", port=18000))
     servers = [args for name, args, _ in walk(parse_nginx(text)) if name in ("server", "listen") and args]
     assert ["[::1]:2"] in servers and ["[::1]:18000"] in servers
+
+
+def test_worker_identity_refuses_root_ids_and_missing_users(monkeypatch):
+    import pwd
+
+    from codestudio.errors import RuntimeFailure
+    from codestudio.gateway import process
+
+    real = pwd.getpwnam
+
+    def fake(name):
+        if name == "toor":  # a second name for uid 0
+            return pwd.struct_passwd(("toor", "x", 0, 0, "", "/", "/bin/sh"))
+        return real(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", fake)
+    with pytest.raises(RuntimeFailure, match="uid or gid 0"):
+        process.worker_identity(GatewaySettings(worker_user="toor"))
+    with pytest.raises(RuntimeFailure, match="does not exist"):
+        process.worker_identity(GatewaySettings(worker_user="no-such-user-cs"))
+    # Default: the dedicated user when it exists, else nobody.
+    monkeypatch.setattr(process, "WORKER_USER", "no-such-user-cs")
+    assert process.worker_identity(GatewaySettings()).user == "nobody"
+    monkeypatch.setattr(process, "WORKER_USER", "daemon")
+    assert process.worker_identity(GatewaySettings()).user == "daemon"

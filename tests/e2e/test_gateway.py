@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,7 +22,7 @@ from codestudio.gateway.config import (
     make_access_url,
     new_session_secret,
 )
-from codestudio.gateway.process import Gateway
+from codestudio.gateway.process import Gateway, _children, worker_identity
 
 pytestmark = pytest.mark.e2e
 
@@ -62,6 +65,23 @@ class Backend:
                     self.end_headers()
                     return
                 body = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                # Reads the whole body and answers with its size and digest.
+                length = int(self.headers.get("Content-Length", 0))
+                digest, left = hashlib.sha256(), length
+                while left:
+                    data = self.rfile.read(min(left, 1 << 16))
+                    if not data:
+                        break
+                    digest.update(data)
+                    left -= len(data)
+                body = json.dumps({"size": length - left, "sha256": digest.hexdigest()}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -265,6 +285,88 @@ def test_streamed_response_is_not_buffered(gateway, backends):
             assert b"".join(chunks) == b"second\n"
 
 
+def test_large_upload_reaches_the_studio(gateway, backends):
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    body = os.urandom(5 * 1024 * 1024)
+    with client() as c:
+        r = c.post(f"{gateway.settings.base_url}{studio.prefix}8888/upload", content=body,
+                   headers={"Cookie": f"cs_session={studio.cookie_value}"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def _as_user(who, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), user=who.uid, group=who.gid, extra_groups=[],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root master switches its workers to another user")
+def test_workers_are_unprivileged_when_started_as_root(tmp_path, monkeypatch, backends):
+    from codestudio.home import data_dir
+    from codestudio.store import Store
+
+    # The real data dir, with a real state DB, under a folder anyone may enter:
+    # the data dir itself is the only barrier.
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
+    with Store.default().connect() as conn:
+        conn.execute("INSERT INTO admins (user) VALUES ('alice')")
+    gateway = Gateway(data_dir(), settings=GatewaySettings(port=free_port()))
+    try:
+        _check_unprivileged_workers(gateway, backends)
+    finally:
+        gateway.stop()
+    assert not gateway.worker_dir.exists()
+
+
+def _check_unprivileged_workers(gateway, backends):
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    who = worker_identity(gateway.settings)
+    assert who.uid != 0 and who.gid != 0
+    master = gateway.pid()
+    workers = _children(master)
+    assert workers
+    for pid in workers:
+        user = subprocess.run(["ps", "-o", "user:64=", "-p", str(pid)], capture_output=True, text=True).stdout
+        assert user.strip() == who.user
+        ids = [line.split()[1:] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith(("Uid:", "Gid:"))]
+        assert ids == [[str(who.uid)] * 4, [str(who.gid)] * 4]  # real, effective, saved, fs
+    assert gateway.conf_path.read_text().startswith("# codestudio gateway")  # the master (root) reads it
+
+    # What the workers may touch: pages (read) and their temp paths (write), outside the data dir.
+    assert not gateway.worker_dir.is_relative_to(gateway.prefix.parent)
+    landing = next((gateway.html_dir / "landing").rglob("*.html"))
+    assert _as_user(who, "cat", str(landing)).returncode == 0
+    for sub in ("client_body", "proxy"):
+        probe = gateway.worker_dir / "temp" / sub / "probe"
+        assert _as_user(who, "touch", str(probe)).returncode == 0
+        probe.unlink()
+    assert _as_user(who, "touch", str(gateway.html_dir / "planted")).returncode != 0
+    # ...and nothing else: not the config (derived secrets), the logs, or the data dir.
+    for path in (gateway.conf_path, gateway.access_log, gateway.prefix.parent / "state.db"):
+        assert _as_user(who, "cat", str(path)).returncode != 0
+    assert _as_user(who, "ls", str(gateway.prefix.parent)).returncode != 0
+
+    # Served by those workers: the landing page and a tab.
+    with client() as c:
+        login(c, gateway, studio)
+        assert "Full path &lt;API&gt;" in c.get(f"{gateway.settings.base_url}{studio.prefix}").text
+        assert c.get(f"{gateway.settings.base_url}{studio.prefix}8888/x").json()["path"] == "/x"
+        assert c.get(f"{gateway.settings.base_url}/nowhere").status_code == 404  # error page readable
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the worker user only matters when started as root")
+def test_unknown_worker_user_is_a_clear_failure(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_USER", "no-such-user-cs")
+    gw = Gateway(tmp_path, settings=GatewaySettings.from_env(GatewaySettings(port=free_port())))
+    with pytest.raises(RuntimeFailure, match="no-such-user-cs.*does not exist"):
+        gw.start()
+    assert not gw.status().running
+
+
 def test_failing_config_never_replaces_the_good_one(gateway, backends, monkeypatch):
     studio = make_studio(backends)
     good = gateway.apply([studio])
@@ -328,6 +430,7 @@ def test_port_in_use_is_a_clear_failure(tmp_path):
         with pytest.raises(RuntimeFailure, match="Address already in use"):
             gw.start()
     assert not gw.status().running
+    assert not gw.stop()
 
 
 def test_cli_start_status_stop(tmp_path):
@@ -358,5 +461,6 @@ def test_cli_start_status_stop(tmp_path):
         s.listen()
         env["CODESTUDIO_GATEWAY_PORT"] = str(s.getsockname()[1])
         failed = run("start")
+        run("stop")
     assert failed.returncode == 1
     assert "Address already in use" in failed.stderr

@@ -162,7 +162,9 @@ class GatewaySettings:
     cookie_secure: bool = False  # add `Secure` to the cookie (set when a TLS proxy fronts the gateway)
     worker_processes: str = "auto"
     worker_connections: int = 1024
-    worker_user: str | None = None  # `user` directive; only meaningful when nginx starts as root
+    # Who nginx's workers run as when the engine runs as root (None: the dedicated
+    # WORKER_USER if it exists, else `nobody`); ignored otherwise. Never root.
+    worker_user: str | None = None
     idle_timeout: str = "1d"  # proxy read/send timeout: IDE websockets stay idle for long
     shutdown_timeout: str = "60s"  # how long old workers keep open connections after a reload
     client_max_body_size: str = "0"  # 0 = unlimited (notebook uploads)
@@ -178,7 +180,11 @@ class GatewaySettings:
         if type(self.worker_connections) is not int or not 16 <= self.worker_connections <= 65535:
             raise UsageError("gateway: worker_connections must be an integer 16-65535")
         if self.worker_user is not None and not _USER_RE.match(self.worker_user):
-            raise UsageError(f"gateway: worker_user {self.worker_user!r} is not a user name")
+            raise UsageError(
+                f"gateway: worker_user (CODESTUDIO_GATEWAY_USER) {self.worker_user!r} is not a user name"
+            )
+        if self.worker_user == "root":
+            raise UsageError("gateway: worker_user (CODESTUDIO_GATEWAY_USER) must not be root")
         for name in ("idle_timeout", "shutdown_timeout"):
             if not _DURATION_RE.match(getattr(self, name)):
                 raise UsageError(f"gateway: {name} must be an nginx duration like 60s or 1d")
@@ -198,7 +204,7 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, base: GatewaySettings | None = None) -> GatewaySettings:
-        """``base`` (or defaults) with CODESTUDIO_GATEWAY_HOST/_PORT/_URL applied on top."""
+        """``base`` (or defaults) with CODESTUDIO_GATEWAY_HOST/_PORT/_URL/_USER applied on top."""
         import dataclasses
 
         values = dataclasses.asdict(base) if base else {}
@@ -211,7 +217,29 @@ class GatewaySettings:
             values["port"] = int(raw)
         if os.environ.get("CODESTUDIO_GATEWAY_URL"):
             values["public_url"] = os.environ["CODESTUDIO_GATEWAY_URL"]
+        if os.environ.get("CODESTUDIO_GATEWAY_USER"):
+            values["worker_user"] = os.environ["CODESTUDIO_GATEWAY_USER"]
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Who nginx's workers run as, and the one folder they may use (engine running as root).
+
+    ``dir`` holds ``html/`` (pages, readable by ``group``) and ``temp/`` (owned by
+    ``user``); it lies outside the data dir, which the workers cannot enter.
+    """
+
+    user: str
+    group: str
+    dir: str  # absolute path
+
+    def __post_init__(self) -> None:
+        for name in ("user", "group"):
+            if not _USER_RE.match(getattr(self, name)) or getattr(self, name) == "root":
+                raise UsageError(f"gateway: worker {name} {getattr(self, name)!r} is not an unprivileged name")
+        if not self.dir.startswith("/") or not _SAFE_RE.match(self.dir) or "/../" in self.dir + "/":
+            raise UsageError(f"gateway: worker dir {self.dir!r} must be an absolute path of plain characters")
 
 
 # --- rendering ---------------------------------------------------------------
@@ -297,8 +325,17 @@ def config_generation(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def render_gateway_config(studios: Sequence[StudioRoutes], settings: GatewaySettings) -> str:
-    """The whole ``nginx.conf``: run with ``nginx -p <prefix>`` (every path is prefix-relative)."""
+def render_gateway_config(
+    studios: Sequence[StudioRoutes], settings: GatewaySettings, workers: Workers | None = None
+) -> str:
+    """The whole ``nginx.conf``: run with ``nginx -p <prefix>``.
+
+    Without ``workers`` every path is prefix-relative and no ``user`` is set (nginx
+    started by an ordinary user). With ``workers`` (nginx started as root) the
+    workers switch to that user and group, and the pages and temp paths are
+    absolute paths under ``workers.dir``; pid and logs stay prefix-relative (the
+    master opens them as root).
+    """
     studios = list(studios)
     seen: set[str] = set()
     for s in studios:
@@ -309,6 +346,9 @@ def render_gateway_config(studios: Sequence[StudioRoutes], settings: GatewaySett
     env = _env()
     body = env.get_template("nginx.conf.j2").render(
         settings=settings,
+        workers=workers,
+        html_root=ngx_quote(f"{workers.dir}/html") if workers else "html",
+        temp_root=f"{ngx_safe(workers.dir)}/temp" if workers else "temp",
         listen=settings.listen,
         upstreams=[render_studio_upstreams(s) for s in studios],
         locations=[render_studio_locations(s, settings) for s in studios],

@@ -6,9 +6,20 @@ Layout under ``<data dir>/gateway/`` (mode 0700)::
     settings.json     the GatewaySettings the gateway was last started/applied with
     nginx.pid         master pid (written by nginx)
     logs/             access.log (no query strings, no cookies), error.log
-    temp/             nginx temp paths
-    html/             landing pages and error pages served by nginx
+    temp/             nginx temp paths        } only when the engine is not root;
+    html/             landing and error pages } as root, see below
     .lock             serialises concurrent CLI calls
+
+Started as root, nginx's master (root) reads the config and opens the logs
+and the pid file here, but its workers run as an unprivileged user
+(:func:`worker_identity`) that cannot enter the data dir. What they need lives
+in a per-data-dir folder outside it, ``WORKER_BASE/<digest of the prefix>/``::
+
+    (WORKER_BASE: root 0711)
+    <digest>/         root:<worker group> 0750
+      html/           root:<worker group> 0750, pages 0640
+      temp/           root:<worker group> 0750
+        client_body/  <worker user> 0700 (and proxy/, fastcgi/, uwsgi/, scgi/)
 
 A new config is only ever written over the live one after ``nginx -t``
 accepted it; a failed check raises :class:`RuntimeFailure` carrying nginx's
@@ -19,10 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 import urllib.error
@@ -37,6 +50,7 @@ from codestudio.gateway.config import (
     HEALTH_PATH,
     GatewaySettings,
     StudioRoutes,
+    Workers,
     error_pages,
     landing_pages,
     render_gateway_config,
@@ -45,6 +59,56 @@ from codestudio.gateway.config import (
 StudioSource = Callable[[], Iterable[StudioRoutes]]
 
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+# Root of the workers' folders when the engine runs as root: on disk rather than
+# under /run (a tmpfs), since proxy temp files can be large.
+WORKER_BASE = Path("/var/lib/codestudio-gateway")
+# Preferred worker user when it exists (create it with `adduser --system --group
+# --no-create-home codestudio-gateway`); `nobody` otherwise.
+WORKER_USER = "codestudio-gateway"
+FALLBACK_WORKER_USER = "nobody"
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    user: str
+    uid: int
+    group: str
+    gid: int
+
+
+def worker_identity(settings: GatewaySettings) -> WorkerIdentity:
+    """The unprivileged user nginx's workers switch to when the engine runs as root.
+
+    ``settings.worker_user`` (CODESTUDIO_GATEWAY_USER) if set, else
+    :data:`WORKER_USER` if that user exists, else ``nobody``; the group is the
+    user's primary group. Refuses root (uid or gid 0) and users that do not exist
+    (``nginx -t`` would fail on them anyway, less clearly).
+    """
+    import grp
+    import pwd
+
+    name = settings.worker_user
+    if name is None:
+        try:
+            pwd.getpwnam(WORKER_USER)
+            name = WORKER_USER
+        except KeyError:
+            name = FALLBACK_WORKER_USER
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise RuntimeFailure(
+            f"gateway worker user {name!r} does not exist on this host: create it, or set "
+            "CODESTUDIO_GATEWAY_USER to an existing unprivileged user"
+        ) from None
+    if pw.pw_uid == 0 or pw.pw_gid == 0:
+        raise RuntimeFailure(f"gateway worker user {name!r} has uid or gid 0: nginx workers must not run as root")
+    try:
+        group = grp.getgrgid(pw.pw_gid).gr_name
+    except KeyError:
+        raise RuntimeFailure(f"gateway worker user {name!r}: its primary group {pw.pw_gid} has no name") from None
+    return WorkerIdentity(user=name, uid=pw.pw_uid, group=group, gid=pw.pw_gid)
 
 
 def find_nginx() -> str:
@@ -121,11 +185,46 @@ class Gateway:
                 saved = None  # unreadable: fall back to defaults rather than refuse to run
         return GatewaySettings.from_env(saved)
 
-    def _prepare_dirs(self) -> None:
+    @property
+    def as_root(self) -> bool:
+        return os.geteuid() == 0
+
+    @property
+    def worker_dir(self) -> Path:
+        """The folder holding ``html/`` and ``temp/``: the prefix itself unless running as root."""
+        if not self.as_root:
+            return self.prefix
+        digest = hashlib.sha256(str(self.prefix.resolve()).encode()).hexdigest()[:16]
+        return WORKER_BASE / digest
+
+    @property
+    def html_dir(self) -> Path:
+        return self.worker_dir / "html"
+
+    def _workers(self, settings: GatewaySettings) -> Workers | None:
+        if not self.as_root:
+            return None
+        who = worker_identity(settings)
+        return Workers(user=who.user, group=who.group, dir=str(self.worker_dir))
+
+    def _prepare_dirs(self, settings: GatewaySettings | None = None) -> None:
         self.prefix.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.prefix, 0o700)
-        for sub in ("logs", "html", "temp", *(f"temp/{t}" for t in _TEMP_DIRS)):
-            (self.prefix / sub).mkdir(exist_ok=True, mode=0o700)
+        (self.prefix / "logs").mkdir(exist_ok=True, mode=0o700)
+        if not self.as_root:
+            for sub in ("html", "temp", *(f"temp/{t}" for t in _TEMP_DIRS)):
+                (self.prefix / sub).mkdir(exist_ok=True, mode=0o700)
+            return
+        if settings is None:
+            return  # the lock only needs the prefix
+        who = worker_identity(settings)
+        _ensure_dir(WORKER_BASE, 0, 0, 0o711, parents=True)
+        tree = self.worker_dir
+        _ensure_dir(tree, 0, who.gid, 0o750)
+        _ensure_dir(tree / "html", 0, who.gid, 0o750)
+        _ensure_dir(tree / "temp", 0, who.gid, 0o750)
+        for sub in _TEMP_DIRS:
+            _ensure_dir(tree / "temp" / sub, who.uid, who.gid, 0o700)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -157,19 +256,14 @@ class Gateway:
             proc.stderr = err.read()
         return proc
 
-    def _effective_settings(self) -> GatewaySettings:
+    def render(self, studios: Sequence[StudioRoutes]) -> str:
+        """The ``nginx.conf`` this gateway would serve ``studios`` with (workers included)."""
         settings = self.settings
-        if settings.worker_user is None and os.geteuid() == 0:
-            # Started as root, nginx would switch workers to `nobody`, who cannot enter
-            # the 0700 data dir; keep them as the engine's own user instead.
-            import pwd
-
-            settings = dataclasses.replace(settings, worker_user=pwd.getpwuid(os.geteuid()).pw_name)
-        return settings
+        return render_gateway_config(studios, settings, self._workers(settings))
 
     def check(self, text: str) -> None:
         """Run ``nginx -t`` on ``text``; raise RuntimeFailure with nginx's message if it fails."""
-        self._prepare_dirs()
+        self._prepare_dirs(self.settings)
         tmp = self.prefix / f"nginx.conf.check-{os.getpid()}"
         _write_private(tmp, text)
         try:
@@ -245,10 +339,12 @@ class Gateway:
             # order and the last one reflects the latest state.
             if studios is None:
                 studios = list(self._studios())
-            settings = self._effective_settings()
-            text = render_gateway_config(studios, settings)
+            settings = self.settings
+            workers = self._workers(settings)
+            self._prepare_dirs(settings)
+            text = render_gateway_config(studios, settings, workers)
             generation = _generation_of(text)
-            self._write_pages(studios)
+            self._write_pages(studios, settings)
             self.check(text)
             pid = self.pid()
             if pid is not None and self.conf_path.exists() and self.conf_path.read_text() == text:
@@ -299,10 +395,14 @@ class Gateway:
         )
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Stop nginx (fast shutdown: open connections are closed). True if it was running."""
+        """Stop nginx (fast shutdown: open connections are closed). True if it was running.
+
+        As root, the workers' folder goes too: the next start rewrites it.
+        """
         with self._locked():
             pid = self.pid()
             if pid is None:
+                self._remove_worker_dir()
                 return False
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
@@ -314,25 +414,38 @@ class Gateway:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
             (self.prefix / "nginx.pid").unlink(missing_ok=True)
+            self._remove_worker_dir()
             return True
+
+    def _remove_worker_dir(self) -> None:
+        if self.as_root and self.worker_dir.is_dir():
+            shutil.rmtree(self.worker_dir, ignore_errors=True)
 
     # --- static files ----------------------------------------------------------------
 
-    def _write_pages(self, studios: Sequence[StudioRoutes]) -> None:
-        html = self.prefix / "html"
+    def _write_pages(self, studios: Sequence[StudioRoutes], settings: GatewaySettings) -> None:
+        html = self.html_dir
+        # As root the workers read pages through their group; otherwise they are us.
+        gid = worker_identity(settings).gid if self.as_root else None
+        dir_mode, file_mode = (0o750, 0o640) if gid is not None else (0o700, 0o600)
         for rel, content in {**error_pages(), **landing_pages(studios)}.items():
             path = html / rel
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not path.exists() or path.read_text() != content:
-                _write_private(path, content, replace=True, mode=0o600)
+            for parent in reversed(path.relative_to(html).parents[:-1]):
+                folder = html / parent
+                if gid is None:
+                    folder.mkdir(exist_ok=True, mode=dir_mode)
+                else:
+                    _ensure_dir(folder, 0, gid, dir_mode)
+            if not path.exists() or path.read_text() != content or (gid is not None and path.stat().st_gid != gid):
+                _write_private(path, content, replace=True, mode=file_mode, gid=gid)
 
     def _prune_pages(self, studios: Sequence[StudioRoutes]) -> None:
         keep = set(landing_pages(studios))
-        root = self.prefix / "html" / "landing"
+        root = self.html_dir / "landing"
         if not root.exists():
             return
         for path in sorted(root.rglob("*"), reverse=True):
-            rel = str(path.relative_to(self.prefix / "html"))
+            rel = str(path.relative_to(self.html_dir))
             if path.is_file() and rel not in keep:
                 path.unlink()
             elif path.is_dir() and not any(path.iterdir()):
@@ -345,17 +458,37 @@ def _generation_of(text: str) -> str:
     return text[start : text.index('"', start)]
 
 
-def _write_private(path: Path, text: str, *, replace: bool = False, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` with ``mode`` from the first byte; atomically if ``replace``."""
+def _write_private(
+    path: Path, text: str, *, replace: bool = False, mode: int = 0o600, gid: int | None = None
+) -> None:
+    """Write ``text`` to ``path`` with ``mode`` (and group ``gid``) from the first byte;
+    atomically if ``replace``."""
     target = path.with_name(path.name + f".tmp-{os.getpid()}") if replace else path
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o700)
     with os.fdopen(fd, "w") as fh:
+        if gid is not None:
+            os.fchown(fh.fileno(), -1, gid)
+        os.fchmod(fh.fileno(), mode)
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    os.chmod(target, mode)
     if replace:
         os.replace(target, path)
+
+
+def _ensure_dir(path: Path, uid: int, gid: int, mode: int, *, parents: bool = False) -> None:
+    """``path`` as a real directory (never a symlink) owned by ``uid:gid`` with ``mode``."""
+    try:
+        path.mkdir(mode=0o700, parents=parents)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeFailure(f"gateway: {path} should be a directory (is it a symlink?); remove it and retry")
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(path, uid, gid, follow_symlinks=False)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 def _save_settings(path: Path, settings: GatewaySettings) -> None:
