@@ -875,3 +875,51 @@ def test_tar_writer_pads_a_file_that_shrinks_and_cuts_one_that_grows(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r|") as tar:
         got = {m.name: tar.extractfile(m).read() for m in tar}
     assert got == {"0/shrunk": b"\0" * 1000, "0/grown": b"x" * 1000}
+
+
+def _read_all(data: bytes) -> dict:
+    got = {}
+    with agent.open_tar_reader(io.BytesIO(data)) as tar:
+        for m in tar:
+            got[m.name] = (m.type, tar.extractfile(m).read() if m.isreg() else m.linkname, m.mode, m.mtime)
+    return got
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_reader_reads_what_tarfile_writes(fmt):
+    long = "sub/" + "n" * 60 + "/" + "m" * 80  # over 100 bytes: prefix field, PAX or GNU long name
+    members = {"a": b"x" * 513, long: b"long", "é/ü.txt": b"", "big": os.urandom(200_000)}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o755, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("l")
+        link.type, link.linkname = tarfile.SYMTYPE, "a"
+        tar.addfile(link)
+    got = _read_all(buf.getvalue())
+    assert {k: v[1] for k, v in got.items()} == {**members, "l": "a"}
+    assert got["a"][2:] == (0o755, 1_700_000_000)
+
+
+def test_tar_reader_only_raises_read_errors_on_damaged_archives():
+    import random
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(5):
+            info = tarfile.TarInfo(f"d/{'x' * (40 * i)}/f{i}")
+            info.size = 700 * i
+            tar.addfile(info, io.BytesIO(b"y" * info.size))
+    good = buf.getvalue()
+    rng = random.Random(6)
+    for _ in range(400):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        data = bytes(data[: rng.choice([len(data), rng.randrange(len(data))])])
+        try:
+            _read_all(data)
+        except tarfile.ReadError:
+            pass

@@ -309,11 +309,10 @@ def write_link(root: str, name: str, target: str, known: set | None = None) -> d
     return link_entry(name, os.lstat(final), target)
 
 
-def write_member(
-    root: str, tar: tarfile.TarFile, member: tarfile.TarInfo, dest: str | None = None, known: set | None = None
-) -> dict:
+def write_member(root: str, tar, member, dest: str | None = None, known: set | None = None) -> dict:
     """Write one archive member under ``root`` as ``dest`` (default: its name) after validating it.
 
+    ``tar`` is a :class:`TarReader` (or a ``tarfile.TarFile``) and ``member`` one of its members.
     Raises :class:`Refused` for names or types that must not be written.
     """
     name = check_name(dest if dest is not None else member.name)
@@ -496,8 +495,174 @@ def open_tar_writer(fileobj) -> TarWriter:
     return TarWriter(fileobj)
 
 
-def open_tar_reader(fileobj) -> tarfile.TarFile:
-    return tarfile.open(fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE)
+class TarMember:
+    """One archive member, as much of tarfile's ``TarInfo`` as sync reads."""
+
+    __slots__ = ("name", "type", "size", "mode", "mtime", "linkname")
+
+    def isreg(self) -> bool:
+        return self.type in (tarfile.REGTYPE, tarfile.AREGTYPE)
+
+    def issym(self) -> bool:
+        return self.type == tarfile.SYMTYPE
+
+    def islnk(self) -> bool:
+        return self.type == tarfile.LNKTYPE
+
+    def isdir(self) -> bool:
+        return self.type == tarfile.DIRTYPE
+
+
+# Members of these types carry no data in the archive; all others do (as tarfile reads them).
+_NO_DATA = {tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.DIRTYPE, tarfile.FIFOTYPE}
+_NUL_BLOCK = bytes(512)
+
+
+def _tar_str(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _tar_num(field: bytes) -> int:
+    if field[:1] == b"\x80":  # GNU base-256
+        return int.from_bytes(field[1:], "big")
+    try:
+        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        raise tarfile.ReadError("invalid number in a tar header") from None
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    records, pos = {}, 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise tarfile.ReadError("invalid PAX header") from None
+        end = pos + length
+        if space < 0 or length <= 0 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise tarfile.ReadError("invalid PAX header")
+        key, _, value = data[space + 1 : end - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos = end
+    return records
+
+
+class TarReader:
+    """Reads a tar stream member by member: ustar headers, with PAX and GNU long names.
+
+    tarfile costs several times more per member; this reads the subset of
+    tar sync uses (every member is then validated by :func:`write_member`,
+    which refuses all but files and inside symlinks). Malformed input raises
+    ``tarfile.ReadError``. Memory stays bounded: extended headers are limited
+    to :data:`MAX_FRAME` and file data is handed out in pieces.
+    """
+
+    def __init__(self, stream):
+        self.stream, self.buf, self.pos = stream, b"", 0
+        self.remaining = 0  # data of the current member not read yet
+        self.pad = 0  # then this many bytes up to the next 512-byte block
+
+    def __enter__(self) -> TarReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def _take(self, n: int) -> bytes:
+        """``n`` bytes of the stream (fewer only at its end)."""
+        avail = len(self.buf) - self.pos
+        if avail < n:
+            parts = [self.buf[self.pos :]]
+            while avail < n:
+                chunk = self.stream.read(max(TAR_BUFSIZE, n - avail))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                avail += len(chunk)
+            self.buf, self.pos = b"".join(parts), 0
+        data = self.buf[self.pos : self.pos + n]
+        self.pos += len(data)
+        return data
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            got = len(self._take(min(n, CHUNK)))
+            if not got:
+                raise tarfile.ReadError("archive ended inside a member")
+            n -= got
+
+    def _header_block(self) -> bytes | None:
+        block = self._take(512)
+        if not block or block == _NUL_BLOCK:
+            return None
+        if len(block) < 512:
+            raise tarfile.ReadError("archive ended inside a header")
+        stored = _tar_num(block[148:156])
+        unsigned = 256 + sum(block[:148]) + sum(block[156:])
+        if stored != unsigned and stored != unsigned - 256 * sum(1 for b in block if b > 127):
+            raise tarfile.ReadError("bad checksum in a tar header")
+        return block
+
+    def __iter__(self):
+        pax: dict[str, str] = {}
+        while True:
+            self._skip(self.remaining + self.pad)
+            self.remaining = self.pad = 0
+            block = self._header_block()
+            if block is None:
+                return
+            kind = block[156:157]
+            size = _tar_num(block[124:136])
+            if kind in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+                if size > MAX_FRAME:
+                    raise tarfile.ReadError("extended header too large")
+                data = self._take(size)
+                if len(data) < size:
+                    raise tarfile.ReadError("archive ended inside a header")
+                self.pad = -size % 512
+                if kind == tarfile.XHDTYPE:
+                    pax.update(_pax_records(data))
+                elif kind == tarfile.GNUTYPE_LONGNAME:
+                    pax["path"] = _tar_str(data)
+                elif kind == tarfile.GNUTYPE_LONGLINK:
+                    pax["linkpath"] = _tar_str(data)
+                continue  # a global header (XGLTYPE) changes nothing sync reads
+            m = TarMember()
+            m.name, m.type, m.linkname = _tar_str(block[0:100]), kind, _tar_str(block[157:257])
+            if block[257:263] == b"ustar\0" and block[345]:
+                m.name = _tar_str(block[345:500]) + "/" + m.name
+            m.mode, m.mtime = _tar_num(block[100:108]) & 0o7777, _tar_num(block[136:148])
+            try:
+                m.name = pax.get("path", m.name)
+                m.linkname = pax.get("linkpath", m.linkname)
+                size = int(pax.get("size", size))
+                m.mtime = int(float(pax.get("mtime", m.mtime)))
+            except (ValueError, OverflowError):
+                raise tarfile.ReadError("invalid PAX value") from None
+            pax = {}
+            if size < 0:
+                raise tarfile.ReadError("negative size")
+            m.size = size
+            self.remaining = 0 if kind in _NO_DATA else size
+            self.pad = -self.remaining % 512
+            yield m
+
+    def extractfile(self, member: TarMember):
+        """The current member's data (read it before moving to the next member)."""
+        return self
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.remaining if n < 0 else min(n, self.remaining)
+        data = self._take(n)
+        if len(data) < n:
+            raise tarfile.ReadError("archive ended inside a file")
+        self.remaining -= n
+        return data
+
+
+def open_tar_reader(fileobj) -> TarReader:
+    return TarReader(fileobj)
 
 
 # --------------------------------------------------------------------------
