@@ -9,6 +9,7 @@ itself.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -132,6 +133,8 @@ class Store:
     def connect(self) -> Iterator[sqlite3.Connection]:
         """A connection in a transaction: committed on success, rolled back on error."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._migrated:
+            _make_private(self.path)
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         conn.row_factory = sqlite3.Row
         try:
@@ -164,6 +167,32 @@ class Store:
             conn.execute("ROLLBACK")
             raise
         self._migrated = True
+
+
+def _make_private(path: Path) -> None:
+    """Create ``path`` (or tighten it) as 0600 before SQLite opens it.
+
+    The DB holds session secrets. SQLite creates a new DB with 0644 minus the
+    umask, but gives ``-wal``/``-shm``/``-journal`` the DB file's own mode
+    (ignoring the umask), so a 0600 DB keeps its sidecars private too. Sidecars
+    left by an older, looser DB are tightened here as well. A zero-length file is
+    a valid empty SQLite database.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        sidecar = path.with_name(path.name + suffix)
+        try:
+            st = sidecar.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(sidecar, 0o600)
 
 
 def _statements(script: str) -> list[str]:
