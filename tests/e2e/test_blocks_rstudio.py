@@ -12,7 +12,6 @@ render and configuration are tested in ``plugins/rstudio/tests`` either way.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -24,17 +23,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def _support():
-    name = "codestudio_blocks_e2e"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("blocks_e2e.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _support()
+import blocks_e2e as S  # noqa: E402  (tests/e2e is on pytest's pythonpath)
 
 # Debian 12 takes the Ubuntu 22.04 (jammy) build.
 DEB_URL = os.environ.get(

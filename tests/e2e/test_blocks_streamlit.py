@@ -12,7 +12,6 @@ the app on the same connection (``runOnSave``) with the new text.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import uuid
@@ -23,17 +22,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def _support():
-    name = "codestudio_blocks_e2e"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("blocks_e2e.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _support()
+import blocks_e2e as S  # noqa: E402  (tests/e2e is on pytest's pythonpath)
 
 #: A BackMsg asking for a run: field 11 (``rerun_script``), an empty ClientState.
 RERUN = b"\x5a\x00"

@@ -13,7 +13,6 @@ running in the studio.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import urllib.parse
@@ -25,17 +24,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def _support():
-    name = "codestudio_blocks_e2e"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("blocks_e2e.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _support()
+import blocks_e2e as S  # noqa: E402  (tests/e2e is on pytest's pythonpath)
 
 TEMPLATE = """\
 id: e2e-blocks-vscode
