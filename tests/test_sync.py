@@ -923,3 +923,29 @@ def test_tar_reader_only_raises_read_errors_on_damaged_archives():
             _read_all(data)
         except tarfile.ReadError:
             pass
+
+
+def test_engine_error_mid_sync_stops_the_agent(tmp_path, studio, monkeypatch):
+    """An exception in the engine ends the session: no agent is left blocked on its pipes."""
+    from codestudio.sync import core
+
+    procs = []
+
+    class Keeping(LocalTransport):
+        def start_agent(self, op, root):
+            procs.append(super().start_agent(op, root))
+            return procs[-1]
+
+    def broken_plan(studio, job):
+        raise RuntimeError("planning failed")
+
+    write(server(studio) / "a.txt", "a")
+    real_plan = core._plan
+    monkeypatch.setattr(core, "_plan", broken_plan)
+    with pytest.raises(RuntimeError, match="planning failed"):
+        sync(studio, Keeping(tmp_path / "c"))
+    assert procs and procs[0].poll() is not None
+    # (not monkeypatch.undo(): that would also drop the fixture's CODESTUDIO_HOME)
+    monkeypatch.setattr(core, "_plan", real_plan)
+    sync(studio, LocalTransport(tmp_path / "c"))
+    assert tree(inside(LocalTransport(tmp_path / "c"))) == {"a.txt": "a"}

@@ -44,6 +44,7 @@ in plain tar: a per-file PAX header would add 1 KiB to every file.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -255,15 +256,32 @@ def _replace(tmp: str, final: str) -> None:
         raise Refused("a folder is in the way") from None
 
 
+_tmp_names = itertools.count()
+# Unique per process: a random stem (pids repeat across containers) and a counter.
+_TMP_STEM = f"{TMP_PREFIX}{secrets.token_hex(4)}-"
+
+
+def _tmp_name(parent: str) -> str:
+    return os.path.join(parent, f"{_TMP_STEM}{next(_tmp_names)}")
+
+
+def _create_tmp(parent: str) -> tuple[str, int]:
+    while True:
+        tmp = _tmp_name(parent)
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+
+
 def write_file(
     root: str, name: str, src, size: int, exec_: bool, mtime_ns: int | None, known: set | None = None
 ) -> dict:
     """Stream ``size`` bytes from ``src`` into ``root/name`` atomically; return its entry."""
     parent = safe_parent(root, name, create=True, known=known)
     final = os.path.join(parent, name.rpartition("/")[2])
-    tmp = os.path.join(parent, f"{TMP_PREFIX}{secrets.token_hex(6)}")
+    tmp, fd = _create_tmp(parent)
     h = hashlib.sha256()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             remaining = size
@@ -299,7 +317,7 @@ def write_link(root: str, name: str, target: str, known: set | None = None) -> d
         raise Refused(f"symlink to {target!r} points outside the mapping")
     parent = safe_parent(root, name, create=True, known=known)
     final = os.path.join(parent, name.rpartition("/")[2])
-    tmp = os.path.join(parent, f"{TMP_PREFIX}{secrets.token_hex(6)}")
+    tmp = _tmp_name(parent)
     os.symlink(target, tmp)
     try:
         _replace(tmp, final)

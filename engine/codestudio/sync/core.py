@@ -19,6 +19,12 @@ both, both modified    conflict; the server's version stays in place, the
                        on the server (and pushed back, so both sides hold both)
 =====================  =========================================================
 
+All mappings of a sync share one agent session, that is one exec (the
+dominant cost of a small sync): one listing request for every folder,
+answered while the server side is listed, then at most one combined ``get``
+stream and one combined ``apply`` stream, whose member names are prefixed
+by the mapping's index in that request and checked on arrival.
+
 On a push-only sync (or a one-way mapping) the studio's conflicting version
 is renamed to the conflict name inside the studio instead. Records are
 written only for paths whose transfer the receiving side confirmed, so a
@@ -584,6 +590,7 @@ def _sync_jobs(
 ) -> None:
     session = _Session(transport)
     failure: str | None = None
+    completed = False
     try:
         session.start_list([j.m.target for j in jobs], regexes)
         for job in jobs:
@@ -610,12 +617,15 @@ def _sync_jobs(
                 _record_push(pushing[i], res)
             if failure:
                 raise _AgentFailed(failure)
+        completed = True
     except _AgentFailed as exc:
         failure = str(exc)
     finally:
         for job in jobs:
             job.writer.flush()
-        closing = session.close(failure)
+        # Interrupted here (an exception on its way out): the agent may be
+        # blocked writing an answer nobody will read, so it is stopped.
+        closing = session.close(failure if completed or failure else "sync interrupted")
     if closing:
         # What was confirmed is recorded (above); the next sync completes the rest.
         raise SyncError(closing)
