@@ -55,6 +55,9 @@ class JupyterLabParams(BlockParams):
     _check_version = field_validator("version")(lambda cls, v: _version(v))
 
 
+PAGE_CONFIG = json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}, indent=1) + "\n"
+
+
 def kernel_spec(code_env) -> str:
     """The kernel.json of a code env: its own interpreter runs ipykernel."""
     spec = {
@@ -73,7 +76,12 @@ class JupyterLabBlock(Block):
     @hookimpl
     def contribute_dockerfile(self, block):
         p: JupyterLabParams = block.params
-        return python_env(p.path, packages=[f"jupyterlab=={p.version}", *p.packages])
+        return [
+            *python_env(p.path, packages=[f"jupyterlab=={p.version}", *p.packages]),
+            # Studios often run where the internet is closed: no news pop-up
+            # asking users to fetch Jupyter's announcements feed.
+            Copy(content=PAGE_CONFIG, dest=f"{p.path}/etc/jupyter/labconfig/page_config.json"),
+        ]
 
     @hookimpl
     def contribute_entrypoint(self, block):

@@ -34,7 +34,9 @@ def kernels(rendered) -> dict[str, dict]:
 
 def test_defaults_alone(render):
     r = render("- type: jupyterlab\n")
-    (install,) = r.state.groups[0].steps
+    install, page_config = r.state.groups[0].steps
+    assert json.loads(page_config.content)["disabledExtensions"] == {"@jupyterlab/apputils-extension:announcements": True}
+    assert page_config.dest == "/opt/codestudio/jupyterlab/etc/jupyter/labconfig/page_config.json"
     assert install.script.startswith("python3 -m venv /opt/codestudio/jupyterlab\n")
     assert "jupyterlab==4.6.6" in install.script and "--no-cache-dir" in install.script
     doc = json.loads(r.runner_json)
@@ -78,7 +80,7 @@ def test_code_env_becomes_kernel_in_either_order(render, order):
     assert "venv /opt/codestudio/code-envs/py-ml" in r.dockerfile.split("ipykernel")[0]
     if order == "after":
         # The JupyterLab install layer is untouched by the later code env.
-        assert [type(s).__name__ for s in r.state.groups[0].steps] == ["Run"]
+        assert [type(s).__name__ for s in r.state.groups[0].steps] == ["Run", "Copy"]
 
 
 def test_two_code_envs_first_is_default_kernel(render):
