@@ -931,7 +931,7 @@ class Session:
                         emit({"i": i, "deleted": name})
                     except (Refused, OSError) as exc:
                         emit({"i": i, "refused": name, "reason": str(exc)})
-            known = [set() for _ in roots]
+            parents = [set() for _ in roots]
             stream = FrameReader(self.stdin)
             with open_tar_reader(stream) as tar:
                 for member in tar:
@@ -944,7 +944,7 @@ class Session:
                         emit({"i": i, "refused": name, "reason": "studio's version kept in place"})
                         continue
                     try:
-                        e = write_member(roots[i], tar, member, name, known[i])
+                        e = write_member(roots[i], tar, member, name, parents[i])
                     except (Refused, OSError) as exc:
                         emit({"i": i, "refused": name, "reason": str(exc)})
                         continue

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tarfile
 import threading
 import time
@@ -301,6 +302,10 @@ class _RecordWriter:
 # Talking to the agent
 
 
+#: Seconds the agent gets to write its hash caches and exit once a sync is done.
+CLOSE_TIMEOUT = 60
+
+
 class _AgentFailed(Exception):
     """The session with the agent broke; the message says how."""
 
@@ -455,7 +460,13 @@ class _Session:
         self._stop_input()
         if failure is not None and self.proc.poll() is None:
             self.proc.kill()  # it may be blocked writing an answer nobody reads
-        rc = self.proc.wait()
+        try:
+            # All answers are in: an agent that does not end now is stuck (or hostile).
+            rc = self.proc.wait(timeout=CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+            failure = failure or f"agent did not exit within {CLOSE_TIMEOUT} s"
         for t in self.threads:
             t.join()
         if rc == 0 and failure is None:
