@@ -949,3 +949,15 @@ def test_engine_error_mid_sync_stops_the_agent(tmp_path, studio, monkeypatch):
     monkeypatch.setattr(core, "_plan", real_plan)
     sync(studio, LocalTransport(tmp_path / "c"))
     assert tree(inside(LocalTransport(tmp_path / "c"))) == {"a.txt": "a"}
+
+
+def test_push_on_start_creates_every_target_even_for_empty_zones(ctr):
+    """Users find all their zone folders in a new studio's workspace, empty or not."""
+    from codestudio.sync import default_mappings
+
+    studio = make_studio(*default_mappings())
+    write(server(studio, "recipes") / "r.py", "print(1)\n")
+    push_on_start(studio, ctr)
+    for mapping in default_mappings():
+        assert inside(ctr, mapping.target).is_dir(), mapping.target
+    assert (inside(ctr, "/home/codestudio/workspace/recipes") / "r.py").read_text() == "print(1)\n"

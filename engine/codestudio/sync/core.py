@@ -621,7 +621,9 @@ def _sync_jobs(
             raise _AgentFailed(failure)
 
         # 2. server -> studio
-        pushing = [j for j in jobs if j.push_files or j.push_deletes or j.renames]
+        # A new container gets every mapping's folder, even for an empty zone:
+        # users look for their zones in the workspace (apply creates roots).
+        pushing = [j for j in jobs if j.push_files or j.push_deletes or j.renames or fresh]
         if pushing:
             results, failure = session.apply(pushing, [str(j.server_root) for j in pushing])
             for i, res in results:
