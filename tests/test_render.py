@@ -188,13 +188,17 @@ def test_dockerfile_statements_are_emitted_as_written(tmp_path, write_template, 
 @pytest.mark.e2e
 def test_nginx_conf_passes_nginx_t(tmp_path):
     """The rendered locations, inside the gateway's full config, pass the real `nginx -t`."""
-    from codestudio.gateway.config import GatewaySettings, render_gateway_config
+    from codestudio.gateway.config import GatewaySettings
     from codestudio.gateway.process import Gateway
     from codestudio.render import studio_routes
 
     studio = StudioContext(project_key="P1", studio_id="s1", session_secret="0" * 64, host_ports={8081: 41001, 8082: 41002, 9090: 41003})
     rendered = render_template(EXAMPLES / "advanced.yaml", studio)
-    conf = render_gateway_config([studio_routes(rendered.state, studio, "advanced-example")], GatewaySettings(port=18999))
-    Gateway(tmp_path).check(conf)  # raises with nginx's message if rejected
+    gateway = Gateway(tmp_path, settings=GatewaySettings(port=18999))
+    conf = gateway.render([studio_routes(rendered.state, studio, "advanced-example")])
+    try:
+        gateway.check(conf)  # raises with nginx's message if rejected
+    finally:
+        gateway.stop()  # removes the workers' folder it prepared when run as root
     assert "/code-studios/P1/s1/8081/" in rendered.nginx_conf
     assert "127.0.0.1:41001" in conf
