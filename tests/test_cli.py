@@ -116,3 +116,19 @@ def test_third_party_block_installed_with_pip_appears_and_renders(tmp_path):
     assert ["/bin/sh", "-e", "-c", "echo 'it'\"'\"'s me' > /tmp/hello.txt"] in runs
     runner = json.loads((tmp_path / "out" / "runner.json").read_text())
     assert runner["entrypoints"][0]["port"] == 8765
+
+
+def test_render_refuses_a_folder_holding_other_files(tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = cs("render", str(EXAMPLES / "advanced.yaml"), "-o", str(out))
+    assert result.returncode == 2 and "not a previous render" in result.stderr
+    assert (out / "notes.txt").read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (tmp_path / "file").write_text("x")
+    assert cs("render", str(EXAMPLES / "advanced.yaml"), "-o", str(tmp_path / "file")).returncode == 2
+    # An empty folder and a previous render are fine.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cs("render", str(EXAMPLES / "advanced.yaml"), "-o", str(empty)).returncode == 0
+    assert cs("render", str(EXAMPLES / "advanced.yaml"), "-o", str(empty)).returncode == 0

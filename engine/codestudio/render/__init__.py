@@ -483,13 +483,31 @@ def render_template(path: Path | str, studio: StudioContext | None = None, block
     return render_state(template, state, studio)
 
 
+OUTPUTS = frozenset({"Dockerfile", "context", "runner.json", "kubernetes.yaml", "nginx.conf"})
+
+
 def write_rendered(rendered: Rendered, out_dir: Path | str) -> None:
     """Write the five outputs into ``out_dir``, all or nothing.
 
+    ``out_dir`` must be missing, empty, or a previous render (nothing but
+    the five outputs): it is replaced as a whole, so anything else in it
+    would be lost, and a folder holding other files is refused (exit 2).
     Files are written into a temporary sibling folder which then replaces
     ``out_dir``; on any error ``out_dir`` is left as it was.
     """
+    from codestudio.errors import UsageError
+
     out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir():
+        others = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUTS)
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise UsageError(
+                f"{out_dir} is not empty and not a previous render (it holds {shown}); "
+                "render replaces the whole folder: choose an empty or new one"
+            )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
