@@ -391,3 +391,13 @@ def test_worker_identity_refuses_root_ids_and_missing_users(monkeypatch):
     assert process.worker_identity(GatewaySettings()).user == "nobody"
     monkeypatch.setattr(process, "WORKER_USER", "daemon")
     assert process.worker_identity(GatewaySettings()).user == "daemon"
+
+
+def test_cookie_is_secure_by_default_behind_an_https_url():
+    from codestudio.gateway.config import GatewaySettings, PortRoute, StudioRoutes, render_studio_locations
+
+    routes = StudioRoutes("P", "s", "alice", "a" * 64, (PortRoute(8080, 41000, "/", "x"),))
+    plain = render_studio_locations(routes, GatewaySettings())
+    behind_tls = render_studio_locations(routes, GatewaySettings(public_url="https://studios.example.org"))
+    forced_off = render_studio_locations(routes, GatewaySettings(public_url="https://studios.example.org", cookie_secure=False))
+    assert "; Secure" not in plain and "; Secure" in behind_tls and "; Secure" not in forced_off

@@ -159,7 +159,8 @@ class GatewaySettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     public_url: str | None = None  # base URL printed to users (default http://host:port)
-    cookie_secure: bool = False  # add `Secure` to the cookie (set when a TLS proxy fronts the gateway)
+    # `Secure` on the session cookie; None: on when public_url is https:// (a TLS proxy fronts the gateway).
+    cookie_secure: bool | None = None
     worker_processes: str = "auto"
     worker_connections: int = 1024
     # Who nginx's workers run as when the engine runs as root (None: the dedicated
@@ -190,6 +191,12 @@ class GatewaySettings:
                 raise UsageError(f"gateway: {name} must be an nginx duration like 60s or 1d")
         if not re.match(r"^[0-9]{1,6}[kmg]?$", self.client_max_body_size):
             raise UsageError("gateway: client_max_body_size must be like 0, 100m or 2g")
+
+    @property
+    def secure_cookie(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return bool(self.public_url and self.public_url.startswith("https://"))
 
     @property
     def listen(self) -> str:
@@ -300,7 +307,7 @@ def _studio_view(studio: StudioRoutes, settings: GatewaySettings | None) -> dict
         "preview": studio.session_secret is None,
         "cookie": None if studio.session_secret is None else studio.cookie_value,
         "link_key": None if studio.session_secret is None else studio.link_key,
-        "cookie_secure": bool(settings and settings.cookie_secure),
+        "cookie_secure": bool(settings and settings.secure_cookie),
         "landing_file": landing_file(studio),
         "ports": [_port_view(studio, r) for r in sorted(studio.ports, key=lambda r: r.port)],
     }
