@@ -142,9 +142,11 @@ def contribute_ports(block, state):
 def adjust_probe(block, state, probe):
     """Replace the readiness probe.
 
-    IDE blocks set their own HTTP probe; the ``kubernetes`` block lets the
-    admin override it. The last block in template order that returns a probe
-    wins; with none, the probe is TCP on the first exposed port.
+    Each returned probe replaces the previous one, so the last block in
+    template order that returns a probe wins; with none, the probe is TCP on
+    the first exposed port. IDE blocks return their HTTP probe only when
+    ``probe`` is ``None``; the ``kubernetes`` block always returns its own, so
+    the admin's probe wins wherever that block sits.
 
     :param block: the block being applied.
     :param state: the build state so far.

@@ -29,8 +29,10 @@ class KubernetesParams(BlockParams):
 
 
 class KubernetesBlock(Block):
-    """The last block in template order that sets a probe wins: put this block
-    after IDE blocks to override their probes."""
+    """Sets the probe and extra ports. Its probe replaces any earlier one and
+    IDE blocks only set a probe when none is set yet, so it wins wherever it
+    sits; ``readiness_url`` wins over ``tcp_probe``. Before any block with a
+    port it needs ``probe_port``."""
 
     Params = KubernetesParams
     summary = "Readiness probe and extra ports for the studio"
