@@ -134,10 +134,28 @@ def test_template_remove_refused_while_studios_use_it(stored):
     from codestudio.runtime import studios
     from codestudio.templates_store import remove_template
 
-    studios.create_studio(stored, "PROJ", "a", "advanced-example")
+    from codestudio.store import Store
+    from codestudio.templates_store import get_template, templates_dir
+
+    a = studios.create_studio(stored, "PROJ", "busy one", "advanced-example")
+    b = studios.create_studio(stored, "PROJ", "idle one", "advanced-example")
     with pytest.raises(UsageError, match="used by studio"):
         remove_template(stored, "advanced-example")
+    # A running (or starting/stopping) studio still needs the template to pull its
+    # files on stop: refused even with --force, naming the studios to stop.
+    for state in (studios.RUNNING, studios.STARTING, studios.STOPPING):
+        studios._set_state(Store.default(), a.id, state)
+        with pytest.raises(UsageError, match=rf"running studio\(s\) {a.id} \({state}\); stop them first") as exc:
+            remove_template(stored, "advanced-example", force=True)
+        assert "idle-one" not in str(exc.value)
+        assert exc.value.exit_code == 2
+        assert get_template("advanced-example").version == 1
+        assert (templates_dir() / "advanced-example").is_dir()
+    studios._set_state(Store.default(), a.id, studios.STOPPED)
     remove_template(stored, "advanced-example", force=True)
+    # Stopped studios keep their rows; they cannot start until the template is re-added.
+    assert {s.id for s in studios.list_studios()} == {a.id, b.id}
+    assert not (templates_dir() / "advanced-example").exists()
 
 
 def test_gateway_routes_come_from_running_studios_only(stored):

@@ -245,16 +245,31 @@ def show_template(template_id: str, *, store: Store | None = None) -> dict:
 
 
 def remove_template(who: Identity, template_id: str, *, force: bool = False, store: Store | None = None) -> None:
-    """Remove every version and grant. Refused while studios use it unless ``force``
-    (their rows stay; they cannot start again until the template is re-added)."""
+    """Remove every version and grant.
+
+    Refused while studios use it unless ``force``; refused even with ``force``
+    while one of them is RUNNING, STARTING or STOPPING, since stopping it pulls its files
+    through the stored template (removing it first would lose the studio's work).
+    With ``force``, stopped studios keep their rows and zones; they cannot start
+    again until the template is re-added.
+    """
+    from codestudio.runtime.studios import RUNNING, STARTING, STOPPING
+
     require_admin(who, "remove templates")
     store = store or Store.default()
     get_template(template_id, store=store)
     with store.connect() as conn:
-        users = [r["id"] for r in conn.execute("SELECT id FROM studios WHERE template_id = ?", (template_id,))]
-        if users and not force:
+        rows = conn.execute("SELECT id, state FROM studios WHERE template_id = ? ORDER BY id", (template_id,)).fetchall()
+        live = [f"{r['id']} ({r['state']})" for r in rows if r["state"] in (RUNNING, STARTING, STOPPING)]
+        if live:
             raise UsageError(
-                f"template {template_id!r} is used by studio(s) {', '.join(users)}; delete them first or pass --force"
+                f"template {template_id!r} is used by running studio(s) {', '.join(live)}; stop them first "
+                "(codestudio studio stop STUDIO), even with --force: their files are pulled back through the template"
+            )
+        if rows and not force:
+            raise UsageError(
+                f"template {template_id!r} is used by studio(s) {', '.join(r['id'] for r in rows)}; "
+                "delete them first or pass --force"
             )
         conn.execute("DELETE FROM templates WHERE id = ?", (template_id,))
         conn.execute("DELETE FROM grants WHERE template_id = ?", (template_id,))
