@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -202,3 +203,26 @@ def test_nginx_conf_passes_nginx_t(tmp_path):
         gateway.stop()  # removes the workers' folder it prepared when run as root
     assert "/code-studios/P1/s1/8081/" in rendered.nginx_conf
     assert "127.0.0.1:41001" in conf
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    a=st.tuples(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,20}", fullmatch=True), st.from_regex(r"[a-z0-9][a-z0-9-]{0,20}", fullmatch=True)),
+    b=st.tuples(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,20}", fullmatch=True), st.from_regex(r"[a-z0-9][a-z0-9-]{0,20}", fullmatch=True)),
+)
+def test_kube_names_of_different_studios_differ(a, b):
+    """Pods are named after studios: two studios must never share a name (review finding)."""
+    from codestudio.render import kube_name
+
+    name_a, name_b = kube_name(*a), kube_name(*b)
+    assert (name_a == name_b) == (a == b)
+    assert len(name_a) <= 63 - len("-pod-0-studio") and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name_a)
+
+
+def test_kube_names_look_alike_cases_and_instances():
+    from codestudio.render import kube_name
+
+    assert kube_name("X-Y", "z") != kube_name("X", "y-z")
+    assert kube_name("P_1", "s") != kube_name("P-1", "s") != kube_name("p-1", "s")
+    assert kube_name("P", "s", "/data/one") != kube_name("P", "s", "/data/two")
+    assert kube_name("P" * 63, "s" * 63).startswith("cs-ppp")

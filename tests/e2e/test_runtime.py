@@ -290,9 +290,7 @@ def test_design_environment_inside_container(rt):
     assert env["DKU_CODE_STUDIO_BROWSER_PATH"] == f"/code-studios/P1/{sid}"
     for port in (8101, 8102, 8103):
         assert env[f"DKU_CODE_STUDIO_BROWSER_PATH_{port}"] == f"/code-studios/P1/{sid}/{port}"
-    from codestudio.render import kube_name
-
-    assert env["K8S_POD_NAME"].startswith(kube_name("P1", sid))
+    assert env["K8S_POD_NAME"].startswith(rt["rts"].get_studio(sid).kube_name)
     assert env["K8S_POD_NAMESPACE"] == "codestudio"
     assert env["K8S_NODE_NAME"] == socket.gethostname()
     assert env["K8S_POD_ID"]

@@ -49,6 +49,8 @@ class StudioContext:
     namespace: str = NAMESPACE
     session_secret: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Distinguishes runtimes sharing one container engine (the local runtime: its data dir).
+    instance: str | None = None
 
 
 @dataclass
@@ -286,14 +288,20 @@ def runner_json(template, state: BuildState) -> str:
 # kubernetes.yaml
 
 
-def kube_name(project_key: str, studio_id: str) -> str:
-    """A DNS-1123 name for the studio's Deployment and Service (at most 63 characters)."""
-    base = re.sub(r"[^a-z0-9-]", "-", f"cs-{project_key.lower()}-{studio_id}").strip("-")
-    base = re.sub(r"-+", "-", base)
-    if len(base) > 63:
-        digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-        base = base[:54].rstrip("-") + "-" + digest
-    return base
+def kube_name(project_key: str, studio_id: str, instance: str | None = None) -> str:
+    """A DNS-1123 name for the studio's Deployment and Service (at most 63 characters).
+
+    Readable (``cs-<project>-<studio>-``) but always ends in a hash of the
+    exact project key, studio id and ``instance`` (the local runtime passes
+    its data dir), because lowercasing and replacing ``_`` make different
+    studios look alike: ``X-Y``/``z`` and ``X``/``y-z`` must never share a pod.
+    """
+    digest = hashlib.sha256(f"{project_key}\0{studio_id}\0{instance or ''}".encode()).hexdigest()[:10]
+    readable = re.sub(r"[^a-z0-9-]", "-", f"cs-{project_key.lower()}-{studio_id}")
+    readable = re.sub(r"-+", "-", readable).strip("-")
+    # Room for "-<digest>" and podman's "-pod-0-studio" suffix on container names.
+    readable = readable[: 63 - len(digest) - 1 - 13].rstrip("-")
+    return f"{readable}-{digest}"
 
 
 def browser_path(studio: StudioContext, template_id: str) -> str:
@@ -344,7 +352,7 @@ def container_env(state: BuildState, studio: StudioContext, template_id: str) ->
 def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: str) -> list[dict]:
     """The Deployment (1 replica) and Service a studio runs as, on Kubernetes and under podman."""
     studio_id = studio.studio_id or template_id
-    name = kube_name(studio.project_key, studio_id)
+    name = kube_name(studio.project_key, studio_id, studio.instance)
     labels = {
         "app.kubernetes.io/name": "codestudio-studio",
         "app.kubernetes.io/managed-by": "codestudio",
