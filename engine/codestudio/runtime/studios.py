@@ -44,6 +44,13 @@ SYNC_FLAG = "/tmp/.codestudio-sync-done"
 RUNNER = "/opt/codestudio/runner.py"
 
 
+def runtime_instance() -> str:
+    """What makes this data dir's pods distinct from another data dir's on the same host."""
+    from codestudio.home import data_dir
+
+    return str(data_dir())
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -75,7 +82,7 @@ class Studio:
     def kube_name(self) -> str:
         from codestudio.render import kube_name
 
-        return kube_name(self.project, self.id)
+        return kube_name(self.project, self.id, runtime_instance())
 
     @property
     def pod(self) -> str:
@@ -377,6 +384,7 @@ def _start_locked(studio: Studio, *, timeout: float, quiet: bool, store: Store) 
     secret = new_session_secret()
     sync_studio = _sync_studio(studio, state)
     ctx = StudioContext(
+        instance=runtime_instance(),
         project_key=studio.project,
         studio_id=studio.id,
         owner=studio.owner,
