@@ -192,3 +192,33 @@ def test_block_whose_distribution_is_not_installed_names_it(write_template):
     text = problems_of(path, nothing_installed)
     assert "needs the distribution codestudio-jupyterlab, which is not installed" in text
     assert "pip install codestudio-jupyterlab" in text
+
+
+def test_fifo_resource_is_refused_not_hung_on(tmp_path, write_template, blocks):
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "ok.txt").write_text("ok")
+    os.mkfifo(tmp_path / "files" / "pipe")
+    direct = write_template("id: f\nblocks:\n  - {type: dockerfile, statements: RUN true, resources: [files/pipe]}\n")
+    assert "not a regular file or folder" in problems_of(direct, blocks)
+    folder = write_template("id: f\nblocks:\n  - {type: dockerfile, statements: RUN true, resources: [files]}\n", "b.yaml")
+    assert "pipe is not a regular file" in problems_of(folder, blocks)
+
+
+@pytest.mark.parametrize("make", ["fifo", "device", "huge", "folder"])
+def test_template_path_that_is_not_a_small_regular_file(tmp_path, blocks, make):
+    path = tmp_path / "t.yaml"
+    if make == "fifo":
+        os.mkfifo(path)
+    elif make == "device":
+        path = "/dev/zero"
+    elif make == "huge":
+        path.write_text("id: big\ndescription: " + "x" * (5 << 20) + "\n")
+    else:
+        path.mkdir()
+    text = problems_of(path, blocks)
+    assert "not a regular file" in text or "larger than" in text
+
+
+def test_starter_files_may_not_write_git_metadata(write_template, blocks):
+    path = write_template("id: g\nblocks:\n  - {type: starter-files, files: {.git/config: x}}\n")
+    assert "'.git' is reserved" in problems_of(path, blocks)

@@ -66,6 +66,9 @@ class ResourceResolver:
         real = candidate.resolve()
         if not _inside(real, root):
             raise ResourceError(f"{spec!r}: resolves to {real}, outside {root_var} ({root})")
+        if not real.is_dir() and not real.is_file():
+            # A FIFO would hang the render, a device would be read forever.
+            raise ResourceError(f"{spec!r}: not a regular file or folder (a pipe, socket or device)")
         if real.is_dir():
             for dirpath, dirnames, filenames in os.walk(real):
                 for entry in dirnames + filenames:
@@ -73,6 +76,10 @@ class ResourceResolver:
                     if p.is_symlink() and not _inside(p.resolve(), root):
                         raise ResourceError(
                             f"{spec!r}: {p.relative_to(real)} is a symlink pointing outside {root_var}"
+                        )
+                    if entry in filenames and not p.is_file():
+                        raise ResourceError(
+                            f"{spec!r}: {p.relative_to(real)} is not a regular file (a pipe, socket or device)"
                         )
         name = real.relative_to(root).as_posix() if real != root else root.name
         return Resource(spec=spec, path=real, root=root, name=name)

@@ -38,6 +38,10 @@ KNOWN_DISTRIBUTIONS = {
 }
 
 
+#: Templates are small; large content (starter files, scripts) belongs in resources.
+MAX_TEMPLATE_BYTES = 4 << 20
+
+
 class Permissions(BaseModel):
     """Who may create studios from the template (admins always may)."""
 
@@ -143,6 +147,11 @@ def load_template(path: Path | str, blocks: Blocks) -> Template:
     path = Path(path)
     source = str(path)
     try:
+        if not path.is_file():
+            problem = "file not found" if not path.exists() else "not a regular file"
+            raise TemplateError(source, [problem])
+        if path.stat().st_size > MAX_TEMPLATE_BYTES:
+            raise TemplateError(source, [f"larger than {MAX_TEMPLATE_BYTES // (1 << 20)} MiB: put large content in resource files"])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TemplateError(source, ["file not found"]) from None

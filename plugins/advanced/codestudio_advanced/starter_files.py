@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from codestudio import hookimpl
 from codestudio.blockapi import Block, BlockParams, BlockProblem, StarterFile
@@ -13,9 +14,15 @@ from codestudio.resources import ResourceError
 from codestudio.types import RelativePath, Text, Zone
 
 
+def _not_git(path: str) -> str:
+    if ".git" in path.split("/"):
+        raise ValueError(f"{path!r}: '.git' is reserved (versioned zones are git repositories)")
+    return path
+
+
 class StarterFilesParams(BlockParams):
     zone: Zone = "code_studio-versioned"
-    files: dict[RelativePath, Text] = Field(default_factory=dict)
+    files: dict[Annotated[RelativePath, AfterValidator(_not_git)], Text] = Field(default_factory=dict)
     #: Resource files or folders copied into the zone root under their own name.
     resources: list[str] = Field(default_factory=list)
 
@@ -39,6 +46,8 @@ class StarterFilesBlock(Block):
                     for name in sorted(filenames):
                         source = Path(dirpath, name)
                         rel = Path(resource.path.name, source.relative_to(resource.path)).as_posix()
+                        if ".git" in rel.split("/"):
+                            continue  # a resource folder's own git metadata is not a starter file
                         out.append(_file(p.zone, rel, source))
             else:
                 out.append(_file(p.zone, resource.path.name, resource.path))
