@@ -371,7 +371,7 @@ def test_ipv6_upstream_and_listen():
 def test_worker_identity_refuses_root_ids_and_missing_users(monkeypatch):
     import pwd
 
-    from codestudio.errors import RuntimeFailure
+    from codestudio.errors import RuntimeFailure, UsageError
     from codestudio.gateway import process
 
     real = pwd.getpwnam
@@ -382,10 +382,18 @@ def test_worker_identity_refuses_root_ids_and_missing_users(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(pwd, "getpwnam", fake)
-    with pytest.raises(RuntimeFailure, match="uid or gid 0"):
+    # A user named by CODESTUDIO_GATEWAY_USER is input: exit 2, not a runtime failure.
+    with pytest.raises(UsageError, match="uid or gid 0"):
         process.worker_identity(GatewaySettings(worker_user="toor"))
-    with pytest.raises(RuntimeFailure, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist") as info:
         process.worker_identity(GatewaySettings(worker_user="no-such-user-cs"))
+    assert info.value.exit_code == 2
+    # No user named and not even the fallback exists: the host's problem (exit 1).
+    monkeypatch.setattr(process, "WORKER_USER", "no-such-user-cs")
+    monkeypatch.setattr(process, "FALLBACK_WORKER_USER", "no-such-user-cs2")
+    with pytest.raises(RuntimeFailure, match="does not exist"):
+        process.worker_identity(GatewaySettings())
+    monkeypatch.setattr(process, "FALLBACK_WORKER_USER", "nobody")
     # Default: the dedicated user when it exists, else nobody.
     monkeypatch.setattr(process, "WORKER_USER", "no-such-user-cs")
     assert process.worker_identity(GatewaySettings()).user == "nobody"

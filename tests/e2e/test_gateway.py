@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from codestudio.errors import RuntimeFailure
+from codestudio.errors import RuntimeFailure, UsageError
 from codestudio.gateway.config import (
     GatewaySettings,
     PortRoute,
@@ -362,7 +362,7 @@ def _check_unprivileged_workers(gateway, backends):
 def test_unknown_worker_user_is_a_clear_failure(tmp_path, monkeypatch):
     monkeypatch.setenv("CODESTUDIO_GATEWAY_USER", "no-such-user-cs")
     gw = Gateway(tmp_path, settings=GatewaySettings.from_env(GatewaySettings(port=free_port())))
-    with pytest.raises(RuntimeFailure, match="no-such-user-cs.*does not exist"):
+    with pytest.raises(UsageError, match="no-such-user-cs.*does not exist"):
         gw.start()
     assert not gw.status().running
 
@@ -422,7 +422,7 @@ def test_start_stop_status(tmp_path, monkeypatch):
         httpx.get(f"http://127.0.0.1:{port}/_codestudio/health", trust_env=False)
 
 
-def test_port_in_use_is_a_clear_failure(tmp_path):
+def test_port_in_use_is_a_clear_failure(tmp_path, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -431,6 +431,46 @@ def test_port_in_use_is_a_clear_failure(tmp_path):
             gw.start()
     assert not gw.status().running
     assert not gw.stop()
+    assert not (gw.prefix / "settings.json").exists()  # nothing ever ran: nothing saved
+
+
+def _saved_port(tmp_path: Path) -> int:
+    return json.loads((tmp_path / "gateway" / "settings.json").read_text())["port"]
+
+
+def test_failed_port_change_keeps_the_old_port(tmp_path, monkeypatch):
+    """A port change nginx could not apply is not saved: later links keep the working port."""
+    good = free_port()
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(good))
+    gw = Gateway(tmp_path)
+    try:
+        gw.start()
+        good_conf = gw.conf_path.read_text()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(s.getsockname()[1]))
+            # Running: the reload fails, the old config keeps serving.
+            with pytest.raises(RuntimeFailure):
+                Gateway(tmp_path).start()
+            assert _saved_port(tmp_path) == good
+            assert gw.conf_path.read_text() == good_conf
+            monkeypatch.delenv("CODESTUDIO_GATEWAY_PORT")
+            assert Gateway(tmp_path).settings.port == good
+            assert Gateway(tmp_path).status().running
+            # Stopped: the start fails, the saved port stays the last one that ran.
+            assert gw.stop()
+            monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(s.getsockname()[1]))
+            with pytest.raises(RuntimeFailure, match="Address already in use"):
+                Gateway(tmp_path).start()
+            assert _saved_port(tmp_path) == good
+            assert gw.conf_path.read_text() == good_conf
+        monkeypatch.delenv("CODESTUDIO_GATEWAY_PORT")
+        assert Gateway(tmp_path).settings.port == good
+        assert Gateway(tmp_path).settings.base_url == f"http://127.0.0.1:{good}"  # what `studio url` links to
+        assert Gateway(tmp_path).start().listen == f"127.0.0.1:{good}"
+    finally:
+        Gateway(tmp_path).stop()
 
 
 def test_cli_start_status_stop(tmp_path):
@@ -464,3 +504,14 @@ def test_cli_start_status_stop(tmp_path):
         run("stop")
     assert failed.returncode == 1
     assert "Address already in use" in failed.stderr
+    # The failed port is not saved: commands without the variable keep the old one.
+    assert _saved_port(tmp_path) == port
+    del env["CODESTUDIO_GATEWAY_PORT"]
+    assert json.loads(run("status", "--json").stdout)["listen"] == f"127.0.0.1:{port}"
+    # An unknown worker user is bad input (exit 2), when it matters (as root).
+    if os.geteuid() == 0:
+        env["CODESTUDIO_GATEWAY_USER"] = "no-such-user-cs"
+        bad_user = run("start")
+        assert bad_user.returncode == 2, bad_user.stderr
+        assert "no-such-user-cs" in bad_user.stderr and "does not exist" in bad_user.stderr
+        assert _saved_port(tmp_path) == port

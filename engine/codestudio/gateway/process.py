@@ -3,7 +3,7 @@
 Layout under ``<data dir>/gateway/`` (mode 0700)::
 
     nginx.conf        live config (0600: holds cookie values and link keys)
-    settings.json     the GatewaySettings the gateway was last started/applied with
+    settings.json     the GatewaySettings nginx last started/reloaded with successfully
     nginx.pid         master pid (written by nginx)
     logs/             access.log (no query strings, no cookies), error.log
     temp/             nginx temp paths        } only when the engine is not root;
@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from codestudio.errors import RuntimeFailure
+from codestudio.errors import RuntimeFailure, UsageError
 from codestudio.gateway.config import (
     HEALTH_PATH,
     GatewaySettings,
@@ -95,15 +95,19 @@ def worker_identity(settings: GatewaySettings) -> WorkerIdentity:
             name = WORKER_USER
         except KeyError:
             name = FALLBACK_WORKER_USER
+    # A user named in the settings (CODESTUDIO_GATEWAY_USER or settings.json) is
+    # input: a wrong one is a usage error (exit 2). A missing default user is the
+    # host's problem (exit 1).
+    bad_input = UsageError if settings.worker_user is not None else RuntimeFailure
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
-        raise RuntimeFailure(
+        raise bad_input(
             f"gateway worker user {name!r} does not exist on this host: create it, or set "
             "CODESTUDIO_GATEWAY_USER to an existing unprivileged user"
         ) from None
     if pw.pw_uid == 0 or pw.pw_gid == 0:
-        raise RuntimeFailure(f"gateway worker user {name!r} has uid or gid 0: nginx workers must not run as root")
+        raise bad_input(f"gateway worker user {name!r} has uid or gid 0: nginx workers must not run as root")
     try:
         group = grp.getgrgid(pw.pw_gid).gr_name
     except KeyError:
@@ -352,17 +356,25 @@ class Gateway:
                     return generation
             previous = self.conf_path.read_text() if self.conf_path.exists() else None
             _write_private(self.conf_path, text, replace=True)
-            _save_settings(self.prefix / "settings.json", self._explicit_settings or self.settings)
             if pid is None:
                 self._start_locked(settings, generation, previous)
             else:
                 self._reload_locked(pid, settings, generation, previous)
+            # Only now that nginx serves the new config: a failed start or reload
+            # (e.g. the new port is taken) must not move later links to that port.
+            _save_settings(self.prefix / "settings.json", settings)
             self._prune_pages(studios)
             return generation
 
     def _start_locked(self, settings: GatewaySettings, generation: str, previous: str | None) -> None:
         proc = self._nginx()
         if proc.returncode != 0:
+            # Nothing runs: put the last config back so the files describe the last
+            # gateway that did run.
+            if previous is not None:
+                _write_private(self.conf_path, previous, replace=True)
+            else:
+                self.conf_path.unlink(missing_ok=True)
             raise RuntimeFailure(
                 f"the gateway did not start on {settings.listen}:\n{proc.stderr.strip()}\n"
                 "(set CODESTUDIO_GATEWAY_PORT to use another port)"
