@@ -179,3 +179,71 @@ def test_gateway_routes_come_from_running_studios_only(stored):
     from codestudio.runtime import running_studio_routes
 
     assert [r.studio_id for r in running_studio_routes()] == [a.id]
+
+
+def test_status_and_list_all_respect_ownership(stored, monkeypatch):
+    from codestudio.runtime import studios
+
+    s = studios.create_studio(stored, "PROJ", "mine", "advanced-example")
+    monkeypatch.setattr(access, "os_user", lambda: "bob")
+    bob = access.identify()
+    assert not bob.is_admin
+    with pytest.raises(PermissionDenied, match=f"studio {s.id} belongs to alice; bob may not see the status of it"):
+        studios.studio_status(bob, s.id)
+    with pytest.raises(PermissionDenied, match=r"only admins may list every user's studios \(--all\)"):
+        studios.list_studios(bob, all_users=True)
+    assert studios.list_studios(bob) == []
+    # Admins (alice) still see everything.
+    assert studios.studio_status(stored, s.id)["owner"] == "alice"
+    assert [x.id for x in studios.list_studios(stored, all_users=True)] == [s.id]
+
+
+def _running_with_routes(studios, who, name):
+    from codestudio.gateway.config import new_session_secret
+    from codestudio.store import Store
+
+    s = studios.create_studio(who, "PROJ", name, "advanced-example")
+    s.dir.mkdir(parents=True)
+    (s.dir / "routes.json").write_text(json.dumps({
+        "ports": [{"port": 8081, "proxied_subpath": "/", "label": "API"}], "actions": []}))
+    studios._set_state(Store.default(), s.id, studios.STARTING, None, ports={8081: 45000}, token=new_session_secret())
+    return s
+
+
+class _StoppedGateway:
+    class settings:  # noqa: N801 - stands in for GatewaySettings
+        base_url = "http://127.0.0.1:8800"
+
+    applied = 0
+
+    def pid(self):
+        return None
+
+    def apply(self):
+        type(self).applied += 1
+
+
+def test_url_ttl_bounds_and_stopped_gateway_warning(stored, monkeypatch, capsys):
+    from codestudio.runtime import studios
+
+    s = _running_with_routes(studios, stored, "linked")
+    monkeypatch.setattr(studios, "_gateway", _StoppedGateway)
+    for bad in (9, 7 * 24 * 3600 + 1):
+        with pytest.raises(UsageError, match="at most|to 604800 seconds") as info:
+            studios.access_url(stored, s.id, ttl=bad)
+        assert info.value.exit_code == 2
+    url = studios.access_url(stored, s.id, ttl=7 * 24 * 3600)
+    assert url.startswith(f"http://127.0.0.1:8800/code-studios/PROJ/{s.id}/?")
+    err = capsys.readouterr().err
+    assert "gateway is stopped" in err and "codestudio gateway start" in err
+    assert _StoppedGateway.applied == 0  # printing a link never starts nginx
+
+
+def test_cli_url_ttl_maximum_is_a_usage_error(stored, capsys):
+    from codestudio.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["studio", "url", "whatever", "--ttl", "604801"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "604801" in err and "604800" in err

@@ -57,7 +57,7 @@ def create(ctx: click.Context, project: str, name: str, template_id: str, owner:
 
 
 @studio.command("list")
-@click.option("--all", "all_users", is_flag=True, help="Every user's studios (default: yours).")
+@click.option("--all", "all_users", is_flag=True, help="Every user's studios (admins only; default: yours).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def list_(ctx: click.Context, all_users: bool, as_json: bool) -> None:
@@ -163,10 +163,11 @@ def logs(ctx: click.Context, ref: str, follow: bool, tail: int | None) -> None:
 @studio.command()
 @click.argument("ref", metavar="STUDIO")
 @click.option("--port", type=int, default=None, help="Link to this tab instead of the landing page.")
-@click.option("--ttl", type=click.IntRange(min=10), default=None, help="Seconds the link stays valid (default 600).")
+@click.option("--ttl", type=click.IntRange(min=10, max=604800), default=None,
+              help="Seconds the link stays valid (default 600, at most 604800 = 7 days).")
 @click.pass_context
 def url(ctx: click.Context, ref: str, port: int | None, ttl: int | None) -> None:
-    """Print the owner's signed gateway URL of STUDIO."""
+    """Print the owner's signed gateway URL of STUDIO (warns when the gateway is stopped)."""
     from codestudio.runtime.studios import access_url
 
     output.line(access_url(_who(ctx), ref, port=port, ttl=ttl))

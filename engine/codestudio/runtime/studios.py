@@ -39,6 +39,8 @@ from codestudio.types import PROJECT_KEY_RE, SLUG_RE, STUDIO_USER
 
 STOPPED, STARTING, RUNNING, STOPPING, FAILED = "STOPPED", "STARTING", "RUNNING", "STOPPING", "FAILED"
 DEFAULT_TIMEOUT = 300.0
+#: Bounds of ``studio url --ttl`` (seconds): a leaked link must not stay valid for long.
+MIN_URL_TTL, MAX_URL_TTL = 10, 7 * 24 * 3600
 #: Flag file the runner waits for before starting entrypoints (created after the file push).
 SYNC_FLAG = "/tmp/.codestudio-sync-done"
 RUNNER = "/opt/codestudio/runner.py"
@@ -219,6 +221,11 @@ def create_studio(who: Identity, project: str, name: str, template_id: str, *, o
 
 
 def list_studios(who: Identity | None = None, *, all_users: bool = False, store: Store | None = None) -> list[Studio]:
+    """``who``'s studios; every user's with ``all_users`` (admins only) or without ``who`` (engine use)."""
+    if who is not None and all_users and not who.is_admin:
+        raise PermissionDenied(
+            f"only admins may list every user's studios (--all); {who.name} is not an admin (see `codestudio admin list`)"
+        )
     store = store or Store.default()
     with store.connect() as conn:
         rows = conn.execute("SELECT * FROM studios ORDER BY project, id").fetchall()
@@ -562,7 +569,9 @@ def studio_status(who: Identity, ref: str, *, store: Store | None = None) -> dic
     from codestudio.build import latest_build
 
     store = store or Store.default()
-    studio = refresh(get_studio(ref, store=store), store=store)
+    studio = get_studio(ref, store=store)
+    _check_actor(who, studio, "see the status of")
+    studio = refresh(studio, store=store)
     latest = latest_build(studio.template_id, store=store)
     gw = _gateway()
     base = gw.settings.base_url
@@ -608,9 +617,15 @@ def studio_status(who: Identity, ref: str, *, store: Store | None = None) -> dic
 
 def access_url(who: Identity, ref: str, *, port: int | None = None, ttl: int | None = None,
                store: Store | None = None) -> str:
-    """The owner's signed gateway URL (landing page, or one tab with ``port``)."""
+    """The owner's signed gateway URL (landing page, or one tab with ``port``).
+
+    Does not start the gateway: when it is stopped the link is still printed,
+    with a warning on stderr saying how to start it.
+    """
     from codestudio.gateway.config import DEFAULT_TOKEN_TTL, make_access_url
 
+    if ttl is not None and not MIN_URL_TTL <= ttl <= MAX_URL_TTL:
+        raise UsageError(f"--ttl {ttl}: a link stays valid {MIN_URL_TTL} to {MAX_URL_TTL} seconds (7 days)")
     store = store or Store.default()
     studio = refresh(get_studio(ref, store=store), store=store)
     if who.name != studio.owner:
@@ -625,7 +640,10 @@ def access_url(who: Identity, ref: str, *, port: int | None = None, ttl: int | N
         raise RuntimeFailure(f"studio {studio.id} has no gateway routes; restart it")
     gw = _gateway()
     if gw.pid() is None:
-        gw.apply()
+        # Starting nginx here would hide a stopped gateway (and its failures) behind
+        # a read-only command; say so instead.
+        _log("warning: the gateway is stopped, so this link does not answer yet; start it with "
+             "`codestudio gateway start` (starting any studio also starts it)")
     return make_access_url(routes, gw.settings.base_url, ttl or DEFAULT_TOKEN_TTL, port=port)
 
 
