@@ -61,6 +61,42 @@ def test_admin_and_group_management(as_os_user):
         access.add_member(bob, "data-science", "eve")
 
 
+def test_root_cannot_be_removed_from_the_admins(as_os_user):
+    as_os_user("alice")
+    alice = access.identify()
+    with pytest.raises(UsageError, match="root is always an admin") as info:
+        access.remove_admin(alice, "root")
+    assert info.value.exit_code == 2
+    assert access.is_admin("root") and "root" in access.list_admins()
+
+
+def _cli(*args):
+    from codestudio.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+        raise SystemExit(0)
+    return info.value.code
+
+
+def test_cli_admin_and_group_remove_say_what_happened(as_os_user, capsys):
+    as_os_user("alice")
+    assert _cli("admin", "remove", "root") == 2
+    assert "root is always an admin" in capsys.readouterr().err
+    assert _cli("admin", "remove", "nobody-here") == 0
+    assert "nobody-here was not an admin" in capsys.readouterr().err
+    assert _cli("admin", "group", "add", "ds", "bob") == 0
+    capsys.readouterr()
+    assert _cli("admin", "group", "remove", "ds", "bob", "carol") == 0
+    err = capsys.readouterr().err
+    assert "removed bob from ds" in err
+    assert "carol was not a member of ds: nothing removed" in err and "removed carol" not in err
+    assert _cli("admin", "group", "remove", "ds", "bob") == 0
+    err = capsys.readouterr().err
+    assert "bob was not a member of ds" in err and "removed bob" not in err
+    assert access.list_members("ds") == []
+
+
 def test_os_groups_count():
     import grp
     import os

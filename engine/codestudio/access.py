@@ -167,10 +167,13 @@ def add_admin(who: Identity, user: str, *, store: Store | None = None) -> bool:
 
 def remove_admin(who: Identity, user: str, *, store: Store | None = None) -> bool:
     require_admin(who, "remove admins")
+    if user == "root":
+        # is_admin() says yes for root whatever the table holds: "removed" would be a lie.
+        raise UsageError("root is always an admin and cannot be removed")
     store = store or Store.default()
     with store.connect() as conn:
         others = conn.execute("SELECT COUNT(*) FROM admins WHERE user != ?", (user,)).fetchone()[0]
-        if others == 0 and user != "root":
+        if others == 0:
             raise UsageError(f"{user} is the last admin; add another admin first")
         return conn.execute("DELETE FROM admins WHERE user = ?", (user,)).rowcount > 0
 

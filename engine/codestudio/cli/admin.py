@@ -87,9 +87,13 @@ def group_remove(ctx: click.Context, group_name: str, users: tuple[str, ...]) ->
     from codestudio.access import remove_member
 
     who = _who(ctx)
-    for user in users:
-        remove_member(who, group_name, user)
-    output.info(f"removed {', '.join(users)} from {group_name}")
+    removed = [user for user in dict.fromkeys(users) if remove_member(who, group_name, user)]
+    absent = [user for user in dict.fromkeys(users) if user not in removed]
+    if removed:
+        output.info(f"removed {', '.join(removed)} from {group_name}")
+    if absent:
+        output.info(f"{', '.join(absent)} {'was' if len(absent) == 1 else 'were'} not a member of {group_name}: "
+                    "nothing removed (only memberships added with `admin group add` are; OS groups are not changed)")
 
 
 @group.command("list")
