@@ -40,7 +40,7 @@ ENGINE_DIR = "/opt/codestudio"
 def _slug(value: str) -> str:
     if not SLUG_RE.match(value):
         raise ValueError(
-            f"{value!r} is not a slug: use lowercase letters, digits and '-', "
+            "not a slug: use lowercase letters, digits and '-', "
             "starting with a letter or digit, at most 63 characters"
         )
     return value
@@ -49,14 +49,15 @@ def _slug(value: str) -> str:
 def _project_key(value: str) -> str:
     if not PROJECT_KEY_RE.match(value):
         raise ValueError(
-            f"{value!r} is not a project key: letters, digits, '_' and '-', at most 63 characters"
+            "not a project key: letters, digits, '_' and '-', starting with a letter or digit, "
+            "at most 63 characters"
         )
     return value
 
 
 def _label(value: str) -> str:
     if _CONTROL_RE.search(value):
-        raise ValueError(f"{value!r} contains a newline or another control character")
+        raise ValueError("contains a newline or another control character")
     if not value.strip():
         raise ValueError("must not be blank")
     return value
@@ -72,38 +73,38 @@ def _text(value: str) -> str:
 
 def _env_name(value: str) -> str:
     if not ENV_NAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid environment variable name")
+        raise ValueError("not a valid environment variable name: letters, digits and '_', not starting with a digit")
     return value
 
 
 def _container_path(value: str) -> str:
     if _CONTROL_RE.search(value):
-        raise ValueError(f"{value!r} contains a control character")
+        raise ValueError("contains a control character")
     if not value.startswith("/"):
-        raise ValueError(f"{value!r} must be an absolute path inside the container")
+        raise ValueError("must be an absolute path inside the container")
     if any(c in value for c in "$\\\"'`"):
-        raise ValueError(f"{value!r} must not contain quotes, backslashes, '`' or '$'")
+        raise ValueError("must not contain quotes, backslashes, '`' or '$'")
     parts = value.split("/")
     if ".." in parts:
-        raise ValueError(f"{value!r} must not contain '..'")
+        raise ValueError("must not contain '..'")
     return posixpath.normpath(value)
 
 
 def _relative_path(value: str) -> str:
     """A path relative to some root (a zone, a target folder): no escape."""
     if _CONTROL_RE.search(value):
-        raise ValueError(f"{value!r} contains a control character")
+        raise ValueError("contains a control character")
     if value.startswith("/") or value.startswith("\\"):
-        raise ValueError(f"{value!r} must be a relative path")
+        raise ValueError("must be a relative path")
     norm = posixpath.normpath(value)
     if norm == "." or norm.startswith("../") or norm == ".." or "/../" in f"/{value}/":
-        raise ValueError(f"{value!r} must stay inside its folder (no '..')")
+        raise ValueError("must stay inside its folder (no '..')")
     return norm
 
 
 def _image(value: str) -> str:
     if not IMAGE_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid image reference")
+        raise ValueError("not a valid image reference (registry/path:tag, no spaces or shell characters)")
     return value
 
 

@@ -87,12 +87,12 @@ class StudioRoutes:
         if not isinstance(self.project_key, str) or not PROJECT_KEY_RE.match(self.project_key):
             raise UsageError(
                 f"gateway: {self.project_key!r} is not a project key "
-                "(letters, digits, '_' and '-', at most 63 characters)"
+                "(letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters)"
             )
         if not isinstance(self.studio_id, str) or not SLUG_RE.match(self.studio_id):
             raise UsageError(
                 f"gateway: {self.studio_id!r} is not a studio id "
-                "(lowercase letters, digits and '-', at most 63 characters)"
+                "(lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters)"
             )
         if self.session_secret is not None and not (
             isinstance(self.session_secret, str) and _SECRET_RE.match(self.session_secret)

@@ -173,7 +173,8 @@ def create_studio(who: Identity, project: str, name: str, template_id: str, *, o
 
     store = store or Store.default()
     if not PROJECT_KEY_RE.match(project):
-        raise UsageError(f"invalid project key {project!r}: letters, digits, '_' and '-', at most 63 characters")
+        raise UsageError(f"invalid project key {project!r}: letters, digits, '_' and '-', "
+                         "starting with a letter or digit, at most 63 characters")
     if not name or len(name) > 100 or any(ord(c) < 32 for c in name):
         raise UsageError(f"invalid studio name {name!r}: 1-100 printable characters")
     owner = owner or who.name
