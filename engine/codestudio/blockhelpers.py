@@ -51,14 +51,14 @@ def _requirement(value: str) -> str:
 
     text = value.strip()
     if not text or _CONTROL_RE.search(text):
-        raise ValueError(f"{value!r} is empty or contains a newline or control character")
+        raise ValueError("empty, or contains a newline or control character")
     if text.startswith("-"):
         # pip would read it as an option (--index-url, -r, -e): not a requirement.
-        raise ValueError(f"{value!r} is a pip option, not a requirement")
+        raise ValueError("a pip option, not a requirement")
     try:
         Requirement(text)
     except InvalidRequirement as exc:
-        raise ValueError(f"{value!r} is not a pip requirement: {exc}") from None
+        raise ValueError(f"not a pip requirement: {exc}") from None
     return text
 
 
@@ -71,7 +71,7 @@ def _python_command(value: str) -> str:
         return _container_path(value)
     except ValueError:
         raise ValueError(
-            f"{value!r} is neither an interpreter name like python3 nor an absolute path in the image"
+            "neither an interpreter name like python3 nor an absolute path in the image"
         ) from None
 
 
