@@ -232,34 +232,29 @@ def build_rendered(
     digest = content_hash(manifest)
     image, latest = image_name(template_id, digest), latest_name(template_id)
 
-    with Reporter(f"building {template_id}", quiet=quiet) as reporter, template_lock(template_id, reporter):
-        if not no_cache:
-            existing = containers.image_id(image)
-            if existing:
-                if containers.image_id(latest) != existing:
-                    containers.tag_image(existing, latest)
-                build_id = history.start(
-                    store,
-                    template_id=template_id,
-                    template_version=template_version,
-                    content_hash=digest,
-                    image=image,
-                    plugins=rendered.plugins,
-                    outcome="skipped",
-                    image_id=existing,
-                )
-                return BuildResult(
-                    template_id, "skipped", image, latest, existing, digest, build_id, seconds=time.monotonic() - started
-                )
-
-        build_id = history.start(
+    def record(**fields) -> int:
+        return history.start(
             store,
             template_id=template_id,
             template_version=template_version,
             content_hash=digest,
             image=image,
             plugins=rendered.plugins,
+            **fields,
         )
+
+    with Reporter(f"building {template_id}", quiet=quiet) as reporter, template_lock(template_id, reporter):
+        if not no_cache:
+            existing = containers.image_id(image)
+            if existing:
+                if containers.image_id(latest) != existing:
+                    containers.tag_image(existing, latest)
+                build_id = record(outcome="skipped", image_id=existing)
+                return BuildResult(
+                    template_id, "skipped", image, latest, existing, digest, build_id, seconds=time.monotonic() - started
+                )
+
+        build_id = record()
         work = builds_dir(template_id) / str(build_id)
         work.mkdir(parents=True, exist_ok=True)
         log_path = work / "build.log"
