@@ -28,7 +28,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from codestudio.blockapi import BlockProblem, Copy, Run, Step, shell_quote
+from codestudio.blockapi import BlockProblem, Copy, Probe, Run, Step, shell_quote
 from codestudio.resources import Resource, ResourceError
 
 __all__ = [
@@ -79,6 +79,18 @@ def _python_command(value: str) -> str:
 PipRequirement = Annotated[str, AfterValidator(_requirement)]
 #: An interpreter: a name on PATH matching ``python[0-9.]*`` or an absolute path in the image.
 PythonCommand = Annotated[str, AfterValidator(_python_command)]
+
+
+def ide_probe(probe: Probe | None, port: int, url: str) -> Probe | None:
+    """What an IDE block returns from ``adjust_probe``: its own HTTP probe,
+    unless an earlier block (another IDE, a ``kubernetes`` block) set one.
+
+    The first IDE's port is the studio's main port, and an admin's explicit
+    ``kubernetes`` probe is never overridden by an IDE's default.
+    """
+    if probe is not None:
+        return None
+    return Probe(kind="http", port=port, url=url)
 
 
 def browser_path_ref(port: int) -> str:

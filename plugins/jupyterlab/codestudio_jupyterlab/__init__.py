@@ -24,8 +24,8 @@ import json
 from pydantic import Field, field_validator
 
 from codestudio import hookimpl
-from codestudio.blockapi import Block, BlockParams, Copy, Entrypoint, Probe, Run
-from codestudio.blockhelpers import PipRequirement, browser_path_ref, pip_install, python_env
+from codestudio.blockapi import Block, BlockParams, Copy, Entrypoint, Run
+from codestudio.blockhelpers import PipRequirement, browser_path_ref, ide_probe, pip_install, python_env
 from codestudio.types import WORKSPACE, ContainerPath, Port
 
 DEFAULT_VERSION = "4.6.6"
@@ -114,12 +114,8 @@ class JupyterLabBlock(Block):
 
     @hookimpl
     def adjust_probe(self, block, probe):
-        # An earlier probe (another IDE, the kubernetes block) is kept: the
-        # first IDE's port is the studio's main port.
-        if probe is not None:
-            return None
         # /api answers without authentication and only once the server is up.
-        return Probe(kind="http", port=block.params.port, url="${baseUrl}/api")
+        return ide_probe(probe, block.params.port, "${baseUrl}/api")
 
     @hookimpl
     def register_kernel(self, block, code_env, state):

@@ -20,8 +20,8 @@ from importlib import resources
 from pydantic import model_validator
 
 from codestudio import hookimpl
-from codestudio.blockapi import Block, BlockParams, BlockProblem, Copy, Entrypoint, Probe, Run, shell_quote
-from codestudio.blockhelpers import browser_path_ref, resolve_resource
+from codestudio.blockapi import Block, BlockParams, BlockProblem, Copy, Entrypoint, Run, shell_quote
+from codestudio.blockhelpers import browser_path_ref, ide_probe, resolve_resource
 from codestudio.types import WORKSPACE, ContainerPath, Port
 
 HOME = "/opt/codestudio/rstudio"
@@ -115,6 +115,4 @@ rm -rf /var/lib/apt/lists/*
 
     @hookimpl
     def adjust_probe(self, block, probe):
-        if probe is not None:
-            return None  # an earlier IDE or the kubernetes block decided
-        return Probe(kind="http", port=block.params.port, url="${baseUrl}/")
+        return ide_probe(probe, block.params.port, "${baseUrl}/")

@@ -21,8 +21,8 @@ from importlib import resources
 from pydantic import Field, field_validator
 
 from codestudio import hookimpl
-from codestudio.blockapi import Block, BlockParams, Copy, Entrypoint, Probe, Run, StarterFile
-from codestudio.blockhelpers import PipRequirement, browser_path_ref, pip_install, python_env
+from codestudio.blockapi import Block, BlockParams, Copy, Entrypoint, Run, StarterFile
+from codestudio.blockhelpers import PipRequirement, browser_path_ref, ide_probe, pip_install, python_env
 from codestudio.types import ContainerPath, Port, RelativePath, Slug, Zone, default_target
 
 DEFAULT_VERSION = "1.67.0"
@@ -115,9 +115,7 @@ class StreamlitBlock(Block):
 
     @hookimpl
     def adjust_probe(self, block, probe):
-        if probe is not None:
-            return None  # an earlier IDE or the kubernetes block decided
-        return Probe(kind="http", port=block.params.port, url="${baseUrl}/_stcore/health")
+        return ide_probe(probe, block.params.port, "${baseUrl}/_stcore/health")
 
     @hookimpl
     def validate_block(self, block, state):

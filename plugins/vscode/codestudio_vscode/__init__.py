@@ -35,8 +35,8 @@ from importlib import resources
 from pydantic import Field, field_validator
 
 from codestudio import hookimpl
-from codestudio.blockapi import Block, BlockParams, BlockProblem, Copy, Entrypoint, Probe, Run, shell_quote
-from codestudio.blockhelpers import python_env, resolve_resource
+from codestudio.blockapi import Block, BlockParams, BlockProblem, Copy, Entrypoint, Run, shell_quote
+from codestudio.blockhelpers import ide_probe, python_env, resolve_resource
 from codestudio.types import WORKSPACE, ContainerPath, Port, default_target
 
 DEFAULT_VERSION = "4.139.1"
@@ -185,9 +185,7 @@ class VSCodeBlock(Block):
 
     @hookimpl
     def adjust_probe(self, block, probe):
-        if probe is not None:
-            return None  # an earlier IDE or the kubernetes block decided
-        return Probe(kind="http", port=block.params.port, url="${baseUrl}/healthz")
+        return ide_probe(probe, block.params.port, "${baseUrl}/healthz")
 
     @hookimpl
     def register_kernel(self, block, code_env):
