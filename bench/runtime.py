@@ -62,7 +62,7 @@ blocks:
     label: backend
     run_as_root: true
     statements: |
-      COPY resources/backend.py /opt/bench/backend.py
+      COPY backend.py /opt/bench/backend.py
     resources: [backend.py]
   - type: entrypoint
     label: Backend

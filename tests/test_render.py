@@ -56,8 +56,9 @@ def test_render_writes_the_five_outputs(tmp_path):
     out = tmp_path / "out"
     write_rendered(render_template(EXAMPLES / "advanced.yaml"), out)
     assert sorted(p.name for p in out.iterdir()) == ["Dockerfile", "context", "kubernetes.yaml", "nginx.conf", "runner.json"]
-    assert (out / "context" / "resources" / "hello_server.py").is_file()
-    assert (out / "context" / "codestudio" / "runner.py").is_file()
+    # Resources next to the Dockerfile under their own names; the engine's files under .codestudio/.
+    assert sorted(p.name for p in (out / "context").iterdir()) == [".codestudio", "hello_server.py"]
+    assert (out / "context" / ".codestudio" / "runner" / "runner.py").is_file()
     runner = json.loads((out / "runner.json").read_text())
     assert [e["label"] for e in runner["entrypoints"]] == ["Hello API", "Static files"]
     assert runner["probe"] == {"kind": "http", "port": 8081, "url": "${baseUrl}/health"}
@@ -69,6 +70,30 @@ def test_render_is_deterministic(tmp_path):
     write_rendered(render_template(EXAMPLES / "advanced.yaml"), a)
     write_rendered(render_template(EXAMPLES / "advanced.yaml"), b)
     assert snapshot(a) == snapshot(b)
+
+
+def test_resource_name_collision_exits_2_and_writes_nothing(tmp_path, write_template):
+    import subprocess
+    import sys
+
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / ".codestudio").write_text("mine")
+    path = write_template(
+        """
+        id: clash
+        blocks:
+          - {type: dockerfile, statements: COPY .codestudio /opt/x, resources: [files/.codestudio]}
+        """
+    )
+    out = tmp_path / "out"
+    for args in (["validate", str(path)], ["render", str(path), "-o", str(out)]):
+        result = subprocess.run([sys.executable, "-m", "codestudio", *args], capture_output=True, text=True,
+                                env={**os.environ, "CODESTUDIO_HOME": str(tmp_path / "home"), "COLUMNS": "300"})
+        assert result.returncode == 2, result.stderr
+        assert str(path) in result.stderr
+        assert "blocks[0] (type: dockerfile): field 'resources'" in result.stderr
+        assert "'.codestudio' (files/.codestudio)" in result.stderr
+    assert not out.exists()
 
 
 def test_dockerfile_groups_follow_blocks_and_labels_come_last(tmp_path):

@@ -150,7 +150,7 @@ def test_resources_under_dip_home_and_install_dir(tmp_path, write_template, bloc
         id: roots
         blocks:
           - type: dockerfile
-            statements: COPY resources/pip.conf /etc/pip.conf
+            statements: COPY pip.conf /etc/pip.conf
             resources: ["${dip.home}/config/pip.conf", "${dku.install.dir}/runner/runner.py"]
             run_as_root: true
         """

@@ -171,14 +171,24 @@ class Workdir(Step):
     path: ContainerPath
 
 
+#: The one build-context folder that holds the engine's own files (block
+#: files, the runner); resources take every other name at the root.
+CONTEXT_DIR = ".codestudio"
+#: Names at the context root a resource may not take: the engine's folder and
+#: the files a builder reads from the context (they would change the build).
+RESERVED_CONTEXT_NAMES = frozenset({CONTEXT_DIR, "Dockerfile", "Containerfile", ".dockerignore", ".containerignore"})
+
+
 class Raw(Step):
     """Dockerfile instructions written by the template's admin (the ``dockerfile`` block).
 
     The text is checked by :func:`codestudio.dockerfile.check_statements`
     (known instructions only, no ``FROM``/``ENTRYPOINT``/``CMD``) and emitted
     as written. ``resources`` maps names to resolved files or folders placed
-    at ``context/resources/<name>``, so statements copy them with
-    ``COPY resources/<name> <dest>``.
+    at the build context's root under that name, next to the Dockerfile, so
+    statements copy them with ``COPY <name> <dest>``. The engine's own
+    context files live under :data:`CONTEXT_DIR`; a name in
+    :data:`RESERVED_CONTEXT_NAMES` is refused.
     """
 
     text: str

@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from codestudio.blockapi import (
+    CONTEXT_DIR,
+    RESERVED_CONTEXT_NAMES,
     Action,
     BlockInstance,
     BlockProblem,
@@ -22,6 +24,7 @@ from codestudio.blockapi import (
     CodeEnv,
     Entrypoint,
     Probe,
+    Raw,
     StarterFile,
     Step,
     StepGroup,
@@ -107,6 +110,7 @@ def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem)
     group = StepGroup(block=block, title=block.label)
 
     group.steps += _as_list(call("contribute_dockerfile", t, block=block, state=state), Step, block, "contribute_dockerfile")
+    _check_resource_names(block, group, state, problem)
 
     new_envs = _as_list(call("contribute_code_env", t, block=block, state=state), CodeEnv, block, "contribute_code_env")
     for env in new_envs:
@@ -177,6 +181,43 @@ def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem)
 
     state.groups.append(group)
     state.blocks.append(block)
+
+
+def _shown(path: Path, resolver: ResourceResolver) -> str:
+    """A resource path as the template writes it (relative to its root variable)."""
+    for var, root in resolver.roots.items():
+        if path == root or root in path.parents:
+            rel = path.relative_to(root).as_posix()
+            if var == "${template.resources}":
+                return rel if rel != "." else path.name
+            return f"{var}/{rel}"
+    return str(path)
+
+
+def _check_resource_names(block: BlockInstance, group: StepGroup, state: BuildState, problem) -> None:
+    """Resources sit at the build context's root under their own names: one name, one source."""
+    taken: dict[str, tuple[BlockInstance, Path]] = {}
+    for earlier in [*state.groups, group]:
+        for step in earlier.steps:
+            if not isinstance(step, Raw):
+                continue
+            for name, path in step.resources.items():
+                shown = f"{name!r} ({_shown(path, state.resources)})"
+                if name in RESERVED_CONTEXT_NAMES:
+                    if earlier is group:
+                        what = ("the folder of the engine's own context files" if name == CONTEXT_DIR
+                                else "a file the builder reads from the build context")
+                        problem(block, "resources", f"resource {shown} takes the name {name!r}, reserved for {what}; "
+                                "rename the file or folder")
+                    continue
+                other = taken.get(name)
+                if other is not None and other[1] != path and earlier is group:
+                    owner = "this block" if other[0] is block else other[0].where
+                    problem(block, "resources", f"resource {shown} has the same name as {name!r} "
+                            f"({_shown(other[1], state.resources)}) of {owner}; resources are placed "
+                            "next to the Dockerfile under their own names: rename one of them")
+                    continue
+                taken.setdefault(name, (earlier.block or block, path))
 
 
 def plan_template(path: Path | str, blocks: Blocks | None = None) -> tuple[Template, BuildState]:

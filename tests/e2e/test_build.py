@@ -119,8 +119,8 @@ def test_resources_are_copied_and_usable_in_run(tiny_template):
           label: data files
           run_as_root: true
           statements: |
-            COPY resources/data.txt /opt/data/data.txt
-            COPY resources/tree /opt/data/tree
+            COPY data.txt /opt/data/data.txt
+            COPY tree /opt/data/tree
             RUN grep -q hello /opt/data/data.txt && cat /opt/data/data.txt /opt/data/tree/inner.txt > /opt/data/both.txt
           resources: [files/data.txt, files/tree]
         """,

@@ -117,7 +117,7 @@ blocks:
     label: test servers
     run_as_root: true
     statements: |
-      COPY resources/files /opt/rt/
+      COPY files /opt/rt/
       ENV CODESTUDIO_BACKOFF_BASE=0.2 CODESTUDIO_BACKOFF_MAX=1
     resources: [files]
   - type: entrypoint

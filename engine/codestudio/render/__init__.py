@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from codestudio import __version__
-from codestudio.blockapi import BuildState, Copy, Env, Raw, Run, Workdir
+from codestudio.blockapi import CONTEXT_DIR, BuildState, Copy, Env, Raw, Run, Workdir
 from codestudio.errors import PluginError, TemplateError
 
 #: mtime of every file in context/ (1980-01-01, as in zip and wheels).
@@ -127,12 +127,11 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
     from codestudio.runner import RUNNER_PATH
 
     files: dict[str, tuple[bytes, int]] = {}
-    resource_owner: dict[str, str] = {}
     groups = []
     current_user = None  # the base image's user is unknown: always set it once
     for gi, group in enumerate(state.groups):
         block = group.block
-        prefix = f"blocks/{gi:02d}-{_safe_name(block.type if block else 'engine')}"
+        prefix = f"{CONTEXT_DIR}/blocks/{gi:02d}-{_safe_name(block.type if block else 'engine')}"
         rendered_steps = []
         for si, step in enumerate(group.steps):
             item: dict = {"user_line": None}
@@ -168,17 +167,8 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
                 item["kind"] = "raw"
                 item["text"] = step.text.strip("\n")
                 for name, source in sorted(step.resources.items()):
-                    rel = f"resources/{name}"
-                    before = {k: v for k, v in files.items() if k == rel or k.startswith(rel + "/")}
-                    _add_tree(files, rel, source)
-                    after = {k: v for k, v in files.items() if k == rel or k.startswith(rel + "/")}
-                    if before and before != after:
-                        raise TemplateError(
-                            str(template.path),
-                            [f"{block.where if block else 'engine'}: field 'resources': {name!r} is also a "
-                             f"different resource of {resource_owner[rel]}; rename one of them"],
-                        )
-                    resource_owner[rel] = block.where if block else "engine"
+                    # Collisions were refused by the planner (plan.check_resource_names).
+                    _add_tree(files, name, source)
                 # Raw text may switch users itself; force the next step to say its user.
                 current_user = None
             else:
@@ -187,8 +177,8 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
         groups.append({"title": group.title + (f" ({block.type})" if block and group.title != block.type else ""), "steps": rendered_steps})
 
     # The runner and its plan go last: editing an entrypoint must not rebuild the blocks.
-    files["codestudio/runner.py"] = (RUNNER_PATH.read_bytes(), 0o755)
-    files["codestudio/runner.json"] = (runner_json.encode(), 0o644)
+    files[f"{CONTEXT_DIR}/runner/runner.py"] = (RUNNER_PATH.read_bytes(), 0o755)
+    files[f"{CONTEXT_DIR}/runner/runner.json"] = (runner_json.encode(), 0o644)
     groups.append(
         {
             "title": "codestudio runner",
@@ -196,7 +186,7 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
             # last block costs a layer commit on each rebuild.
             "steps": [
                 {"user_line": "root" if current_user != "root" else None, "kind": "copy", "owner": "root",
-                 "src": "codestudio/", "dest": "/opt/codestudio/"},
+                 "src": f"{CONTEXT_DIR}/runner/", "dest": "/opt/codestudio/"},
             ],
         }
     )

@@ -17,10 +17,11 @@ class DockerfileParams(BlockParams):
 
 class DockerfileBlock(Block):
     """Statements run as the studio user unless ``run_as_root``; each resource is
-    placed at ``resources/<name>`` in the context (``COPY resources/<name> ...``)."""
+    placed next to the Dockerfile under its own file or folder name
+    (``COPY <name> /dest``), as in Dataiku DSS Code Studio templates."""
 
     Params = DockerfileParams
-    summary = "Append Dockerfile statements (RUN, COPY resources/..., ENV, ...)"
+    summary = "Append Dockerfile statements (RUN, COPY <resource name> ..., ENV, ...)"
 
     @hookimpl
     def contribute_dockerfile(self, block, state):
@@ -29,6 +30,7 @@ class DockerfileBlock(Block):
         if problems:
             raise BlockProblem("statements", "; ".join(problems))
         resources = {}
+        specs = {}
         for index, spec in enumerate(params.resources):
             try:
                 resource = state.resources.resolve(spec)
@@ -36,8 +38,13 @@ class DockerfileBlock(Block):
                 raise BlockProblem(f"resources.{index}", str(exc)) from None
             name = resource.path.name
             if name in resources and resources[name] != resource.path:
-                raise BlockProblem(f"resources.{index}", f"two resources are named {name!r}")
+                raise BlockProblem(
+                    f"resources.{index}",
+                    f"{spec!r} and {specs[name]!r} are both named {name!r} (resources are placed next "
+                    "to the Dockerfile under their own names): rename one of them",
+                )
             resources[name] = resource.path
+            specs[name] = spec
         return [
             Raw(
                 text=params.statements,

@@ -42,23 +42,74 @@ def test_dockerfile_users_and_resources(plan, tmp_path):
         """
     )
     rendered = render_state(template, state)
-    assert rendered.context_files["resources/setup.sh"] == (b"#!/bin/sh\necho setup\n", 0o755)
+    assert rendered.context_files["setup.sh"] == (b"#!/bin/sh\necho setup\n", 0o755)
     body = rendered.dockerfile.split("# [0]")[1]
     assert body.index("USER root") < body.index("RUN /tmp/setup.sh") < body.index("USER codestudio") < body.index("RUN whoami")
+
+
+def test_dockerfile_resources_sit_next_to_the_dockerfile(plan, tmp_path):
+    (tmp_path / "files" / "tree").mkdir(parents=True)
+    (tmp_path / "files" / "prefixed.py").write_text("print('hi')\n")
+    (tmp_path / "files" / "tree" / "inner.txt").write_text("inner\n")
+    template, state = plan(
+        """
+        - type: dockerfile
+          statements: |
+            COPY prefixed.py /opt/app/prefixed.py
+            COPY tree /opt/app/tree
+          resources: [files/prefixed.py, files/tree]
+        """
+    )
+    files = render_state(template, state).context_files
+    assert files["prefixed.py"][0] == b"print('hi')\n"
+    assert files["tree/inner.txt"][0] == b"inner\n"
+    # Everything else is the engine's, under one reserved folder.
+    assert {k for k in files if not k.startswith(".codestudio/")} == {"prefixed.py", "tree/inner.txt"}
+    assert ".codestudio/runner/runner.json" in files
 
 
 def test_dockerfile_resource_name_clash_between_blocks(plan, tmp_path):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "x.txt").write_text(sub)
-    template, state = plan(
+    with pytest.raises(TemplateError) as err:
+        plan(
+            """
+            - {type: dockerfile, statements: RUN true, resources: [a/x.txt]}
+            - {type: dockerfile, statements: RUN true, resources: [b/x.txt]}
+            """
+        )
+    message = str(err.value)
+    assert "blocks[1]" in message and "field 'resources'" in message
+    assert "'x.txt' (b/x.txt) has the same name as 'x.txt' (a/x.txt) of blocks[0]" in message
+
+
+def test_dockerfile_same_resource_in_two_blocks_is_fine(plan, tmp_path):
+    (tmp_path / "x.txt").write_text("x")
+    plan(
         """
-        - {type: dockerfile, statements: RUN true, resources: [a/x.txt]}
-        - {type: dockerfile, statements: RUN true, resources: [b/x.txt]}
+        - {type: dockerfile, statements: RUN true, resources: [x.txt]}
+        - {type: dockerfile, statements: RUN true, resources: [x.txt]}
         """
     )
-    with pytest.raises(TemplateError, match=r"blocks\[1\].*'x.txt' is also a different resource of blocks\[0\]"):
-        render_state(template, state)
+
+
+def test_dockerfile_resource_name_clash_in_one_block(plan, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.txt").write_text(sub)
+    with pytest.raises(TemplateError, match=r"blocks\[0\].*resources\.1.*'b/x.txt' and 'a/x.txt' are both named 'x.txt'"):
+        plan("- {type: dockerfile, statements: RUN true, resources: [a/x.txt, b/x.txt]}\n")
+
+
+@pytest.mark.parametrize("name", [".codestudio", "Dockerfile", ".dockerignore", "Containerfile"])
+def test_dockerfile_resource_with_a_reserved_name_is_refused(plan, tmp_path, name):
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / name).write_text("x")
+    with pytest.raises(TemplateError) as err:
+        plan(f"- {{type: dockerfile, statements: RUN true, resources: [files/{name}]}}\n")
+    message = str(err.value)
+    assert f"blocks[0] (type: dockerfile): field 'resources': resource {name!r} (files/{name}) takes the name {name!r}, reserved" in message
 
 
 @pytest.mark.parametrize("statement", ["CMD [\"x\"]", "ENTRYPOINT x", "ONBUILD RUN x", "RUN <<EOF\necho\nEOF"])

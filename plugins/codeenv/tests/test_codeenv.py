@@ -57,7 +57,7 @@ def test_requirements_file_python_and_path(render):
     assert copy.dest == "/opt/envs/legacy/.codestudio/requirements/0-requirements.txt"
     assert "/usr/bin/python3.11 -m venv /opt/envs/legacy" in run.script
     assert "-r /opt/envs/legacy/.codestudio/requirements/0-requirements.txt" in run.script
-    assert r.context_files["blocks/00-codeenv/0/requirements.txt"][0] == b"numpy==2.1.0\n"
+    assert r.context_files[".codestudio/blocks/00-codeenv/0/requirements.txt"][0] == b"numpy==2.1.0\n"
     assert r.state.code_envs[0][1].python == "/opt/envs/legacy/bin/python"
 
 
