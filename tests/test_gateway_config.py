@@ -326,6 +326,24 @@ def test_secrets_are_derived_per_studio_and_never_the_stored_one():
     assert a.cookie_value in text and b.cookie_value in text
 
 
+def test_port_locations_send_the_studios_guard_secret():
+    a, b = studio(), studio(sid="other")
+    assert a.guard_secret != b.guard_secret
+    assert a.guard_secret not in (a.cookie_value, a.link_key)
+    tree = parse_nginx(render_gateway_config([a], GatewaySettings()))
+    server = [c for n, _, c in walk(tree) if n == "server" and c is not None][0]
+    # One server-level header; locations only set the variable, so they keep inheriting
+    # every other proxy_set_header (a location-level one would drop them all).
+    assert ["X-Codestudio-Guard", "$cs_guard"] in directives(server, "proxy_set_header")
+    assert ["$cs_guard", ""] in directives(server, "set")
+    for children in locations(tree).values():
+        assert directives(children, "proxy_set_header") == []
+        if directives(children, "proxy_pass"):
+            assert ["$cs_guard", a.guard_secret] in directives(children, "set")
+    preview = render_studio_locations(studio(secret=None))
+    assert "$cs_guard" not in preview
+
+
 def test_error_pages_exist_for_gateway_errors():
     assert set(error_pages()) == {f"_codestudio/errors/{c}.html" for c in (401, 403, 404, 502, 504)}
 

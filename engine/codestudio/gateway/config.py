@@ -40,6 +40,9 @@ EXPIRES_ARG = "cs_expires"
 DEFAULT_PORT = 8800
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TOKEN_TTL = 600  # seconds an access URL stays valid
+#: Request header carrying a studio's guard secret from the gateway to the guard in its pod
+#: (the runner's ``GUARD_HEADER``; the guard refuses connections without it and strips it).
+GUARD_HEADER = "X-Codestudio-Guard"
 
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 _SAFE_RE = re.compile(r"^[A-Za-z0-9_./:\[\]-]*$")
@@ -127,6 +130,11 @@ class StudioRoutes:
     def link_key(self) -> str:
         """Key signing access URLs (nginx secure_link)."""
         return _derive(self, "link")
+
+    @property
+    def guard_secret(self) -> str:
+        """What the gateway sends in :data:`GUARD_HEADER` on every request to the studio's pod."""
+        return _derive(self, "guard")
 
 
 def _derive(studio: StudioRoutes, purpose: str) -> str:
@@ -307,6 +315,7 @@ def _studio_view(studio: StudioRoutes, settings: GatewaySettings | None) -> dict
         "preview": studio.session_secret is None,
         "cookie": None if studio.session_secret is None else studio.cookie_value,
         "link_key": None if studio.session_secret is None else studio.link_key,
+        "guard": None if studio.session_secret is None else studio.guard_secret,
         "cookie_secure": bool(settings and settings.secure_cookie),
         "landing_file": landing_file(studio),
         "ports": [_port_view(studio, r) for r in sorted(studio.ports, key=lambda r: r.port)],
