@@ -251,3 +251,25 @@ def test_kube_names_look_alike_cases_and_instances():
     assert kube_name("P_1", "s") != kube_name("P-1", "s") != kube_name("p-1", "s")
     assert kube_name("P", "s", "/data/one") != kube_name("P", "s", "/data/two")
     assert kube_name("P" * 63, "s" * 63).startswith("cs-ppp")
+
+
+def test_unexposed_entrypoint_port_is_routed_but_not_listed(tmp_path, write_template, blocks):
+    from codestudio.gateway.config import landing_pages
+    from codestudio.plan import plan_template
+    from codestudio.render import nginx_conf, studio_routes
+
+    path = write_template(
+        """
+        id: hidden
+        blocks:
+          - {type: entrypoint, label: Shown, command: [srv], port: 8080}
+          - {type: entrypoint, label: Hidden API, command: [api], port: 8081, expose_html: false}
+        """
+    )
+    template, state = plan_template(path, blocks)
+    ctx = StudioContext(studio_id="s1", session_secret="a" * 64)
+    routes = studio_routes(state, ctx, template.id)
+    assert [(r.port, r.listed) for r in routes.ports] == [(8080, True), (8081, False)]
+    assert "/code-studios/PROJECT/s1/8081/" in nginx_conf(state, ctx, template.id)
+    (page,) = landing_pages([routes]).values()
+    assert "8080/" in page and "8081" not in page and "Hidden API" not in page

@@ -2,7 +2,8 @@
 
 One template (built once per module on the real base image) carries every
 server the checks need: a root-only server behind ``proxied_subpath: /``,
-the examples' ``$request_uri`` server, a stdlib WebSocket echo, an
+the examples' ``$request_uri`` server, a stdlib WebSocket echo, a server
+on a port with ``expose_html: false`` (routed, not a tab), an
 entrypoint that always crashes, two actions and a starter file. One studio
 of it runs for the whole module; tests that stop or delete studios use
 their own.
@@ -134,6 +135,11 @@ blocks:
     label: WebSocket echo
     command: [python3, /opt/rt/ws_echo.py, "8103"]
     port: 8103
+  - type: entrypoint
+    label: Hidden API
+    command: [python3, /opt/rt/root_server.py, "8104"]
+    port: 8104
+    expose_html: false
   - type: entrypoint
     label: crasher
     command: [python3, -c, "import sys; print('crasher up', flush=True); sys.exit(1)"]
@@ -349,6 +355,24 @@ def test_only_the_owner_gets_through(rt):
     assert owner.get(f"{_base(rt)}/8101/")[0] == 200
     with pytest.raises(PermissionDenied):
         rt["rts"].access_url(Identity("mallory", False, "mallory"), rt["studio"])
+
+
+def test_unexposed_port_is_routed_for_the_owner_only_and_not_listed(rt):
+    owner, _ = _login(rt)
+    status, body = owner.get(f"{_base(rt)}/8104/hidden?q=1")
+    assert status == 200
+    assert json.loads(body) == {"path": "/hidden?q=1"}
+    assert Browser().get(f"{_base(rt)}/8104/hidden")[0] == 401
+    stranger = Browser()
+    stranger.jar.set_cookie(http.cookiejar.Cookie(
+        0, "cs_session", "0" * 64, None, False, "127.0.0.1", False, False, "/", True, False, None, True, None, None, {}))
+    assert stranger.get(f"{_base(rt)}/8104/hidden")[0] == 401
+    # Not a tab: neither on the landing page nor in `studio status`.
+    status, landing = owner.get(f"{_base(rt)}/")
+    assert status == 200
+    assert b"8103/" in landing and b"8104" not in landing and b"Hidden API" not in landing
+    tabs = rt["rts"].studio_status(rt["who"], rt["studio"])["tabs"]
+    assert [t["port"] for t in tabs] == [8101, 8102, 8103]
 
 
 def test_container_ports_published_on_loopback_only(rt):

@@ -53,12 +53,18 @@ _WORKERS_RE = re.compile(r"^(auto|[1-9][0-9]{0,2})$")
 
 @dataclass(frozen=True)
 class PortRoute:
-    """One exposed container port of a studio and where it is published."""
+    """One routed container port of a studio and where it is published.
+
+    Every port is served with the same owner-only access; ``listed`` says
+    whether it is also shown as a tab (an entrypoint's ``expose_html``):
+    an unlisted port is reachable by its URL only.
+    """
 
     port: int  # container port (appears in the URL)
     upstream_port: int  # loopback host port it is published on
     proxied_subpath: Literal["/", "$request_uri"]
     label: str  # shown on the landing page only (HTML-escaped), never in nginx config
+    listed: bool = True
 
     def __post_init__(self) -> None:
         for name in ("port", "upstream_port"):
@@ -72,6 +78,8 @@ class PortRoute:
             )
         if not isinstance(self.label, str):
             raise UsageError(f"gateway route for port {self.port}: label must be text")
+        if type(self.listed) is not bool:
+            raise UsageError(f"gateway route for port {self.port}: listed must be true or false")
 
 
 @dataclass(frozen=True)
@@ -381,6 +389,7 @@ def _landing_html(studio: StudioRoutes) -> str:
     tabs = [
         {"label": r.label, "href": f"{r.port}/", "port": r.port}
         for r in sorted(studio.ports, key=lambda r: r.port)
+        if r.listed
     ]
     return _env().get_template("landing.html.j2").render(
         project=studio.project_key,

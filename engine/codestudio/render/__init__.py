@@ -421,8 +421,10 @@ def studio_routes(state: BuildState, studio: StudioContext, template_id: str):
     from codestudio.gateway.config import PortRoute, StudioRoutes
 
     by_port = {ep.port: ep for _, ep in state.entrypoints if ep.port}
+    listed = set(state.exposed_ports)
     routes = []
-    for port in state.exposed_ports:
+    # Every port is routed (owner-only, like the rest); only exposed ones are tabs.
+    for port in state.all_ports:
         ep = by_port.get(port)
         routes.append(
             PortRoute(
@@ -430,6 +432,7 @@ def studio_routes(state: BuildState, studio: StudioContext, template_id: str):
                 upstream_port=studio.host_ports.get(port, port),
                 proxied_subpath=ep.proxied_subpath if ep else "/",
                 label=ep.label if ep else f"Port {port}",
+                listed=port in listed,
             )
         )
     return StudioRoutes(

@@ -264,7 +264,8 @@ def running_studio_routes(store: Store | None = None) -> list:
         except (OSError, ValueError):
             continue
         ports = tuple(
-            PortRoute(port=p["port"], upstream_port=studio.ports[p["port"]], proxied_subpath=p["proxied_subpath"], label=p["label"])
+            PortRoute(port=p["port"], upstream_port=studio.ports[p["port"]], proxied_subpath=p["proxied_subpath"], label=p["label"],
+                      listed=p.get("listed", True))
             for p in saved["ports"]
             if p["port"] in studio.ports
         )
@@ -406,7 +407,8 @@ def _start_locked(studio: Studio, *, timeout: float, quiet: bool, store: Store) 
     studio.manifest_path.write_text(yaml.safe_dump_all(docs, sort_keys=True))
     routes = studio_routes(state, ctx, plan.template.id)
     (studio.dir / "routes.json").write_text(json.dumps({
-        "ports": [{"port": r.port, "proxied_subpath": r.proxied_subpath, "label": r.label} for r in routes.ports],
+        "ports": [{"port": r.port, "proxied_subpath": r.proxied_subpath, "label": r.label, "listed": r.listed}
+                  for r in routes.ports],
         "actions": [list(a) for a in routes.actions],
     }, indent=2) + "\n")
     _set_state(store, studio.id, STARTING, "starting", ports=host_ports, token=secret, image=build.image,
@@ -580,7 +582,8 @@ def studio_status(who: Identity, ref: str, *, store: Store | None = None) -> dic
     tabs = []
     try:
         saved = json.loads((studio.dir / "routes.json").read_text())
-        tabs = [{"label": p["label"], "port": p["port"], "url": f"{base}{prefix}{p['port']}/"} for p in saved["ports"]]
+        tabs = [{"label": p["label"], "port": p["port"], "url": f"{base}{prefix}{p['port']}/"}
+                for p in saved["ports"] if p.get("listed", True)]
     except (OSError, ValueError):
         pass
     zones = []
