@@ -211,3 +211,106 @@ def test_200mb_file_through_podman_in_bounded_memory(start_container):
     base_kb, peak_kb = map(int, proc.stdout.split())
     assert peak_kb - base_kb < 40_000, (base_kb, peak_kb)
     assert sh(ctr, f"stat -c %s {RESOURCES}/big.bin").strip() == str(200 << 20)
+
+
+# --------------------------------------------------------------------------
+# Issue 9 item 1: a chain of symlinks, each lexically inside the mapping,
+# that really resolves up to / on the server.
+
+LIB = "project-lib-resources"
+LIB_TARGET = f"/home/codestudio/workspace/{LIB}"
+
+
+def _chain_script(depth: int, host_rel: str) -> str:
+    """Shell that creates l0 -> ., l1 -> l0/.., ..., l<depth> -> l<depth-1>/.. and data -> l<depth>/<host_rel>."""
+    cmds = ["ln -s . l0"] + [f"ln -s l{i - 1}/.. l{i}" for i in range(1, depth + 1)]
+    cmds.append(f"ln -s l{depth}/{host_rel} data")
+    return " && ".join(cmds)
+
+
+def _host_folder(tmp_path):
+    host = tmp_path / "host-folder"
+    host.mkdir()
+    (host / "secret.txt").write_text("host secret\n")
+    return host
+
+
+def _escaping_links(zone) -> list[str]:
+    real = os.path.realpath(zone)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(zone):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p):
+                r = os.path.realpath(p)
+                if r != real and not r.startswith(real + "/"):
+                    out.append(os.path.relpath(p, zone))
+    return sorted(out)
+
+
+def _studio_two(zone: str, target: str, one_way: bool = False) -> SyncStudio:
+    # A second studio of the project whose template maps the zone with ``subfolder: data``.
+    return SyncStudio("s2", "PROJ", "bob", (SyncMapping(zone=zone, subfolder="data", target=target, one_way=one_way),))
+
+
+def test_symlink_chain_from_a_studio_never_reaches_host_files(start_container, tmp_path):
+    host = _host_folder(tmp_path)
+    studio1 = SyncStudio("s1", "PROJ", "alice", (SyncMapping(zone=LIB, target=LIB_TARGET),))
+    zone = studio1.zone_path(LIB)
+    depth = len(os.path.realpath(zone).strip("/").split("/"))
+    ctr1 = start_container()
+    t1 = PodmanTransport(ctr1)
+    push_on_start(studio1, t1)
+    sh(ctr1, f"cd {LIB_TARGET} && echo ok > fine.txt && ln -s fine.txt alias && {_chain_script(depth, str(host).lstrip('/'))}")
+    try:
+        report = sync(studio1, t1)
+    except SyncError as exc:
+        report = exc.report
+    # Every link that really leaves the mapping is refused and reported; the inside ones sync.
+    assert _escaping_links(zone) == []
+    assert (zone / "fine.txt").read_text() == "ok\n" and os.readlink(zone / "alias") == "fine.txt"
+    reported = {p for m in report.mappings for _, p, _ in m.skipped + m.refused}
+    assert {"data", *(f"l{i}" for i in range(1, depth + 1))} <= reported
+
+    # The second studio, mapping the zone's ``data`` subfolder, gets nothing of the host's.
+    target2 = f"/home/codestudio/workspace/{LIB}/data"
+    studio2 = _studio_two(LIB, target2)
+    ctr2 = start_container()
+    t2 = PodmanTransport(ctr2)
+    try:
+        push_on_start(studio2, t2)
+    except SyncError:
+        pass
+    assert "secret.txt" not in sh(ctr2, f"mkdir -p {target2} && ls -A {target2}")
+    sh(ctr2, f"echo planted > {target2}/planted.txt")
+    try:
+        sync(studio2, t2)
+    except SyncError:
+        pass
+    assert sorted(os.listdir(host)) == ["secret.txt"]
+
+
+@pytest.mark.parametrize(
+    "zone_name, one_way",
+    [("project-lib-resources", False), ("project-lib-versioned", True)],
+    ids=["resources-two-way", "versioned-one-way"],
+)
+def test_zone_holding_an_escaping_chain_leaks_nothing(start_container, tmp_path, zone_name, one_way):
+    """The chain is already in the server zone (put there by an older codestudio, or by hand)."""
+    host = _host_folder(tmp_path)
+    studio2 = _studio_two(zone_name, f"/home/codestudio/workspace/{zone_name}/data", one_way)
+    zone = studio2.zone_path(zone_name)
+    depth = len(os.path.realpath(zone).strip("/").split("/"))
+    subprocess.run(["sh", "-c", f"cd {zone} && {_chain_script(depth, str(host).lstrip('/'))}"], check=True)
+    assert os.path.realpath(zone / "data") == str(host)  # the attack is in place
+    target2 = studio2.mappings[0].target
+    ctr = start_container()
+    t = PodmanTransport(ctr)
+    with pytest.raises(SyncError, match="data.*outside the zone"):
+        push_on_start(studio2, t)
+    assert "secret.txt" not in sh(ctr, f"mkdir -p {target2} && ls -A {target2}")
+    sh(ctr, f"echo planted > {target2}/planted.txt")
+    with pytest.raises(SyncError, match="outside the zone"):
+        sync(studio2, t)
+    assert sorted(os.listdir(host)) == ["secret.txt"]
+    assert "secret.txt" not in sh(ctr, f"ls -A {target2}")

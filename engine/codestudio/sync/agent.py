@@ -100,11 +100,77 @@ def check_name(name: str) -> str:
 
 
 def link_inside(name: str, target: str) -> bool:
-    """Whether a symlink at ``name`` pointing to ``target`` stays inside the root."""
+    """Whether a symlink at ``name`` pointing to ``target`` stays inside the root, by its text alone.
+
+    Necessary, not sufficient: ``l1 -> l0/..`` is inside by its text and
+    leaves the root when ``l0 -> .``. :func:`resolve_link` decides.
+    """
     if not target or target.startswith("/") or "\x00" in target:
         return False
     joined = os.path.normpath(os.path.join(os.path.dirname(name), target))
     return not (joined == ".." or joined.startswith("../") or joined.startswith("/"))
+
+
+#: Symlinks followed while resolving one link (the kernel's own limit is 40).
+MAX_LINK_HOPS = 40
+
+
+def resolve_link(root: str, name: str, target: str, pending: dict | None = None) -> str | None:
+    """Where a symlink at ``root/name`` pointing to ``target`` really leads, relative to ``root``.
+
+    Every component is resolved as the kernel would, following the symlinks
+    that are on disk below ``root`` (and those in ``pending``, relative name
+    -> target, which replace what is on disk; the link being judged is one).
+    Components that do not exist are taken as they are, so ``..`` after them
+    goes back one level, as it will once they exist as folders.
+
+    Returns the resolved path ("" for the root itself), or None when the
+    link leaves ``root`` at any step, is absolute, or loops.
+    """
+    links = dict(pending or {})
+    links[name] = target
+    return _resolve(root, name.split("/")[:-1], target, links, [MAX_LINK_HOPS])
+
+
+def resolve_path(root: str, path: str) -> str | None:
+    """``path`` (relative) resolved below ``root`` like :func:`resolve_link`; None if it leaves ``root``."""
+    return _resolve(root, [], path, {}, [MAX_LINK_HOPS])
+
+
+def _resolve(root: str, parts: list[str], text: str, links: dict, hops: list[int]) -> str | None:
+    if not text or text.startswith("/") or "\x00" in text:
+        return None
+    for comp in text.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if not parts:
+                return None  # above the root
+            parts.pop()
+            continue
+        parts.append(comp)
+        rel = "/".join(parts)
+        link = links.get(rel)
+        if link is None:
+            try:
+                st = os.lstat(os.path.join(root, rel))
+            except OSError:
+                continue  # missing (or below a file): taken as a plain name
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    link = os.readlink(os.path.join(root, rel))
+                except OSError:
+                    return None
+        if link is not None:
+            hops[0] -= 1
+            if hops[0] < 0:
+                return None  # a loop, or a longer chain than the kernel follows
+            parts.pop()
+            resolved = _resolve(root, parts, link, links, hops)
+            if resolved is None:
+                return None
+            parts = resolved.split("/") if resolved else []
+    return "/".join(parts)
 
 
 def exec_bit(mode: int) -> bool:
@@ -117,7 +183,11 @@ def exec_bit(mode: int) -> bool:
 
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    # O_NOFOLLOW: a file swapped for a symlink since it was listed is not read through.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
         while True:
             chunk = f.read(CHUNK)
             if not chunk:
@@ -195,10 +265,10 @@ def scan(root: str, records: dict, exclude: list, hash_new: bool = True) -> dict
                 )
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(e.path)
-                if link_inside(rel, target):
+                if resolve_link(root, rel, target) is not None:
                     entries.append(link_entry(rel, st, target))
                 else:
-                    skipped.append([rel, f"symlink to {target!r} points outside the mapping"])
+                    skipped.append([rel, f"symlink to {target!r} resolves outside the mapping"])
             else:
                 skipped.append([rel, "not a regular file or symlink"])
 
@@ -313,8 +383,10 @@ def write_file(
 
 
 def write_link(root: str, name: str, target: str, known: set | None = None) -> dict:
-    if not link_inside(name, target):
-        raise Refused(f"symlink to {target!r} points outside the mapping")
+    """Create (or replace) the symlink ``root/name``, if it really resolves inside ``root`` here."""
+    check_name(name)
+    if resolve_link(root, name, target) is None:
+        raise Refused(f"symlink to {target!r} resolves outside the mapping")
     parent = safe_parent(root, name, create=True, known=known)
     final = os.path.join(parent, name.rpartition("/")[2])
     tmp = _tmp_name(parent)
@@ -492,7 +564,7 @@ def add_to_tar(tar: TarWriter, root: str, name: str, arcname: str | None = None,
         return False
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
-        if not link_inside(name, target):
+        if resolve_link(root, name, target) is None:
             return False
         tar.add_link(arcname or name, target, st.st_mtime_ns // 1_000_000_000)
         return True

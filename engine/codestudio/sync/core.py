@@ -59,6 +59,9 @@ from codestudio.sync.zones import (
     commit_all,
     head,
     owner_author,
+    RootOutside,
+    fd_path,
+    open_mapping_root,
     zone_dir,
     zone_lock,
 )
@@ -514,8 +517,12 @@ class _Job:
     can_pull: bool
     key: str
     zpath: Path
+    #: Where the mapping's folder is read and written: set by :func:`_open_roots`
+    #: to its open descriptor's path, once it is known to be a folder inside the zone.
     server_root: Path
     writer: _RecordWriter
+    #: The mapping's folder relative to the zone, as resolved ("" for the zone itself).
+    root_rel: str = ""
     records: dict = field(default_factory=dict)
     S: dict = field(default_factory=dict)
     C: dict = field(default_factory=dict)
@@ -580,7 +587,9 @@ def sync(
             # Sorted: two syncs sharing project or user zones take their locks in one order.
             for zpath in sorted({str(j.zpath) for j in jobs}):
                 locks.enter_context(zone_lock(Path(zpath)))
-            _sync_jobs(studio, transport, jobs, fresh, regexes, author, store)
+            jobs = _open_roots(jobs, locks)
+            if jobs:
+                _sync_jobs(studio, transport, jobs, fresh, regexes, author, store)
     if report.conflicts:
         names = "\n".join(f"  {c.describe()}" for c in report.conflicts)
         raise SyncConflictError(f"studio {studio.studio_id}: {len(report.conflicts)} conflict(s)\n{names}", report)
@@ -588,6 +597,30 @@ def sync(
         names = "\n".join(f"  {side}: {path}: {why}" for side, path, why in report.refused)
         raise SyncError(f"studio {studio.studio_id}: entries refused\n{names}", report)
     return report
+
+
+def _open_roots(jobs: list[_Job], stack: ExitStack) -> list[_Job]:
+    """Open every mapping's server folder (closed with ``stack``); refuse the mappings whose folder leaves the zone.
+
+    Done under the zone locks, before anything is listed, created or
+    written: a subfolder that is (or passes through) a symlink leading out
+    of the zone would otherwise have the engine list, send and overwrite
+    files elsewhere on the host.
+    """
+    kept = []
+    for job in jobs:
+        try:
+            fd, rel = open_mapping_root(job.zpath, job.m.subfolder)
+        except (RootOutside, OSError) as exc:
+            job.mr.refused.append(
+                ("server", job.m.subfolder or ".", f"mapping folder {job.m.zone}/{job.m.subfolder or ''}: {exc}; "
+                 "nothing of this mapping was synced (the zone must keep it inside)")
+            )
+            continue
+        stack.callback(os.close, fd)
+        job.server_root, job.root_rel = fd_path(fd, job.zpath / rel if rel else job.zpath), rel
+        kept.append(job)
+    return kept
 
 
 def _sync_jobs(
@@ -647,9 +680,8 @@ def _sync_jobs(
 
 
 def _list_server(studio: SyncStudio, job: _Job, fresh: bool, regexes: list[str], store: Store) -> None:
-    job.server_root.mkdir(parents=True, exist_ok=True)
     # Server-side edits get their own commit, so the pull commit holds only the studio's changes.
-    commit_all(job.zpath, f"Server-side changes before sync with studio {studio.studio_id}", COMMITTER, job.m.subfolder)
+    commit_all(job.zpath, f"Server-side changes before sync with studio {studio.studio_id}", COMMITTER, job.root_rel or None)
     records = _load_records(store, studio.studio_id, job.key)
     with store.connect() as conn:
         row = conn.execute(
@@ -766,7 +798,7 @@ def _after_pull(studio: SyncStudio, job: _Job, author: tuple[str, str]) -> None:
             f"Sync from studio {studio.studio_id}: {n} file(s) changed"
             + (f", {len(job.conflict_copies)} conflict copy(ies)" if job.conflict_copies else ""),
             author,
-            job.m.subfolder,
+            job.root_rel or None,
         )
 
 

@@ -77,6 +77,60 @@ def _ensure(path: Path, zone: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# Mapping roots
+
+
+class RootOutside(Exception):
+    """A mapping's folder on the server (zone + subfolder) is not a folder inside the zone."""
+
+
+def open_mapping_root(zpath: Path, subfolder: str | None) -> tuple[int, str]:
+    """Open the folder a mapping syncs on the server; return (directory fd, its path relative to the zone).
+
+    The subfolder is resolved component by component inside the zone
+    (symlinks it passes through are followed only while they stay inside),
+    then opened from the zone's own descriptor one real folder at a time
+    with ``O_NOFOLLOW``, creating missing ones: a symlink swapped in after
+    the resolution makes the open fail instead of being followed. Callers
+    work below ``/proc/self/fd/<fd>``, so what they list and write is that
+    folder whatever happens to the names leading to it.
+
+    :raises RootOutside: when the subfolder leaves the zone, loops, or is
+        not a folder.
+    """
+    rel = ""
+    if subfolder:
+        resolved = agent.resolve_path(str(zpath), subfolder)
+        if resolved is None:
+            raise RootOutside(f"subfolder {subfolder!r} resolves outside the zone")
+        rel = resolved
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open(zpath, flags)
+    try:
+        for part in rel.split("/") if rel else []:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                child = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                raise RootOutside(f"subfolder {subfolder!r}: {part!r} is not a folder ({exc.strerror})") from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, rel
+
+
+def fd_path(fd: int, fallback: Path) -> Path:
+    """A path naming the open folder ``fd`` (``/proc/self/fd/N`` where /proc is mounted)."""
+    proc = Path(f"/proc/self/fd/{fd}")
+    return proc if proc.is_dir() else fallback
+
+
+# --------------------------------------------------------------------------
 # git
 
 
