@@ -515,3 +515,44 @@ def test_cli_start_status_stop(tmp_path):
         assert bad_user.returncode == 2, bad_user.stderr
         assert "no-such-user-cs" in bad_user.stderr and "does not exist" in bad_user.stderr
         assert _saved_port(tmp_path) == port
+
+
+# Every shape in which a client (or a page that planted a cookie on the studio's
+# path) can make nginx see the owner's session cookie; none may reach the studio server.
+SMUGGLED_COOKIES = [
+    ["cs_session={real}; cs_session=junk"],             # the real one first, a planted one last
+    ["a=1; cs_session={real}; b=2; cs_session=junk; c=3"],
+    ["cs_session={real};cs_session=junk;cs_session=more"],   # no spaces
+    ["cs_session = {real};  x=1 ;cs_session= junk ; cs_session =junk"],  # spaces around names and '='
+    ["CS_SESSION={real}; Cs_Session=junk"],             # nginx matches cookie names case-insensitively
+    ["x=1, cs_session={real}; c=3, cs_session=junk"],   # ',' separates cookies for nginx and Python too
+    ["cs_session={real}; b=2", "a=1; cs_session=junk"],  # two Cookie headers
+    ["cs_session={real}"] + ["cs_session=junk"] * 7,    # as many as the gateway strips
+]
+
+
+@pytest.mark.parametrize("cookies", SMUGGLED_COOKIES)
+def test_every_session_cookie_is_stripped(gateway, backends, cookies):
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    headers = [("Cookie", value.format(real=studio.cookie_value)) for value in cookies]
+    with client() as c:
+        r = c.get(f"{gateway.settings.base_url}{studio.prefix}8888/x", headers=headers)
+    assert r.status_code == 200, r.text
+    seen = r.json()["headers"]
+    sent = " ".join(v for k, v in seen.items() if k.lower() == "cookie")
+    assert "cs_session" not in sent.lower()
+    assert studio.cookie_value not in json.dumps(seen)
+    # The studio's own cookies still reach it (its session, its XSRF token...).
+    for other in ("a=1", "b=2", "c=3", "x=1"):
+        if any(other in value for value in cookies):
+            assert other in sent
+
+
+def test_too_many_session_cookies_are_refused(gateway, backends):
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    cookie = "; ".join([f"cs_session={studio.cookie_value}"] + ["cs_session=junk"] * 12)
+    with client() as c:
+        r = c.get(f"{gateway.settings.base_url}{studio.prefix}8888/x", headers={"Cookie": cookie})
+    assert r.status_code == 400  # never passed on with a session cookie left in it

@@ -43,6 +43,9 @@ DEFAULT_TOKEN_TTL = 600  # seconds an access URL stays valid
 #: Request header carrying a studio's guard secret from the gateway to the guard in its pod
 #: (the runner's ``GUARD_HEADER``; the guard refuses connections without it and strips it).
 GUARD_HEADER = "X-Codestudio-Guard"
+# `cs_session` cookies stripped from one request before it reaches a studio; a request
+# carrying more is refused (400). A browser sends one, or a few a hostile page planted.
+COOKIE_STRIP_PASSES = 8
 
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 _SAFE_RE = re.compile(r"^[A-Za-z0-9_./:\[\]-]*$")
@@ -376,6 +379,7 @@ def render_gateway_config(
         listen=settings.listen,
         upstreams=[render_studio_upstreams(s) for s in studios],
         locations=[render_studio_locations(s, settings) for s in studios],
+        cookie_passes=COOKIE_STRIP_PASSES,
         generation="@@GENERATION@@",
     )
     # The health endpoint reports which config is live, so apply() can tell when a reload took.
