@@ -25,11 +25,10 @@ pytestmark = pytest.mark.e2e
 
 import blocks_e2e as S  # noqa: E402  (tests/e2e is on pytest's pythonpath)
 
-# Debian 12 takes the Ubuntu 22.04 (jammy) build.
-DEB_URL = os.environ.get(
-    "CODESTUDIO_RSTUDIO_DEB_URL",
-    "https://download2.rstudio.org/server/jammy/amd64/rstudio-server-2024.12.1-563-amd64.deb",
-)
+from codestudio_rstudio import PINNED  # noqa: E402
+
+# The block's own pinned download (Debian 12 takes the Ubuntu 22.04 "jammy" build).
+DEB_URL = os.environ.get("CODESTUDIO_RSTUDIO_DEB_URL", PINNED["bookworm"][0])
 TEMPLATE = """\
 id: e2e-blocks-rstudio
 label: RStudio e2e

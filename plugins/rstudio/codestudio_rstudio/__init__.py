@@ -1,9 +1,12 @@
 """``rstudio``: RStudio Server on R from Debian.
 
-R comes from Debian (``r-base-core``); RStudio Server from its ``.deb``,
-either downloaded at build time (``deb_url`` with its ``sha256``, checked
-before the package is installed) or given as a template resource (``deb``)
-for offline sites. ``apt-get`` installs the ``.deb`` with its dependencies.
+R comes from Debian (``r-base-core``); RStudio Server from its ``.deb``.
+With no settings the block downloads the official build pinned below for
+the base image's Debian release (:data:`PINNED`), checks its SHA-256, then
+installs it; ``deb_url`` (with ``sha256``) or ``deb`` (a template resource,
+for air-gapped sites) override that. The download goes through the host's
+proxy and CA bundle like any other build-time download. ``apt-get``
+installs the ``.deb`` with its dependencies.
 
 rserver runs as the studio user with its own state folder, without its own
 authentication (``--auth-none``: the gateway authenticates the owner). The
@@ -14,6 +17,7 @@ for the URLs and cookies it writes. Readiness: its login-free root page.
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
 
@@ -27,6 +31,22 @@ from codestudio.types import WORKSPACE, ContainerPath, Port
 HOME = "/opt/codestudio/rstudio"
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/[A-Za-z0-9._~%/+-]*\.deb$")
+
+
+#: The official RStudio Server (open source) download per Debian release of
+#: the base image: codename -> (url, sha256). Debian 12 (bookworm) takes the
+#: Ubuntu 22.04 (jammy) build, as Posit's download page says for Debian 12.
+#: To update: take the version from https://posit.co/download/rstudio-server/
+#: ("Debian 12 / Ubuntu 22"), URL pattern
+#: https://download2.rstudio.org/server/jammy/amd64/rstudio-server-<version>-amd64.deb,
+#: its SHA-256 from that page (or ``sha256sum`` of the download), and bump
+#: this distribution's version.
+PINNED: dict[str, tuple[str, str]] = {
+    "bookworm": (
+        "https://download2.rstudio.org/server/jammy/amd64/rstudio-server-2026.09.0-174-amd64.deb",
+        "168bc577ef2f68abab1ad2ed684e830da1d244618b25b69fd20448e60716c5ba",
+    ),
+}
 
 
 def _file(name: str) -> str:
@@ -47,9 +67,10 @@ class RStudioParams(BlockParams):
 
     @model_validator(mode="after")
     def _source(self):
-        if (self.deb is None) == (self.deb_url is None):
+        if self.deb is not None and self.deb_url is not None:
             raise ValueError(
-                "give the RStudio Server .deb either as deb_url (with sha256) or as deb (a template resource)"
+                "give the RStudio Server .deb either as deb_url (with sha256) or as deb (a template resource), "
+                "not both; with neither, the pinned official download is used"
             )
         if self.deb_url is not None:
             if not URL_RE.match(self.deb_url):
@@ -80,8 +101,11 @@ class RStudioBlock(Block):
             steps.append(Copy(source=resource.path, dest=deb))
             fetch = ""
         else:
+            sources = {"*": [p.deb_url, p.sha256]} if p.deb_url else {k: list(v) for k, v in PINNED.items()}
             steps.append(Copy(content=_file("fetch_deb.py"), dest=f"{HOME}/fetch_deb.py"))
-            fetch = f"python3 {HOME}/fetch_deb.py {shell_quote(p.deb_url)} {shell_quote(p.sha256)} {deb}\n"
+            where = f"rstudio block {block.where}"
+            fetch = (f"python3 {HOME}/fetch_deb.py {deb} {shell_quote(where)} "
+                     f"{shell_quote(json.dumps(sources, sort_keys=True))}\n")
         extra = " ".join(shell_quote(n) for n in p.apt_packages)
         steps.append(
             Run(
