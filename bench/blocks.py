@@ -77,7 +77,7 @@ def _block_steps(path: Path, block_index: int) -> list[int]:
 
 def _first_build_seconds(template_id: str, this_build: int) -> float | None:
     """Duration of the template's first real build in this data dir's history, if it is not this one."""
-    from codestudio.build import list_builds
+    from codestudio.images import list_builds
 
     done = [b for b in list_builds(template_id)
             if b["outcome"] == "succeeded" and b["ended_at"] and b["id"] != this_build]
@@ -88,7 +88,7 @@ def _first_build_seconds(template_id: str, this_build: int) -> float | None:
 
 
 def _build_row(name: str, path: Path, *, cold: bool, base_size: int) -> dict:
-    from codestudio.build import build_template
+    from codestudio.templates_store import build_template
 
     template_id = path.stem
     t0 = time.perf_counter()
@@ -129,7 +129,7 @@ def _start_times(who, template_id: str, runs: int) -> list[float]:
 
 def _layering(folder: Path) -> tuple[str, bool]:
     """Build JupyterLab + code env, change the env, rebuild: are JupyterLab's steps all cached?"""
-    from codestudio.build import build_template
+    from codestudio.templates_store import build_template
 
     path = folder / "bench-blocks-layers.yaml"
     path.write_text("id: bench-blocks-layers\nblocks:\n" + LAYERS_TEMPLATE.format(package="six==1.16.0"))
@@ -167,7 +167,7 @@ def main() -> int:
 
     from codestudio import containers
     from codestudio.access import identify
-    from codestudio.build import build_base
+    from codestudio.images import build_base
     from codestudio.runtime import studios as rts
     from codestudio.templates_store import add_template
 

@@ -73,7 +73,8 @@ def main() -> None:
         os.environ["CODESTUDIO_HOME"] = tmp.name
 
     from codestudio import containers
-    from codestudio.build import build_base, build_template
+    from codestudio.images import build_base
+    from codestudio.templates_store import build_template
 
     base = build_base(quiet=True)
     rows = []

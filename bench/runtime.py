@@ -105,7 +105,8 @@ def main() -> None:
 
     from codestudio import containers
     from codestudio.access import identify
-    from codestudio.build import build_base, build_template
+    from codestudio.images import build_base
+    from codestudio.templates_store import build_template
     from codestudio.runtime import studios as rts
     from codestudio.templates_store import add_template
 

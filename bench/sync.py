@@ -42,7 +42,7 @@ def main() -> int:
 
     image = args.image
     if image is None:
-        from codestudio.build.base import build_base
+        from codestudio.images.base import build_base
 
         image = build_base(quiet=True).image
 

@@ -189,7 +189,7 @@ def test_permissions_all_becomes_a_grant_to_everybody(as_os_user, tmp_path):
 
 
 def test_stored_id_resolves_for_template_build(as_os_user, template_dir):
-    from codestudio.build.builder import resolve_template
+    from codestudio.templates_store import resolve_template
     from codestudio.templates_store import add_template
 
     as_os_user("alice")

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from codestudio import containers
-from codestudio.build import base as base_build
-from codestudio.build import builder, history
-from codestudio.build.progress import StepTracker
+from codestudio.images import base as base_build
+from codestudio.images import builder, history
+from codestudio.images.progress import StepTracker
 from codestudio.errors import NotFound, RuntimeFailure, UsageError
 from codestudio.store import Store
 
@@ -237,18 +237,18 @@ def test_content_hash_covers_every_input():
 
 
 def test_template_reference_is_a_stored_id_or_a_file(tmp_path, monkeypatch):
-    with pytest.raises(UsageError, match="no such template file"):
-        builder.resolve_template(str(tmp_path / "missing.yaml"))
-    with pytest.raises(NotFound, match="neither a template file nor a stored template id"):
-        builder.resolve_template("never-added")
     import codestudio.templates_store as templates_store
 
+    with pytest.raises(UsageError, match="no such template file"):
+        templates_store.resolve_template(str(tmp_path / "missing.yaml"))
+    with pytest.raises(NotFound, match="neither a template file nor a stored template id"):
+        templates_store.resolve_template("never-added")
     monkeypatch.setattr(templates_store, "resolve_ref", lambda ref, store=None: (tmp_path / "stored.yaml", 3) if ref == "kept" else None)
-    assert builder.resolve_template("kept") == (tmp_path / "stored.yaml", 3)
+    assert templates_store.resolve_template("kept") == (tmp_path / "stored.yaml", 3)
     with pytest.raises(UsageError, match="not a template file"):
-        builder.resolve_template(str(tmp_path))
+        templates_store.resolve_template(str(tmp_path))
     (tmp_path / "t.yaml").write_text("id: t\n")
-    assert builder.resolve_template(str(tmp_path / "t.yaml")) == (tmp_path / "t.yaml", None)
+    assert templates_store.resolve_template(str(tmp_path / "t.yaml")) == (tmp_path / "t.yaml", None)
 
 
 # --------------------------------------------------------------------------

@@ -176,9 +176,9 @@ def test_gateway_routes_come_from_running_studios_only(stored):
     [routes] = studios.running_studio_routes()
     assert routes.studio_id == a.id and routes.ports[0].upstream_port == 45000
     assert routes.ports[0].proxied_subpath == "$request_uri" and routes.actions == (("disk-usage", "Disk usage"),)
-    from codestudio.runtime import running_studio_routes
+    from codestudio.cli.gateway import _gateway
 
-    assert [r.studio_id for r in running_studio_routes()] == [a.id]
+    assert [r.studio_id for r in _gateway()._studios()] == [a.id]
 
 
 def test_status_and_list_all_respect_ownership(stored, monkeypatch):

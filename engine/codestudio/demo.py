@@ -19,7 +19,8 @@ NAME = "demo"
 def run(template_file: str, *, project: str = PROJECT, name: str = NAME, timeout: float = 600) -> tuple[str, str]:
     """Returns (studio id, owner URL)."""
     from codestudio.access import identify
-    from codestudio.build import build_base, build_template
+    from codestudio.images import build_base
+    from codestudio.templates_store import build_template
     from codestudio.runtime import studios as rt
     from codestudio.templates_store import add_template
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from codestudio.access import EVERYBODY, Identity, check_name, require_admin
 from codestudio.errors import NotFound, UsageError
+from codestudio.runtime.model import ACTIVE_STATES
 from codestudio.store import Store, now
 from codestudio.types import SLUG_RE
 
@@ -253,14 +254,12 @@ def remove_template(who: Identity, template_id: str, *, force: bool = False, sto
     With ``force``, stopped studios keep their rows and zones; they cannot start
     again until the template is re-added.
     """
-    from codestudio.runtime.studios import RUNNING, STARTING, STOPPING
-
     require_admin(who, "remove templates")
     store = store or Store.default()
     get_template(template_id, store=store)
     with store.connect() as conn:
         rows = conn.execute("SELECT id, state FROM studios WHERE template_id = ? ORDER BY id", (template_id,)).fetchall()
-        live = [f"{r['id']} ({r['state']})" for r in rows if r["state"] in (RUNNING, STARTING, STOPPING)]
+        live = [f"{r['id']} ({r['state']})" for r in rows if r["state"] in ACTIVE_STATES]
         if live:
             raise UsageError(
                 f"template {template_id!r} is used by running studio(s) {', '.join(live)}; stop them first "
@@ -297,7 +296,7 @@ def revoke(who: Identity, template_id: str, group: str, *, store: Store | None =
 def resolve_ref(ref: str, *, store: Store | None = None) -> tuple[Path, int | None] | None:
     """A stored template id -> (stored file of its latest version, version); None if ``ref`` is not one.
 
-    The builder's ``resolve_template`` asks this first, so ``template build ID``
+    :func:`resolve_template` asks this first, so ``template build ID``
     builds the stored copy; a file path falls through to it.
     """
     if not SLUG_RE.match(ref) or Path(ref).exists():
@@ -307,3 +306,33 @@ def resolve_ref(ref: str, *, store: Store | None = None) -> tuple[Path, int | No
     except NotFound:
         return None
     return st.path, st.version
+
+
+def resolve_template(ref: str, *, store: Store | None = None) -> tuple[Path, int | None]:
+    """A template reference -> (template file, stored version or None).
+
+    A stored template id (``codestudio template add``) builds its latest
+    stored copy; anything else must be a template file.
+    """
+    stored = resolve_ref(ref, store=store)
+    if stored is not None:
+        return stored
+    path = Path(ref)
+    if path.is_file():
+        return path, None
+    if path.exists():
+        raise UsageError(f"{ref}: not a template file")
+    if SLUG_RE.match(ref):
+        raise NotFound(f"{ref}: neither a template file nor a stored template id (see `codestudio template list`)")
+    raise UsageError(f"{ref}: no such template file")
+
+
+def build_template(ref: str, *, no_cache: bool = False, quiet: bool = False, store: Store | None = None):
+    """``codestudio template build``: resolve ``ref`` (file or stored id), render, build.
+
+    Returns the :class:`~codestudio.images.BuildResult`.
+    """
+    from codestudio.images import build_template_file
+
+    path, version = resolve_template(ref, store=store)
+    return build_template_file(path, template_version=version, no_cache=no_cache, quiet=quiet, store=store)

@@ -133,7 +133,7 @@ class BlockEnv:
 
     def start(self, template: Path, *, project: str, name: str, timeout: float = 600) -> RunningStudio:
         """``template add`` + ``studio create`` + ``studio start`` (building the image if needed)."""
-        from codestudio.build import build_template
+        from codestudio.templates_store import build_template
         from codestudio.templates_store import add_template
 
         stored, _ = add_template(self.who, template)

@@ -96,7 +96,7 @@ def tiny_base(tmp_path_factory, session_home) -> str:
 @pytest.fixture(scope="session")
 def debian_base(session_home) -> str:
     """The real base image (localhost/codestudio-base:<version>), built by ``build_base``."""
-    from codestudio.build.base import build_base
+    from codestudio.images.base import build_base
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CODESTUDIO_HOME", str(session_home))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from codestudio import containers
-from codestudio.build import BuildFailed, build_template, image_for, latest_build, list_builds
+from codestudio.images import BuildFailed, image_for, latest_build, list_builds
+from codestudio.templates_store import build_template
 
 pytestmark = pytest.mark.e2e
 CLI = str(Path(sys.executable).with_name("codestudio"))
@@ -241,7 +242,7 @@ def test_cli_exit_codes(tiny_template, tmp_path):
 
 
 def test_real_debian_base_and_a_template_on_it(debian_base, session_home, tmp_path, image_cleanup, monkeypatch):
-    from codestudio.build.base import build_base
+    from codestudio.images.base import build_base
 
     # The session's data dir holds the cached root filesystem: a rebuild
     # (if the runner changed since the fixture ran) skips debootstrap.

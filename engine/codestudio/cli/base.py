@@ -21,7 +21,7 @@ def base() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build(suite: str, mirror: str | None, force: bool, refresh: bool, quiet: bool, as_json: bool) -> None:
     """Build localhost/codestudio-base:<version> with debootstrap (a no-op when nothing changed)."""
-    from codestudio.build.base import build_base
+    from codestudio.images.base import build_base
 
     result = build_base(suite=suite, mirror=mirror, force=force, refresh=refresh, quiet=quiet or as_json)
     if as_json:
@@ -38,6 +38,6 @@ def build(suite: str, mirror: str | None, force: bool, refresh: bool, quiet: boo
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def show(as_json: bool) -> None:
     """Show the base image this engine version uses and whether it is built."""
-    from codestudio.build.base import base_status
+    from codestudio.images.base import base_status
 
     output.data(base_status(), as_json=as_json)

@@ -9,18 +9,9 @@ def _gateway():
     from codestudio.gateway.process import Gateway
     from codestudio.home import data_dir
 
-    return Gateway(data_dir(), studios=_studio_source())
+    from codestudio.runtime.studios import running_studio_routes
 
-
-def _studio_source():
-    """The running studios' routes, once the runtime provides them; none before that."""
-    import importlib
-
-    try:
-        module = importlib.import_module("codestudio.runtime")
-    except ImportError:
-        return None
-    return getattr(module, "running_studio_routes", None)
+    return Gateway(data_dir(), studios=running_studio_routes)
 
 
 @click.group()

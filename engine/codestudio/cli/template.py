@@ -19,7 +19,7 @@ def template() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build(template_ref: str, no_cache: bool, quiet: bool, as_json: bool) -> None:
     """Build TEMPLATE (a stored template id or a template file) into localhost/codestudio/<id>:<hash> and :latest."""
-    from codestudio.build import build_template
+    from codestudio.templates_store import build_template
 
     result = build_template(template_ref, no_cache=no_cache, quiet=quiet or as_json)
     if as_json:
@@ -41,7 +41,7 @@ def builds(template_id: str, limit: int | None, as_json: bool) -> None:
     """List the builds of template ID, newest first."""
     import datetime
 
-    from codestudio.build import list_builds
+    from codestudio.images import list_builds
 
     rows = list_builds(template_id, limit=limit)
     if as_json:

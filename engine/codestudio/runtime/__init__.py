@@ -1,20 +1,10 @@
 """Runtimes: where studios run. ``local`` is podman on this machine.
 
+- :mod:`codestudio.runtime.model` -- studio states (imports nothing from the engine)
 - :mod:`codestudio.runtime.studios` -- lifecycle and state (create, start, stop, ...)
 - :mod:`codestudio.runtime.local` -- podman: manifest adaptations, kube play/down, exec, logs
 - :mod:`codestudio.runtime.readiness` -- probes through the published loopback port
 
-:func:`running_studio_routes` is what the gateway serves (``codestudio gateway start`` uses it).
+This package imports nothing itself, so naming a state
+(``codestudio.runtime.model``) never loads the lifecycle.
 """
-
-from __future__ import annotations
-
-
-def running_studio_routes():
-    """Gateway routes of every studio that is STARTING or RUNNING."""
-    from codestudio.runtime.studios import running_studio_routes as routes
-
-    return routes()
-
-
-__all__ = ["running_studio_routes"]

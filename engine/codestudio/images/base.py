@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codestudio import __version__, containers
-from codestudio.build.progress import Reporter
+from codestudio.images.progress import Reporter
 from codestudio.errors import RuntimeFailure, UsageError
 
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")

@@ -14,7 +14,6 @@ behind the hash (``inputs.json``) and the full log (``build.log``).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import shutil
@@ -25,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codestudio import containers
-from codestudio.build import history
-from codestudio.build.progress import Reporter, StepTracker
-from codestudio.errors import NotFound, RuntimeFailure, UsageError
+from codestudio.images import history
+from codestudio.images.progress import Reporter, StepTracker
+from codestudio.errors import RuntimeFailure
+from codestudio.locks import file_lock
 from codestudio.store import Store
 
 IMAGE_REPO = "localhost/codestudio"
@@ -96,28 +96,6 @@ def latest_name(template_id: str) -> str:
 # Inputs
 
 
-def resolve_template(ref: str, *, store: Store | None = None) -> tuple[Path, int | None]:
-    """A template reference -> (template file, stored version or None).
-
-    A stored template id (``codestudio template add``) builds its latest
-    stored copy; anything else must be a template file.
-    """
-    from codestudio.templates_store import resolve_ref
-    from codestudio.types import SLUG_RE
-
-    stored = resolve_ref(ref, store=store)
-    if stored is not None:
-        return stored
-    path = Path(ref)
-    if path.is_file():
-        return path, None
-    if path.exists():
-        raise UsageError(f"{ref}: not a template file")
-    if SLUG_RE.match(ref):
-        raise NotFound(f"{ref}: neither a template file nor a stored template id (see `codestudio template list`)")
-    raise UsageError(f"{ref}: no such template file")
-
-
 def content_manifest(rendered, base_image_id: str) -> dict:
     """Everything that decides the image, in a canonical form; its sha256 is the content hash.
 
@@ -173,19 +151,12 @@ def template_lock(template_id: str, reporter: Reporter | None = None) -> Iterato
     """One build per template at a time (across processes); different templates build in parallel."""
     from codestudio.home import data_dir
 
-    locks = data_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"build-{template_id}.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if reporter:
-                reporter.note(f"waiting for another build of {template_id} to finish")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    def waiting() -> None:
+        if reporter:
+            reporter.note(f"waiting for another build of {template_id} to finish")
+
+    with file_lock(data_dir() / "locks" / f"build-{template_id}.lock", waiting=waiting):
+        yield
 
 
 def _prune_renders(template_id: str) -> None:
@@ -200,13 +171,18 @@ def _prune_renders(template_id: str) -> None:
 # Building
 
 
-def build_template(ref: str, *, no_cache: bool = False, quiet: bool = False, store: Store | None = None) -> BuildResult:
-    """``codestudio template build``: resolve (file or stored id), render, build."""
+def build_template_file(path: Path, *, template_version: int | None = None, no_cache: bool = False,
+                        quiet: bool = False, store: Store | None = None) -> BuildResult:
+    """Render the template file at ``path`` and build it.
+
+    ``template_version`` is the stored version the file is (None for a file
+    that was never added); resolving template ids is the caller's business
+    (:func:`codestudio.templates_store.build_template`).
+    """
     from codestudio.render import render_template
 
-    path, version = resolve_template(ref, store=store)
     rendered = render_template(path)
-    return build_rendered(rendered, no_cache=no_cache, template_version=version, quiet=quiet, store=store)
+    return build_rendered(rendered, no_cache=no_cache, template_version=template_version, quiet=quiet, store=store)
 
 
 def build_rendered(
