@@ -29,7 +29,6 @@ message and leaves the running gateway untouched.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codestudio.errors import RuntimeFailure, UsageError
+from codestudio.locks import file_lock
 from codestudio.gateway.config import (
     HEALTH_PATH,
     GatewaySettings,
@@ -233,13 +233,8 @@ class Gateway:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self._prepare_dirs()
-        fd = os.open(self.prefix / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "r+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.prefix / ".lock"):
+            yield
 
     # --- nginx invocations ---------------------------------------------------------
 

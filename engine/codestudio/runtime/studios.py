@@ -19,7 +19,6 @@ The gateway config is regenerated from the DB on every change
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import shutil
@@ -33,11 +32,12 @@ from pathlib import Path
 
 from codestudio.access import Identity, check_name, require_template_use
 from codestudio.errors import NotFound, PermissionDenied, RuntimeFailure, UsageError
+from codestudio.locks import file_lock
 from codestudio.runtime import local
+from codestudio.runtime.model import FAILED, RUNNING, STARTING, STOPPED, STOPPING
 from codestudio.store import Store, now
 from codestudio.types import PROJECT_KEY_RE, SLUG_RE, STUDIO_USER
 
-STOPPED, STARTING, RUNNING, STOPPING, FAILED = "STOPPED", "STARTING", "RUNNING", "STOPPING", "FAILED"
 DEFAULT_TIMEOUT = 300.0
 #: Bounds of ``studio url --ttl`` (seconds): a leaked link must not stay valid for long.
 MIN_URL_TTL, MAX_URL_TTL = 10, 7 * 24 * 3600
@@ -138,18 +138,9 @@ def _set_state(store: Store, studio_id: str, state: str, message: str | None = N
 def studio_lock(studio_id: str) -> Iterator[None]:
     from codestudio.home import data_dir
 
-    locks = data_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"studio-{studio_id}.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _log(f"waiting for another command on studio {studio_id} to finish")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(data_dir() / "locks" / f"studio-{studio_id}.lock",
+                   waiting=lambda: _log(f"waiting for another command on studio {studio_id} to finish")):
+        yield
 
 
 def _check_actor(who: Identity, studio: Studio, what: str) -> None:
@@ -331,7 +322,7 @@ def _transport(studio: Studio):
 
 def _ensure_image(plan: _Plan, *, quiet: bool, store: Store):
     """Build (or find up to date) the image of the template's current version."""
-    from codestudio.build import build_rendered
+    from codestudio.images import build_rendered
     from codestudio.render import render_state
 
     rendered = render_state(plan.template, plan.state)
@@ -569,7 +560,7 @@ def refresh(studio: Studio, *, store: Store | None = None) -> Studio:
 
 
 def studio_status(who: Identity, ref: str, *, store: Store | None = None) -> dict:
-    from codestudio.build import latest_build
+    from codestudio.images import latest_build
 
     store = store or Store.default()
     studio = get_studio(ref, store=store)

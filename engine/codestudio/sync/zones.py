@@ -14,7 +14,6 @@ author and ``codestudio`` as committer.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from codestudio.errors import RuntimeFailure, UsageError
+from codestudio.locks import file_lock
 from codestudio.sync import agent
 from codestudio.types import PROJECT_KEY_RE, ZONES, is_versioned, zone_scope
 
@@ -195,15 +195,9 @@ def zone_lock(path: Path) -> Iterator[None]:
     """Serialise syncs touching one zone folder (project zones are shared by studios)."""
     from codestudio.home import data_dir
 
-    locks = data_dir() / "locks"
-    locks.mkdir(exist_ok=True)
     key = hashlib.sha256(str(path).encode()).hexdigest()[:20]
-    with open(locks / f"zone-{key}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(data_dir() / "locks" / f"zone-{key}.lock"):
+        yield
 
 
 # --------------------------------------------------------------------------
