@@ -233,7 +233,7 @@ class Action(BaseModel):
 
 
 class CodeEnv(BaseModel):
-    """A Python environment in the image, announced to IDE blocks via ``register_kernel``."""
+    """A Python environment in the image, announced to IDE blocks via ``register_code_env``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -10,7 +10,7 @@ return to the one accumulating :class:`~codestudio.blockapi.BuildState`.
 Block *n* therefore sees everything blocks 1..*n-1* produced, and nothing of
 the blocks after it.
 
-The **broadcast hook** ``register_kernel`` reaches every block of the
+The **broadcast hook** ``register_code_env`` reaches every block of the
 template, whichever order the code env and the IDE appear in: when block *n*
 announces a code env, every earlier block hears of it; and every code env
 announced before block *n* is announced to *n* once *n* has applied. The
@@ -20,7 +20,7 @@ so an IDE's install layer does not change when a later code env changes.
 Order of the block hooks for one block: ``contribute_dockerfile``,
 ``contribute_code_env``, ``contribute_entrypoint``, ``contribute_action``,
 ``contribute_starter_files``, ``contribute_sync``, ``contribute_env``,
-``contribute_ports``, ``adjust_probe``, then ``register_kernel`` as above.
+``contribute_ports``, ``adjust_probe``, then ``register_code_env`` as above.
 Once every block has applied, ``validate_block`` is called for each block
 with the final state. Entry-point load order never matters: only the
 template's order does.
@@ -60,7 +60,7 @@ def contribute_code_env(block, state):
     :param block: the block being applied.
     :param state: the build state so far.
     :return: a :class:`~codestudio.blockapi.CodeEnv`, a list of them, or
-        ``None``. Each announced env is broadcast through ``register_kernel``.
+        ``None``. Each announced env is broadcast through ``register_code_env``.
         Two code envs with one name are a template error naming both blocks.
     """
 
@@ -157,7 +157,7 @@ def adjust_probe(block, state, probe):
 
 
 @hookspec
-def register_kernel(block, code_env, state):
+def register_code_env(block, code_env, state):
     """Make a code env available in this block's tool (broadcast).
 
     JupyterLab registers it as a kernel, VS Code as an interpreter and a

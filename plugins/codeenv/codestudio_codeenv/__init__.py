@@ -3,7 +3,7 @@
 The env is created with the chosen interpreter's ``venv`` module and gets
 ``packages`` and the ``requirements`` resource file installed. It is
 announced as a :class:`~codestudio.blockapi.CodeEnv`, which the engine
-broadcasts through ``register_kernel`` so that IDE blocks register it
+broadcasts through ``register_code_env`` so that IDE blocks register it
 (JupyterLab as a kernel, VS Code as an interpreter), whichever order the
 blocks appear in.
 """

@@ -118,7 +118,7 @@ class JupyterLabBlock(Block):
         return ide_probe(probe, block.params.port, "${baseUrl}/api")
 
     @hookimpl
-    def register_kernel(self, block, code_env, state):
+    def register_code_env(self, block, code_env, state):
         p: JupyterLabParams = block.params
         steps = [
             Run(script=pip_install(code_env.python, ["ipykernel"])),

@@ -78,7 +78,7 @@ class StreamlitBlock(Block):
         return steps
 
     @hookimpl
-    def register_kernel(self, block, code_env):
+    def register_code_env(self, block, code_env):
         p: StreamlitParams = block.params
         if code_env.name != p.code_env:
             return None

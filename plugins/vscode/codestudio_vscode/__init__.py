@@ -188,7 +188,7 @@ class VSCodeBlock(Block):
         return ide_probe(probe, block.params.port, "${baseUrl}/healthz")
 
     @hookimpl
-    def register_kernel(self, block, code_env):
+    def register_code_env(self, block, code_env):
         p: VSCodeParams = block.params
         return [
             Run(
