@@ -12,6 +12,8 @@ plugin copies another's code:
   the image and install packages and requirement files into it.
 - :func:`pip_install`: the shell text that installs packages with a given
   interpreter (for a later step into an existing env, e.g. ``ipykernel``).
+- :func:`check_dockerfile_statements`: the problems with admin-written
+  Dockerfile statements (the instructions a template may use).
 - :func:`browser_path_ref`: the ``${DKU_CODE_STUDIO_BROWSER_PATH_<port>}``
   reference the runner expands in entrypoint commands.
 
@@ -36,6 +38,7 @@ __all__ = [
     "PipRequirement",
     "PythonCommand",
     "browser_path_ref",
+    "check_dockerfile_statements",
     "pip_install",
     "python_env",
     "resolve_resource",
@@ -91,6 +94,17 @@ def ide_probe(probe: Probe | None, port: int, url: str) -> Probe | None:
     if probe is not None:
         return None
     return Probe(kind="http", port=port, url=url)
+
+
+def check_dockerfile_statements(text: str) -> list[str]:
+    """The problems with admin-written Dockerfile statements (empty if fine).
+
+    Only instructions that cannot break the build's structure pass (no
+    ``FROM``, ``ENTRYPOINT``, ``CMD``, ``ONBUILD``); see docs/blocks.md.
+    """
+    from codestudio.dockerfile import check_statements
+
+    return check_statements(text)
 
 
 def browser_path_ref(port: int) -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from codestudio import hookimpl
 from codestudio.blockapi import Block, BlockParams, BlockProblem, Raw
-from codestudio.dockerfile import check_statements
-from codestudio.resources import ResourceError
+from codestudio.blockhelpers import check_dockerfile_statements, resolve_resource
 from codestudio.types import Text
 
 
@@ -26,16 +25,13 @@ class DockerfileBlock(Block):
     @hookimpl
     def contribute_dockerfile(self, block, state):
         params: DockerfileParams = block.params
-        problems = check_statements(params.statements)
+        problems = check_dockerfile_statements(params.statements)
         if problems:
             raise BlockProblem("statements", "; ".join(problems))
         resources = {}
         specs = {}
         for index, spec in enumerate(params.resources):
-            try:
-                resource = state.resources.resolve(spec)
-            except ResourceError as exc:
-                raise BlockProblem(f"resources.{index}", str(exc)) from None
+            resource = resolve_resource(state, spec, f"resources.{index}")
             name = resource.path.name
             if name in resources and resources[name] != resource.path:
                 raise BlockProblem(

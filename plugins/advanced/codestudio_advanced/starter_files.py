@@ -9,8 +9,8 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from codestudio import hookimpl
-from codestudio.blockapi import Block, BlockParams, BlockProblem, StarterFile
-from codestudio.resources import ResourceError
+from codestudio.blockapi import Block, BlockParams, StarterFile
+from codestudio.blockhelpers import resolve_resource
 from codestudio.types import RelativePath, Text, Zone
 
 
@@ -36,10 +36,7 @@ class StarterFilesBlock(Block):
         p: StarterFilesParams = block.params
         out = [StarterFile(zone=p.zone, path=path, content=text.encode()) for path, text in p.files.items()]
         for index, spec in enumerate(p.resources):
-            try:
-                resource = state.resources.resolve(spec)
-            except ResourceError as exc:
-                raise BlockProblem(f"resources.{index}", str(exc)) from None
+            resource = resolve_resource(state, spec, f"resources.{index}")
             if resource.is_dir:
                 for dirpath, dirnames, filenames in os.walk(resource.path):
                     dirnames.sort()
