@@ -117,6 +117,20 @@ def test_third_party_block_installed_with_pip_appears_and_renders(tmp_path):
     runner = json.loads((tmp_path / "out" / "runner.json").read_text())
     assert runner["entrypoints"][0]["port"] == 8765
 
+    # The same block's hook raising: named with its distribution and version,
+    # exit 1, no traceback (unless --debug), nothing written.
+    template.write_text("id: hi\nblocks:\n  - {type: dockerfile, statements: RUN true}\n  - {type: hello, fail: true}\n")
+    for args in (["validate", str(template)], ["render", str(template), "-o", str(tmp_path / "failed")]):
+        result = cs(*args, env=env)
+        assert result.returncode == 1, result.stderr
+        for part in ("codestudio-hello 1.2.3", "contribute_dockerfile", "blocks[1] (type: hello)",
+                     "RuntimeError: the greeting service is down"):
+            assert part in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "failed").exists()
+    result = cs("--debug", "validate", str(template), env=env)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "the greeting service is down" in result.stderr
+
 
 def test_render_refuses_a_folder_holding_other_files(tmp_path):
     out = tmp_path / "project"

@@ -15,7 +15,7 @@ HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunc
 
 
 def test_hooks_were_found():
-    assert {"contribute_dockerfile", "contribute_entrypoint", "adjust_probe", "register_kernel"} <= set(HOOKS)
+    assert {"contribute_dockerfile", "contribute_entrypoint", "adjust_probe", "register_code_env"} <= set(HOOKS)
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -61,7 +61,7 @@ class FakeIde(Block):
         return Probe(kind="http", port=7000, url="${baseUrl}/ready")
 
     @hookimpl
-    def register_kernel(self, block, code_env, state):
+    def register_code_env(self, block, code_env, state):
         self.seen.append(("kernel", code_env.name))
         return [Run(script=f"register {code_env.name}")]
 
@@ -220,3 +220,93 @@ def test_starter_files_later_block_replaces_same_path(blocks, write_template):
     )
     _, state = plan_template(path, blocks)
     assert {f.path: f.content for _, f in state.starter_files} == {"a.txt": b"two", "b.txt": b"three"}
+
+
+def test_every_hook_has_a_row_in_the_return_table():
+    import inspect
+
+    from codestudio import hookspecs
+    from codestudio.plan import HOOK_RETURNS
+
+    specs = {name for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "codestudio_spec")}
+    assert specs and specs == set(HOOK_RETURNS)
+
+
+@pytest.mark.parametrize(
+    ("hook", "value", "shown"),
+    [
+        ("contribute_env", {"GREETING": 3}, "int 3 as the value of GREETING"),
+        ("contribute_env", {"BAD NAME": "x"}, "variable name 'BAD NAME'"),
+        ("contribute_env", ["A=b"], "list"),
+        ("contribute_ports", [8080, "9090"], "str '9090'"),
+        ("contribute_ports", [True], "bool True"),
+        ("contribute_ports", [70000], "int 70000"),
+        ("contribute_sync", [SyncMapping(zone="recipes", target="/srv/r")], "list"),
+        ("contribute_sync", ([SyncMapping(zone="recipes", target="/srv/r")], "*.tmp"), "exclusions '*.tmp'"),
+        ("contribute_sync", (["recipes"], []), "str 'recipes'"),
+        ("validate_block", "bad", "str 'bad'"),
+        ("validate_block", [("field",)], "the problem ('field',)"),
+        ("adjust_probe", {"kind": "tcp"}, "dict"),
+        ("contribute_starter_files", [{"path": "x"}], "dict"),
+        ("register_code_env", "RUN x", "str 'RUN x'"),
+    ],
+)
+def test_a_wrong_return_names_plugin_hook_and_block(blocks, write_template, hook, value, shown):
+    from codestudio.plan import HOOK_RETURNS
+
+    if hook == "register_code_env":
+        blocks.register("fake-env", FakeEnv(), "test-env", "0")
+
+    class Wrong(Block):
+        pass
+
+    def impl(self, **kwargs):
+        return value
+
+    impl.__signature__ = __import__("inspect").signature(lambda self, block, state: None)
+    setattr(Wrong, hook, hookimpl(impl))
+    blocks.register("wrong", Wrong(), "acme-wrong", "4.5")
+    try:
+        extra = "  - {type: fake-env, name: py}\n" if hook == "register_code_env" else ""
+        path = write_template(f"id: t\nblocks:\n  - {{type: dockerfile, statements: RUN true}}\n  - {{type: wrong}}\n{extra}")
+        with pytest.raises(PluginError) as info:
+            plan_template(path, blocks)
+    finally:
+        blocks.unregister("wrong")
+        if hook == "register_code_env":
+            blocks.unregister("fake-env")
+    message = str(info.value)
+    assert f"acme-wrong 4.5: hook {hook} returned" in message and "blocks[1] (type: wrong)" in message
+    assert shown in message and HOOK_RETURNS[hook][0] in message
+
+
+def test_a_hook_that_raises_is_reported_with_plugin_hook_block_and_message(blocks, write_template):
+    class Broken(Block):
+        @hookimpl
+        def contribute_ports(self, block, state):
+            raise KeyError("no such port table")
+
+    blocks.register("broken", Broken(), "acme-broken", "1.0")
+    try:
+        path = write_template("id: t\nblocks:\n  - {type: broken}\n")
+        with pytest.raises(PluginError) as info:
+            plan_template(path, blocks)
+    finally:
+        blocks.unregister("broken")
+    assert str(info.value) == (
+        "block plugin acme-broken 1.0: hook contribute_ports failed for blocks[0] (type: broken): "
+        "KeyError: 'no such port table'"
+    )
+    assert info.value.exit_code == 1
+
+
+def test_runner_json_is_checked_with_the_runners_own_rules(blocks, write_template, monkeypatch):
+    from codestudio.render import render_template
+    from codestudio.runner import runner
+
+    path = write_template("id: t\nblocks:\n  - {type: entrypoint, label: API, command: [srv], port: 8081}\n")
+    assert '"schema": %d' % runner.SCHEMA in render_template(path).runner_json
+    # Whatever the runner would refuse at start-up is refused at render, naming the block.
+    monkeypatch.setattr(runner, "validate_config", lambda doc: ["entrypoints[0].label: refused by the runner"])
+    with pytest.raises(TemplateError, match=r"blocks\[0\] \(type: entrypoint\): runner.json entrypoints\[0\].label"):
+        render_template(path)

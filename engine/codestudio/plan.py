@@ -3,13 +3,14 @@
 Blocks apply in template order. For each block the engine calls its
 plugin's block hooks (see :mod:`codestudio.hookspecs` for the order),
 checks what they return, and appends it to the :class:`BuildState`; then it
-broadcasts code envs through ``register_kernel`` so that IDEs and code envs
+broadcasts code envs through ``register_code_env`` so that IDEs and code envs
 meet whichever order they appear in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -44,17 +45,151 @@ def default_base_image() -> str:
     return f"{DEFAULT_BASE_IMAGE}:{__version__}"
 
 
-def _as_list(value, kind: type, block: BlockInstance, hook: str) -> list:
+class _WrongReturn(Exception):
+    """A hook returned something its row of :data:`HOOK_RETURNS` does not allow."""
+
+
+def _items(kind: type) -> Callable[[object], list]:
+    """One ``kind``, a list of them, or None -> a list."""
+
+    def check(value: object) -> list:
+        if value is None:
+            return []
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        for item in items:
+            if not isinstance(item, kind):
+                raise _WrongReturn(f"{type(item).__name__} {_short(item)}")
+        return items
+
+    return check
+
+
+def _list_of(kind: type) -> Callable[[object], list]:
+    """A list of ``kind``, or None -> a list."""
+    one = _items(kind)
+
+    def check(value: object) -> list:
+        if value is not None and not isinstance(value, list | tuple):
+            raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+        return one(value)
+
+    return check
+
+
+def _sync_return(value: object) -> tuple[list, list] | None:
+    if value is None:
+        return None
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+    mappings, exclusions = value
+    mappings = _list_of(SyncMapping)(mappings)
+    if not isinstance(exclusions, list | tuple) or not all(isinstance(e, str) for e in exclusions):
+        raise _WrongReturn(f"exclusions {_short(exclusions)}")
+    return mappings, list(exclusions)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_return(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+    for name, val in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise _WrongReturn(f"the variable name {_short(name)}")
+        if not isinstance(val, str):
+            raise _WrongReturn(f"{type(val).__name__} {_short(val)} as the value of {name}")
+    return dict(value)
+
+
+def _ports_return(value: object) -> list[int]:
     if value is None:
         return []
-    items = value if isinstance(value, list | tuple) else [value]
-    for item in items:
-        if not isinstance(item, kind):
-            raise PluginError(
-                f"block {block.type!r} ({block.distribution}): {hook} returned "
-                f"{type(item).__name__}, expected {kind.__name__}"
-            )
-    return list(items)
+    if not isinstance(value, list | tuple):
+        raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+    for port in value:
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise _WrongReturn(f"{type(port).__name__} {_short(port)}")
+    return list(value)
+
+
+def _probe_return(value: object) -> Probe | None:
+    if value is not None and not isinstance(value, Probe):
+        raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+    return value
+
+
+def _problems_return(value: object) -> list[tuple[str | None, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+    for item in value:
+        if (not isinstance(item, tuple | list) or len(item) != 2 or not isinstance(item[1], str)
+                or not (item[0] is None or isinstance(item[0], str))):
+            raise _WrongReturn(f"the problem {_short(item)}")
+    return [tuple(item) for item in value]
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+#: What every hook may return (in words, as the error says it) and the check
+#: that enforces it; :func:`call_hook` applies it to every hook call. Every
+#: hook in :mod:`codestudio.hookspecs` has a row (a test checks this).
+HOOK_RETURNS: dict[str, tuple[str, Callable[[object], object]]] = {
+    "contribute_dockerfile": ("a list of Step (Run, Copy, Env, Workdir, Raw) or None", _items(Step)),
+    "contribute_code_env": ("a CodeEnv, a list of them, or None", _items(CodeEnv)),
+    "contribute_entrypoint": ("an Entrypoint, a list of them, or None", _items(Entrypoint)),
+    "contribute_action": ("an Action, a list of them, or None", _items(Action)),
+    "contribute_starter_files": ("a list of StarterFile or None", _items(StarterFile)),
+    "contribute_sync": ("a tuple (list of SyncMapping, list of str patterns) or None", _sync_return),
+    "contribute_env": ("a dict of variable names to str values, or None", _env_return),
+    "contribute_ports": ("a list of port numbers (int 1-65535) or None", _ports_return),
+    "adjust_probe": ("a Probe or None", _probe_return),
+    "register_code_env": ("a list of Step or None", _items(Step)),
+    "validate_block": ("a list of (field or None, message) tuples, or None", _problems_return),
+}
+
+
+def _plugin_name(blocks: Blocks, block: BlockInstance) -> str:
+    plugin = blocks.by_type.get(block.type)
+    dist = block.distribution or (plugin.distribution if plugin else "") or "?"
+    version = block.version or (plugin.version if plugin else "")
+    return f"{dist} {version}".strip()
+
+
+def call_hook(blocks: Blocks, hook: str, block: BlockInstance, **kwargs):
+    """Call ``hook`` on ``block``'s plugin and check the result against :data:`HOOK_RETURNS`.
+
+    Returns the checked (normalised) value. A hook that raises, other than
+    the ways a block reports bad input (:class:`BlockProblem`,
+    :class:`ResourceError`, pydantic's ``ValidationError``), and a wrong
+    return value both become a :class:`PluginError` (exit 1) naming the
+    distribution and version, the hook and the block.
+    """
+    rule, check = HOOK_RETURNS[hook]
+    try:
+        value = blocks.call(hook, block.type, block=block, **kwargs)
+    except (BlockProblem, ResourceError, ValidationError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a third-party block's bug, reported with its name
+        message = str(exc).strip() or "(no message)"
+        raise PluginError(
+            f"block plugin {_plugin_name(blocks, block)}: hook {hook} failed for {block.where}: "
+            f"{type(exc).__name__}: {message}"
+        ) from exc
+    try:
+        return check(value)
+    except _WrongReturn as exc:
+        raise PluginError(
+            f"block plugin {_plugin_name(blocks, block)}: hook {hook} returned {exc} for {block.where}; "
+            f"it must return {rule}"
+        ) from None
 
 
 def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver | None = None) -> BuildState:
@@ -97,7 +232,7 @@ def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver 
         # Cross-block rules see the whole template, so they hold whichever
         # order the blocks were written in.
         for block in template.blocks:
-            for field, message in blocks.call("validate_block", block.type, block=block, state=state) or []:
+            for field, message in call_hook(blocks, "validate_block", block, state=state):
                 problem(block, field, message)
     if problems:
         raise TemplateError(str(template.path), problems)
@@ -105,15 +240,15 @@ def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver 
 
 
 def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem) -> None:
-    call = blocks.call
-    t = block.type
+    def call(hook: str, target: BlockInstance = block, **kwargs):
+        return call_hook(blocks, hook, target, state=state, **kwargs)
+
     group = StepGroup(block=block, title=block.label)
 
-    group.steps += _as_list(call("contribute_dockerfile", t, block=block, state=state), Step, block, "contribute_dockerfile")
+    group.steps += call("contribute_dockerfile")
     _check_resource_names(block, group, state, problem)
 
-    new_envs = _as_list(call("contribute_code_env", t, block=block, state=state), CodeEnv, block, "contribute_code_env")
-    for env in new_envs:
+    for env in call("contribute_code_env"):
         existing = [(b, e) for b, e in state.code_envs if e.name == env.name]
         if existing:
             problem(block, "name", f"code env {env.name!r} is already defined by {existing[0][0].where}")
@@ -121,14 +256,9 @@ def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem)
         state.code_envs.append((block, env))
         # Earlier blocks hear of the new env; their steps join this (later) block's group.
         for earlier in state.blocks:
-            group.steps += _as_list(
-                call("register_kernel", earlier.type, block=earlier, code_env=env, state=state),
-                Step,
-                earlier,
-                "register_kernel",
-            )
+            group.steps += call("register_code_env", earlier, code_env=env)
 
-    for ep in _as_list(call("contribute_entrypoint", t, block=block, state=state), Entrypoint, block, "contribute_entrypoint"):
+    for ep in call("contribute_entrypoint"):
         if ep.port is not None:
             owner = state.port_owner(ep.port)
             if owner is not None:
@@ -137,47 +267,41 @@ def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem)
                 continue
         state.entrypoints.append((block, ep))
 
-    for action in _as_list(call("contribute_action", t, block=block, state=state), Action, block, "contribute_action"):
+    for action in call("contribute_action"):
         clash = [b for b, a in state.actions if a.name == action.name]
         if clash:
             problem(block, "name", f"action name {action.name!r} is already used by {clash[0].where}")
             continue
         state.actions.append((block, action))
 
-    for starter in _as_list(call("contribute_starter_files", t, block=block, state=state), StarterFile, block, "contribute_starter_files"):
+    for starter in call("contribute_starter_files"):
         state.starter_files = [
             (b, f) for b, f in state.starter_files if (f.zone, f.path) != (starter.zone, starter.path)
         ]
         state.starter_files.append((block, starter))
 
-    sync = call("contribute_sync", t, block=block, state=state)
+    sync = call("contribute_sync")
     if sync is not None:
         mappings, exclusions = sync
-        state.sync_mappings += _as_list(mappings, SyncMapping, block, "contribute_sync")
+        state.sync_mappings += mappings
         state.sync_exclusions += [e for e in exclusions if e not in state.sync_exclusions]
         state.sync_configured = True
 
-    env = call("contribute_env", t, block=block, state=state)
-    if env:
-        state.env.update(env)
+    state.env.update(call("contribute_env"))
 
-    for port in call("contribute_ports", t, block=block, state=state) or []:
+    for port in call("contribute_ports"):
         if port not in state.extra_ports:
             state.extra_ports.append(port)
 
-    probe = call("adjust_probe", t, block=block, state=state, probe=state.probe)
+    probe = call("adjust_probe", probe=state.probe)
     if probe is not None:
-        if not isinstance(probe, Probe):
-            raise PluginError(f"block {t!r} ({block.distribution}): adjust_probe returned {type(probe).__name__}")
         state.probe = probe
 
     # Envs announced before this block reach it now; steps join its own group.
     for announcer, env in list(state.code_envs):
         if announcer.index == block.index:
             continue
-        group.steps += _as_list(
-            call("register_kernel", t, block=block, code_env=env, state=state), Step, block, "register_kernel"
-        )
+        group.steps += call("register_code_env", code_env=env)
 
     state.groups.append(group)
     state.blocks.append(block)

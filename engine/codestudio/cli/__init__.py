@@ -54,6 +54,10 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+#: Set by ``--debug``: errors are shown with their traceback.
+_debug = False
+
+
 def make_cli() -> click.Group:
     @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="codestudio")
@@ -63,9 +67,17 @@ def make_cli() -> click.Group:
         default=None,
         help="Who acts (default: the OS user). Only admins may act for others.",
     )
+    @click.option(
+        "--debug",
+        is_flag=True,
+        envvar="CODESTUDIO_DEBUG",
+        help="Show Python tracebacks of errors (for example of a block plugin's hook that raised).",
+    )
     @click.pass_context
-    def cli(ctx: click.Context, user: str | None) -> None:
+    def cli(ctx: click.Context, user: str | None, debug: bool) -> None:
         """codestudio: build Code Studio templates into images and run studios from them."""
+        global _debug
+        _debug = debug
         ctx.ensure_object(dict)
         ctx.obj["user"] = user
 
@@ -89,6 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     except CodestudioError as exc:
         from codestudio.cli.output import error
 
+        if _debug:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
         error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
