@@ -120,7 +120,9 @@ class Reporter:
     def note(self, text: str) -> None:
         """A line that stays (above the progress line on a terminal)."""
         if self._console is not None:
-            self._console.print(text, markup=False)
+            from codestudio.text import printable
+
+            self._console.print(printable(text), markup=False)
 
     def status(self, text: str) -> None:
         """A passing state: replaces the progress line; elsewhere printed only when its phase changes."""
@@ -129,7 +131,9 @@ class Reporter:
         if self._progress is not None:
             from rich.markup import escape
 
-            self._progress.update(self._task, description=escape(f"{self.title}: {_short(text)}"))
+            from codestudio.text import printable
+
+            self._progress.update(self._task, description=escape(printable(f"{self.title}: {_short(text)}")))
             return
         words = text.split()
         # "debootstrap: Retrieving ..." -> phase "Retrieving"
@@ -146,7 +150,9 @@ class Reporter:
             from rich.markup import escape
 
             # Labels and instructions are user text: "[...]" must not be read as markup.
-            self._progress.update(self._task, description=escape(f"{self.title}: {text}"), completed=tracker.number - 1, total=tracker.total)
+            from codestudio.text import printable
+
+            self._progress.update(self._task, description=escape(printable(f"{self.title}: {text}")), completed=tracker.number - 1, total=tracker.total)
         else:
             self.note(text)
 

@@ -54,7 +54,10 @@ def runtime_instance() -> str:
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    from codestudio.text import printable
+
+    # Messages carry names from studios (synced file names): escape control characters.
+    print(printable(msg, keep="\n\t"), file=sys.stderr, flush=True)
 
 
 @dataclass
