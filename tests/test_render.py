@@ -55,7 +55,7 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:
 def test_render_writes_the_five_outputs(tmp_path):
     out = tmp_path / "out"
     write_rendered(render_template(EXAMPLES / "advanced.yaml"), out)
-    assert sorted(p.name for p in out.iterdir()) == ["Dockerfile", "context", "kubernetes.yaml", "nginx.conf", "runner.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".codestudio-render.json", "Dockerfile", "context", "kubernetes.yaml", "nginx.conf", "runner.json"]
     # Resources next to the Dockerfile under their own names; the engine's files under .codestudio/.
     assert sorted(p.name for p in (out / "context").iterdir()) == [".codestudio", "hello_server.py"]
     assert (out / "context" / ".codestudio" / "runner" / "runner.py").is_file()
@@ -273,3 +273,59 @@ def test_unexposed_entrypoint_port_is_routed_but_not_listed(tmp_path, write_temp
     assert "/code-studios/PROJECT/s1/8081/" in nginx_conf(state, ctx, template.id)
     (page,) = landing_pages([routes]).values()
     assert "8080/" in page and "8081" not in page and "Hidden API" not in page
+
+
+# --------------------------------------------------------------------------
+# render -o DIR replaces only exactly a previous render (issue 9 item 12)
+
+
+def _render(out: Path) -> None:
+    write_rendered(render_template(EXAMPLES / "advanced.yaml"), out)
+
+
+def test_render_refuses_a_folder_with_the_output_names_and_the_users_own_files(tmp_path):
+    from codestudio.errors import UsageError
+
+    out = tmp_path / "mine"
+    (out / "context" / "src").mkdir(parents=True)
+    (out / "nginx.conf").write_text("my nginx config\n")
+    (out / "context" / "src" / "app.py").write_text("print('my app')\n")
+    before = snapshot(out)
+    with pytest.raises(UsageError, match="not a previous render"):
+        _render(out)
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda out: (out / "context" / "src").mkdir() or (out / "context" / "src" / "app.py").write_text("x"),
+         r"context/src/ \(not written by render\).*context/src/app.py \(not written by render\)"),
+        (lambda out: (out / "notes.txt").write_text("x"), r"notes.txt \(not written by render\)"),
+        (lambda out: (out / "Dockerfile").write_text("FROM mine\n"), r"Dockerfile \(changed since it was rendered\)"),
+        (lambda out: (out / "context" / "link").symlink_to("/etc"), r"context/link \(not a regular file or folder\)"),
+        (lambda out: (out / ".codestudio-render.json").write_text("{"), "no valid .codestudio-render.json"),
+        (lambda out: (out / ".codestudio-render.json").unlink(), "no valid .codestudio-render.json"),
+    ],
+)
+def test_render_refuses_a_previous_render_holding_anything_else(tmp_path, change, problem):
+    from codestudio.errors import UsageError
+
+    out = tmp_path / "out"
+    _render(out)
+    change(out)
+    before = snapshot(out)
+    with pytest.raises(UsageError, match=problem):
+        _render(out)
+    assert snapshot(out) == before
+
+
+def test_render_replaces_an_unchanged_previous_render(tmp_path):
+    out = tmp_path / "out"
+    _render(out)
+    first = snapshot(out)
+    (out / "runner.json").unlink()  # a missing file loses nothing
+    _render(out)
+    assert snapshot(out) == first
+    marker = json.loads((out / ".codestudio-render.json").read_text())
+    assert "Dockerfile" in marker["files"] and "context" in marker["dirs"]

@@ -34,8 +34,9 @@ def validate(template: Path, as_json: bool) -> None:
 @click.argument("template", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write Dockerfile, context/, runner.json, kubernetes.yaml, nginx.conf into. "
-                   "It must be missing, empty or a previous render (nothing else in it), which is "
-                   "replaced as a whole; any other folder is refused (exit 2) and left untouched.")
+                   "It must be missing, empty or exactly a previous render (its .codestudio-render.json "
+                   "marker lists everything in it, unchanged), which is replaced as a whole; any other "
+                   "folder is refused (exit 2) and left untouched.")
 @click.option("--project", default="PROJECT", show_default=True, help="Project key used in paths and manifests.")
 @click.option("--studio", default=None, help="Studio id used in paths and manifests (default: the template id).")
 def render(template: Path, out_dir: Path, project: str, studio: str | None) -> None:
