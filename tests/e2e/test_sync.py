@@ -314,3 +314,26 @@ def test_zone_holding_an_escaping_chain_leaks_nothing(start_container, tmp_path,
         sync(studio2, t)
     assert sorted(os.listdir(host)) == ["secret.txt"]
     assert "secret.txt" not in sh(ctr, f"ls -A {target2}")
+
+
+# Issue 9 item 4: names Git takes for ".git" poisoned a versioned zone (every later pull failed).
+GIT_VARIANTS = [".GIT", ".Git", "git~1", "GIT~1", ".git.", ".git ", ".git:x", "\u200c.git", ".g\u200dit", ".git\ufeff"]
+
+
+def test_git_name_variants_never_reach_a_versioned_zone(start_container):
+    studio = make_studio()
+    zone = studio.zone_path(ZONE)
+    ctr = start_container()
+    t = PodmanTransport(ctr)
+    push_on_start(studio, t)
+    script = " && ".join(f"mkdir -p '{TARGET}/{n}' && printf '[core]\\n' > '{TARGET}/{n}/config'" for n in GIT_VARIANTS)
+    sh(ctr, f"{script} && echo v1 > {TARGET}/notebook.ipynb")
+    report = pull_on_stop(studio, t).mappings[0]
+    assert sorted(p for side, p, _ in report.skipped if side == "studio") == sorted(GIT_VARIANTS)
+    assert sorted(os.listdir(zone)) == [".git", "notebook.ipynb"]
+    assert git(zone, "status", "--porcelain") == ""
+    # The zone still takes pulls (another user's work is not stuck behind the bad name).
+    sh(ctr, f"echo v2 > {TARGET}/notebook.ipynb")
+    pull_on_stop(studio, t)
+    assert (zone / "notebook.ipynb").read_text() == "v2\n"
+    assert git(zone, "log", "-1", "--format=%an").strip() == "alice"

@@ -67,6 +67,13 @@ _CONTROL = re.compile("[\x00-\x1f]")
 _UNFIT = re.compile("[\x00-\x1f\ud800-\udfff]")
 # A temporary file older than this is debris of a killed sync, not a running one.
 STALE_TMP_SECONDS = 3600
+# What Git itself takes for ".git" (and refuses to track), after its is_ntfs_dotgit():
+# any case of ".git" or its NTFS short name "git~1", then only dots and spaces up
+# to the end, a backslash or an alternate data stream's ":" ...
+_NTFS_DOTGIT = re.compile(r"(?:\.[gG][iI][tT]|[gG][iI][tT]~1)[. ]*(?:$|[\\:])")
+# ... and after its is_hfs_dotgit(): ".git" in any case once the code points
+# HFS+ ignores are removed (zero-width joiners, direction marks, U+FEFF).
+_HFS_IGNORED = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
 
 
 class Refused(Exception):
@@ -79,6 +86,14 @@ class ProtocolError(Exception):
 
 # --------------------------------------------------------------------------
 # Validation
+
+
+def is_git_name(part: str) -> bool:
+    """Whether one path component is ``.git`` or a name Git treats as ``.git`` (``.GIT``, ``git~1``, ``.git.``, ...)."""
+    if _NTFS_DOTGIT.match(part):
+        return True
+    folded = part if part.isascii() else _HFS_IGNORED.sub("", part)
+    return len(folded) == 4 and folded[0] == "." and folded[1:].lower() == "git" and folded[1:].isascii()
 
 
 def check_name(name: str) -> str:
@@ -94,8 +109,10 @@ def check_name(name: str) -> str:
         raise Refused("'..' in path")
     if any(p in ("", ".") for p in parts):
         raise Refused("empty or '.' path component")
-    if parts[-1].startswith(TMP_PREFIX) or ".git" in parts:
+    if parts[-1].startswith(TMP_PREFIX):
         raise Refused("reserved name")
+    if any(is_git_name(p) for p in parts):
+        raise Refused("reserved name: Git takes it for '.git'")
     return name
 
 
@@ -233,6 +250,9 @@ def scan(root: str, records: dict, exclude: list, hash_new: bool = True) -> dict
         for e in it:
             rel = f"{dir_rel}/{e.name}" if dir_rel else e.name
             if e.name == ".git":
+                continue  # the zone's own repository (or one the user cloned): never synced
+            if is_git_name(e.name):
+                skipped.append([rel, "reserved name: Git takes it for '.git'"])
                 continue
             if e.name.startswith(TMP_PREFIX):
                 _remove_stale_tmp(e.path)

@@ -327,6 +327,21 @@ def _drain(stream, sink: list, until: bytes | None = None) -> threading.Thread:
     return t
 
 
+def _checked_listing(m: dict) -> dict:
+    """A studio's listing of one folder, its names checked as the agent should have (it may lie)."""
+    entries, refused = [], []
+    for e in agent.rows_to_entries(m["rows"]):
+        if not isinstance(e["p"], str) or e["t"] not in ("f", "l"):
+            raise ValueError(f"bad row {e!r:.80}")
+        try:
+            agent.check_name(e["p"])
+        except agent.Refused as exc:
+            refused.append((e["p"], str(exc)))
+            continue
+        entries.append(e)
+    return {"entries": entries, "skipped": [(str(p), str(why)) for p, why in m["skipped"]], "refused": refused}
+
+
 class _Session:
     """One agent process (one exec) for a whole sync: list, then get, then apply."""
 
@@ -366,8 +381,8 @@ class _Session:
             maps = data["maps"]
             if len(maps) != count:
                 raise ValueError(f"{len(maps)} listings for {count} folders")
-            return [{"entries": agent.rows_to_entries(m["rows"]), "skipped": [tuple(x) for x in m["skipped"]]} for m in maps]
-        except (ValueError, KeyError, TypeError) as exc:
+            return [_checked_listing(m) for m in maps]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _AgentFailed(f"unreadable listing: {exc}") from None
 
     def get(self, jobs: list[_Job], server_roots: list[str]) -> str | None:
@@ -641,6 +656,7 @@ def _sync_jobs(
             _list_server(studio, job, fresh, regexes, store)
         for job, listing in zip(jobs, session.read_list(len(jobs))):
             job.mr.skipped += [("studio", p, why) for p, why in listing["skipped"]]
+            job.mr.refused += [("studio", p, f"listed by the studio: {why}") for p, why in listing["refused"]]
             job.C = {e["p"]: e for e in listing["entries"]}
             _plan(studio, job)
 
