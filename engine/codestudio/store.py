@@ -113,6 +113,50 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (studio_id, mapping, path, copy)
     );
     """,
+    # 3: the server's sign-in: one-time links, web sessions, API tokens (each
+    # stored as a sha256 of the secret, never the secret), disabled users, failed
+    # sign-ins (for the rate limit and the log).
+    """
+    CREATE TABLE signin_links (
+        link_hash  TEXT PRIMARY KEY,
+        user       TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at    REAL
+    );
+    CREATE TABLE web_sessions (
+        session_hash TEXT PRIMARY KEY,
+        user         TEXT NOT NULL,
+        csrf         TEXT NOT NULL,
+        via          TEXT NOT NULL,  -- link | proxy
+        created_at   REAL NOT NULL,
+        expires_at   REAL NOT NULL,
+        revoked_at   REAL
+    );
+    CREATE INDEX web_sessions_user ON web_sessions (user);
+    CREATE TABLE api_tokens (
+        id         TEXT PRIMARY KEY,  -- public part, shown in listings
+        user       TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        last_used  REAL,
+        revoked_at REAL
+    );
+    CREATE INDEX api_tokens_user ON api_tokens (user);
+    CREATE TABLE disabled_users (
+        user        TEXT PRIMARY KEY,
+        disabled_by TEXT NOT NULL,
+        disabled_at REAL NOT NULL
+    );
+    CREATE TABLE signin_failures (
+        client TEXT NOT NULL,
+        at     REAL NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX signin_failures_client ON signin_failures (client, at);
+    """,
 ]
 
 
