@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := buildah podman runc nginx debootstrap debian-archive-keyring busybox-static git ca-certificates
+APT_PACKAGES := buildah podman runc nginx debootstrap debian-archive-keyring busybox-static git ca-certificates chromium chromium-driver
 PLUGINS := advanced codeenv jupyterlab vscode rstudio streamlit
 PYTEST_ARGS ?=
 
@@ -34,7 +34,7 @@ system:
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) | system
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip "setuptools>=68" wheel
-	$(BIN)/pip install -q -e '.[test]' $(foreach p,$(PLUGINS),$(if $(wildcard plugins/$(p)/pyproject.toml),-e plugins/$(p)))
+	$(BIN)/pip install -q -e '.[test,server]' $(foreach p,$(PLUGINS),$(if $(wildcard plugins/$(p)/pyproject.toml),-e plugins/$(p)))
 	touch $@
 
 venv: system $(VENV)/.installed

@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "studio": ("codestudio.cli.studio:studio", "Create, start, stop and use Code Studios."),
     "gateway": ("codestudio.cli.gateway:gateway", "Start, stop and inspect the gateway."),
     "admin": ("codestudio.cli.admin:admin", "Manage admins and group memberships."),
+    "server": ("codestudio.cli.server:server", "Run the web UI and the REST API."),
+    "login": ("codestudio.cli.server:login", "Print a one-time sign-in link for the web UI."),
+    "logout": ("codestudio.cli.server:logout", "End web sessions (admins: disable a user)."),
+    "token": ("codestudio.cli.server:token", "Personal API tokens for scripts."),
 }
 
 

@@ -686,8 +686,13 @@ def list_actions(who: Identity, ref: str, *, store: Store | None = None) -> list
     ]
 
 
-def run_action(who: Identity, ref: str, action: str, *, store: Store | None = None) -> tuple[int, bool]:
-    """Run an action as the studio user: (exit status, waited). Output streams to ours when it waits."""
+def run_action(who: Identity, ref: str, action: str, *, store: Store | None = None,
+               output=None) -> tuple[int, bool]:
+    """Run an action as the studio user: (exit status, waited).
+
+    When it waits, its output streams to ours, or line by line to ``output(line)``
+    when given (the server's jobs).
+    """
     store = store or Store.default()
     studio = refresh(get_studio(ref, store=store), store=store)
     _check_actor(who, studio, "run actions in")
@@ -698,8 +703,14 @@ def run_action(who: Identity, ref: str, action: str, *, store: Store | None = No
         raise UsageError(f"studio {studio.id} is {studio.state}; start it first")
     argv = ["python3", RUNNER, "action", action]
     if actions[action]["wait"]:
-        code = subprocess.call(local.exec_command(studio.container, argv), env=_podman_env(), stdin=subprocess.DEVNULL)
-        return code, True
+        if output is None:
+            code = subprocess.call(local.exec_command(studio.container, argv), env=_podman_env(), stdin=subprocess.DEVNULL)
+            return code, True
+        with subprocess.Popen(local.exec_command(studio.container, argv), env=_podman_env(), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                output(line.rstrip("\n"))
+        return proc.returncode, True
     # Detached: keep its output in the studio so it can be read later.
     log = f"/tmp/codestudio-action-{action}.log"
     shell = ["/bin/sh", "-c", 'exec "$@" > "$0" 2>&1', log, *argv]

@@ -1,0 +1,165 @@
+"""The ASGI application: state, authentication dependency, error handlers, and :func:`serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from codestudio.server.auth import ApiError, Caller, authenticate, check_csrf, server_secret
+from codestudio.server.errors import describe, job_error
+from codestudio.server.jobs import Jobs
+from codestudio.server.settings import ServerSettings
+from codestudio.store import Store
+
+log = logging.getLogger("codestudio.server")
+
+
+@dataclass
+class AppState:
+    settings: ServerSettings
+    data_dir: Path
+    store: Store
+    jobs: Jobs
+    secret: bytes
+    start_timeout: float = 300.0
+    poll_interval: float = 1.0
+    _gateway_base: str | None = field(default=None, repr=False)
+
+    def gateway_base(self) -> str:
+        if self._gateway_base is None:
+            from codestudio.gateway.process import Gateway
+
+            self._gateway_base = Gateway(self.data_dir).settings.base_url
+        return self._gateway_base
+
+    def uploads_dir(self) -> Path:
+        path = self.data_dir / "uploads"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+
+async def require_caller(request: Request) -> Caller:
+    """FastAPI dependency: the signed-in caller (401 without credentials), CSRF-checked."""
+    state: AppState = request.app.state.cs
+    caller = getattr(request.state, "caller", None)
+    if caller is None:
+        caller = authenticate(request, state.settings, state.store, state.secret)
+        if caller is None:
+            raise ApiError(401, "not_signed_in", "sign in first (codestudio login prints a link) or send an API token")
+        request.state.caller = caller
+    await check_csrf(request, caller, state.settings)
+    return caller
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None = None,
+               start_timeout: float | None = None, poll_interval: float = 1.0) -> FastAPI:
+    from codestudio.home import data_dir as default_data_dir
+
+    data_dir = data_dir or default_data_dir()
+    settings = settings or ServerSettings.load(data_dir)
+    store = Store(data_dir / "state.db")
+    jobs = Jobs(data_dir / "jobs", workers=settings.jobs, error_of=job_error)
+    if start_timeout is None:
+        env = os.environ.get("CODESTUDIO_START_TIMEOUT")
+        start_timeout = float(env) if env else 300.0
+    state = AppState(settings, data_dir, store, jobs, server_secret(data_dir), start_timeout, poll_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        jobs.install_capture()  # job output is captured only while serving
+        try:
+            yield
+        finally:
+            jobs.shutdown()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="codestudio",
+        version=_version(),
+        description="The codestudio REST API: studios, their files and actions, templates, jobs. "
+        "Authenticate with a personal API token (Authorization: Bearer cst_...) or a web session.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.cs = state
+
+    @app.exception_handler(Exception)
+    async def _any(request: Request, exc: Exception):
+        status, body = describe(exc)
+        return _error_response(request, status, body, state)
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError):
+        status, body = describe(exc)
+        return _error_response(request, status, body, state)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error_response(request, 400, {"code": "malformed_json", "message": "the request body is not valid JSON"}, state)
+        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return _error_response(request, 422, {"code": "invalid_request", "message": message, "fields": fields}, state)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error_response(request, exc.status_code, {"code": code, "message": str(exc.detail)}, state)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next):
+        response = await call_next(request)
+        # The UI never runs inside another site's frame, and sends no referrer to studios.
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    from codestudio.server.api import make_router
+    from codestudio.server.ui import mount_ui
+
+    app.include_router(make_router(state))
+    mount_ui(app, state)
+
+    return app
+
+
+def _error_response(request: Request, status: int, body: dict, state: AppState):
+    headers = {"Retry-After": str(body["retry_after"])} if "retry_after" in body else None
+    if _wants_json(request):
+        return JSONResponse({"error": body}, status_code=status, headers=headers)
+    from codestudio.server.ui import error_page
+
+    return error_page(request, state, status, body, headers=headers)
+
+
+def _version() -> str:
+    from codestudio import __version__
+
+    return __version__
+
+
+def serve(settings: ServerSettings, *, data_dir: Path, log_level: str = "info") -> None:
+    """Run the server in the foreground (uvicorn) until interrupted."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, data_dir=data_dir)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, proxy_headers=False,
+                timeout_graceful_shutdown=3)
