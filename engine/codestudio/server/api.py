@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from codestudio.server.auth import ApiError, Caller
+from codestudio.server.auth import ApiError, Caller, require_caller
 
 
 class _Body(BaseModel):
@@ -73,7 +73,6 @@ def sse(event: str, data: Any) -> str:
 def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every route
     from codestudio import access, signin
     from codestudio.runtime import studios as rt
-    from codestudio.server.app import require_caller
 
     st = app_state
     router = APIRouter(prefix="/api/v1")
@@ -365,7 +364,7 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
     @router.get("/templates/{template_id}", tags=["templates"], summary="A template: versions, YAML, grants, builds (admins)")
     def template_get(template_id: str, version: int | None = None, caller: Caller = me_dep) -> dict:
         access.require_admin(caller.who, "read templates")
-        from codestudio.build import list_builds
+        from codestudio.images import list_builds
 
         d = ts.show_template(template_id, store=store())
         d["yaml"] = ts.get_template(template_id, version, store=store()).path.read_text(encoding="utf-8", errors="replace")
@@ -420,7 +419,7 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
     def template_build(template_id: str, no_cache: bool = False, caller: Caller = me_dep):
         access.require_admin(caller.who, "build templates")
         ts.get_template(template_id, store=store())
-        from codestudio.build import build_template
+        from codestudio.templates_store import build_template
 
         def run(job):
             return build_template(template_id, no_cache=no_cache, store=store()).as_dict()
@@ -430,7 +429,7 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
     @router.get("/templates/{template_id}/builds", tags=["templates"], summary="Build history (admins)")
     def template_builds(template_id: str, limit: int = Query(50, ge=1, le=1000), caller: Caller = me_dep) -> list[dict]:
         access.require_admin(caller.who, "read build history")
-        from codestudio.build import list_builds
+        from codestudio.images import list_builds
 
         return list_builds(template_id, store=store(), limit=limit)
 
@@ -438,7 +437,7 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
                 summary="A build's log (admins)")
     def template_build_log(template_id: str, build_id: int, caller: Caller = me_dep):
         access.require_admin(caller.who, "read build logs")
-        from codestudio.build import list_builds
+        from codestudio.images import list_builds
 
         for b in list_builds(template_id, store=store()):
             if b["id"] == build_id:

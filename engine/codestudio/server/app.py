@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from codestudio.server.auth import ApiError, Caller, authenticate, check_csrf, server_secret
+from codestudio.server.auth import ApiError, server_secret
 from codestudio.server.errors import describe, job_error
 from codestudio.server.jobs import Jobs
 from codestudio.server.settings import ServerSettings
@@ -44,19 +44,6 @@ class AppState:
         path = self.data_dir / "uploads"
         path.mkdir(mode=0o700, exist_ok=True)
         return path
-
-
-async def require_caller(request: Request) -> Caller:
-    """FastAPI dependency: the signed-in caller (401 without credentials), CSRF-checked."""
-    state: AppState = request.app.state.cs
-    caller = getattr(request.state, "caller", None)
-    if caller is None:
-        caller = authenticate(request, state.settings, state.store, state.secret)
-        if caller is None:
-            raise ApiError(401, "not_signed_in", "sign in first (codestudio login prints a link) or send an API token")
-        request.state.caller = caller
-    await check_csrf(request, caller, state.settings)
-    return caller
 
 
 def _wants_json(request: Request) -> bool:

@@ -23,6 +23,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from starlette.requests import Request
+
 from codestudio.access import Identity
 from codestudio.store import Store
 
@@ -149,3 +151,16 @@ async def check_csrf(request, caller: Caller, settings) -> None:
     if not hmac.compare_digest(sent, caller.csrf or ""):
         log.warning("refused %s %s for %s: wrong CSRF token", request.method, request.url.path, caller.user)
         raise ApiError(403, "csrf_invalid", "wrong CSRF token (reload the page)")
+
+
+async def require_caller(request: Request) -> Caller:
+    """FastAPI dependency: the signed-in caller (401 without credentials), CSRF-checked."""
+    state = request.app.state.cs  # the server's AppState
+    caller = getattr(request.state, "caller", None)
+    if caller is None:
+        caller = authenticate(request, state.settings, state.store, state.secret)
+        if caller is None:
+            raise ApiError(401, "not_signed_in", "sign in first (codestudio login prints a link) or send an API token")
+        request.state.caller = caller
+    await check_csrf(request, caller, state.settings)
+    return caller

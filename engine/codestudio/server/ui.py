@@ -174,7 +174,7 @@ def mount_ui(app: FastAPI, state) -> None:  # noqa: C901 - the page list
         caller = admin_caller(request)
         if caller is None:
             return signin_redirect()
-        from codestudio.build import list_builds
+        from codestudio.images import list_builds
 
         info = ts.show_template(template_id, store=state.store)
         shown = ts.get_template(template_id, version, store=state.store)
