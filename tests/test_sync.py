@@ -727,8 +727,8 @@ class KillingTransport(LocalTransport):
                     CutOut.got += len(data)
                     return data
 
-                def readline(self):
-                    line = real_out.readline()
+                def readline(self, size=-1):
+                    line = real_out.readline(size)
                     CutOut.got += len(line)
                     return line
 

@@ -19,8 +19,10 @@ a zero length ends the stream), so a stream's end is known without closing
 the pipe. Tar member names are ``<i>/<path>``.
 
 ``{"op": "list", "roots": [ROOT, ...], "exclude": [regex, ...], "cache": DIR}``
-    answer: one line ``{"maps": [{"rows": [[path, kind, size, mtime_ns,
-    exec, sha256, link], ...], "skipped": [[path, reason], ...]}, ...]}``.
+    answer: lines ``{"i": i, "rows": [[path, kind, size, mtime_ns, exec,
+    sha256, link], ...]}`` and ``{"i": i, "skipped": [[path, reason],
+    ...]}``, each of bounded size (a folder's listing may take several),
+    then ``{"maps": number of roots}``.
     A file is hashed only when its size or mtime differ from the hash cache
     the agent keeps in ``cache`` (outside the synced folders; optional).
 ``{"op": "get", "roots": [ROOT, ...], "paths": [[path, ...], ...]}``
@@ -59,6 +61,8 @@ TMP_PREFIX = ".codestudio-tmp-"
 CHUNK = 1 << 20
 #: Largest frame of a framed stream (a frame is read whole).
 MAX_FRAME = 1 << 20
+#: Characters of names per line of a listing answer (escaped, a line stays under 2 MiB).
+LIST_CHUNK = 256 << 10
 # tarfile's stream buffer is grown by concatenation, so a large one costs a
 # copy per member; 64 KiB keeps many small files fast and pipes full.
 TAR_BUFSIZE = 1 << 16
@@ -716,6 +720,7 @@ class TarReader:
 
     def __iter__(self):
         pax: dict[str, str] = {}
+        extended = 0  # bytes of extended headers since the last member: bounded in total, not only each
         while True:
             self._skip(self.remaining + self.pad)
             self.remaining = self.pad = 0
@@ -725,8 +730,9 @@ class TarReader:
             kind = block[156:157]
             size = _tar_num(block[124:136])
             if kind in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-                if size > MAX_FRAME:
-                    raise tarfile.ReadError("extended header too large")
+                extended += size
+                if size > MAX_FRAME or extended > MAX_FRAME:
+                    raise tarfile.ReadError(f"extended headers of more than {MAX_FRAME} bytes for one member")
                 data = self._take(size)
                 if len(data) < size:
                     raise tarfile.ReadError("archive ended inside a header")
@@ -750,7 +756,7 @@ class TarReader:
                 m.mtime = int(float(pax.get("mtime", m.mtime)))
             except (ValueError, OverflowError):
                 raise tarfile.ReadError("invalid PAX value") from None
-            pax = {}
+            pax, extended = {}, 0
             if size < 0:
                 raise tarfile.ReadError("negative size")
             m.size = size
@@ -984,8 +990,24 @@ class Session:
                 known.update(now)
                 self.dirty.add(root)
             maps.append({"rows": [entry_row(e) for e in result["entries"]], "skipped": result["skipped"]})
-        self.stdout.write(json.dumps({"maps": maps}, separators=(",", ":")).encode() + b"\n")
+        # In chunks of bounded size: the engine refuses lines over a few MiB.
+        for i, m in enumerate(maps):
+            for key in ("rows", "skipped"):
+                batch: list = []
+                size = 0
+                for item in m[key]:
+                    batch.append(item)
+                    size += 80 + sum(len(x) for x in item if isinstance(x, str))
+                    if size >= LIST_CHUNK:
+                        self._line({"i": i, key: batch})
+                        batch, size = [], 0
+                if batch:
+                    self._line({"i": i, key: batch})
+        self._line({"maps": len(maps)})
         self.stdout.flush()
+
+    def _line(self, obj: dict) -> None:
+        self.stdout.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
 
     def get(self, request: dict) -> None:
         roots = self._roots(request)

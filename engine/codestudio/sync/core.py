@@ -308,19 +308,88 @@ class _RecordWriter:
 #: Seconds the agent gets to write its hash caches and exit once a sync is done.
 CLOSE_TIMEOUT = 60
 
+# Everything read from a studio is bounded: a hostile agent must not be able
+# to grow the engine's memory (an endless line once took 1 GiB in 4 s).
+#: Longest answer line (listings come in chunks of well under 1 MiB).
+MAX_LINE = 4 << 20
+#: Most entries (files, symlinks, skipped names) a studio may list in one sync.
+MAX_LISTED = 500_000
+#: Most entries refused in one sync before the engine stops reading.
+MAX_REFUSED = 10_000
+#: Answer lines an apply may bring beyond one per item sent.
+APPLY_SLACK = 1_000
+#: Bytes of the agent's stderr kept for error messages (the rest is read and dropped).
+STDERR_TAIL = 8 << 10
+
 
 class _AgentFailed(Exception):
     """The session with the agent broke; the message says how."""
 
 
-def _drain(stream, sink: list, until: bytes | None = None) -> threading.Thread:
-    """Collect ``stream``'s lines in a thread, up to its end or the line starting with ``until``."""
+class _TooMuch(Exception):
+    """The studio sent more than a limit allows; the message names the limit."""
+
+
+def _limited_line(stream, limit: int = MAX_LINE) -> bytes:
+    """One line of ``stream`` (b"" at its end), never holding more than ``limit`` bytes of it."""
+    line = stream.readline(limit + 1)
+    if len(line) > limit or (len(line) == limit and not line.endswith(b"\n")):
+        raise _TooMuch(f"an answer line longer than {limit} bytes (the limit for a line read from a studio)")
+    return line
+
+
+def _loads(line: bytes):
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _drain_lines(stream, sink: list, until: bytes, max_lines: int, errors: list, stop) -> threading.Thread:
+    """Collect ``stream``'s lines in a thread, up to its end or the line starting with ``until``.
+
+    At most ``max_lines`` lines of at most :data:`MAX_LINE` bytes are kept;
+    past a limit the reason goes to ``errors``, ``stop()`` is called (it
+    kills the agent, which may be blocked writing, so the sender is not
+    left blocked too) and reading stops.
+    """
 
     def run() -> None:
-        for line in stream:
-            sink.append(line)
-            if until is not None and line.startswith(until):
-                return
+        try:
+            while True:
+                line = _limited_line(stream)
+                if not line:
+                    return
+                if len(sink) >= max_lines:
+                    raise _TooMuch(f"more than {max_lines} answer lines for what was sent")
+                sink.append(line)
+                if line.startswith(until):
+                    return
+        except _TooMuch as exc:
+            errors.append(str(exc))
+            stop()
+        except (OSError, ValueError):
+            pass  # the pipe closed under us: the session is being stopped
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _drain_tail(stream, tail: bytearray, keep: int = STDERR_TAIL) -> threading.Thread:
+    """Read ``stream`` to its end in a thread, keeping only its last ``keep`` bytes in ``tail``."""
+
+    def run() -> None:
+        try:
+            while True:
+                chunk = stream.read1(1 << 16) if hasattr(stream, "read1") else stream.read(1 << 16)
+                if not chunk:
+                    return
+                tail.extend(chunk)
+                if len(tail) > keep:
+                    del tail[: len(tail) - keep]
+        except (OSError, ValueError):
+            pass
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -348,8 +417,8 @@ class _Session:
     def __init__(self, transport: Transport):
         self.transport = transport
         self.proc = transport.start_agent("session", "/")
-        self.err: list[bytes] = []
-        self.threads = [_drain(self.proc.stderr, self.err)]
+        self.err = bytearray()
+        self.threads = [_drain_tail(self.proc.stderr, self.err)]
         self.cache = getattr(transport, "cache_dir", None)
 
     def send(self, request: dict) -> None:
@@ -360,13 +429,13 @@ class _Session:
             raise _AgentFailed("agent stopped reading") from None
 
     def read_line(self) -> dict:
-        line = self.proc.stdout.readline()
+        try:
+            line = _limited_line(self.proc.stdout)
+        except _TooMuch as exc:
+            raise _AgentFailed(str(exc)) from None
         if not line:
             raise _AgentFailed("agent ended its answer early")
-        try:
-            data = json.loads(line)
-        except ValueError:
-            raise _AgentFailed(f"unreadable answer {line[:80]!r}") from None
+        data = _loads(line)
         if not isinstance(data, dict):
             raise _AgentFailed(f"unreadable answer {line[:80]!r}")
         return data
@@ -376,11 +445,27 @@ class _Session:
         self.send({"op": "list", "roots": roots, "exclude": regexes, "cache": self.cache})
 
     def read_list(self, count: int) -> list[dict]:
-        data = self.read_line()
+        """The listings of ``count`` folders: chunks ``{"i", "rows"|"skipped"}``, then ``{"maps": count}``."""
+        maps: list[dict] = [{"rows": [], "skipped": []} for _ in range(count)]
+        listed = 0
         try:
-            maps = data["maps"]
-            if len(maps) != count:
-                raise ValueError(f"{len(maps)} listings for {count} folders")
+            while True:
+                data = self.read_line()
+                if "maps" in data:
+                    if data["maps"] != count:
+                        raise ValueError(f"{data['maps']!r:.20} listings for {count} folders")
+                    break
+                i = data["i"]
+                if not isinstance(i, int) or not 0 <= i < count:
+                    raise ValueError(f"folder index {i!r:.20}")
+                for key in ("rows", "skipped"):
+                    items = data.get(key, [])
+                    if not isinstance(items, list):
+                        raise ValueError(f"{key} is not a list")
+                    listed += len(items)
+                    if listed > MAX_LISTED:
+                        raise _AgentFailed(f"listed more than {MAX_LISTED} entries (the limit for one sync)")
+                    maps[i][key] += items
             return [_checked_listing(m) for m in maps]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _AgentFailed(f"unreadable listing: {exc}") from None
@@ -390,9 +475,12 @@ class _Session:
         self.send({"op": "get", "roots": [j.m.target for j in jobs], "paths": [sorted(j.pulls) for j in jobs]})
         known: list[set] = [set() for _ in jobs]
         stream = agent.FrameReader(self.proc.stdout)
+        refused_before = sum(len(j.mr.refused) for j in jobs)
         try:
             with agent.open_tar_reader(stream) as tar:
                 for member in tar:
+                    if sum(len(j.mr.refused) for j in jobs) - refused_before >= MAX_REFUSED:
+                        return f"more than {MAX_REFUSED} entries refused (the limit for one sync); stopped reading"
                     try:
                         i, name = agent.split_member(member.name, len(jobs))
                     except agent.Refused as exc:
@@ -432,7 +520,9 @@ class _Session:
             }
         )
         # Drained concurrently: the agent confirms while we are still sending.
-        reader = _drain(self.proc.stdout, out, until=b'{"end"')
+        sent = sum(len(j.renames) + len(j.push_deletes) + len(j.push_files) for j in jobs)
+        too_much: list[str] = []
+        reader = _drain_lines(self.proc.stdout, out, b'{"end"', sent + APPLY_SLACK, too_much, self.proc.kill)
         try:
             frames = agent.FrameWriter(self.proc.stdin)
             with agent.open_tar_writer(frames) as tar:
@@ -449,12 +539,9 @@ class _Session:
         results: list[tuple[int, dict]] = []
         ended = False
         for line in out:
-            try:
-                res = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a killed agent confirms nothing
+            res = _loads(line)
             if not isinstance(res, dict):
-                continue
+                continue  # a line cut short by a killed agent confirms nothing
             if res.get("end"):
                 ended = True
                 continue
@@ -463,7 +550,9 @@ class _Session:
                 jobs[0].mr.refused.append(("studio", str(res.get("refused", "?")), str(res.get("reason", ""))))
             elif isinstance(i, int) and 0 <= i < len(jobs):
                 results.append((i, res))
-        if failure is None and not ended:
+        if too_much:
+            failure = too_much[0]
+        elif failure is None and not ended:
             failure = "agent ended its answer early"
         return results, failure
 
@@ -489,7 +578,7 @@ class _Session:
             t.join()
         if rc == 0 and failure is None:
             return None
-        tail = b"".join(self.err).decode(errors="replace").strip().splitlines()[-5:]
+        tail = bytes(self.err).decode(errors="replace").strip().splitlines()[-5:]
         what = failure or "agent failed"
         return f"sync agent in {self.transport.description}: {what} (exit {rc})" + (
             ": " + " | ".join(tail) if tail else ""
@@ -690,7 +779,7 @@ def _sync_jobs(
         closing = session.close(failure if completed or failure else "sync interrupted")
     if closing:
         # What was confirmed is recorded (above); the next sync completes the rest.
-        raise SyncError(closing)
+        raise SyncError(f"studio {studio.studio_id}: {closing}")
     for job in jobs:
         _finish_job(studio, job, store)
 
