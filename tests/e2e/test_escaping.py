@@ -54,3 +54,33 @@ def test_labels_env_and_copy_survive_buildah(tmp_path):
         assert config["Labels"]["io.codestudio.template"] == "escaping"
     finally:
         containers.buildah("rmi", tag, check=False)
+
+
+@pytest.mark.parametrize(
+    "statements, instructions",
+    [
+        # A Unicode space after the backslash ends the instruction: the next line is its own.
+        ("LABEL a=b \\\u00a0\nLABEL c=d", 2),
+        ("LABEL a=b \\\u3000\nLABEL c=d", 2),
+        ("LABEL a=b \\\u2009\nLABEL c=d", 2),
+        # Spaces and tabs after it continue it.
+        ("LABEL a=b \\ \t\n c=d", 1),
+        # An escaped backslash at the end still continues in buildah 1.28 (newer parsers differ).
+        ("LABEL a=b\\\\\n c=d", 1),
+        # Comment and blank lines inside a continuation are dropped.
+        ("LABEL a=b \\\n# LABEL x=y\n\n c=d", 1),
+    ],
+)
+def test_continuation_rule_is_buildahs_own(tmp_path, statements, instructions):
+    from codestudio.dockerfile import split_instructions
+
+    assert len(split_instructions(statements)) == instructions
+    (tmp_path / "Dockerfile").write_text(f"FROM scratch\n{statements}\nLABEL end=1\n", encoding="utf-8")
+    tag = f"localhost/codestudio-test/continuation:{uuid.uuid4().hex[:8]}"
+    proc = containers.buildah("bud", "--isolation", "chroot", "-t", tag, str(tmp_path))
+    try:
+        steps = [line for line in proc.stdout.splitlines() if line.startswith("STEP ")]
+        assert len(steps) == instructions + 2, steps
+        assert steps[-1].endswith(": LABEL end=1")
+    finally:
+        containers.buildah("rmi", tag, check=False)

@@ -210,29 +210,26 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
 
 
 def _step_infos(text: str, state: BuildState) -> list[StepInfo]:
-    """Number instructions as buildah does and attach each to its block group."""
-    infos: list[StepInfo] = []
-    group_index: int | None = None
-    pending: list[str] = []
+    """Number instructions as buildah does and attach each to its block group.
+
+    Instructions come from :func:`codestudio.dockerfile.split_instructions`
+    (buildah's own continuation rule); each belongs to the group whose
+    ``# [n]`` marker comment is the last one above its first line.
+    """
+    from codestudio.dockerfile import split_instructions
+
     marker = re.compile(r"^# \[(\d+|labels)\]")
-    number = 0
-    for line in text.split("\n"):
-        stripped = line.strip()
-        if not pending:
-            m = marker.match(stripped)
-            if m:
-                group_index = int(m.group(1)) if m.group(1).isdigit() else None
-                continue
-            if not stripped or stripped.startswith("#"):
-                continue
-        elif stripped.startswith("#"):
-            continue
-        pending.append(stripped)
-        if stripped.endswith("\\"):
-            continue
-        number += 1
-        instruction = " ".join(pending)
-        pending = []
+    groups_at: list[tuple[int, int | None]] = []  # (line, group index)
+    for number, line in enumerate(text.split("\n"), start=1):
+        m = marker.match(line)
+        if m:
+            groups_at.append((number, int(m.group(1)) if m.group(1).isdigit() else None))
+    infos: list[StepInfo] = []
+    g = -1
+    for number, instruction in enumerate(split_instructions(text), start=1):
+        while g + 1 < len(groups_at) and groups_at[g + 1][0] < instruction.start:
+            g += 1
+        group_index = groups_at[g][1] if g >= 0 else None
         block = None
         label = "codestudio"
         if group_index is not None and group_index < len(state.groups):
@@ -246,7 +243,7 @@ def _step_infos(text: str, state: BuildState) -> list[StepInfo]:
                 block_index=block.index if block else None,
                 block_type=block.type if block else None,
                 label=label,
-                instruction=instruction,
+                instruction=" ".join(instruction.text.split()),
             )
         )
     return infos
