@@ -72,13 +72,16 @@
     const open = event.target.closest("button[data-open]");
     if (open) {
       event.preventDefault();
+      // Open the window while the click still counts as a user gesture; the link comes after.
+      const win = open.hasAttribute("data-newtab") ? window.open("about:blank", "_blank") : null;
+      if (win) win.opener = null;
       try {
         const { data } = await api("GET", `/api/v1/studios/${open.dataset.open}/open?port=${open.dataset.port}`);
-        if (open.hasAttribute("data-newtab")) { window.open(data.url, "_blank", "noopener,noreferrer"); return; }
+        if (win) { win.location.href = data.url; return; }
         const frame = document.querySelector(open.dataset.frame);
         frame.hidden = false; frame.src = data.url;
         document.querySelectorAll("button.tab").forEach((b) => b.classList.toggle("current", b === open));
-      } catch (err) { window.alert(err.message); }
+      } catch (err) { if (win) win.close(); window.alert(err.message); }
       return;
     }
     const tail = event.target.closest("button[data-tail]");
