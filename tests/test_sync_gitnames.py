@@ -58,6 +58,13 @@ def test_other_names_are_kept(name):
     assert agent.check_name(f"{name}/config")
 
 
+@given(st.text(alphabet=[".", "g", "G", "i", "I", "t", "T", "~", "1", " ", ":", "\\", "x", "\u200c", "\u202e", "\ufeff", "\u0130"], max_size=8))
+def test_engine_and_agent_share_the_rule(name):
+    from codestudio.blockapi import is_git_name
+
+    assert is_git_name(name) == agent.is_git_name(name)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.text(alphabet=[".", "g", "G", "i", "I", "t", "T", "~", "1", " ", ":", "x", "\u200c", "\ufeff", "\u202a"], min_size=1, max_size=7))
 def test_same_answer_as_git(name):
@@ -182,3 +189,14 @@ def test_starter_files_with_a_variant_write_nothing(path):
     with pytest.raises(UsageError, match="Git takes it"):
         write_starter_files(files, studio_id="s1", project_key="PROJ", user="alice")
     assert not (make_studio().zone_path(ZONE) / "README.md").exists()
+
+
+@pytest.mark.parametrize("path", [".GIT/config", "git~1/HEAD", "docs/.Git/config", "\u200c.git/config"])
+def test_starter_files_block_refuses_variants_at_validation(write_template, blocks, path):
+    from codestudio.errors import TemplateError
+    from codestudio.plan import plan_template
+
+    tpl = write_template(f"id: g\nblocks:\n  - type: starter-files\n    files: {{{json.dumps(path)}: x}}\n")
+    with pytest.raises(TemplateError) as info:
+        plan_template(tpl, blocks)
+    assert info.value.exit_code == 2 and "'.git' is reserved" in "\n".join(info.value.problems)

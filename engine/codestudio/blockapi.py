@@ -42,6 +42,7 @@ from codestudio.types import (
     RelativePath,
     Text,
     Zone,
+    is_git_name,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ __all__ = [
     "Step",
     "SyncMapping",
     "Workdir",
+    "is_git_name",
     "shell_quote",
 ]
 

@@ -146,3 +146,20 @@ def zone_scope(zone: str) -> Literal["studio", "project", "user"]:
 def is_versioned(zone: str) -> bool:
     """Versioned zones are git repositories on the server side."""
     return zone.endswith("-versioned") or zone == "recipes"
+
+
+# What Git itself takes for ".git" and refuses to track: its is_ntfs_dotgit()
+# (any case, the NTFS short name "git~1", then only dots and spaces up to the
+# end, a backslash or an alternate data stream's ":") and is_hfs_dotgit()
+# (".git" once the code points HFS+ ignores are removed). The sync agent,
+# sent alone into studios, carries the same rule (tests check they agree).
+_NTFS_DOTGIT = re.compile(r"(?:\.[gG][iI][tT]|[gG][iI][tT]~1)[. ]*(?:$|[\\:])")
+_HFS_IGNORED = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
+
+
+def is_git_name(part: str) -> bool:
+    """Whether one path component is ``.git`` or a name Git takes for it (``.GIT``, ``git~1``, ``.git.``, ...)."""
+    if _NTFS_DOTGIT.match(part):
+        return True
+    folded = part if part.isascii() else _HFS_IGNORED.sub("", part)
+    return len(folded) == 4 and folded[0] == "." and folded[1:].lower() == "git" and folded[1:].isascii()

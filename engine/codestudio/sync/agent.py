@@ -71,6 +71,7 @@ _CONTROL = re.compile("[\x00-\x1f]")
 _UNFIT = re.compile("[\x00-\x1f\ud800-\udfff]")
 # A temporary file older than this is debris of a killed sync, not a running one.
 STALE_TMP_SECONDS = 3600
+# The same rule as codestudio.types.is_git_name (this file is sent alone into studios).
 # What Git itself takes for ".git" (and refuses to track), after its is_ntfs_dotgit():
 # any case of ".git" or its NTFS short name "git~1", then only dots and spaces up
 # to the end, a backslash or an alternate data stream's ":" ...

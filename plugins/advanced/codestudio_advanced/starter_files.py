@@ -9,14 +9,14 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from codestudio import hookimpl
-from codestudio.blockapi import Block, BlockParams, StarterFile
+from codestudio.blockapi import Block, BlockParams, StarterFile, is_git_name
 from codestudio.blockhelpers import resolve_resource
 from codestudio.types import RelativePath, Text, Zone
 
 
 def _not_git(path: str) -> str:
-    if ".git" in path.split("/"):
-        raise ValueError(f"{path!r}: '.git' is reserved (versioned zones are git repositories)")
+    if any(is_git_name(part) for part in path.split("/")):
+        raise ValueError(f"{path!r}: '.git' is reserved, and so is every name Git takes for it (versioned zones are git repositories)")
     return path
 
 
@@ -43,7 +43,7 @@ class StarterFilesBlock(Block):
                     for name in sorted(filenames):
                         source = Path(dirpath, name)
                         rel = Path(resource.path.name, source.relative_to(resource.path)).as_posix()
-                        if ".git" in rel.split("/"):
+                        if any(is_git_name(part) for part in rel.split("/")):
                             continue  # a resource folder's own git metadata is not a starter file
                         out.append(_file(p.zone, rel, source))
             else:
