@@ -259,6 +259,11 @@ def test_proxy_headers_only_from_trusted_proxies(codestudio_home):
                                           "X-Forwarded-Email": "a@example.com"})
     assert r.status_code == 200 and r.json()["user"] == "alice" and r.json()["email"] == "a@example.com"
     assert {"team", "ds"} <= set(r.json()["groups"])
+    assert access.groups_of("alice", store=s.store) >= {"team", "ds"}  # they count for template grants
+    proxy.get("/api/v1/me", headers={"X-Forwarded-User": "alice", "X-Forwarded-Groups": "ds"})
+    assert "team" not in access.groups_of("alice", store=s.store)  # replaced by what the proxy sends now
+    r = proxy.get("/api/v1/me", headers={"X-Forwarded-User": "alice", "X-Forwarded-Groups": "bad group!"})
+    assert r.status_code == 400
     assert proxy.get("/api/v1/me").status_code == 401
     # State changes still need the page's CSRF token.
     r = proxy.post("/api/v1/tokens", json={"name": "x"}, headers={"X-Forwarded-User": "alice"})
@@ -536,3 +541,28 @@ def test_same_operation_twice_gives_the_running_job(srv):
     third, created3 = jobs.submit("studio.start", "s1", "alice", lambda job: {"again": True})
     assert created3 and third.id != first.id
     jobs.shutdown()
+
+
+def test_demo_starts_the_server_in_the_background_and_prints_a_working_link(codestudio_home, monkeypatch):
+    import os
+    import signal
+    import socket
+    import urllib.request
+
+    from codestudio import demo
+    from codestudio.server.process import running_pid
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("CODESTUDIO_SERVER_PORT", str(port))
+    link, pid = demo.web_ui()
+    try:
+        assert link.startswith(f"http://localhost:{port}/signin?key=")
+        assert running_pid(codestudio_home) == pid
+        assert demo.web_ui()[1] == pid  # a second demo run reuses it
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(link, timeout=10) as resp:
+            assert b'id="signin"' in resp.read()
+    finally:
+        os.kill(pid, signal.SIGTERM)

@@ -8,8 +8,9 @@ Rules (documented for users in docs/studios.md):
   the first OS user that runs a command there is recorded as its first
   admin, so a single-user install needs no set-up.
 - A user's groups are the memberships kept in the state DB
-  (``codestudio admin group add``) plus the user's OS groups (when the user
-  exists on this machine).
+  (``codestudio admin group add``), the groups a trusted SSO proxy last sent
+  for them (``codestudio server --auth proxy``), plus the user's OS groups
+  (when the user exists on this machine).
 - A user may create a studio from a template when they are an admin, the
   template is granted to everybody (``*``), or it is granted to one of
   their groups.
@@ -115,9 +116,11 @@ def os_groups(user: str) -> set[str]:
 
 
 def db_groups(user: str, *, store: Store | None = None) -> set[str]:
+    """Memberships in the state DB: recorded by admins, or last sent by a trusted SSO proxy (the server's proxy mode)."""
     store = store or Store.default()
     with store.connect() as conn:
-        return {r["grp"] for r in conn.execute("SELECT grp FROM group_members WHERE user = ?", (user,))}
+        return {r["grp"] for r in conn.execute(
+            "SELECT grp FROM group_members WHERE user = ? UNION SELECT grp FROM sso_groups WHERE user = ?", (user, user))}
 
 
 def groups_of(user: str, *, store: Store | None = None) -> set[str]:

@@ -2,7 +2,9 @@
 
 Builds the base image if needed, adds and builds the template, creates the
 studio ``demo`` in project ``DEMO`` for the current user, starts it (the
-gateway starts with it) and prints the owner's URL. Re-running it reuses
+gateway starts with it) and prints the owner's URL, then starts the web UI
+(``codestudio server`` in the background) and prints a sign-in link for it.
+Re-running it reuses
 the studio: a running one whose image is current is left alone, otherwise
 it is (re)started.
 """
@@ -79,7 +81,31 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     print(url, flush=True)
+    try:
+        signin_url, pid = web_ui()
+    except CodestudioError as exc:
+        print(f"\nwarning: the web UI did not start: {exc}", file=sys.stderr)
+        return 0
+    print(
+        "\nThe web UI runs too (server pid {pid}; stop it with: kill {pid}). Sign in with this one-time link\n"
+        "(valid for 10 minutes; get a new one with: .venv/bin/codestudio login):\n".format(pid=pid),
+        file=sys.stderr,
+    )
+    print(signin_url, flush=True)
     return 0
+
+
+def web_ui() -> tuple[str, int]:
+    """Start ``codestudio server`` in the background (unless it runs); (sign-in link, server pid)."""
+    from codestudio import signin
+    from codestudio.access import identify
+    from codestudio.home import data_dir
+    from codestudio.server.process import ensure_server
+    from codestudio.store import Store
+
+    ui_url, pid = ensure_server(data_dir())
+    _user, key = signin.new_link_key(identify(), store=Store.default())
+    return f"{ui_url}/signin?key={key}", pid
 
 
 if __name__ == "__main__":

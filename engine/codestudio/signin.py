@@ -291,6 +291,17 @@ def token_user(token: str | None, *, store: Store) -> str | None:
     return row["user"]
 
 
+def set_sso_groups(user: str, groups: set[str], *, store: Store) -> None:
+    """Record the groups a trusted SSO proxy sent for ``user`` (they count for template grants)."""
+    groups = {check_name("group", g) for g in groups}
+    with store.connect() as conn:
+        current = {r["grp"] for r in conn.execute("SELECT grp FROM sso_groups WHERE user = ?", (user,))}
+        if current == groups:
+            return
+        conn.execute("DELETE FROM sso_groups WHERE user = ?", (user,))
+        conn.executemany("INSERT INTO sso_groups (user, grp) VALUES (?, ?)", [(user, g) for g in sorted(groups)])
+
+
 def identity_of(user: str, *, store: Store) -> Identity:
     """The engine identity of a signed-in user (admin flag from the state DB)."""
     from codestudio.access import is_admin

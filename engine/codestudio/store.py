@@ -157,6 +157,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX signin_failures_client ON signin_failures (client, at);
     """,
+    # 4: groups a trusted SSO proxy said a user is in (replaced on each of their requests).
+    """
+    CREATE TABLE sso_groups (
+        user TEXT NOT NULL,
+        grp  TEXT NOT NULL,
+        PRIMARY KEY (user, grp)
+    );
+    """,
 ]
 
 
