@@ -139,7 +139,7 @@ def test_symlink_inside_resource_folder_pointing_outside_is_refused(tmp_path, wr
     (tmp_path / "files" / "ok.txt").write_text("ok")
     os.symlink("/etc", tmp_path / "files" / "etc")
     path = write_template("id: link\nblocks:\n  - {type: dockerfile, statements: RUN true, resources: [files]}\n")
-    assert "symlink pointing outside" in problems_of(path, blocks)
+    assert "'files': files/etc resolves to /etc, outside ${template.resources}" in problems_of(path, blocks)
 
 
 def test_resources_under_dip_home_and_install_dir(tmp_path, write_template, blocks, codestudio_home):

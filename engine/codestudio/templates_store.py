@@ -25,6 +25,7 @@ from pathlib import Path
 
 from codestudio.access import EVERYBODY, Identity, check_name, require_admin
 from codestudio.errors import NotFound, UsageError
+from codestudio.resources import Resource
 from codestudio.runtime.model import ACTIVE_STATES
 from codestudio.store import Store, now
 from codestudio.types import SLUG_RE
@@ -67,7 +68,7 @@ class _RecordingResolver:
 
     def __init__(self, inner):
         self._inner = inner
-        self.used: dict[str, Path] = {}
+        self.used: dict[str, Resource] = {}
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
@@ -76,7 +77,7 @@ class _RecordingResolver:
         resource = self._inner.resolve(spec)
         if resource.root == self._inner.template_dir:
             rel = resource.path.relative_to(resource.root).as_posix() if resource.path != resource.root else "."
-            self.used[rel] = resource.path
+            self.used[rel] = resource
         return resource
 
 
@@ -94,17 +95,29 @@ def _plan_recording(path: Path):
     return template, state, resolver.used
 
 
-def _copy_into(stage: Path, template_file: Path, used: dict[str, Path]) -> None:
+def _copy_into(stage: Path, template_file: Path, used: dict[str, Resource]) -> None:
+    """Copy the template file and exactly the files its resources were checked to hold.
+
+    Each resource is stored under the path the template names it by, as real
+    files (never symlinks), so the stored copy resolves as the original did
+    and holds nothing the checks did not see.
+    """
+    from codestudio.errors import TemplateError
+    from codestudio.resources import ResourceError
+
     shutil.copy2(template_file, stage / template_file.name)
-    for rel, source in sorted(used.items()):
+    for rel, resource in sorted(used.items()):
         if rel == ".":
             raise UsageError(f"{template_file}: a resource names the whole template folder; name its files instead")
-        target = stage / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, symlinks=False, dirs_exist_ok=True)
-        else:
-            shutil.copy2(source, target)
+        try:
+            contents = resource.read_files()
+        except ResourceError as exc:
+            raise TemplateError(str(template_file), [str(exc)]) from None
+        for sub, data, mode in contents:
+            target = stage / rel / sub if sub else stage / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            os.chmod(target, 0o755 if mode & 0o111 else 0o644)
 
 
 def tree_digest(root: Path) -> str:

@@ -107,19 +107,14 @@ def _norm_mode(mode: int) -> int:
     return 0o755 if mode & 0o111 else 0o644
 
 
-def _add_tree(files: dict[str, tuple[bytes, int]], rel: str, source: Path) -> None:
-    """Copy a file or folder from disk into ``files`` under ``rel`` (modes normalised)."""
-    if source.is_dir():
-        for dirpath, dirnames, filenames in os.walk(source):
-            dirnames.sort()
-            for name in sorted(filenames):
-                p = Path(dirpath, name)
-                if p.is_symlink():
-                    p = p.resolve()  # checked by ResourceResolver to stay inside its root
-                sub = Path(dirpath, name).relative_to(source).as_posix()
-                files[f"{rel}/{sub}"] = (p.read_bytes(), _norm_mode(p.stat().st_mode))
-    else:
-        files[rel] = (source.read_bytes(), _norm_mode(source.stat().st_mode))
+def _add_tree(files: dict[str, tuple[bytes, int]], rel: str, source: Path, resources) -> None:
+    """Copy a file or folder into ``files`` under ``rel`` (modes normalised).
+
+    The content comes from the resolver: exactly the files it checked when
+    the resource was resolved, each re-checked as it is read.
+    """
+    for sub, data, mode in resources.contents(source):
+        files[f"{rel}/{sub}" if sub else rel] = (data, _norm_mode(mode))
 
 
 def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str, dict[str, tuple[bytes, int]], list[StepInfo]]:
@@ -151,7 +146,7 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
                 else:
                     name = _safe_name(step.source.name)
                     rel = f"{prefix}/{si}/{name}"
-                    _add_tree(files, rel, step.source)
+                    _add_tree(files, rel, step.source, state.resources)
                     if step.source.is_file():
                         files[rel] = (files[rel][0], step.mode if step.mode != 0o644 else files[rel][1])
                 item["src"] = rel + ("/" if step.source is not None and step.source.is_dir() else "")
@@ -168,7 +163,7 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
                 item["text"] = step.text.strip("\n")
                 for name, source in sorted(step.resources.items()):
                     # Collisions were refused by the planner (plan.check_resource_names).
-                    _add_tree(files, name, source)
+                    _add_tree(files, name, source, state.resources)
                 # Raw text may switch users itself; force the next step to say its user.
                 current_user = None
             else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -37,20 +35,9 @@ class StarterFilesBlock(Block):
         out = [StarterFile(zone=p.zone, path=path, content=text.encode()) for path, text in p.files.items()]
         for index, spec in enumerate(p.resources):
             resource = resolve_resource(state, spec, f"resources.{index}")
-            if resource.is_dir:
-                for dirpath, dirnames, filenames in os.walk(resource.path):
-                    dirnames.sort()
-                    for name in sorted(filenames):
-                        source = Path(dirpath, name)
-                        rel = Path(resource.path.name, source.relative_to(resource.path)).as_posix()
-                        if any(is_git_name(part) for part in rel.split("/")):
-                            continue  # a resource folder's own git metadata is not a starter file
-                        out.append(_file(p.zone, rel, source))
-            else:
-                out.append(_file(p.zone, resource.path.name, resource.path))
+            for sub, data, mode in resource.read_files():
+                rel = f"{resource.path.name}/{sub}" if sub else resource.path.name
+                if sub and any(is_git_name(part) for part in rel.split("/")):
+                    continue  # a resource folder's own git metadata is not a starter file
+                out.append(StarterFile(zone=p.zone, path=rel, content=data, mode=0o755 if mode & 0o111 else 0o644))
         return out
-
-
-def _file(zone: str, rel: str, source: Path) -> StarterFile:
-    mode = 0o755 if source.stat().st_mode & 0o111 else 0o644
-    return StarterFile(zone=zone, path=rel, content=source.read_bytes(), mode=mode)
