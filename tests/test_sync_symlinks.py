@@ -256,3 +256,17 @@ def test_open_mapping_root_creates_missing_folders_inside(tmp_path):
         assert rel == "a/b" and os.path.samestat(os.fstat(fd), os.stat(zone / "a/b"))
     finally:
         os.close(fd)
+
+
+def test_cli_report_names_each_skipped_or_refused_path(capsys):
+    from codestudio.cli.studio import _print_report
+    from codestudio.sync import MappingReport, SyncReport
+
+    m = MappingReport(LIB, None, TARGET)
+    m.skipped.append(("studio", "l1", "symlink to 'l0/..' resolves outside the mapping"))
+    m.refused.append(("server", "data", "mapping folder ...: resolves outside the zone"))
+    _print_report(SyncReport("s1", "both", [m]), as_json=False)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "skipped l1 (studio): symlink to 'l0/..' resolves outside" in text
+    assert "refused data (server)" in text

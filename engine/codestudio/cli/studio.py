@@ -217,8 +217,9 @@ def _print_report(report, as_json: bool) -> None:
     ]
     output.table(rows, ["zone", "target", "pushed", "pulled", "deleted", "conflicts", "refused"], as_json=False)
     for m in report.mappings:
-        for path, _kind, why in list(m.refused) + list(m.skipped):
-            output.info(f"{m.zone}: skipped {path}: {why}")
+        for what, entries in (("refused", m.refused), ("skipped", m.skipped)):
+            for side, path, why in entries:
+                output.info(f"{m.zone}: {what} {path} ({side}): {why}")
 
 
 def _sync_command(name: str, direction: str, doc: str):
