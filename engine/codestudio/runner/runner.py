@@ -649,6 +649,246 @@ class Supervisor:
 
 
 # --------------------------------------------------------------------------
+# Guard: only the gateway reaches the entrypoints' ports
+
+
+GUARD_PORTS_VAR = "CODESTUDIO_GUARD_PORTS"
+GUARD_SECRET_VAR = "CODESTUDIO_GUARD_SECRET"
+#: Never passed on to entrypoints (they can still read /proc/1/environ: see docs/security.md).
+GUARD_VARS = (GUARD_PORTS_VAR, GUARD_SECRET_VAR)
+#: The request header carrying the guard secret (the gateway's ``GUARD_HEADER``).
+GUARD_HEADER = "X-Codestudio-Guard"
+#: With a valid secret, ``X-Codestudio-Probe: tcp`` asks the guard whether its server
+#: accepts connections (the engine's TCP readiness probe); nothing reaches the server.
+PROBE_HEADER = "X-Codestudio-Probe"
+MAX_HEAD = 64 * 1024
+HEAD_TIMEOUT = 30.0
+UPSTREAM_HOSTS = ("127.0.0.1", "::1")
+_OWS = b" \t"
+
+
+def parse_guard_ports(raw: str) -> list[tuple[int, int]]:
+    """``"8888:61000,8080:61001"`` (server port:guard port) -> [(8888, 61000), (8080, 61001)]."""
+    pairs: list[tuple[int, int]] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        server, sep, guard = item.partition(":")
+        if not sep or not server.isdigit() or not guard.isdigit():
+            raise ConfigError(f"{GUARD_PORTS_VAR}: {item!r} is not SERVER_PORT:GUARD_PORT")
+        pair = (int(server), int(guard))
+        if not all(1 <= p <= 65535 for p in pair) or pair[0] == pair[1]:
+            raise ConfigError(f"{GUARD_PORTS_VAR}: {item!r}: ports must be 1-65535 and differ")
+        pairs.append(pair)
+    return pairs
+
+
+def check_head(head: bytes, secret: bytes | None) -> tuple[str, bytes]:
+    """Judge one request head (up to and including the blank line).
+
+    Returns ``(verdict, head without the guard header)``; ``verdict`` is
+    ``"pass"``, ``"probe"`` or ``"refuse"``. It passes only when every
+    guard header line carries the secret and there is at least one.
+    """
+    import hmac
+
+    lines = head.split(b"\r\n")
+    kept: list[bytes] = []
+    good = bad = 0
+    probe = False
+    guard = GUARD_HEADER.lower().encode()
+    probe_name = PROBE_HEADER.lower().encode()
+    for i, line in enumerate(lines):
+        name, sep, value = line.partition(b":")
+        if i and sep and name.lower() == guard:
+            if secret and hmac.compare_digest(value.strip(_OWS), secret):
+                good += 1
+            else:
+                bad += 1
+            continue
+        if i and sep and name.lower() == probe_name and value.strip(_OWS).lower() == b"tcp":
+            probe = True
+            continue
+        kept.append(line)
+    if good == 0 or bad:
+        return "refuse", head
+    return ("probe" if probe else "pass"), b"\r\n".join(kept)
+
+
+def _response(status: str) -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").encode()
+
+
+class Guard:
+    """Listens on each guard port and relays authenticated connections to its server.
+
+    The first request head of a connection must carry :data:`GUARD_HEADER`
+    with the secret; the header is removed and the connection is then piped
+    both ways unchanged (later keep-alive requests, websockets, anything).
+    Everything else is answered 403 (431 for an oversized head) and closed
+    before a byte reaches the server. Runs an asyncio loop in one thread.
+    """
+
+    def __init__(self, pairs: list[tuple[int, int]], secret: str | None, out: Output,
+                 *, bind: str = "0.0.0.0", upstream_hosts: tuple[str, ...] = UPSTREAM_HOSTS) -> None:
+        self.pairs = pairs
+        self.secret = secret.encode() if secret else None
+        self.out = out
+        self.bind = bind
+        self.upstream_hosts = upstream_hosts
+        self.sockets: list[Any] = []
+        self.loop: Any = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def ports(self) -> dict[int, int]:
+        """server port -> the guard port actually bound (tests bind port 0)."""
+        return {server: s.getsockname()[1] for (server, _), s in zip(self.pairs, self.sockets)}
+
+    def start(self) -> None:
+        """Bind every guard port now (failing loudly), then serve in a thread."""
+        import asyncio
+        import socket
+
+        for _server, port in self.pairs:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((self.bind, port))
+            except OSError as e:
+                s.close()
+                self.close()
+                raise ConfigError(f"guard: cannot listen on port {port}: {e}") from None
+            s.listen(128)
+            s.setblocking(False)
+            self.sockets.append(s)
+        if self.secret is None:
+            self.out.log(f"guard: {GUARD_SECRET_VAR} is not set: every connection is refused")
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+
+            async def serve() -> None:
+                for (server, _), s in zip(self.pairs, self.sockets):
+                    await asyncio.start_server(
+                        lambda r, w, server=server: self._connection(r, w, server), sock=s, limit=MAX_HEAD
+                    )
+                ready.set()
+
+            self.loop.run_until_complete(serve())
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, name="guard", daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        desc = ", ".join(f"{guard} (server port {server})" for server, guard in self.ports.items())
+        self.out.log(f"guard: listening on port {desc}; only the gateway gets through")
+
+    def close(self) -> None:
+        """Stop listening and drop every relayed connection."""
+        import asyncio
+
+        if self.loop is not None and self.thread is not None and self.thread.is_alive():
+
+            async def shutdown() -> None:
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            try:
+                asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=2)
+            except Exception:
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=2)
+        for s in self.sockets:
+            s.close()
+
+    async def _connection(self, reader: Any, writer: Any, server: int) -> None:
+        import asyncio
+
+        upstream_writer = None
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+            except asyncio.LimitOverrunError:
+                writer.write(_response("431 Request Header Fields Too Large"))
+                return
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                return
+            verdict, head = check_head(head, self.secret)
+            if verdict == "refuse":
+                writer.write(_response("403 Forbidden"))
+                return
+            upstream = await self._open_upstream(server)
+            if verdict == "probe" or upstream is None:
+                ok = upstream is not None
+                if upstream is not None:
+                    upstream[1].close()
+                if verdict == "probe":
+                    writer.write(_response("204 No Content" if ok else "503 Service Unavailable"))
+                else:
+                    writer.write(_response("502 Bad Gateway"))
+                return
+            upstream_reader, upstream_writer = upstream
+            upstream_writer.write(head)
+            await asyncio.gather(
+                self._pipe(reader, upstream_writer, writer), self._pipe(upstream_reader, writer, upstream_writer)
+            )
+        except Exception as e:  # one connection's trouble never stops the guard
+            if not isinstance(e, (ConnectionError, OSError)):
+                self.out.log(f"guard: port {server}: {type(e).__name__}: {e}")
+        finally:
+            for w in (writer, upstream_writer):
+                if w is not None:
+                    try:
+                        await w.drain()
+                    except Exception:
+                        pass
+                    w.close()
+
+    async def _open_upstream(self, server: int) -> Any:
+        import asyncio
+
+        for host in self.upstream_hosts:
+            try:
+                return await asyncio.open_connection(host, server)
+            except OSError:
+                continue
+        return None
+
+    @staticmethod
+    async def _pipe(src: Any, dst: Any, other: Any) -> None:
+        """Copy until EOF, then half-close ``dst``; on an error, drop both connections."""
+        try:
+            while True:
+                data = await src.read(65536)
+                if not data:
+                    break
+                dst.write(data)
+                await dst.drain()
+            if dst.can_write_eof():
+                dst.write_eof()
+        except (ConnectionError, OSError):
+            dst.transport.abort()
+            other.transport.abort()
+
+
+def start_guard(env: Mapping[str, str], out: Output) -> Guard | None:
+    """The guard the environment asks for (:data:`GUARD_PORTS_VAR`), started; None when not asked."""
+    raw = env.get(GUARD_PORTS_VAR)
+    if not raw:
+        return None
+    guard = Guard(parse_guard_ports(raw), env.get(GUARD_SECRET_VAR) or None, out)
+    guard.start()
+    return guard
+
+
+# --------------------------------------------------------------------------
 # Commands
 
 
@@ -671,6 +911,9 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     mode = current_mode(env)
     settings = _settings(env)
     out = Output()
+    # Listening before the entrypoints start: a server never has a moment on a guard port.
+    guard = start_guard(env, out)
+    env = {k: v for k, v in env.items() if k not in GUARD_VARS}
     children = []
     for ep in selected_entrypoints(config, mode):
         ep_env = entrypoint_env(config, ep, env)
@@ -689,6 +932,8 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         out.log("stopped before file sync finished")
         return 0
     supervisor.run()
+    if guard is not None:
+        guard.close()
     return 0
 
 
@@ -779,6 +1024,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = dict(os.environ)
+    if (args.command or "run") != "run":  # actions and `env` never see the guard's secret
+        env = {k: v for k, v in env.items() if k not in GUARD_VARS}
     try:
         return COMMANDS[args.command or "run"](args, env)
     except ConfigError as e:
