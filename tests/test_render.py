@@ -118,7 +118,7 @@ def test_kubernetes_yaml_validates_against_the_official_schema(tmp_path):
 
     rendered = render_template(EXAMPLES / "advanced.yaml", StudioContext(project_key="DKU_TEST", studio_id="my-studio"))
     docs = list(yaml.safe_load_all(rendered.kubernetes_yaml))
-    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    assert [d["kind"] for d in docs] == ["Deployment", "Service", "NetworkPolicy"]
     for doc in docs:
         kubernetes_validate.validate(doc, "1.31", strict=True)
     container = docs[0]["spec"]["template"]["spec"]["containers"][0]
@@ -129,6 +129,42 @@ def test_kubernetes_yaml_validates_against_the_official_schema(tmp_path):
     # $request_uri port: the server sees the full prefix, so the probe path carries it.
     assert container["readinessProbe"]["httpGet"] == {"path": "/code-studios/DKU_TEST/my-studio/8081/health", "port": 8081}
     assert docs[0]["spec"]["replicas"] == 1
+
+
+def test_only_the_guard_ports_are_declared_and_only_the_gateway_may_connect():
+    import kubernetes_validate
+
+    from codestudio.render import GATEWAY_POD_LABELS, guard_ports
+
+    rendered = render_template(EXAMPLES / "advanced.yaml", StudioContext(project_key="P", studio_id="s"))
+    deployment, service, policy = yaml.safe_load_all(rendered.kubernetes_yaml)
+    all_ports = rendered.state.all_ports
+    guarded = guard_ports(all_ports)
+    assert set(guarded) == set(all_ports) and not set(guarded.values()) & set(all_ports)
+    assert min(guarded.values()) >= 61000
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert sorted(p["containerPort"] for p in container["ports"]) == sorted(guarded.values())
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CODESTUDIO_GUARD_PORTS"]["value"] == ",".join(f"{p}:{g}" for p, g in sorted(guarded.items()))
+    # The secret is never in the rendered manifest: a per-start Secret holds it.
+    ref = env["CODESTUDIO_GUARD_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == deployment["metadata"]["name"] + "-guard" and ref["key"] == "guard-secret"
+    # The Service keeps the entrypoint port numbers but targets the guard.
+    names = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert {p["port"]: names[p["targetPort"]] for p in service["spec"]["ports"]} == guarded
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": GATEWAY_POD_LABELS}}]
+    assert sorted(p["port"] for p in rule["ports"]) == sorted(guarded.values())
+    kubernetes_validate.validate(policy, "1.31", strict=True)
+
+
+def test_guard_ports_skip_the_templates_own_ports():
+    from codestudio.render import guard_ports
+
+    assert guard_ports([8888, 61000, 61001]) == {8888: 61002, 61000: 61003, 61001: 61004}
+    assert guard_ports([]) == {}
 
 
 def test_webapp_mode_browser_path_keeps_pod_name_for_the_runner():

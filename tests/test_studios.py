@@ -30,7 +30,7 @@ def _manifest():
 def test_adaptations_only_touch_what_podman_lacks():
     state, docs = _manifest()
     ports = {p: 40000 + i for i, p in enumerate(state.all_ports)}
-    adapted = local.adapt_for_podman(docs, ports, node_name="node-1")
+    adapted = local.adapt_for_podman(docs, ports, guard_secret="g" * 64, node_name="node-1")
     assert docs != adapted and docs[0]["spec"]["template"]["spec"]["containers"][0]["ports"][0].get("hostPort") is None
     container = adapted[0]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
@@ -38,19 +38,36 @@ def test_adaptations_only_touch_what_podman_lacks():
     assert env["K8S_POD_NAMESPACE"] == {"name": "K8S_POD_NAMESPACE", "value": "codestudio"}
     assert env["K8S_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["K8S_POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+    assert env["CODESTUDIO_GUARD_SECRET"] == {"name": "CODESTUDIO_GUARD_SECRET", "value": "g" * 64}
+    # Only the guard ports are published, each on the host port chosen for its server port.
+    from codestudio.render import guard_ports
+
+    guarded = guard_ports(state.all_ports)
     assert [(p["containerPort"], p["hostPort"], p["hostIP"]) for p in container["ports"]] == [
-        (p, ports[p], "127.0.0.1") for p in state.all_ports
+        (guarded[p], ports[p], "127.0.0.1") for p in state.all_ports
     ]
     original = docs[0]["spec"]["template"]["spec"]["containers"][0]
     for key in ("image", "readinessProbe", "securityContext", "name"):
         assert container.get(key) == original.get(key)
-    assert adapted[1] == docs[1]  # the Service is untouched
+    assert adapted[1:] == docs[1:]  # the Service and NetworkPolicy are untouched
+
+
+def test_adaptation_needs_the_guard_secret():
+    state, docs = _manifest()
+    with pytest.raises(Exception, match="guard secret"):
+        local.adapt_for_podman(docs, {p: 40000 for p in state.all_ports})
+
+
+def test_ports_taken_sees_a_listener():
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        assert local.ports_taken([s.getsockname()[1]])
+    assert not local.ports_taken(local.free_ports(2))
 
 
 def test_adaptation_refuses_a_port_without_host_port():
     _, docs = _manifest()
     with pytest.raises(Exception, match="no host port"):
-        local.adapt_for_podman(docs, {})
+        local.adapt_for_podman(docs, {}, guard_secret="g" * 64)
 
 
 def test_free_ports_are_distinct_and_avoid_reserved():

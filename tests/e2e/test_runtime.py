@@ -446,20 +446,147 @@ def test_never_ready_fails_within_timeout_and_leaves_nothing(rt):
     rts.delete_studio(who, studio.id)
 
 
-def test_two_studios_in_different_projects(rt):
+@pytest.fixture(scope="module")
+def second_studio(rt):
+    """A second running studio of the same template, in project P2."""
     rts, who = rt["rts"], rt["who"]
-    other = rts.create_studio(who, "P2", "main", rt["template"])
-    rts.start_studio(who, other.id, timeout=120, quiet=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CODESTUDIO_HOME", str(rt["home"]))
+        mp.setenv("CODESTUDIO_GATEWAY_PORT", rt["gateway_port"])
+        other = rts.create_studio(who, "P2", "main", rt["template"])
+        rts.start_studio(who, other.id, timeout=120, quiet=True)
+        try:
+            yield rts.get_studio(other.id)
+        finally:
+            rts.delete_studio(who, other.id, force=True)
+
+
+# Sends `GET /env` to each HOST:PORT and prints what came back. Run by other users and
+# inside other studios, so: standard library only, any Python 3.
+REACH = """\
+import json, socket, sys, threading
+out = {}
+def reach(spec):
+    host, port = spec.rsplit(":", 1)
     try:
-        b1, _ = _login(rt)
-        b2, _ = _login(rt, studio=other.id)
-        assert b1.get(f"{_base(rt)}/8101/a")[0] == 200
-        status, body = b2.get(f"{_base(rt, other.id, 'P2')}/8102/b")
-        assert status == 200 and json.loads(body)["base"] == f"/code-studios/P2/{other.id}/8102"
-        # Each studio's cookie opens only its own prefix.
-        assert b1.get(f"{_base(rt, other.id, 'P2')}/8101/")[0] == 401
+        with socket.create_connection((host, int(port)), timeout=3) as s:
+            s.settimeout(3)
+            s.sendall(b"GET /env HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+            data = b""
+            try:
+                while len(data) < 65536:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+        out[spec] = data.decode("latin-1")
+    except OSError as e:
+        out[spec] = "error: %s" % e
+threads = [threading.Thread(target=reach, args=(spec,)) for spec in sys.argv[1:]]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(out))
+"""
+
+
+def _marker(studio) -> str:
+    # What the root server's /env answers in that studio only (its JSON has no spaces to vary).
+    return f'"CODESTUDIO_STUDIO_ID": "{studio.id}"'
+
+
+def _targets(studio) -> dict[str, list[str]]:
+    """Every address someone might try for ``studio``: its pod IPs and the host's, on every port."""
+    from codestudio import containers
+    from codestudio.render import guard_ports
+
+    proc = containers.podman("inspect", "--format", "{{json .NetworkSettings}}", studio.container)
+    settings = json.loads(proc.stdout)
+    pod_ips = {settings.get("IPAddress") or ""} | {n.get("IPAddress") or "" for n in (settings.get("Networks") or {}).values()}
+    pod_ips = sorted(ip for ip in pod_ips if ip) + ["10.0.2.100"]  # slirp4netns's fixed address
+    host_ips = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    host_ips = sorted({line.split()[3].split("/")[0] for line in host_ips.splitlines()} | {"10.88.0.1", "10.0.2.2"})
+    server_ports = sorted(studio.ports)
+    inside = server_ports + sorted(guard_ports(server_ports).values())
+    return {
+        "pod": [f"{ip}:{p}" for ip in pod_ips for p in inside],
+        "host": [f"{ip}:{p}" for ip in host_ips for p in sorted(studio.ports.values())],
+    }
+
+
+def test_other_os_users_on_the_host_are_refused(rt):
+    """As `nobody`: the published ports answer only the guard's 403; the pod's addresses nothing."""
+    studio = rt["rts"].get_studio(rt["studio"])
+    targets = _targets(studio)
+    proc = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-", *targets["pod"], *targets["host"]],
+                          input=REACH, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    reached = {k: v for k, v in seen.items() if _marker(studio) in v}
+    assert reached == {}, f"reached the studio without the gateway: {sorted(reached)}"
+    for port in studio.ports.values():
+        answer = seen[f"127.0.0.1:{port}"]
+        assert answer.startswith("HTTP/1.1 403 "), (port, answer[:200])
+
+
+def test_other_studios_are_refused(rt, second_studio):
+    """From inside another studio: neither the pod's addresses nor the published ports reach it."""
+    from codestudio.runtime import local
+
+    studio = rt["rts"].get_studio(rt["studio"])
+    targets = _targets(studio)
+    argv = ["python3", "-c", REACH, *targets["pod"], *targets["host"], *(f"127.0.0.1:{p}" for p in studio.ports.values())]
+    proc = local.exec_run(second_studio.container, argv, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    reached = {k: v for k, v in seen.items() if _marker(studio) in v}
+    assert reached == {}, f"studio {second_studio.id} reached {studio.id}: {sorted(reached)}"
+    # The check can see a hit: the second studio reaches its own server from inside.
+    own = local.exec_run(second_studio.container, ["python3", "-c", REACH, "127.0.0.1:8101"])
+    assert _marker(second_studio) in json.loads(own.stdout)["127.0.0.1:8101"]
+
+
+def test_a_port_taken_before_podman_binds_it_is_chosen_again(rt, monkeypatch):
+    """The free-port window: whoever grabs a chosen port first makes podman fail, never share it."""
+    from codestudio.runtime import local
+
+    rts, who = rt["rts"], rt["who"]
+    squatter = socket.create_server(("127.0.0.1", 0))
+    taken = squatter.getsockname()[1]
+    real = local.free_ports
+    calls = []
+
+    def first_choice_taken(count, *, avoid=()):
+        calls.append(count)
+        ports = real(count, avoid=avoid)
+        return [taken, *ports[1:]] if len(calls) == 1 else ports
+
+    monkeypatch.setattr(local, "free_ports", first_choice_taken)
+    other = rts.create_studio(who, "P3", "squatted", rt["template"])
+    try:
+        rts.start_studio(who, other.id, timeout=120, quiet=True)
+        started = rts.get_studio(other.id)
+        assert len(calls) == 2 and taken not in started.ports.values()
+        b, _ = _login(rt, studio=other.id)
+        assert b.get(f"{_base(rt, other.id, 'P3')}/8101/a")[0] == 200
     finally:
+        squatter.close()
         rts.delete_studio(who, other.id, force=True)
+
+
+def test_two_studios_in_different_projects(rt, second_studio):
+    rts, who = rt["rts"], rt["who"]
+    other = second_studio
+    b1, _ = _login(rt)
+    b2, _ = _login(rt, studio=other.id)
+    assert b1.get(f"{_base(rt)}/8101/a")[0] == 200
+    status, body = b2.get(f"{_base(rt, other.id, 'P2')}/8102/b")
+    assert status == 200 and json.loads(body)["base"] == f"/code-studios/P2/{other.id}/8102"
+    # Each studio's cookie opens only its own prefix.
+    assert b1.get(f"{_base(rt, other.id, 'P2')}/8101/")[0] == 401
 
 
 def test_bad_gateway_config_never_replaces_the_good_one(rt, monkeypatch):

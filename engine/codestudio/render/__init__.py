@@ -295,6 +295,36 @@ def _runner_problem(problem: str, state: BuildState) -> str:
 # kubernetes.yaml
 
 
+#: First port the runner's guard listens on (docs/runner.md, "The guard"): above Linux's
+#: default ephemeral range (32768-60999), so no outgoing connection in the pod takes it.
+GUARD_PORT_BASE = 61000
+#: Key of the guard secret in the studio's Secret ``<kube name>-guard`` (Kubernetes);
+#: the local runtime writes the value into the manifest it plays instead.
+GUARD_SECRET_KEY = "guard-secret"
+#: Labels of the gateway's pods: the only ones a studio's NetworkPolicy admits.
+GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "codestudio-gateway", "app.kubernetes.io/managed-by": "codestudio"}
+
+
+def guard_ports(ports: list[int]) -> dict[int, int]:
+    """Server port -> the guard port in front of it: 61000 and up, skipping the template's own ports."""
+    taken = set(ports)
+    out: dict[int, int] = {}
+    candidate = GUARD_PORT_BASE
+    for port in sorted(taken):
+        while candidate in taken:
+            candidate += 1
+        if candidate > 65535:
+            raise ValueError("too many ports for the guard's range (61000-65535)")
+        out[port] = candidate
+        candidate += 1
+    return out
+
+
+def port_name(port: int) -> str:
+    """Name of the container port (the guard's) serving server port ``port``."""
+    return f"p{port}"
+
+
 def kube_name(project_key: str, studio_id: str, instance: str | None = None) -> str:
     """A DNS-1123 name for the studio's Deployment and Service (at most 63 characters).
 
@@ -348,6 +378,11 @@ def container_env(state: BuildState, studio: StudioContext, template_id: str) ->
         {"name": "CODESTUDIO_STUDIO_ID", "value": studio.studio_id or template_id},
         {"name": "CODESTUDIO_OWNER", "value": studio.owner},
         *({"name": k, "value": v} for k, v in sorted(studio.extra_env.items())),
+        {"name": "CODESTUDIO_GUARD_PORTS",
+         "value": ",".join(f"{p}:{g}" for p, g in guard_ports(state.all_ports).items())},
+        {"name": "CODESTUDIO_GUARD_SECRET", "valueFrom": {"secretKeyRef": {
+            "name": f"{kube_name(studio.project_key, studio.studio_id or template_id, studio.instance)}-guard",
+            "key": GUARD_SECRET_KEY}}},
         {"name": "K8S_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "K8S_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "K8S_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -368,7 +403,9 @@ def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: s
         "codestudio.io/template": _label_value(template_id),
     }
     selector = {k: labels[k] for k in ("codestudio.io/project", "codestudio.io/studio")}
-    ports = [{"name": f"p{p}", "containerPort": p, "protocol": "TCP"} for p in state.all_ports]
+    # Only the guard's ports are declared (and published locally); servers stay inside the pod.
+    guarded = guard_ports(state.all_ports)
+    ports = [{"name": port_name(p), "containerPort": guarded[p], "protocol": "TCP"} for p in state.all_ports]
     container: dict = {
         "name": "studio",
         "image": studio.image or f"localhost/codestudio/{template_id}:latest",
@@ -416,10 +453,30 @@ def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: s
                 "metadata": {"name": name, "namespace": studio.namespace, "labels": labels},
                 "spec": {
                     "selector": selector,
-                    "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["containerPort"], "protocol": "TCP"} for p in ports],
+                    "ports": [{"name": port_name(p), "port": p, "targetPort": port_name(p), "protocol": "TCP"}
+                              for p in state.all_ports],
                 },
             }
         )
+    # Only the gateway's pods may connect, and only to the guard ports; no ingress rule
+    # at all (no ports) denies everything. Kubelet probes come from the node.
+    docs.append(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": studio.namespace, "labels": labels},
+            "spec": {
+                "podSelector": {"matchLabels": selector},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)}}],
+                        "ports": [{"protocol": "TCP", "port": p["containerPort"]} for p in ports],
+                    }
+                ] if ports else [],
+            },
+        }
+    )
     return docs
 
 

@@ -11,6 +11,7 @@ containers.conf: runc, cgroupfs, ulimits).
 from __future__ import annotations
 
 import copy
+import os
 import socket
 import subprocess
 from collections.abc import Iterable
@@ -27,22 +28,36 @@ ADAPTATIONS: tuple[tuple[str, str], ...] = (
      "podman rejects it: 'fieldPath spec.nodeName is either not valid or not supported'"),
     ("env valueFrom fieldRef metadata.namespace -> literal namespace",
      "podman rejects it the same way (metadata.name and metadata.uid resolve)"),
-    ("containerPort -> hostPort <free loopback port>, hostIP 127.0.0.1",
+    ("env CODESTUDIO_GUARD_SECRET valueFrom secretKeyRef -> literal value",
+     "podman would need a podman secret; the played manifest is written 0600 in the engine's "
+     "studio folder, and podman keeps the value in its root-only container config"),
+    ("guard containerPort -> hostPort <free loopback port>, hostIP 127.0.0.1",
      "Kubernetes reaches pods over the cluster network; locally the gateway reaches them "
-     "through ports published on loopback only, never on other addresses"),
+     "through the guard ports published on loopback only, never on other addresses"),
     ("readinessProbe kept as is",
-     "podman 4.3 ignores it (no healthcheck is created); the engine probes through the published port"),
-    ("Service document kept as is", "podman kube play ignores Service documents"),
+     "podman 4.3 ignores it (no healthcheck is created); the engine probes through the guard"),
+    ("Service and NetworkPolicy documents kept as is",
+     "podman kube play ignores both; each pod gets its own slirp4netns network instead (see play())"),
 )
+
+#: ``podman kube play --network``: every pod gets its own user-mode network stack, with no
+#: interface on the host and no route to any other pod; ``allow_host_loopback=false`` keeps
+#: the host's 127.0.0.1 (the other studios' published ports) out of reach. rootlessport
+#: publishes the guard ports on the host's loopback. Measured on podman 4.3.1/slirp4netns 1.2.
+NETWORK = "slirp4netns:allow_host_loopback=false"
 
 _UNSUPPORTED_FIELDREFS = ("spec.nodeName", "metadata.namespace")
 
 
-def adapt_for_podman(docs: list[dict], host_ports: dict[int, int], *, node_name: str | None = None) -> list[dict]:
+def adapt_for_podman(docs: list[dict], host_ports: dict[int, int], *, guard_secret: str | None = None,
+                     node_name: str | None = None) -> list[dict]:
     """Return a copy of the manifest that ``podman kube play`` runs as Kubernetes would.
 
-    ``host_ports`` maps every container port to its loopback host port.
+    ``host_ports`` maps every entrypoint (server) port to the loopback host port its
+    guard port is published on; ``guard_secret`` is the value the guard requires.
     """
+    from codestudio.render import port_name
+
     docs = copy.deepcopy(docs)
     node = node_name or socket.gethostname()
     for doc in docs:
@@ -56,11 +71,17 @@ def adapt_for_podman(docs: list[dict], host_ports: dict[int, int], *, node_name:
                 if path in _UNSUPPORTED_FIELDREFS:
                     env.pop("valueFrom")
                     env["value"] = literal[path]
+                if env["name"] == "CODESTUDIO_GUARD_SECRET" and "secretKeyRef" in env.get("valueFrom", {}):
+                    if guard_secret is None:
+                        raise RuntimeFailure("no guard secret for the studio's guard")
+                    env.pop("valueFrom")
+                    env["value"] = guard_secret
+            by_name = {port_name(p): p for p in host_ports}
             for port in container.get("ports", []):
-                cport = port["containerPort"]
-                if cport not in host_ports:
-                    raise RuntimeFailure(f"no host port chosen for container port {cport}")
-                port["hostPort"] = host_ports[cport]
+                server = by_name.get(port.get("name"))
+                if server is None:
+                    raise RuntimeFailure(f"no host port chosen for container port {port['containerPort']}")
+                port["hostPort"] = host_ports[server]
                 port["hostIP"] = LOOPBACK
     return docs
 
@@ -84,6 +105,29 @@ def free_ports(count: int, *, avoid: Iterable[int] = ()) -> list[int]:
     return out
 
 
+#: ``podman kube play`` attempts when a chosen port was taken before podman bound it.
+PLAY_ATTEMPTS = 3
+
+
+def ports_taken(ports: Iterable[int]) -> bool:
+    """True when any of ``ports`` cannot be bound on loopback now (someone else holds it)."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                return True
+    return False
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (it may hold a guard secret)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
 def pod_name(kube_name: str) -> str:
     """podman 4.3 names a Deployment's pod ``<name>-pod-0``."""
     return f"{kube_name}-pod-0"
@@ -95,7 +139,7 @@ def container_name(kube_name: str, container: str = "studio") -> str:
 
 def play(manifest_path: Path, *, timeout: float = 300) -> None:
     """``podman kube play``; on failure nothing it created is left behind."""
-    proc = containers.podman("kube", "play", str(manifest_path), check=False, timeout=timeout)
+    proc = containers.podman("kube", "play", "--network", NETWORK, str(manifest_path), check=False, timeout=timeout)
     if proc.returncode != 0:
         down(manifest_path)
         raise RuntimeFailure(f"podman kube play failed:\n{proc.stderr.strip()}")

@@ -27,6 +27,9 @@ class ProbeTarget:
     host: str
     port: int  # host (published) port
     path: str | None = None  # HTTP path, ${baseUrl} already expanded
+    #: The pod's guard secret: probes go through the guard (a TCP probe asks it whether
+    #: the server accepts connections; docs/runner.md, "The guard").
+    guard_secret: str | None = None
 
     def describe(self) -> str:
         return f"HTTP GET http://{self.host}:{self.port}{self.path}" if self.kind == "http" else f"TCP {self.host}:{self.port}"
@@ -34,7 +37,12 @@ class ProbeTarget:
 
 def probe_once(target: ProbeTarget, timeout: float = ATTEMPT_TIMEOUT) -> tuple[bool, str]:
     """One attempt: (passed, what happened)."""
-    if target.kind == "tcp":
+    headers = {"User-Agent": "codestudio-probe"}
+    if target.guard_secret is not None:
+        headers["X-Codestudio-Guard"] = target.guard_secret
+    if target.kind == "tcp" and target.guard_secret is not None:
+        headers["X-Codestudio-Probe"] = "tcp"
+    elif target.kind == "tcp":
         try:
             with socket.create_connection((target.host, target.port), timeout=timeout) as s:
                 # podman's port forwarding accepts before the server inside does; a
@@ -50,9 +58,11 @@ def probe_once(target: ProbeTarget, timeout: float = ATTEMPT_TIMEOUT) -> tuple[b
             return False, str(exc)
     conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
     try:
-        conn.request("GET", target.path or "/", headers={"User-Agent": "codestudio-probe"})
+        conn.request("GET", target.path or "/", headers=headers)
         resp = conn.getresponse()
         resp.read(65536)
+        if target.kind == "tcp":
+            return resp.status == 204, "connected" if resp.status == 204 else f"guard: HTTP {resp.status}"
         ok = 200 <= resp.status < 400
         return ok, f"HTTP {resp.status}"
     except (OSError, http.client.HTTPException) as exc:

@@ -382,35 +382,52 @@ def _start_locked(studio: Studio, *, timeout: float, quiet: bool, store: Store) 
     plan = _plan(studio, store)
     state = plan.state
     build = _ensure_image(plan, quiet=quiet, store=store)
-    ports = local.free_ports(len(state.all_ports), avoid=_reserved_ports(store, studio.id))
-    host_ports = dict(zip(state.all_ports, ports, strict=True))
     secret = new_session_secret()
     sync_studio = _sync_studio(studio, state)
-    ctx = StudioContext(
-        instance=runtime_instance(),
-        project_key=studio.project,
-        studio_id=studio.id,
-        owner=studio.owner,
-        image=build.image,
-        host_ports=host_ports,
-        session_secret=secret,
-        extra_env={"CODESTUDIO_WAIT_FOR_SYNC": SYNC_FLAG} if sync_studio.mappings else {},
-    )
-    docs = local.adapt_for_podman(kubernetes_manifest(state, ctx, plan.template.id), host_ports)
-    studio.dir.mkdir(parents=True, exist_ok=True)
-    studio.manifest_path.write_text(yaml.safe_dump_all(docs, sort_keys=True))
-    routes = studio_routes(state, ctx, plan.template.id)
-    (studio.dir / "routes.json").write_text(json.dumps({
-        "ports": [{"port": r.port, "proxied_subpath": r.proxied_subpath, "label": r.label, "listed": r.listed}
-                  for r in routes.ports],
-        "actions": [list(a) for a in routes.actions],
-    }, indent=2) + "\n")
-    _set_state(store, studio.id, STARTING, "starting", ports=host_ports, token=secret, image=build.image,
-               image_id=build.image_id, template_version=plan.version)
+
+    def prepare() -> tuple[StudioContext, dict[int, int]]:
+        """Choose free loopback ports and write the manifest and routes for them."""
+        ports = local.free_ports(len(state.all_ports), avoid=_reserved_ports(store, studio.id))
+        host_ports = dict(zip(state.all_ports, ports, strict=True))
+        ctx = StudioContext(
+            instance=runtime_instance(),
+            project_key=studio.project,
+            studio_id=studio.id,
+            owner=studio.owner,
+            image=build.image,
+            host_ports=host_ports,
+            session_secret=secret,
+            extra_env={"CODESTUDIO_WAIT_FOR_SYNC": SYNC_FLAG} if sync_studio.mappings else {},
+        )
+        routes = studio_routes(state, ctx, plan.template.id)
+        docs = local.adapt_for_podman(kubernetes_manifest(state, ctx, plan.template.id), host_ports,
+                                      guard_secret=routes.guard_secret)
+        studio.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        local.write_private(studio.manifest_path, yaml.safe_dump_all(docs, sort_keys=True))
+        (studio.dir / "routes.json").write_text(json.dumps({
+            "ports": [{"port": r.port, "proxied_subpath": r.proxied_subpath, "label": r.label, "listed": r.listed}
+                      for r in routes.ports],
+            "actions": [list(a) for a in routes.actions],
+        }, indent=2) + "\n")
+        _set_state(store, studio.id, STARTING, "starting", ports=host_ports, token=secret, image=build.image,
+                   image_id=build.image_id, template_version=plan.version)
+        return ctx, host_ports
+
+    ctx, host_ports = prepare()
     started = time.monotonic()
     try:
         say(f"starting studio {studio.id} ({build.image})")
-        local.play(studio.manifest_path)
+        for attempt in range(1, local.PLAY_ATTEMPTS + 1):
+            try:
+                local.play(studio.manifest_path)
+                break
+            except RuntimeFailure:
+                # Another process took a chosen port between our choice and podman's bind:
+                # podman fails rather than share it, so choose again (docs/security.md).
+                if attempt == local.PLAY_ATTEMPTS or not local.ports_taken(host_ports.values()):
+                    raise
+                say("a chosen port was taken before podman bound it; choosing others")
+                ctx, host_ports = prepare()
         if sync_studio.mappings:
             _push_files(studio, sync_studio, say)
         _apply_gateway(start=True)
@@ -419,7 +436,8 @@ def _start_locked(studio: Studio, *, timeout: float, quiet: bool, store: Store) 
             from codestudio.runtime.readiness import ProbeTarget, wait_ready
 
             path = probe_path(state, ctx, plan.template.id) if probe.kind == "http" else None
-            target = ProbeTarget(probe.kind, local.LOOPBACK, host_ports[probe.port], path)
+            target = ProbeTarget(probe.kind, local.LOOPBACK, host_ports[probe.port], path,
+                                 guard_secret=studio_routes(state, ctx, plan.template.id).guard_secret)
             say(f"waiting up to {timeout:g}s for readiness ({target.describe()})")
             remaining = max(0.1, timeout - (time.monotonic() - started))
             ok, detail = wait_ready(target, remaining, alive=lambda: local.container_running(studio.container))
@@ -428,12 +446,13 @@ def _start_locked(studio: Studio, *, timeout: float, quiet: bool, store: Store) 
         _set_state(store, studio.id, RUNNING, None)
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        saved = _remove_pod(studio, "failed")
+        # Routes go before the pod: a freed port must never still be routed to (docs/security.md).
         _set_state(store, studio.id, FAILED, reason[:500], ports={}, token=None)
         try:
             _apply_gateway(start=False)
         except Exception as gexc:  # the start failure is the news; a stale route only gives 502
             _log(f"warning: gateway not updated: {gexc}")
+        saved = _remove_pod(studio, "failed")
         if isinstance(exc, KeyboardInterrupt):
             raise
         where = f"\nlogs kept in {saved}" if saved else ""
@@ -489,6 +508,7 @@ def stop_studio(who: Identity, ref: str, *, quiet: bool = False, store: Store | 
             return studio
         running = local.container_running(studio.container)
         _set_state(store, studio.id, STOPPING, "stopping", ports=studio.ports, token=studio.token)
+        _apply_gateway(start=False)  # STOPPING is not routed: drop the routes before the ports are freed
         warning = None
         if running:
             try:
