@@ -1,8 +1,10 @@
 """Gateway overhead: latency p50/p99 and requests/s through nginx vs direct.
 
-Starts a tiny keep-alive HTTP backend (its own process, asyncio), a real
-gateway nginx in a temporary data dir routing one studio port to it, then
-measures both paths in the same run with the same client:
+Starts a tiny keep-alive HTTP backend (its own process, asyncio), the
+runner's guard in front of it (its own process, as in a studio pod), and a
+real gateway nginx in a temporary data dir routing one studio port straight
+to the backend and another through the guard, then measures the three paths
+(direct, gateway, gateway + guard) in the same run with the same client:
 
   - sequential: one keep-alive connection, one request at a time (latency);
   - concurrent: --connections keep-alive connections in one asyncio loop (throughput).
@@ -157,9 +159,13 @@ def main() -> None:
                         help="CPU time per request of the second backend (an IDE API call costs ~0.5-5 ms)")
     parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--backend-work", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--guard", help=argparse.SUPPRESS)  # SERVER:GUARD, secret on stdin
     args = parser.parse_args()
     if args.backend:
         asyncio.run(_serve(args.backend, args.backend_work))
+        return
+    if args.guard:
+        _run_guard(args.guard, sys.stdin.readline().strip())
         return
     # The same measurement against a backend that answers in ~30 us (the
     # worst case: the proxy hop costs as much CPU as the backend) and one
@@ -170,25 +176,43 @@ def main() -> None:
     print("aims: p50 overhead < 1 ms; gateway throughput >= 90% of direct")
 
 
+def _run_guard(ports: str, secret: str) -> None:
+    from codestudio.runner import runner
+
+    guard = runner.Guard(runner.parse_guard_ports(ports), secret, runner.Output(), bind="127.0.0.1",
+                         upstream_hosts=("127.0.0.1",))
+    guard.start()
+    while True:
+        time.sleep(3600)
+
+
 def measure(args, work_us: int) -> None:
     from codestudio.gateway.config import GatewaySettings, PortRoute, StudioRoutes, new_session_secret
     from codestudio.gateway.process import Gateway
 
     backend_port = _free_port()
     backend = subprocess.Popen([sys.executable, __file__, "--backend", str(backend_port), "--backend-work", str(work_us)])
+    guard_port = _free_port()
+    studio = StudioRoutes("BENCH", "bench", "bench", new_session_secret(),
+                          (PortRoute(8888, backend_port, "/", "bench"), PortRoute(8889, guard_port, "/", "guarded")))
+    guard = subprocess.Popen([sys.executable, __file__, "--guard", f"{backend_port}:{guard_port}"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    guard.stdin.write(studio.guard_secret + "\n")
+    guard.stdin.flush()
     tmp = tempfile.TemporaryDirectory(prefix="codestudio-bench-")
     gw = Gateway(Path(tmp.name), settings=GatewaySettings(port=_free_port(), worker_processes="1"))
     try:
         _wait_port(backend_port)
-        studio = StudioRoutes("BENCH", "bench", "bench", new_session_secret(),
-                              (PortRoute(8888, backend_port, "/", "bench"),))
+        _wait_port(guard_port)
         gw.apply([studio])
         gw_port = gw.settings.port
         cookie = f"Cookie: cs_session={studio.cookie_value}\r\n".encode()
         req_direct = b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n" + cookie + b"\r\n"
         req_gateway = (f"GET {studio.prefix}8888/api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
                        + cookie + b"\r\n")
-        paths = {"direct": (backend_port, req_direct), "gateway": (gw_port, req_gateway)}
+        req_guarded = req_gateway.replace(b"/8888/", b"/8889/")
+        paths = {"direct": (backend_port, req_direct), "gateway": (gw_port, req_gateway),
+                 "+guard": (gw_port, req_guarded)}
 
         per_round = max(1, args.requests // args.rounds)
         lat: dict[str, list[float]] = {k: [] for k in paths}
@@ -216,11 +240,14 @@ def measure(args, work_us: int) -> None:
             rows[name] = (pct(lat[name], 0.5), pct(lat[name], 0.99), n / seq_time[name], statistics.median(rps[name]))
             p50, p99, seq, conc = rows[name]
             print(f"{name:<10} {p50:>8.3f} {p99:>8.3f} {seq:>10.0f} {conc:>11.0f}")
-        d, g = rows["direct"], rows["gateway"]
+        d, g, q = rows["direct"], rows["gateway"], rows["+guard"]
         print("-" * len(header))
-        print(f"{'overhead':<10} {g[0] - d[0]:>+8.3f} {g[1] - d[1]:>+8.3f} {g[2] / d[2]:>9.0%} {g[3] / d[3]:>10.0%}")
+        print(f"{'gw/direct':<10} {g[0] - d[0]:>+8.3f} {g[1] - d[1]:>+8.3f} {g[2] / d[2]:>9.0%} {g[3] / d[3]:>10.0%}")
+        print(f"{'guard/gw':<10} {q[0] - g[0]:>+8.3f} {q[1] - g[1]:>+8.3f} {q[2] / g[2]:>9.0%} {q[3] / g[3]:>10.0%}")
     finally:
         gw.stop()
+        guard.terminate()
+        guard.wait()
         backend.terminate()
         backend.wait()
         tmp.cleanup()

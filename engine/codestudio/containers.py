@@ -50,6 +50,7 @@ APT_PACKAGES: dict[str, str] = {
     "busybox": "busybox-static",
     "tar": "tar",
     "fuse-overlayfs": "fuse-overlayfs",
+    "slirp4netns": "slirp4netns",
 }
 
 HOST_POLICY = Path("/etc/containers/policy.json")

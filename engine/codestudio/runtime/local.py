@@ -139,6 +139,7 @@ def container_name(kube_name: str, container: str = "studio") -> str:
 
 def play(manifest_path: Path, *, timeout: float = 300) -> None:
     """``podman kube play``; on failure nothing it created is left behind."""
+    containers.require_tools("slirp4netns")  # podman only recommends it; the network depends on it
     proc = containers.podman("kube", "play", "--network", NETWORK, str(manifest_path), check=False, timeout=timeout)
     if proc.returncode != 0:
         down(manifest_path)
