@@ -19,6 +19,7 @@ from codestudio.gateway.config import (
     Workers,
     access_token,
     error_pages,
+    landing_digest,
     landing_pages,
     make_access_url,
     new_session_secret,
@@ -124,55 +125,81 @@ def directives(children, name):
     return [args for n, args, _ in children if n == name]
 
 
-def test_locations_for_both_subpath_modes():
-    tree = parse_nginx(render_studio_locations(studio()))
-    locs = locations(tree)
-    assert set(locs) == {
-        ("=", "/code-studios/PROJ/my-studio"),
-        ("^~", "/code-studios/PROJ/my-studio/"),
-        ("=", "/code-studios/PROJ/my-studio/"),
-        ("=", "/code-studios/PROJ/my-studio/8888"),
-        ("^~", "/code-studios/PROJ/my-studio/8888/"),
-        ("=", "/code-studios/PROJ/my-studio/8080"),
-        ("^~", "/code-studios/PROJ/my-studio/8080/"),
+def maps(tree) -> dict[str, dict[str, str]]:
+    """``{result variable: {key: value}}`` of every ``map`` block."""
+    return {args[1]: {n: a[0] for n, a, _ in children} for name, args, children in walk(tree) if name == "map"}
+
+
+def test_route_rows_for_both_subpath_modes():
+    s = studio()
+    table = maps(parse_nginx(render_studio_locations(s)))
+    assert table["$cs_studio"] == {
+        "default": "",
+        "/code-studios/PROJ/my-studio/": f"/code-studios/PROJ/my-studio/ l {s.cookie_value} {s.link_key} "
+        f"{s.guard_secret} {landing_digest(s)}",
     }
-    strip = locs[("^~", "/code-studios/PROJ/my-studio/8888/")]
-    assert directives(strip, "proxy_pass") == [["http://cs.PROJ.my-studio.8888$cs_rest"]]
-    assert directives(strip, "proxy_redirect") == [["/", "/code-studios/PROJ/my-studio/8888/"]]
-    full = locs[("^~", "/code-studios/PROJ/my-studio/8080/")]
-    # No URI part: nginx passes the original request URI unchanged.
-    assert directives(full, "proxy_pass") == [["http://cs.PROJ.my-studio.8080"]]
-    assert directives(full, "proxy_redirect") == []
+    assert table["$cs_port_route"] == {
+        "default": "",
+        "/code-studios/PROJ/my-studio/8080/": "f 127.0.0.1:40002",  # $request_uri: the full path
+        "/code-studios/PROJ/my-studio/8888/": "s 127.0.0.1:40001",  # "/": the prefix stripped
+    }
+
+
+def test_generic_port_location_serves_both_subpath_modes():
+    tree = parse_nginx(render_gateway_config([studio()], GatewaySettings()))
+    port = [c for args, c in locations(tree).items() if args[0] == "~" and "(?<cs_port>" in args[1]][0]
+    assert directives(port, "proxy_pass") == [["http://$cs_upstream$cs_pass_uri"]]
+    assert directives(port, "proxy_redirect") == [["/", "$cs_redirect_to"]]
+    table = maps(parse_nginx(render_gateway_config([studio()], GatewaySettings())))
+    # "/": the raw rest of the URI and root-relative redirects put back under the prefix;
+    # "$request_uri": the original URI, redirects untouched.
+    assert table["$cs_pass_uri"] == {"default": "", "~^s ": "$cs_rest", "~^f ": "$request_uri"}
+    assert table["$cs_redirect_to"] == {"default": "/", "~^s ": "$cs_base/$cs_port/"}
     # Without the trailing slash: redirected, keeping the query (an access token may be in it).
-    assert directives(locs[("=", "/code-studios/PROJ/my-studio/8888")], "return") == [
-        ["301", "/code-studios/PROJ/my-studio/8888/$is_args$args"]
-    ]
+    ifs = [(args, body) for name, args, body in port if name == "if"]
+    assert ifs[0][0] == ["($cs_port_slash)"]
+    assert directives(ifs[0][1], "return") == [["301", "$cs_base/$cs_port/$is_args$args"]]
 
 
 def test_every_studio_location_checks_the_cookie_first():
-    s = studio()
-    tree = parse_nginx(render_studio_locations(s))
-    for (kind, path), children in locations(tree).items():
-        if not path.endswith("/"):
-            continue  # the slash redirects carry no content
-        ifs = [(args, body) for name, args, body in children if name == "if"]
-        assert ifs[0][0] == ["($cs_token_state", "=", "valid)"]
-        assert ifs[2][0] == ["($cookie_cs_session", "!=", s.cookie_value, ")"]
-        assert directives(ifs[2][1], "return") == [["401"]]
-        assert directives(ifs[1][1], "return") == [["403"]]
-        set_cookie = [a for a in directives(ifs[0][1], "add_header") if a[0] == "Set-Cookie"][0][1]
-        assert set_cookie == (
-            f"cs_session={s.cookie_value}; Path=/code-studios/PROJ/my-studio/; HttpOnly; SameSite=Lax"
-        )
+    tree = parse_nginx(render_gateway_config([studio()], GatewaySettings()))
+    served = {args[1]: c for args, c in locations(tree).items() if args[0] == "~" and not args[1].endswith(")$")}
+    assert len(served) == 3  # a port, the landing page, anything else under a studio
+    for path, children in served.items():
+        ifs = [(args, body) for name, args, body in children if name == "if" and args != ["($cs_port_slash)"]]
+        assert [args for args, _ in ifs[:5]] == [
+            ["($cs_studio_state", "=", "", ")"],
+            ["($cs_studio_state", "=", "p)"],
+            ["($cs_token_state", "=", "valid)"],
+            ["($cs_token_state", "=", "invalid)"],
+            ["($cs_cookie_ok", "=", "", ")"],
+        ]
+        assert [directives(body, "return") for _, body in ifs[:5]] == [
+            [["404"]], [["401"]], [["302", "$cs_request_path"]], [["403"]], [["401"]]
+        ]
+        set_cookie = [a for a in directives(ifs[2][1], "add_header") if a[0] == "Set-Cookie"][0][1]
+        assert set_cookie == "cs_session=$cs_cookie_value; Path=$cs_base/; HttpOnly; SameSite=Lax"
 
 
 def test_render_preview_refuses_everyone():
-    text = render_studio_locations(studio(secret=None))
-    tree = parse_nginx(text)
-    for (kind, path), children in locations(tree).items():
-        if path.endswith("/"):
-            assert children[0] == ("return", ["401"], None)
+    s = studio(secret=None)
+    text = render_studio_locations(s)
+    row = maps(parse_nginx(text))["$cs_studio"]["/code-studios/PROJ/my-studio/"]
+    assert row.split(" ")[:5] == ["/code-studios/PROJ/my-studio/", "p", "-", "-", "-"]  # no secret at all
     assert "cs_session=" not in text
+    # A preview row is refused before any cookie or token is looked at.
+    state = maps(parse_nginx(render_gateway_config([s], GatewaySettings())))["$cs_studio_state"]
+    assert list(state.values())[1] == "$cs_ss"
+
+
+def test_keys_differing_only_in_case_stay_apart():
+    """nginx map strings ignore case: such keys become case-sensitive regexes, not a clash."""
+    a, b, c = studio(project="PROJ"), studio(project="proj"), studio(project="other")
+    text = render_gateway_config([a, b, c], GatewaySettings())
+    for key in ("PROJ/my-studio/", "proj/my-studio/", "proj/my-studio/8888/"):
+        assert f'"~^/code-studios/{key}\\z" "' in text
+    assert '"/code-studios/other/my-studio/" "' in text  # the rest stay hash lookups
+    assert '"/code-studios/proj/my-studio/"' not in text
 
 
 @pytest.mark.parametrize("label", EVIL_LABELS)
@@ -194,11 +221,9 @@ def test_labels_never_reach_the_config(label):
 @settings(max_examples=60, deadline=None)
 @given(st.text(min_size=1, max_size=60))
 def test_arbitrary_labels_keep_the_config_identical(label):
-    """The config does not depend on labels at all (except the landing page's file name)."""
-    a = render_studio_locations(studio(label))
-    b = render_studio_locations(studio("plain"))
-    strip = lambda t: "\n".join(l for l in t.splitlines() if "try_files" not in l)  # noqa: E731
-    assert strip(a) == strip(b)
+    """The config does not depend on labels at all (except the landing page's name)."""
+    a, b = studio(label), studio("plain")
+    assert render_studio_locations(a).replace(landing_digest(a), "") == render_studio_locations(b).replace(landing_digest(b), "")
 
 
 @pytest.mark.parametrize(
@@ -336,12 +361,17 @@ def test_port_locations_send_the_studios_guard_secret():
     # every other proxy_set_header (a location-level one would drop them all).
     assert ["X-Codestudio-Guard", "$cs_guard"] in directives(server, "proxy_set_header")
     assert ["$cs_guard", ""] in directives(server, "set")
+    proxying = 0
     for children in locations(tree).values():
         assert directives(children, "proxy_set_header") == []
         if directives(children, "proxy_pass"):
-            assert ["$cs_guard", a.guard_secret] in directives(children, "set")
+            proxying += 1
+            assert ["$cs_guard", "$cs_guard_value"] in directives(children, "set")
+    assert proxying == 1
+    # The value is the studio's, from its row of the route table.
+    assert maps(tree)["$cs_studio"][a.prefix].split(" ")[4] == a.guard_secret
     preview = render_studio_locations(studio(secret=None))
-    assert "$cs_guard" not in preview
+    assert a.guard_secret not in preview and " - - - " in preview
 
 
 def test_error_pages_exist_for_gateway_errors():
@@ -381,9 +411,9 @@ def test_empty_config_passes_nginx_t(tmp_path: Path):
 
 def test_ipv6_upstream_and_listen():
     s = StudioRoutes("P", "s", "o", new_session_secret(), (PortRoute(1, 2, "/", "x"),), upstream_host="::1")
-    text = render_gateway_config([s], GatewaySettings(host="::1", port=18000))
-    servers = [args for name, args, _ in walk(parse_nginx(text)) if name in ("server", "listen") and args]
-    assert ["[::1]:2"] in servers and ["[::1]:18000"] in servers
+    tree = parse_nginx(render_gateway_config([s], GatewaySettings(host="::1", port=18000)))
+    assert maps(tree)["$cs_port_route"]["/code-studios/P/s/1/"] == "s [::1]:2"
+    assert ["[::1]:18000"] in [args for name, args, _ in walk(tree) if name == "listen"]
 
 
 def test_worker_identity_refuses_root_ids_and_missing_users(monkeypatch):
@@ -420,10 +450,10 @@ def test_worker_identity_refuses_root_ids_and_missing_users(monkeypatch):
 
 
 def test_cookie_is_secure_by_default_behind_an_https_url():
-    from codestudio.gateway.config import GatewaySettings, PortRoute, StudioRoutes, render_studio_locations
+    from codestudio.gateway.config import GatewaySettings, PortRoute, StudioRoutes
 
     routes = StudioRoutes("P", "s", "alice", "a" * 64, (PortRoute(8080, 41000, "/", "x"),))
-    plain = render_studio_locations(routes, GatewaySettings())
-    behind_tls = render_studio_locations(routes, GatewaySettings(public_url="https://studios.example.org"))
-    forced_off = render_studio_locations(routes, GatewaySettings(public_url="https://studios.example.org", cookie_secure=False))
+    plain = render_gateway_config([routes], GatewaySettings())
+    behind_tls = render_gateway_config([routes], GatewaySettings(public_url="https://studios.example.org"))
+    forced_off = render_gateway_config([routes], GatewaySettings(public_url="https://studios.example.org", cookie_secure=False))
     assert "; Secure" not in plain and "; Secure" in behind_tls and "; Secure" not in forced_off

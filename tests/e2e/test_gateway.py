@@ -556,3 +556,138 @@ def test_too_many_session_cookies_are_refused(gateway, backends):
     with client() as c:
         r = c.get(f"{gateway.settings.base_url}{studio.prefix}8888/x", headers={"Cookie": cookie})
     assert r.status_code == 400  # never passed on with a session cookie left in it
+
+
+class ManyUpstreams:
+    """``count`` loopback listeners served by one thread; each answers any request with
+    its own port, the path it received and whether a session cookie reached it."""
+
+    def __init__(self, count: int):
+        import selectors
+
+        self.sel = selectors.DefaultSelector()
+        self.listeners = []
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen(16)
+            s.setblocking(False)
+            self.sel.register(s, selectors.EVENT_READ, ("listen", s.getsockname()[1]))
+            self.listeners.append(s)
+        self.ports = [s.getsockname()[1] for s in self.listeners]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import selectors
+
+        buffers: dict = {}
+        while not self.stop.is_set():
+            for key, _ in self.sel.select(timeout=0.2):
+                kind, port = key.data
+                if kind == "listen":
+                    conn, _ = key.fileobj.accept()
+                    conn.setblocking(True)
+                    conn.settimeout(5)
+                    buffers[conn] = b""
+                    self.sel.register(conn, selectors.EVENT_READ, ("conn", port))
+                    continue
+                conn = key.fileobj
+                data = conn.recv(65536)
+                buffers[conn] += data
+                if data and b"\r\n\r\n" not in buffers[conn]:
+                    continue
+                head = buffers.pop(conn).split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+                self.sel.unregister(conn)
+                if head and head[0]:
+                    headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+                    body = json.dumps({"port": port, "path": head[0].split(" ")[1], "headers": headers}).encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        for s in self.listeners:
+            s.close()
+
+
+def test_500_studios_each_reach_their_own_upstream(gateway):
+    import random
+
+    upstreams = ManyUpstreams(502)
+    try:
+        studios = [
+            StudioRoutes(f"P{i % 9}", f"s{i}", "alice", new_session_secret(),
+                         (PortRoute(8888, upstreams.ports[i], "/" if i % 2 else "$request_uri", "Tab"),))
+            for i in range(500)
+        ]
+        # Two keys that differ only in case (nginx map strings ignore case) stay two studios.
+        studios += [
+            StudioRoutes(project, "twin", "bob", new_session_secret(), (PortRoute(8888, upstreams.ports[500 + n], "/", "Tab"),))
+            for n, project in enumerate(("CASE", "case"))
+        ]
+        gateway.apply(studios)
+        assert gateway.status().studios == 502
+        base = gateway.settings.base_url
+        rng = random.Random(18)
+        picked = rng.sample(range(500), 20) + [500, 501]
+        with client() as c:
+            for i in picked:
+                s = studios[i]
+                r = c.get(f"{base}{s.prefix}8888/a%2Fb?q=1", headers={"Cookie": f"cs_session={s.cookie_value}"})
+                assert r.status_code == 200, (s.prefix, r.text)
+                seen = r.json()
+                assert seen["port"] == upstreams.ports[i]
+                stripped = s.ports[0].proxied_subpath == "/"
+                assert seen["path"] == ("/a%2Fb?q=1" if stripped else f"{s.prefix}8888/a%2Fb?q=1")
+                assert "cs_session" not in seen["headers"].get("Cookie", "")
+                assert seen["headers"]["X-Codestudio-Guard"] == s.guard_secret
+            for a, b in [rng.sample(range(500), 2) for _ in range(10)] + [(500, 501), (501, 500)]:
+                mine, theirs = studios[a], studios[b]
+                r = c.get(f"{base}{theirs.prefix}8888/x", headers={"Cookie": f"cs_session={mine.cookie_value}"})
+                assert r.status_code == 401
+                assert c.get(f"{base}{theirs.prefix}", headers={"Cookie": f"cs_session={mine.cookie_value}"}).status_code == 401
+            # A wrong-case prefix is another (unknown) studio.
+            assert c.get(f"{base}/code-studios/p1/s1/8888/", headers={"Cookie": f"cs_session={studios[1].cookie_value}"}).status_code == 404
+            assert c.get(f"{base}/code-studios/Case/twin/8888/", headers={"Cookie": f"cs_session={studios[500].cookie_value}"}).status_code == 404
+    finally:
+        upstreams.close()
+
+
+def test_concurrent_applies_are_batched(gateway, backends):
+    """Callers that arrive while an apply runs are served by one apply that reads the
+    source after all of them: eight starts at once cost one reload, not eight."""
+    studio = make_studio(backends)
+    reads = []
+
+    def source():
+        reads.append(1)
+        return [studio]
+
+    gateway._studios = source
+    gateway.start()
+    reads.clear()
+    errors = []
+
+    def caller():
+        try:
+            assert gateway.apply() is not None
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with gateway._locked():  # an apply "in progress": every caller takes its ticket and waits
+        threads = [threading.Thread(target=caller) for _ in range(8)]
+        for t in threads:
+            t.start()
+        while gateway._tickets()[1] < gateway._tickets()[0] + 8:
+            threading.Event().wait(0.01)
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert len(reads) == 1  # one caller read the studios and applied; seven found it done
+    with client() as c:
+        r = c.get(f"{gateway.settings.base_url}{studio.prefix}8888/x", headers={"Cookie": f"cs_session={studio.cookie_value}"})
+        assert r.status_code == 200

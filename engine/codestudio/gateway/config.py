@@ -304,81 +304,87 @@ def _env():
     return env
 
 
-def _port_view(studio: StudioRoutes, route: PortRoute) -> dict:
-    path = f"{studio.prefix}{route.port}"
-    return {
-        "port": route.port,
-        "path": path,  # without trailing slash
-        "strip": route.proxied_subpath == "/",
-        "upstream": f"cs.{studio.project_key}.{studio.studio_id}.{route.port}",
-        "server": _host_port(studio.upstream_host, route.upstream_port),
-        # The raw request URI must start with the location's path; the rest is what the
-        # studio server sees in strip mode (raw, so percent-encoding like %2F survives).
-        # The path holds only [A-Za-z0-9_/-]: no regex metacharacters to escape.
-        "rest_regex": "^" + path + "(?<cs_rest>/.*)",
-    }
+def _route_key(prefix: str, colliding: bool) -> str:
+    """A map key matching exactly ``prefix``: a plain string, or a case-sensitive regex
+    when another key differs from it only in case (map strings ignore case)."""
+    if not re.fullmatch(r"[A-Za-z0-9_/-]+", prefix):
+        raise UsageError(f"gateway: {prefix!r} cannot be a route key")
+    return f'"~^{prefix}\\z"' if colliding else f'"{prefix}"'
 
 
-def _studio_view(studio: StudioRoutes, settings: GatewaySettings | None) -> dict:
-    return {
-        "prefix": studio.prefix,
-        "base": studio.prefix.rstrip("/"),
-        "preview": studio.session_secret is None,
-        "cookie": None if studio.session_secret is None else studio.cookie_value,
-        "link_key": None if studio.session_secret is None else studio.link_key,
-        "guard": None if studio.session_secret is None else studio.guard_secret,
-        "cookie_secure": bool(settings and settings.secure_cookie),
-        "landing_file": landing_file(studio),
-        "ports": [_port_view(studio, r) for r in sorted(studio.ports, key=lambda r: r.port)],
-    }
+def _table(studios: Sequence[StudioRoutes]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The route table's rows: ``(map key, value)`` per studio and per port.
+
+    A studio row is ``"<prefix> <l|p> <cookie value> <link key> <guard secret> <landing>"``
+    (``p``, a render preview, carries no secret and lets nobody in); a port row is
+    ``"<s|f> <upstream address>"`` (``s``: proxied_subpath ``/``, ``f``: ``$request_uri``).
+    """
+    folded: dict[str, int] = {}
+    for s in studios:
+        folded[s.prefix.lower()] = folded.get(s.prefix.lower(), 0) + 1
+    studio_rows, port_rows = [], []
+    for s in studios:
+        colliding = folded[s.prefix.lower()] > 1
+        if s.session_secret is None:
+            row = f"{s.prefix} p - - - {landing_digest(s)}"
+        else:
+            row = f"{s.prefix} l {s.cookie_value} {s.link_key} {s.guard_secret} {landing_digest(s)}"
+        studio_rows.append((_route_key(s.prefix, colliding), row))
+        for r in sorted(s.ports, key=lambda r: r.port):
+            mode = "s" if r.proxied_subpath == "/" else "f"
+            port_rows.append(
+                (_route_key(f"{s.prefix}{r.port}/", colliding), f"{mode} {_host_port(s.upstream_host, r.upstream_port)}")
+            )
+    return studio_rows, port_rows
 
 
 def render_studio_locations(studio: StudioRoutes, settings: GatewaySettings | None = None) -> str:
-    """The nginx ``location`` blocks serving one studio (what ``codestudio render`` writes).
+    """The route table rows serving one studio (what ``codestudio render`` writes).
 
-    They rely on the ``map`` variables and upstreams that
-    :func:`render_gateway_config` declares at ``http`` level. With
-    ``session_secret=None`` (a render preview) every location refuses access.
+    Studios have no locations of their own: the gateway's generic locations look
+    these rows up. With ``session_secret=None`` (a render preview) the studio row
+    is marked ``p`` and every request under its prefix is refused.
     """
-    return _env().get_template("studio_locations.conf.j2").render(s=_studio_view(studio, settings))
-
-
-def render_studio_upstreams(studio: StudioRoutes) -> str:
-    """The ``upstream`` blocks (keep-alive pools) for one studio's ports."""
-    return _env().get_template("studio_upstreams.conf.j2").render(s=_studio_view(studio, None))
+    studio_rows, port_rows = _table([studio])
+    return _env().get_template("route_table.conf.j2").render(studios=studio_rows, ports=port_rows)
 
 
 def config_generation(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def render_gateway_config(
-    studios: Sequence[StudioRoutes], settings: GatewaySettings, workers: Workers | None = None
-) -> str:
-    """The whole ``nginx.conf``: run with ``nginx -p <prefix>``.
-
-    Without ``workers`` every path is prefix-relative and no ``user`` is set (nginx
-    started by an ordinary user). With ``workers`` (nginx started as root) the
-    workers switch to that user and group, and the pages and temp paths are
-    absolute paths under ``workers.dir``; pid and logs stay prefix-relative (the
-    master opens them as root).
-    """
-    studios = list(studios)
+def _check_prefixes(studios: Sequence[StudioRoutes]) -> None:
     seen: set[str] = set()
     for s in studios:
         if s.prefix in seen:
             raise UsageError(f"gateway: two studios share the URL prefix {s.prefix}")
         seen.add(s.prefix)
-    studios.sort(key=lambda s: s.prefix)
-    env = _env()
-    body = env.get_template("nginx.conf.j2").render(
+
+
+def render_gateway_config(
+    studios: Sequence[StudioRoutes], settings: GatewaySettings, workers: Workers | None = None
+) -> str:
+    """The whole ``nginx.conf``, route table included: run with ``nginx -p <prefix>``.
+
+    One file, so the routes and the locations that read them are replaced (and
+    rolled back) together by one rename. Without ``workers`` every path is
+    prefix-relative and no ``user`` is set (nginx started by an ordinary user).
+    With ``workers`` (nginx started as root) the workers switch to that user and
+    group, and the pages and temp paths are absolute paths under ``workers.dir``;
+    pid and logs stay prefix-relative (the master opens them as root).
+    """
+    studios = sorted(studios, key=lambda s: s.prefix)
+    _check_prefixes(studios)
+    studio_rows, port_rows = _table(studios)
+    body = _env().get_template("nginx.conf.j2").render(
         settings=settings,
         workers=workers,
         html_root=ngx_quote(f"{workers.dir}/html") if workers else "html",
         temp_root=f"{ngx_safe(workers.dir)}/temp" if workers else "temp",
         listen=settings.listen,
-        upstreams=[render_studio_upstreams(s) for s in studios],
-        locations=[render_studio_locations(s, settings) for s in studios],
+        studios=studio_rows,
+        ports=port_rows,
+        cookie_secure=settings.secure_cookie,
         cookie_passes=COOKIE_STRIP_PASSES,
         generation="@@GENERATION@@",
     )
@@ -386,29 +392,52 @@ def render_gateway_config(
     return body.replace("@@GENERATION@@", config_generation(body))
 
 
+def routed_studios(text: str) -> int | None:
+    """How many studios a rendered config routes (from its route table header)."""
+    found = re.search(r"^    # route table: ([0-9]+) studios", text, flags=re.M)
+    return int(found.group(1)) if found else None
+
+
 # --- static pages --------------------------------------------------------------
 
 
+def _landing_inputs(studio: StudioRoutes) -> dict:
+    return {
+        "project": studio.project_key,
+        "studio": studio.studio_id,
+        "owner": studio.owner,
+        "tabs": [
+            {"label": r.label, "href": f"{r.port}/", "port": r.port}
+            for r in sorted(studio.ports, key=lambda r: r.port)
+            if r.listed
+        ],
+        "actions": [{"name": n, "label": lbl} for n, lbl in studio.actions],
+    }
+
+
 def _landing_html(studio: StudioRoutes) -> str:
-    tabs = [
-        {"label": r.label, "href": f"{r.port}/", "port": r.port}
-        for r in sorted(studio.ports, key=lambda r: r.port)
-        if r.listed
-    ]
-    return _env().get_template("landing.html.j2").render(
-        project=studio.project_key,
-        studio=studio.studio_id,
-        owner=studio.owner,
-        tabs=tabs,
-        actions=[{"name": n, "label": lbl} for n, lbl in studio.actions],
-    )
+    return _env().get_template("landing.html.j2").render(**_landing_inputs(studio))
+
+
+@cache
+def _landing_template_digest() -> bytes:
+    source, _, _ = _env().loader.get_source(_env(), "landing.html.j2")
+    return hashlib.sha256(source.encode()).digest()
+
+
+def landing_digest(studio: StudioRoutes) -> str:
+    """Names the studio's landing page: a digest of the page's inputs and template, so a
+    rejected config never changes what the running one serves, and an apply renders
+    only pages it has not written yet."""
+    import json
+
+    inputs = json.dumps(_landing_inputs(studio), sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(_landing_template_digest() + inputs).hexdigest()[:16]
 
 
 def landing_file(studio: StudioRoutes) -> str:
-    """Prefix-relative path of the studio's landing page (content-addressed, so a
-    rejected config never changes what the running one serves)."""
-    digest = hashlib.sha256(_landing_html(studio).encode()).hexdigest()[:16]
-    return f"/landing/{studio.project_key}/{studio.studio_id}/{digest}.html"
+    """Path of the studio's landing page, relative to the html dir's root."""
+    return f"/landing/{landing_digest(studio)}.html"
 
 
 def landing_pages(studios: Sequence[StudioRoutes]) -> dict[str, str]:

@@ -51,9 +51,12 @@ from codestudio.gateway.config import (
     GatewaySettings,
     StudioRoutes,
     Workers,
+    _check_prefixes,
+    _landing_html,
     error_pages,
-    landing_pages,
+    landing_file,
     render_gateway_config,
+    routed_studios,
 )
 
 StudioSource = Callable[[], Iterable[StudioRoutes]]
@@ -287,9 +290,7 @@ class Gateway:
         settings = self.settings
         pid = self.pid()
         generation = self._live_generation(settings) if pid else None
-        studios = None
-        if self.conf_path.exists():
-            studios = self.conf_path.read_text().count("        # studio /code-studios/")
+        studios = routed_studios(self.conf_path.read_text()) if self.conf_path.exists() else None
         return GatewayStatus(
             running=pid is not None,
             pid=pid,
@@ -332,34 +333,96 @@ class Gateway:
 
         Returns the generation of the config now live. A config that fails
         ``nginx -t`` never replaces the live one.
+
+        Without ``studios``, concurrent calls are batched: each caller takes a
+        ticket after its own change is committed, and an apply that read the
+        studio source after that ticket was taken serves it too, so a caller
+        that finds its ticket covered returns without applying again (a burst
+        of N starts and stops costs at most two applies, not N).
         """
+        ticket = self._take_ticket() if studios is None else None
         with self._locked():
+            if ticket is not None:
+                done, latest, live = self._tickets()
+                if done >= ticket and live:
+                    return live  # an apply that read the source after our change is live
             # Read the studio list under the lock: concurrent calls then apply in
             # order and the last one reflects the latest state.
             if studios is None:
                 studios = list(self._studios())
-            settings = self.settings
-            workers = self._workers(settings)
-            self._prepare_dirs(settings)
-            text = render_gateway_config(studios, settings, workers)
-            generation = _generation_of(text)
-            self._write_pages(studios, settings)
-            self.check(text)
-            pid = self.pid()
-            if pid is not None and self.conf_path.exists() and self.conf_path.read_text() == text:
-                if self._live_generation(settings) == generation:
-                    return generation
-            previous = self.conf_path.read_text() if self.conf_path.exists() else None
-            _write_private(self.conf_path, text, replace=True)
-            if pid is None:
-                self._start_locked(settings, generation, previous)
-            else:
-                self._reload_locked(pid, settings, generation, previous)
-            # Only now that nginx serves the new config: a failed start or reload
-            # (e.g. the new port is taken) must not move later links to that port.
-            _save_settings(self.prefix / "settings.json", settings)
-            self._prune_pages(studios)
+            generation = self._apply_locked(studios)
+            if ticket is not None:
+                self._set_done(latest, generation)
             return generation
+
+    def _apply_locked(self, studios: Sequence[StudioRoutes]) -> str:
+        settings = self.settings
+        workers = self._workers(settings)
+        self._prepare_dirs(settings)
+        _check_prefixes(studios)
+        text = render_gateway_config(studios, settings, workers)
+        generation = _generation_of(text)
+        self._write_pages(studios, settings)
+        pid = self.pid()
+        previous = self.conf_path.read_text() if self.conf_path.exists() else None
+        if pid is not None and previous == text and self._live_generation(settings) == generation:
+            return generation
+        self.check(text)
+        _write_private(self.conf_path, text, replace=True)
+        if pid is None:
+            self._start_locked(settings, generation, previous)
+        else:
+            self._reload_locked(pid, settings, generation, previous)
+        # Only now that nginx serves the new config: a failed start or reload
+        # (e.g. the new port is taken) must not move later links to that port.
+        _save_settings(self.prefix / "settings.json", settings)
+        self._prune_pages(studios)
+        return generation
+
+    # Apply tickets: "requested" counts callers whose change awaits an apply, "applied"
+    # the highest ticket an apply is known to serve (it read the source after it).
+    @property
+    def _ticket_path(self) -> Path:
+        return self.prefix / "apply-tickets.json"
+
+    @contextmanager
+    def _ticket_lock(self) -> Iterator[None]:
+        self._prepare_dirs()
+        fd = os.open(self.prefix / ".tickets.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _tickets(self) -> tuple[int, int, str]:
+        """(applied, requested, generation of that apply), read under the ticket lock."""
+        with self._ticket_lock():
+            return self._read_tickets()
+
+    def _read_tickets(self) -> tuple[int, int, str]:
+        try:
+            data = json.loads(self._ticket_path.read_text())
+            return int(data["applied"]), int(data["requested"]), str(data["generation"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0, 0, ""
+
+    def _write_tickets(self, applied: int, requested: int, generation: str) -> None:
+        data = {"applied": applied, "requested": requested, "generation": generation}
+        _write_private(self._ticket_path, json.dumps(data), replace=True)
+
+    def _take_ticket(self) -> int:
+        with self._ticket_lock():
+            applied, requested, generation = self._read_tickets()
+            self._write_tickets(applied, requested + 1, generation)
+            return requested + 1
+
+    def _set_done(self, ticket: int, generation: str) -> None:
+        with self._ticket_lock():
+            applied, requested, _ = self._read_tickets()
+            if ticket >= applied:
+                self._write_tickets(ticket, requested, generation)
 
     def _start_locked(self, settings: GatewaySettings, generation: str, previous: str | None) -> None:
         proc = self._nginx()
@@ -435,28 +498,40 @@ class Gateway:
         # As root the workers read pages through their group; otherwise they are us.
         gid = worker_identity(settings).gid if self.as_root else None
         dir_mode, file_mode = (0o750, 0o640) if gid is not None else (0o700, 0o600)
-        for rel, content in {**error_pages(), **landing_pages(studios)}.items():
+        for folder in (html / "_codestudio", html / "_codestudio" / "errors", html / "landing"):
+            if gid is None:
+                folder.mkdir(exist_ok=True, mode=dir_mode)
+            else:
+                _ensure_dir(folder, 0, gid, dir_mode)
+
+        def write(path: Path, content: str) -> None:
+            _write_private(path, content, replace=True, mode=file_mode, gid=gid)
+
+        for rel, content in error_pages().items():
             path = html / rel
-            for parent in reversed(path.relative_to(html).parents[:-1]):
-                folder = html / parent
-                if gid is None:
-                    folder.mkdir(exist_ok=True, mode=dir_mode)
-                else:
-                    _ensure_dir(folder, 0, gid, dir_mode)
             if not path.exists() or path.read_text() != content or (gid is not None and path.stat().st_gid != gid):
-                _write_private(path, content, replace=True, mode=file_mode, gid=gid)
+                write(path, content)
+        # Landing pages are named by a digest of what they show: one listing tells which
+        # are missing, so an apply with thousands of studios renders only the new ones.
+        landing = html / "landing"
+        present = {e.name: e for e in os.scandir(landing)}
+        for s in studios:
+            name = landing_file(s).rsplit("/", 1)[1]
+            entry = present.get(name)
+            if entry is None or (gid is not None and entry.stat(follow_symlinks=False).st_gid != gid):
+                write(landing / name, _landing_html(s))
 
     def _prune_pages(self, studios: Sequence[StudioRoutes]) -> None:
-        keep = set(landing_pages(studios))
         root = self.html_dir / "landing"
         if not root.exists():
             return
-        for path in sorted(root.rglob("*"), reverse=True):
-            rel = str(path.relative_to(self.html_dir))
-            if path.is_file() and rel not in keep:
-                path.unlink()
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
+        keep = {landing_file(s).rsplit("/", 1)[1] for s in studios}
+        for entry in os.scandir(root):
+            if entry.name not in keep:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)  # the per-studio folders of older versions
+                else:
+                    os.unlink(entry.path)
 
 
 def _generation_of(text: str) -> str:

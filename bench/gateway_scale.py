@@ -1,0 +1,199 @@
+"""Gateway scale: apply time, config size, nginx memory and latency vs running studios.
+
+For 1, 100, 1,000 and 10,000 running studios (two ports each: one
+``proxied_subpath: /``, one ``$request_uri``, as JupyterLab-style studios
+have), in one run, against a real nginx in a temporary data dir:
+
+  - apply: ``Gateway.apply()`` after one studio's secret changed (a start):
+    render, ``nginx -t``, reload and the new generation live; the render and
+    ``nginx -t`` parts are also timed alone;
+  - nginx.conf size (the route table is part of it);
+  - nginx RSS and PSS, master + workers, once settled, and during a reload while
+    an old worker still holds an open connection (it lingers for
+    ``shutdown_timeout``);
+  - request latency through the gateway (p50, one keep-alive connection, a
+    ``/`` port) with 1,000 studios routed vs 1.
+
+Upstreams are fake: one tiny keep-alive HTTP backend on loopback (its own
+process) that every route points to. Every figure is the median of --rounds
+rounds. Needs only nginx and the engine.
+
+    python bench/gateway_scale.py [--rounds 5] [--sizes 1,100,1000,10000] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway import _free_port, _wait_port, pct, sequential  # noqa: E402  (the sibling benchmark)
+
+
+def studios_for(n: int, backend_port: int, generation: int = 0):
+    from codestudio.gateway.config import PortRoute, StudioRoutes
+
+    out = []
+    for i in range(n):
+        secret = f"{i:08d}{generation:08d}".ljust(43, "s")
+        out.append(StudioRoutes(
+            project_key=f"PROJ{i % 50}", studio_id=f"studio-{i}", owner=f"user{i % 200}", session_secret=secret,
+            ports=(PortRoute(8888, backend_port, "/", "JupyterLab"),
+                   PortRoute(8080, backend_port, "$request_uri", "Streamlit")),
+        ))
+    return out
+
+
+def _proc_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in KB."""
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def nginx_memory(master: int) -> tuple[float, float, int]:
+    """(RSS MB, PSS MB, processes) of the master and all its children."""
+    from codestudio.gateway.process import _children
+
+    pids = [master, *_children(master)]
+    rss = pss = 0
+    for pid in pids:
+        r, p = _proc_kb(pid)
+        rss, pss = rss + r, pss + p
+    return rss / 1024, pss / 1024, len(pids)
+
+
+def settle(gw, master: int, timeout: float = 10) -> None:
+    """Wait until only the master and its current workers (no `shutting down` ones) remain."""
+    from codestudio.gateway.process import _children
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = _children(master)
+        if all(b"shutting down" not in Path(f"/proc/{k}/cmdline").read_bytes() for k in kids if Path(f"/proc/{k}").exists()):
+            return
+        time.sleep(0.05)
+
+
+def measure_size(gw, n: int, backend_port: int, rounds: int) -> dict:
+    from codestudio.gateway.config import render_gateway_config
+
+    base = studios_for(n, backend_port)
+    gw.apply(base)  # first apply at this size writes every landing page once
+    settings, workers = gw.settings, gw._workers(gw.settings)
+    apply_s, render_s, check_s, during = [], [], [], []
+    for r in range(1, rounds + 1):
+        changed = list(base)
+        changed[-1] = studios_for(n, backend_port, generation=r)[-1]  # a restart: new secret
+        t0 = time.perf_counter()
+        text = render_gateway_config(changed, settings, workers)
+        render_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        gw.check(text)
+        check_s.append(time.perf_counter() - t0)
+        master = gw.pid()
+        settle(gw, master)
+        # An open idle connection keeps one old worker alive through the reload.
+        hold = socket.create_connection(("127.0.0.1", gw.settings.port))
+        hold.sendall(b"GET /_codestudio/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        hold.recv(4096)
+        t0 = time.perf_counter()
+        gw.apply(changed)
+        apply_s.append(time.perf_counter() - t0)
+        during.append(nginx_memory(master))
+        hold.close()
+        base = changed
+    settle(gw, gw.pid())
+    steady = nginx_memory(gw.pid())
+    return {
+        "apply": statistics.median(apply_s),
+        "render": statistics.median(render_s),
+        "check": statistics.median(check_s),
+        "size": gw.conf_path.stat().st_size,
+        "rss": steady[0], "pss": steady[1], "procs": steady[2],
+        "rss_reload": statistics.median(d[0] for d in during),
+        "pss_reload": statistics.median(d[1] for d in during),
+        "procs_reload": max(d[2] for d in during),
+    }
+
+
+def measure_latency(gw, backend_port: int, sizes: tuple[int, ...], requests: int, rounds: int) -> dict[int, float]:
+    """p50 (ms) through the gateway to one studio's `/` port, alternating table sizes per round."""
+    tables = {n: studios_for(n, backend_port) for n in sizes}
+    p50s: dict[int, list[float]] = {n: [] for n in sizes}
+    for _ in range(rounds):
+        for n in sizes:
+            gw.apply(tables[n])
+            settle(gw, gw.pid())
+            target = tables[n][n // 2]  # a studio in the middle of the table
+            req = (f"GET {target.prefix}8888/api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Cookie: _xsrf=abc; cs_session={target.cookie_value}\r\n\r\n").encode()
+            sequential(gw.settings.port, req, 200)  # warm-up
+            p50s[n].append(pct(sequential(gw.settings.port, req, requests), 0.5))
+    return {n: statistics.median(v) for n, v in p50s.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sizes", default="1,100,1000,10000")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per latency round")
+    parser.add_argument("--workers", default="auto", help="nginx worker_processes")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+
+    from codestudio.gateway.config import GatewaySettings
+    from codestudio.gateway.process import Gateway
+
+    backend_port = _free_port()
+    here = Path(__file__).resolve().parent / "gateway.py"
+    backend = subprocess.Popen([sys.executable, str(here), "--backend", str(backend_port)])
+    tmp = tempfile.TemporaryDirectory(prefix="codestudio-bench-")
+    gw = Gateway(Path(tmp.name), settings=GatewaySettings(port=_free_port(), worker_processes=args.workers))
+    try:
+        _wait_port(backend_port)
+        rows = {n: measure_size(gw, n, backend_port, args.rounds) for n in sizes}
+        latency = measure_latency(gw, backend_port, (1, 1000), args.requests, args.rounds)
+    finally:
+        gw.stop()
+        backend.terminate()
+        backend.wait()
+        tmp.cleanup()
+
+    print(f"gateway scale: 2 ports per studio, medians of {args.rounds} rounds, {os.cpu_count()} CPUs, "
+          f"worker_processes {args.workers}\n")
+    header = (f"{'studios':>8} {'apply s':>8} {'render s':>9} {'nginx -t s':>11} {'nginx.conf':>11} "
+              f"{'RSS MB':>7} {'PSS MB':>7} {'RSS reload':>11} {'PSS reload':>11} {'procs':>6}")
+    print(header)
+    print("-" * len(header))
+    for n, r in rows.items():
+        size = f"{r['size'] / 1024:.0f} KB" if r["size"] < 1 << 20 else f"{r['size'] / (1 << 20):.1f} MB"
+        print(f"{n:>8,} {r['apply']:>8.3f} {r['render']:>9.3f} {r['check']:>11.3f} {size:>11} "
+              f"{r['rss']:>7.1f} {r['pss']:>7.1f} {r['rss_reload']:>11.1f} {r['pss_reload']:>11.1f} "
+              f"{r['procs']:>2}/{r['procs_reload']:<3}")
+    print()
+    print(f"{'studios routed':>15} {'p50 ms':>8}")
+    for n, v in latency.items():
+        print(f"{n:>15,} {v:>8.3f}")
+    print(f"{'1,000 vs 1':>15} {latency[1000] / latency[1] - 1:>+8.1%}")
+    print("\naims: apply at 1,000 < 0.3 s, at 10,000 < 1 s; RSS at 1,000 < 100 MB; p50 at 1,000 within 5% of 1")
+    print("'RSS reload': during a reload, with one old worker kept alive by an open connection;"
+          " procs: settled/during reload")
+
+
+if __name__ == "__main__":
+    main()
