@@ -140,15 +140,45 @@ def test_route_rows_for_both_subpath_modes():
     }
     assert table["$cs_port_route"] == {
         "default": "",
-        "/code-studios/PROJ/my-studio/8080/": "f 127.0.0.1:40002",  # $request_uri: the full path
-        "/code-studios/PROJ/my-studio/8888/": "s 127.0.0.1:40001",  # "/": the prefix stripped
+        "/code-studios/PROJ/my-studio/8080/": "f cs_pool_0 1 127.0.0.1:40002",  # $request_uri: the full path
+        "/code-studios/PROJ/my-studio/8888/": "s cs_pool_0 0 127.0.0.1:40001",  # "/": the prefix stripped
     }
+
+
+def test_each_port_row_picks_exactly_its_server():
+    """The pick key of every port row selects, by nginx's own `hash` rule, the server
+    line holding that port's address: ((crc32(key) >> 16) & 0x7fff) % servers."""
+    import zlib
+
+    many = [
+        StudioRoutes(f"P{i % 7}", f"s{i}", "o", new_session_secret(),
+                     (PortRoute(8888, 20000 + 2 * i, "/", "a"), PortRoute(8080, 20001 + 2 * i, "$request_uri", "b")))
+        for i in range(700)
+    ]
+    tree = parse_nginx(render_gateway_config(many, GatewaySettings()))
+    pools = {args[0]: children for name, args, children in walk(tree) if name == "upstream"}
+    assert len(pools) == 6  # 1,400 ports in pools of 256
+    for name, children in pools.items():
+        assert directives(children, "hash") == [["$cs_pick"]]
+        assert directives(children, "keepalive") == [["16"]]
+        assert all(args[1] == "max_fails=0" for args in directives(children, "server"))
+    rows = maps(tree)["$cs_port_route"]
+    assert len(rows) == 1 + 1400
+    for key, row in rows.items():
+        if key == "default":
+            continue
+        _, pool, pick, address = row.split(" ")
+        servers = directives(pools[pool], "server")
+        chosen = ((zlib.crc32(pick.encode()) >> 16) & 0x7FFF) % len(servers)
+        assert servers[chosen][0] == address
+    port = [c for args, c in locations(tree).items() if args[0] == "~" and "(?<cs_port>" in args[1]][0]
+    assert directives(port, "proxy_next_upstream") == [["off"]]  # a failed pick is never retried elsewhere
 
 
 def test_generic_port_location_serves_both_subpath_modes():
     tree = parse_nginx(render_gateway_config([studio()], GatewaySettings()))
     port = [c for args, c in locations(tree).items() if args[0] == "~" and "(?<cs_port>" in args[1]][0]
-    assert directives(port, "proxy_pass") == [["http://$cs_upstream$cs_pass_uri"]]
+    assert directives(port, "proxy_pass") == [["http://$cs_pool$cs_pass_uri"]]
     assert directives(port, "proxy_redirect") == [["/", "$cs_redirect_to"]]
     table = maps(parse_nginx(render_gateway_config([studio()], GatewaySettings())))
     # "/": the raw rest of the URI and root-relative redirects put back under the prefix;
@@ -412,7 +442,8 @@ def test_empty_config_passes_nginx_t(tmp_path: Path):
 def test_ipv6_upstream_and_listen():
     s = StudioRoutes("P", "s", "o", new_session_secret(), (PortRoute(1, 2, "/", "x"),), upstream_host="::1")
     tree = parse_nginx(render_gateway_config([s], GatewaySettings(host="::1", port=18000)))
-    assert maps(tree)["$cs_port_route"]["/code-studios/P/s/1/"] == "s [::1]:2"
+    assert maps(tree)["$cs_port_route"]["/code-studios/P/s/1/"] == "s cs_pool_0 0 [::1]:2"
+    assert ["[::1]:2", "max_fails=0"] in [args for name, args, _ in walk(tree) if name == "server"]
     assert ["[::1]:18000"] in [args for name, args, _ in walk(tree) if name == "listen"]
 
 

@@ -37,8 +37,6 @@ import signal
 import stat
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -267,7 +265,7 @@ class Gateway:
         """Run ``nginx -t`` on ``text``; raise RuntimeFailure with nginx's message if it fails."""
         self._prepare_dirs(self.settings)
         tmp = self.prefix / f"nginx.conf.check-{os.getpid()}"
-        _write_private(tmp, text)
+        _write_private(tmp, text, durable=False)
         try:
             proc = self._nginx("-t", "-q", conf=tmp)
         finally:
@@ -302,23 +300,24 @@ class Gateway:
         )
 
     def _live_generation(self, settings: GatewaySettings) -> str | None:
+        import http.client
+
         host = "127.0.0.1" if settings.host == "0.0.0.0" else "::1" if settings.host == "::" else settings.host
-        url = "http://" + (f"[{host}]" if ":" in host else host) + f":{settings.port}{HEALTH_PATH}"
+        conn = http.client.HTTPConnection(host, settings.port, timeout=2)
         try:
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-            with opener.open(url, timeout=2) as resp:
-                return json.loads(resp.read()).get("config")
-        except (OSError, ValueError, urllib.error.URLError):
+            conn.request("GET", HEALTH_PATH)
+            return json.loads(conn.getresponse().read()).get("config")
+        except (OSError, ValueError, http.client.HTTPException):
             return None
+        finally:
+            conn.close()
 
     def _wait_for_generation(self, settings: GatewaySettings, generation: str) -> bool:
         deadline = time.monotonic() + self.ready_timeout
-        delay = 0.002
         while time.monotonic() < deadline:
             if self._live_generation(settings) == generation:
                 return True
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            time.sleep(0.003)
         return False
 
     # --- public operations ---------------------------------------------------------
@@ -410,7 +409,7 @@ class Gateway:
 
     def _write_tickets(self, applied: int, requested: int, generation: str) -> None:
         data = {"applied": applied, "requested": requested, "generation": generation}
-        _write_private(self._ticket_path, json.dumps(data), replace=True)
+        _write_private(self._ticket_path, json.dumps(data), replace=True, durable=False)
 
     def _take_ticket(self) -> int:
         with self._ticket_lock():
@@ -445,16 +444,20 @@ class Gateway:
 
     def _reload_locked(self, pid: int, settings: GatewaySettings, generation: str, previous: str | None) -> None:
         old_workers = _children(pid)
+        log_start = _size(self.error_log)
         os.kill(pid, signal.SIGHUP)
-        if self._wait_for_generation(settings, generation):
-            # New workers answer; old ones may still accept until they process their
-            # QUIT. Wait for that so every request after apply() sees the new config.
-            deadline = time.monotonic() + self.ready_timeout
-            delay = 0.001
-            while any(_accepting(w) for w in old_workers) and time.monotonic() < deadline:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
-            return
+        # nginx starts the new workers, lets both generations accept for 100 ms, then
+        # tells the old ones to stop. Done when no old worker accepts any more and the
+        # health endpoint reports the new generation: every request after apply() then
+        # sees the new config.
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if not any(_accepting(w) for w in old_workers):
+                if self._live_generation(settings) == generation:
+                    return
+            elif "[emerg]" in _read_from(self.error_log, log_start):
+                break  # the master refused the new config and keeps the old one
+            time.sleep(0.003)
         # nginx keeps the old config when a reload fails (e.g. the new port is taken);
         # put the file back so disk and process agree.
         if previous is not None:
@@ -541,10 +544,10 @@ def _generation_of(text: str) -> str:
 
 
 def _write_private(
-    path: Path, text: str, *, replace: bool = False, mode: int = 0o600, gid: int | None = None
+    path: Path, text: str, *, replace: bool = False, mode: int = 0o600, gid: int | None = None, durable: bool = True
 ) -> None:
     """Write ``text`` to ``path`` with ``mode`` (and group ``gid``) from the first byte;
-    atomically if ``replace``."""
+    atomically if ``replace``; flushed to disk unless not ``durable`` (scratch files)."""
     target = path.with_name(path.name + f".tmp-{os.getpid()}") if replace else path
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o700)
     with os.fdopen(fd, "w") as fh:
@@ -552,8 +555,9 @@ def _write_private(
             os.fchown(fh.fileno(), -1, gid)
         os.fchmod(fh.fileno(), mode)
         fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     if replace:
         os.replace(target, path)
 
@@ -609,6 +613,22 @@ def _accepting(worker: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X") and b"shutting down" not in cmdline
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(65536).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _tail(path: Path, lines: int = 10) -> str:
