@@ -691,3 +691,29 @@ def test_concurrent_applies_are_batched(gateway, backends):
     with client() as c:
         r = c.get(f"{gateway.settings.base_url}{studio.prefix}8888/x", headers={"Cookie": f"cs_session={studio.cookie_value}"})
         assert r.status_code == 200
+
+
+def test_lingering_old_workers_are_bounded(tmp_path, backends):
+    """Each reload leaves the old worker alive while a connection holds it; beyond
+    max_old_workers the oldest are ended, so a burst of starts cannot pile them up."""
+    from codestudio.gateway.process import _shutting_down
+
+    gw = Gateway(tmp_path / "data", settings=GatewaySettings(port=free_port(), worker_processes="1", max_old_workers=2))
+    held = []
+    try:
+        studio = make_studio(backends)
+        gw.apply([studio])
+        for _ in range(5):
+            # A request still being sent keeps its worker busy, as an open websocket does.
+            s = socket.create_connection(("127.0.0.1", gw.settings.port))
+            s.sendall(b"GET /_codestudio/health HTTP/1.1\r\nHost: x\r\n")
+            held.append(s)
+            threading.Event().wait(0.1)  # let the current worker accept it
+            studio = StudioRoutes(**{**studio.__dict__, "session_secret": new_session_secret()})
+            gw.apply([studio])
+        old = [w for w in _children(gw.pid()) if _shutting_down(w)]
+        assert len(old) == 2
+    finally:
+        for s in held:
+            s.close()
+        gw.stop()

@@ -188,6 +188,9 @@ class GatewaySettings:
     worker_user: str | None = None
     idle_timeout: str = "1d"  # proxy read/send timeout: IDE websockets stay idle for long
     shutdown_timeout: str = "60s"  # how long old workers keep open connections after a reload
+    # Old workers allowed to linger at once (each holds the config it started with); after a
+    # reload the oldest beyond this are ended, closing their connections (IDEs reconnect).
+    max_old_workers: int = 8
     client_max_body_size: str = "0"  # 0 = unlimited (notebook uploads)
 
     def __post_init__(self) -> None:
@@ -200,6 +203,8 @@ class GatewaySettings:
             raise UsageError(f"gateway: worker_processes must be 'auto' or a number, got {self.worker_processes!r}")
         if type(self.worker_connections) is not int or not 16 <= self.worker_connections <= 65535:
             raise UsageError("gateway: worker_connections must be an integer 16-65535")
+        if type(self.max_old_workers) is not int or not 0 <= self.max_old_workers <= 1024:
+            raise UsageError("gateway: max_old_workers must be an integer 0-1024")
         if self.worker_user is not None and not _USER_RE.match(self.worker_user):
             raise UsageError(
                 f"gateway: worker_user (CODESTUDIO_GATEWAY_USER) {self.worker_user!r} is not a user name"

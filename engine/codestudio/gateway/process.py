@@ -454,6 +454,7 @@ class Gateway:
         while time.monotonic() < deadline:
             if not any(_accepting(w) for w in old_workers):
                 if self._live_generation(settings) == generation:
+                    self._bound_old_workers(pid, settings.max_old_workers)
                     return
             elif "[emerg]" in _read_from(self.error_log, log_start):
                 break  # the master refused the new config and keeps the old one
@@ -466,6 +467,17 @@ class Gateway:
             f"nginx did not take the new gateway config; the previous one keeps running. See {self.error_log}:\n"
             + _tail(self.error_log)
         )
+
+    def _bound_old_workers(self, master: int, limit: int) -> None:
+        """End the oldest shutting-down workers beyond ``limit``: each keeps the config it
+        started with for as long as a connection (an IDE websocket) holds it, up to
+        ``shutdown_timeout``, so a burst of reloads would otherwise pile them up."""
+        old = sorted((_start_time(w), w) for w in _children(master) if _shutting_down(w))
+        for _, worker in old[: max(0, len(old) - limit)]:
+            try:
+                os.kill(worker, signal.SIGTERM)  # a worker's fast shutdown: its connections close
+            except ProcessLookupError:
+                pass
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop nginx (fast shutdown: open connections are closed). True if it was running.
@@ -629,6 +641,20 @@ def _read_from(path: Path, offset: int) -> str:
             return fh.read(65536).decode(errors="replace")
     except OSError:
         return ""
+
+
+def _shutting_down(worker: int) -> bool:
+    try:
+        return b"shutting down" in Path(f"/proc/{worker}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _start_time(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _tail(path: Path, lines: int = 10) -> str:
