@@ -387,13 +387,8 @@ class Gateway:
     @contextmanager
     def _ticket_lock(self) -> Iterator[None]:
         self._prepare_dirs()
-        fd = os.open(self.prefix / ".tickets.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "r+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.prefix / ".tickets.lock"):
+            yield
 
     def _tickets(self) -> tuple[int, int, str]:
         """(applied, requested, generation of that apply), read under the ticket lock."""
