@@ -118,6 +118,10 @@ def stored(tmp_path, monkeypatch):
     shutil.copy(REPO / "examples" / "advanced.yaml", folder / "advanced.yaml")
     who = access.identify()
     add_template(who, folder / "advanced.yaml")
+    from codestudio.projects import create_project
+
+    for key in ("PROJ", "OTHER"):
+        create_project(who, key)
     return who
 
 

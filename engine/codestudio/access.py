@@ -14,6 +14,11 @@ Rules (documented for users in docs/studios.md):
 - A user may create a studio from a template when they are an admin, the
   template is granted to everybody (``*``), or it is granted to one of
   their groups.
+- A user's role in a project (``member`` or ``admin``) is the highest role
+  granted to them or to one of their groups (:func:`project_role`). Creating,
+  starting and syncing a studio's project zones need the studio owner to hold
+  a role then (or to be a codestudio admin); the records themselves are
+  managed by :mod:`codestudio.projects`.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ import pwd
 import re
 from dataclasses import dataclass
 
-from codestudio.errors import PermissionDenied, UsageError
+from codestudio.errors import NotFound, PermissionDenied, UsageError
 from codestudio.store import Store
 
 #: User and group names: they become folder names, git authors and env values.
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}$")
 EVERYBODY = "*"
+#: Project roles, weakest first: a member uses the project, an admin also manages its members.
+PROJECT_ROLES = ("member", "admin")
 
 
 def check_name(kind: str, value: str) -> str:
@@ -153,6 +160,61 @@ def require_template_use(who: Identity, template_id: str, *, store: Store | None
         f"{who.name} may not create studios from template {template_id!r}: it is granted to {allowed}; "
         f"{who.name} is in {', '.join(sorted(groups_of(who.name, store=store))) or 'no group'}. "
         "Ask an admin: codestudio template grant ID --group G, or codestudio admin group add G USER"
+    )
+
+
+# --------------------------------------------------------------------------
+# Project membership (the records: codestudio.projects)
+
+
+def project_role(user: str, project: str, *, store: Store | None = None) -> str | None:
+    """``user``'s role in ``project``: ``"admin"``, ``"member"`` or None (no record, or not a member).
+
+    The strongest of the user's own grant and their groups' grants (state DB
+    and OS groups). Codestudio admins are not members by this function; callers
+    decide what admins may do (:func:`may_use_project`).
+    """
+    store = store or Store.default()
+    with store.connect() as conn:
+        rows = conn.execute("SELECT kind, name, role FROM project_members WHERE project = ?", (project,)).fetchall()
+    if not rows:
+        return None
+    groups = groups_of(user, store=store) if any(r["kind"] == "group" for r in rows) else set()
+    roles = {r["role"] for r in rows
+             if (r["kind"] == "user" and r["name"] == user) or (r["kind"] == "group" and r["name"] in groups)}
+    return next((role for role in reversed(PROJECT_ROLES) if role in roles), None)
+
+
+def project_exists(project: str, *, store: Store | None = None) -> bool:
+    store = store or Store.default()
+    with store.connect() as conn:
+        return conn.execute("SELECT 1 FROM projects WHERE key = ?", (project,)).fetchone() is not None
+
+
+def may_use_project(user: str, project: str, *, admin: bool | None = None, store: Store | None = None) -> bool:
+    """Whether ``user`` may have studios in ``project`` and sync its zones now: a member, or a codestudio admin."""
+    store = store or Store.default()
+    if not project_exists(project, store=store):
+        return False
+    if admin if admin is not None else is_admin(user, store=store):
+        return True
+    return project_role(user, project, store=store) is not None
+
+
+def require_project_use(user: str, project: str, what: str, *, admin: bool | None = None,
+                        store: Store | None = None) -> None:
+    """Refuse (exit 2) unless ``user`` may :func:`may_use_project`; the message says who to ask."""
+    store = store or Store.default()
+    if may_use_project(user, project, admin=admin, store=store):
+        return
+    if not project_exists(project, store=store):
+        raise NotFound(f"no project {project!r}, so {user} may not {what}; "
+                       f"create it first: codestudio project create {project}")
+    with store.connect() as conn:
+        owner = conn.execute("SELECT owner FROM projects WHERE key = ?", (project,)).fetchone()["owner"]
+    raise PermissionDenied(
+        f"{user} is not a member of project {project}, so may not {what}; ask its owner ({owner}) or another "
+        f"project admin to run: codestudio project grant {project} --user {user}"
     )
 
 

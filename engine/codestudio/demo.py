@@ -1,7 +1,8 @@
 """``python -m codestudio.demo TEMPLATE`` (what ``make demo`` runs): from a template file to a URL.
 
 Builds the base image if needed, adds and builds the template, creates the
-studio ``demo`` in project ``DEMO`` for the current user, starts it (the
+project ``DEMO`` (owned by the current user) unless it exists, and the
+studio ``demo`` in it for the current user, starts it (the
 gateway starts with it) and prints the owner's URL, then starts the web UI
 (``codestudio server`` in the background) and prints a sign-in link for it.
 Re-running it reuses
@@ -23,6 +24,7 @@ def run(template_file: str, *, project: str = PROJECT, name: str = NAME, timeout
     from codestudio.access import identify
     from codestudio.images import build_base
     from codestudio.templates_store import build_template
+    from codestudio.projects import ensure_project
     from codestudio.runtime import studios as rt
     from codestudio.templates_store import add_template
 
@@ -45,6 +47,9 @@ def run(template_file: str, *, project: str = PROJECT, name: str = NAME, timeout
             rt.delete_studio(who, studio.id, force=True)
             existing = []
     if not existing:
+        _, created = ensure_project(who, project)
+        if created:
+            say(f"created project {project} for {who.name}")
         studio = rt.create_studio(who, project, name, stored.id)
         say(f"created studio {studio.id} in {project}")
     studio = rt.refresh(rt.get_studio(studio.id))

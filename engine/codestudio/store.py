@@ -1,4 +1,4 @@
-"""SQLite state: templates, builds, studios, grants, users, sync records.
+"""SQLite state: templates, builds, studios, grants, users, projects, sync records.
 
 One database file, ``state.db`` in the data dir, in WAL mode so concurrent
 CLI calls read while one writes. Schema changes are numbered migrations
@@ -164,6 +164,37 @@ MIGRATIONS: list[str] = [
         grp  TEXT NOT NULL,
         PRIMARY KEY (user, grp)
     );
+    """,
+    # 5: projects are records with an owner and members (users or groups), each
+    # with a role: ``member`` (may create and start studios in the project, whose
+    # project zones they read and write) or ``admin`` (also manages members). The
+    # owner is always an admin member. Project keys that studios already use get a
+    # record owned by the first codestudio admin (or root), with every owner of a
+    # studio there as a member, so upgrading changes nobody's access to what they
+    # already had (docs/studios.md, "Projects").
+    """
+    CREATE TABLE projects (
+        key        TEXT PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        origin     TEXT NOT NULL DEFAULT 'created'   -- created | migrated
+    );
+    CREATE TABLE project_members (
+        project TEXT NOT NULL REFERENCES projects (key) ON DELETE CASCADE,
+        kind    TEXT NOT NULL CHECK (kind IN ('user', 'group')),
+        name    TEXT NOT NULL,
+        role    TEXT NOT NULL CHECK (role IN ('member', 'admin')),
+        PRIMARY KEY (project, kind, name)
+    );
+    INSERT INTO projects (key, owner, created_by, created_at, origin)
+        SELECT project, COALESCE((SELECT user FROM admins ORDER BY user LIMIT 1), 'root'), 'migration',
+               MIN(created_at), 'migrated'
+        FROM studios GROUP BY project;
+    INSERT INTO project_members (project, kind, name, role)
+        SELECT key, 'user', owner, 'admin' FROM projects;
+    INSERT OR IGNORE INTO project_members (project, kind, name, role)
+        SELECT DISTINCT project, 'user', owner, 'member' FROM studios;
     """,
 ]
 

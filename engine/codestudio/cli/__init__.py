@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "login": ("codestudio.cli.server:login", "Print a one-time sign-in link for the web UI."),
     "logout": ("codestudio.cli.server:logout", "End web sessions (admins: disable a user)."),
     "token": ("codestudio.cli.server:token", "Personal API tokens for scripts."),
+    "project": ("codestudio.cli.project:project", "Create projects and manage their members."),
 }
 
 

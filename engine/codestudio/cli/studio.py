@@ -89,13 +89,21 @@ def start(ctx: click.Context, ref: str, timeout: float | None, quiet: bool) -> N
 
 @studio.command()
 @click.argument("ref", metavar="STUDIO")
+@click.option("--force", is_flag=True,
+              help="Remove the pod even when its files can be neither pulled nor saved to a recovery folder: "
+                   "its unsynced changes are LOST.")
 @QUIET
 @click.pass_context
-def stop(ctx: click.Context, ref: str, quiet: bool) -> None:
-    """Stop STUDIO (files are pulled back to their zones first)."""
+def stop(ctx: click.Context, ref: str, force: bool, quiet: bool) -> None:
+    """Stop STUDIO (files are pulled back to their zones first).
+
+    When the pull fails, its files are saved to the studio's recovery folder
+    before the pod is removed; when that fails too, the studio keeps running
+    (exit 1) until the cause is fixed, or until --force.
+    """
     from codestudio.runtime.studios import stop_studio
 
-    s = stop_studio(_who(ctx), ref, quiet=quiet)
+    s = stop_studio(_who(ctx), ref, force=force, quiet=quiet)
     output.info(f"studio {s.id} is {s.state}")
 
 

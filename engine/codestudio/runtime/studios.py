@@ -20,6 +20,7 @@ The gateway config is regenerated from the DB on every change
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -30,13 +31,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from codestudio.access import Identity, check_name, require_template_use
+from codestudio.access import Identity, check_name, may_use_project, require_project_use, require_template_use
 from codestudio.errors import NotFound, PermissionDenied, RuntimeFailure, UsageError
 from codestudio.locks import file_lock
 from codestudio.runtime import local
 from codestudio.runtime.model import FAILED, RUNNING, STARTING, STOPPED, STOPPING
 from codestudio.store import Store, now
-from codestudio.types import PROJECT_KEY_RE, SLUG_RE, STUDIO_USER
+from codestudio.types import PROJECT_KEY_RE, SLUG_RE, STUDIO_HOME, STUDIO_USER
 
 DEFAULT_TIMEOUT = 300.0
 #: Bounds of ``studio url --ttl`` (seconds): a leaked link must not stay valid for long.
@@ -182,6 +183,8 @@ def create_studio(who: Identity, project: str, name: str, template_id: str, *, o
 
         owner_identity = Identity(owner, is_admin(owner, store=store), who.os_user)
     require_template_use(owner_identity, template_id, store=store)
+    # Projects (issue 9 item 3): the owner must be a member (or a codestudio admin).
+    require_project_use(owner, project, "create studios in it", admin=owner_identity.is_admin, store=store)
     # Plan first: a template that no longer renders must not leave a half-created studio.
     from codestudio.plan import plan_template
 
@@ -190,8 +193,11 @@ def create_studio(who: Identity, project: str, name: str, template_id: str, *, o
     with store.connect() as conn:
         if conn.execute("SELECT 1 FROM studios WHERE project = ? AND name = ?", (project, name)).fetchone():
             raise UsageError(f"project {project} already has a studio named {name!r}")
+        if conn.execute("SELECT 1 FROM projects WHERE key = ?", (project,)).fetchone() is None:
+            raise UsageError(f"project {project} was deleted meanwhile")
         studio_id, n = base, 2
-        while conn.execute("SELECT 1 FROM studios WHERE id = ?", (studio_id,)).fetchone():
+        while (conn.execute("SELECT 1 FROM studios WHERE id = ?", (studio_id,)).fetchone()
+               or _leftover_folders(project, studio_id)):
             studio_id = f"{base[:56]}-{n}"
             n += 1
         if not SLUG_RE.match(studio_id):
@@ -213,6 +219,14 @@ def create_studio(who: Identity, project: str, name: str, template_id: str, *, o
             conn.execute("DELETE FROM studios WHERE id = ?", (studio_id,))
         raise
     return get_studio(studio_id, store=store)
+
+
+def _leftover_folders(project: str, studio_id: str) -> bool:
+    """Whether a deleted studio left files under this id (recovery folder, kept zones): never reuse them."""
+    from codestudio.home import data_dir
+
+    home = data_dir()
+    return (home / "studios" / studio_id).exists() or (home / "zones" / "projects" / project / "studios" / studio_id).exists()
 
 
 def list_studios(who: Identity | None = None, *, all_users: bool = False, store: Store | None = None) -> list[Studio]:
@@ -317,6 +331,24 @@ def _sync_studio(studio: Studio, state):
     return SyncStudio(studio.id, studio.project, studio.owner, tuple(mappings), tuple(exclusions))
 
 
+def _member_mappings(studio: Studio, sync_studio, store: Store):
+    """(the sync studio without project-zone mappings its owner may not sync now, the mappings left out).
+
+    Membership is checked at every sync, not only at start: a studio whose owner
+    was revoked from the project keeps running, but never reads or writes the
+    project's zones again (issue 9 item 3).
+    """
+    import dataclasses
+
+    from codestudio.types import zone_scope
+
+    if may_use_project(studio.owner, studio.project, store=store):
+        return sync_studio, []
+    denied = [m for m in sync_studio.mappings if zone_scope(m.zone) == "project"]
+    kept = tuple(m for m in sync_studio.mappings if zone_scope(m.zone) != "project")
+    return dataclasses.replace(sync_studio, mappings=kept), denied
+
+
 def _transport(studio: Studio):
     from codestudio.sync import PodmanTransport
 
@@ -358,6 +390,8 @@ def start_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, q
     store = store or Store.default()
     studio = get_studio(ref, store=store)
     _check_actor(who, studio, "start")
+    # A revoked owner's studio cannot be started again (issue 9 item 3).
+    require_project_use(studio.owner, studio.project, "start studios in it", store=store)
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
     with studio_lock(studio.id):
@@ -383,7 +417,7 @@ def _start_locked(studio: Studio, *, timeout: float, quiet: bool, store: Store) 
     state = plan.state
     build = _ensure_image(plan, quiet=quiet, store=store)
     secret = new_session_secret()
-    sync_studio = _sync_studio(studio, state)
+    sync_studio, _ = _member_mappings(studio, _sync_studio(studio, state), store)
 
     def prepare() -> tuple[StudioContext, dict[int, int]]:
         """Choose free loopback ports and write the manifest and routes for them."""
@@ -495,40 +529,158 @@ def _report_summary(report) -> str:
 # Stop, restart, delete
 
 
-def stop_studio(who: Identity, ref: str, *, quiet: bool = False, store: Store | None = None) -> Studio:
-    """Pull files back (when it runs), remove the pod, drop its routes; STOPPED."""
+def stop_studio(who: Identity, ref: str, *, force: bool = False, quiet: bool = False,
+                store: Store | None = None) -> Studio:
+    """Pull files back (when it runs), remove the pod, drop its routes; STOPPED.
+
+    A stop never loses unsynced files (issue 9 item 4). When the pull fails
+    for any reason (conflicts aside: both versions are kept on the server), or
+    some mappings may not be synced (the owner was revoked from the project),
+    the mapped targets are first saved from the pod into
+    ``<studio dir>/recovery/<UTC>/files.tar`` (:func:`_save_recovery`). When
+    that fails too, the pod is kept: the studio stays RUNNING with a message
+    saying why and how to retry, and :class:`RuntimeFailure` is raised.
+    ``force`` removes the pod anyway: the caller accepts losing those files.
+    """
     store = store or Store.default()
     studio = get_studio(ref, store=store)
     _check_actor(who, studio, "stop")
+    return _stop(studio.id, force=force, quiet=quiet, store=store)
+
+
+class _Unsaved(RuntimeFailure):
+    """The studio's files could be neither pulled nor saved: its pod must stay."""
+
+
+def _stop(studio_id: str, *, force: bool, quiet: bool, store: Store) -> Studio:
     say = (lambda m: None) if quiet else _log
-    with studio_lock(studio.id):
-        studio = get_studio(studio.id, store=store)
+    with studio_lock(studio_id):
+        studio = get_studio(studio_id, store=store)
         if studio.state == STOPPED and not local.pod_exists(studio.pod):
             say(f"studio {studio.id} is not running")
             return studio
         running = local.container_running(studio.container)
         _set_state(store, studio.id, STOPPING, "stopping", ports=studio.ports, token=studio.token)
         _apply_gateway(start=False)  # STOPPING is not routed: drop the routes before the ports are freed
-        warning = None
+        note = None
         if running:
             try:
-                plan = _plan(studio, store)
-                sync_studio = _sync_studio(studio, plan.state)
-                if sync_studio.mappings:
-                    from codestudio.sync import pull_on_stop
-
-                    report = pull_on_stop(sync_studio, _transport(studio))
-                    say(f"files pulled ({_report_summary(report)})")
-            except NotFound:
-                warning = "template removed: files were not pulled"
-            except RuntimeFailure as exc:  # conflicts are kept on the server; say so and go on
-                warning = f"file pull: {exc}"
-            if warning:
-                say(f"warning: {warning}")
+                note = _pull_or_save(studio, store, say)
+            except _Unsaved as exc:
+                if not force:
+                    message = (f"NOT stopped: {exc}. Its files are only in the studio, which keeps running. "
+                               f"Fix the cause and retry: codestudio studio stop {studio.id}; or remove it and "
+                               f"LOSE its unsynced changes: codestudio studio stop {studio.id} --force")
+                    _set_state(store, studio.id, RUNNING, message[:1000], ports=studio.ports, token=studio.token)
+                    _apply_gateway(start=False)
+                    raise RuntimeFailure(f"studio {studio.id} was {message}") from None
+                note = f"removed with --force although {exc}: its unsynced changes are lost"
+                say(f"warning: {note}")
         _remove_pod(studio, "stopped")
-        _set_state(store, studio.id, STOPPED, warning, ports={}, token=None)
+        _set_state(store, studio.id, STOPPED, note[:1000] if note else None, ports={}, token=None)
         _apply_gateway(start=False)
     return get_studio(studio.id, store=store)
+
+
+def _pull_or_save(studio: Studio, store: Store, say) -> str | None:
+    """Pull the running studio's files into their zones, or save them to its recovery folder.
+
+    Returns a note for the studio's message (None when all went well);
+    raises :class:`_Unsaved` when the files could be neither pulled nor saved.
+    """
+    from codestudio.errors import CodestudioError
+    from codestudio.sync import SyncConflictError, pull_on_stop
+
+    problem, unsaved, notes = None, [], []
+    try:
+        plan = _plan(studio, store)
+    except CodestudioError as exc:  # template removed or no longer planning: its mappings are unknown
+        problem, unsaved = f"its template cannot be read ({_first_line(exc)}), so its files were not pulled", [STUDIO_HOME]
+    else:
+        sync_studio, denied = _member_mappings(studio, _sync_studio(studio, plan.state), store)
+        if denied:
+            # A revoked owner's files may not go into the project's zones: keep them aside instead.
+            unsaved += [m.target for m in denied if not m.one_way]  # one-way targets are never pulled
+            notes.append(f"{studio.owner} is no longer a member of project {studio.project}, so "
+                         f"{', '.join(sorted({m.zone for m in denied}))} were not pulled")
+        if sync_studio.mappings:
+            try:
+                report = pull_on_stop(sync_studio, _transport(studio))
+                say(f"files pulled ({_report_summary(report)})")
+            except SyncConflictError as exc:  # both versions are kept on the server: nothing is lost
+                notes.append(f"file pull: {exc}")
+                say(f"warning: file pull: {exc}")
+            except Exception as exc:  # any other failure: the studio holds the only copy
+                problem = f"the file pull failed ({_first_line(exc)})"
+                unsaved += [m.target for m in sync_studio.mappings if not m.one_way]
+    if problem:
+        notes.insert(0, problem)
+    if not unsaved:
+        return "; ".join(notes) or None
+    why = "; ".join(notes)
+    try:
+        saved = _save_recovery(studio, unsaved, why)
+    except Exception as exc:
+        raise _Unsaved(f"{why}, and saving its files to a recovery folder failed too ({_first_line(exc)})") from None
+    note = f"{why}; its files ({', '.join(_outermost(unsaved))}) were saved to {saved} before its pod was removed"
+    say(f"warning: {note}")
+    return note
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """Container paths without those inside another of them (each archived once)."""
+    out: list[str] = []
+    for p in sorted({p.rstrip("/") or "/" for p in paths}):
+        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(p)
+    return out
+
+
+#: Archives the targets that exist (relative to /) to stdout; nothing to archive is not an error.
+_RECOVERY_SCRIPT = (
+    'cd / || exit 1; for t do shift; if [ -e "$t" ] || [ -L "$t" ]; then set -- "$@" "$t"; fi; done; '
+    '[ "$#" -gt 0 ] || exit 0; exec tar -cf - "$@"'
+)
+
+
+def _save_recovery(studio: Studio, targets: list[str], why: str) -> Path:
+    """Tar ``targets`` out of the running pod (through exec) into ``<studio dir>/recovery/<UTC>/``.
+
+    The folder holds ``files.tar`` (paths relative to ``/`` inside the
+    studio) and ``recovery.json`` (why, what, when). Only the engine's OS user
+    can read it (0700). Raises when tar fails; the partial folder is removed.
+    """
+    from codestudio.containers import podman_env
+
+    root = studio.dir / "recovery"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    folder, n = root / stamp, 2
+    while folder.exists():
+        folder, n = root / f"{stamp}-{n}", n + 1
+    folder.mkdir(mode=0o700)
+    paths = _outermost(targets)
+    argv = ["sh", "-c", _RECOVERY_SCRIPT, "sh", *(p.lstrip("/") or "." for p in paths)]
+    try:
+        with open(folder / "files.tar", "wb", opener=lambda p, f: os.open(p, f, 0o600)) as out:
+            proc = subprocess.run(local.exec_command(studio.container, argv, user=STUDIO_USER), stdout=out,
+                                  stderr=subprocess.PIPE, env=podman_env())
+        if proc.returncode != 0:
+            detail = proc.stderr.decode(errors="replace").strip()[-300:]
+            raise RuntimeFailure(f"tar in the studio exited with status {proc.returncode}: {detail or 'no output'}")
+        (folder / "recovery.json").write_text(json.dumps({
+            "studio": studio.id, "project": studio.project, "owner": studio.owner, "why": why,
+            "targets": paths, "archive": "files.tar", "saved_at": stamp,
+        }, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
 
 
 def restart_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, quiet: bool = False,
@@ -539,14 +691,34 @@ def restart_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT,
 
 def delete_studio(who: Identity, ref: str, *, force: bool = False, purge: bool = False,
                   store: Store | None = None) -> None:
-    """Remove the studio (pod, routes, state, sync records); ``purge`` also removes its studio-scoped zones."""
+    """Remove the studio (pod, routes, state, sync records); ``purge`` also removes its studio-scoped zones.
+
+    Its recovery folder (files a stop could not pull) is kept unless ``purge``.
+    """
     store = store or Store.default()
     studio = get_studio(ref, store=store)
     _check_actor(who, studio, "delete")
+    _delete(studio, force=force, purge=purge, store=store)
+
+
+def delete_project_studios(project: str, *, purge: bool, store: Store) -> list[str]:
+    """Stop and delete every studio of ``project`` (``project delete --force``: the caller checked who may).
+
+    Stops keep their rule: a studio whose files can be neither pulled nor
+    saved is not deleted, and the :class:`RuntimeFailure` stops the loop.
+    """
+    with store.connect() as conn:
+        ids = [r["id"] for r in conn.execute("SELECT id FROM studios WHERE project = ? ORDER BY id", (project,))]
+    for studio_id in ids:
+        _delete(get_studio(studio_id, store=store), force=True, purge=purge, store=store)
+    return ids
+
+
+def _delete(studio: Studio, *, force: bool, purge: bool, store: Store) -> None:
     if studio.state in (RUNNING, STARTING, STOPPING) and not force:
         raise UsageError(f"studio {studio.id} is {studio.state}; stop it first or pass --force")
     if studio.state in (RUNNING, STARTING, STOPPING):
-        stop_studio(who, studio.id, quiet=True, store=store)
+        _stop(studio.id, force=False, quiet=True, store=store)
     with studio_lock(studio.id):
         _remove_pod(studio, "deleted")
         with store.connect() as conn:
@@ -557,12 +729,24 @@ def delete_studio(who: Identity, ref: str, *, force: bool = False, purge: bool =
             forget_studio(studio.id, store=store)
         except ImportError:
             pass
-        shutil.rmtree(studio.dir, ignore_errors=True)
+        kept = studio.dir / "recovery"
+        if purge or not any(kept.iterdir() if kept.is_dir() else ()):
+            shutil.rmtree(studio.dir, ignore_errors=True)
+        else:
+            for child in studio.dir.iterdir():
+                if child == kept:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+            _log(f"studio {studio.id}: its recovery folder {kept} is kept (delete with --purge to remove it)")
         if purge:
             from codestudio.home import data_dir
 
             shutil.rmtree(data_dir() / "zones" / "projects" / studio.project / "studios" / studio.id, ignore_errors=True)
         _apply_gateway(start=False)
+
 
 
 # --------------------------------------------------------------------------
@@ -775,7 +959,13 @@ def sync_files(who: Identity, ref: str, direction: str = "both", zone: str | Non
         raise UsageError(f"studio {studio.id} is {studio.state}; files sync with a running studio (start it first)")
     plan = _plan(studio, store)
     with studio_lock(studio.id):
-        return sync(_sync_studio(studio, plan.state), _transport(studio), direction=direction, zone=zone, store=store)
+        sync_studio, denied = _member_mappings(studio, _sync_studio(studio, plan.state), store)
+        if denied:
+            if zone is not None and any(m.zone == zone for m in denied):
+                require_project_use(studio.owner, studio.project, f"sync its zone {zone}", store=store)
+            _log(f"warning: {studio.owner} is no longer a member of project {studio.project}: its zones "
+                 f"({', '.join(sorted({m.zone for m in denied}))}) are not synced")
+        return sync(sync_studio, _transport(studio), direction=direction, zone=zone, store=store)
 
 
 def studio_conflicts(who: Identity, ref: str, zone: str | None = None, *, resolve: bool = False,
