@@ -112,8 +112,10 @@ def _build_row(name: str, path: Path, *, cold: bool, base_size: int) -> dict:
 
 
 def _start_times(who, template_id: str, runs: int) -> list[float]:
+    from codestudio.projects import ensure_project
     from codestudio.runtime import studios as rts
 
+    ensure_project(who, "BENCH")
     studio = rts.create_studio(who, "BENCH", f"{template_id}-ready", template_id)
     times = []
     try:

@@ -118,6 +118,10 @@ def main() -> None:
         add_template(who, folder / "template.yaml")
         build_template("bench-runtime", quiet=True)
 
+        from codestudio.projects import ensure_project
+
+        for key in ("BENCH", *(f"C{n}" for n in counts)):
+            ensure_project(who, key)
         # (a) ready latency
         studio = rts.create_studio(who, "BENCH", "ready", "bench-runtime")
         created.append(studio.id)

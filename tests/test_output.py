@@ -77,6 +77,9 @@ def test_studio_list_shows_a_hostile_studio_name(tmp_path, monkeypatch, capsys):
     shutil.copy(REPO / "examples" / "advanced.yaml", folder / "advanced.yaml")
     who = access.identify()
     add_template(who, folder / "advanced.yaml")
+    from codestudio.projects import create_project
+
+    create_project(who, "PROJ")
     studios.create_studio(who, "PROJ", "my notes[/]", "advanced-example")
     studios.create_studio(who, "PROJ", "[link=https://evil.example]x[/link] [white on white]y", "advanced-example")
     monkeypatch.setenv("COLUMNS", "400")  # one table row per line

@@ -141,6 +141,9 @@ class BlockEnv:
         build = build_template(stored.id, quiet=True)
         build_s = time.monotonic() - t0
         say(f"{stored.id}: image {build.image} {build.outcome} in {build_s:.1f} s")
+        from codestudio.projects import ensure_project
+
+        ensure_project(self.who, project)
         studio = self.rts.create_studio(self.who, project, name, stored.id)
         t0 = time.monotonic()
         self.rts.start_studio(self.who, studio.id, timeout=timeout, quiet=True)

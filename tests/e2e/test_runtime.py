@@ -232,6 +232,10 @@ def rt(tmp_path_factory, debian_base):
 
         who = identify()
         stored, _ = add_template(who, folder / "template.yaml")
+        from codestudio.projects import create_project
+
+        for key in ("P1", "P2", "P3", "P4", "P5"):
+            create_project(who, key)
         studio = rts.create_studio(who, "P1", "main", stored.id)
         try:
             rts.start_studio(who, studio.id, timeout=120, quiet=True)
