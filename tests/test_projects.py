@@ -269,3 +269,17 @@ def test_cli_project_verbs(as_user, capsys):
     assert "project TEAM deleted" in capsys.readouterr().err
     assert _cli("project", "grant", "TEAM", "--user", "x") == 2
     assert "no project 'TEAM'" in capsys.readouterr().err
+
+
+def test_a_studio_is_handed_only_to_a_member_of_its_project(as_user):
+    from codestudio.projects import create_project, grant
+    from codestudio.runtime import studios
+    from codestudio.runtime.ownership import change_owner
+
+    bob = as_user("bob")
+    create_project(bob, "P")
+    s = studios.create_studio(bob, "P", "gift", TEMPLATE)
+    with pytest.raises(PermissionDenied, match="carol is not a member of project P, so may not own studios in it"):
+        change_owner(bob, s.id, "carol")
+    grant(bob, "P", users=["carol"])
+    assert change_owner(bob, s.id, "carol").owner == "carol"

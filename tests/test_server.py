@@ -95,6 +95,11 @@ def with_template(srv, write_template):
     add_template(srv.root, write_template(TEMPLATE))
     access.add_member(srv.root, "team", "alice", store=srv.store)
     access.add_member(srv.root, "team", "bob", store=srv.store)
+    from codestudio.projects import create_project, grant
+
+    for key in ("P1", "LOAD"):
+        create_project(srv.root, key, store=srv.store)
+        grant(srv.root, key, groups=["team"], store=srv.store)
     return srv
 
 

@@ -2,13 +2,14 @@
 
 Rules: the owner or an admin may do it; the studio must not be running (its
 gateway cookie and running pod belong to the old owner); the new owner must
-be allowed to use the studio's template. The studio's own zones go with it;
+be allowed to use the studio's template and be a member of its project. The
+studio's own zones go with it;
 the old owner's user zones stay theirs.
 """
 
 from __future__ import annotations
 
-from codestudio.access import Identity, check_name, is_admin, require_template_use
+from codestudio.access import Identity, check_name, is_admin, require_project_use, require_template_use
 from codestudio.errors import PermissionDenied, UsageError
 from codestudio.store import Store, now
 
@@ -23,7 +24,10 @@ def change_owner(who: Identity, ref: str, owner: str, *, store: Store | None = N
         raise PermissionDenied(f"studio {studio.id} belongs to {studio.owner}; {who.name} may not change its owner")
     if owner == studio.owner:
         return studio
-    require_template_use(Identity(owner, is_admin(owner, store=store), who.os_user), studio.template_id, store=store)
+    owner_admin = is_admin(owner, store=store)
+    require_template_use(Identity(owner, owner_admin, who.os_user), studio.template_id, store=store)
+    # The new owner must be a member of the project (issue 9 item 3), as for create.
+    require_project_use(owner, studio.project, "own studios in it", admin=owner_admin, store=store)
     with rt.studio_lock(studio.id):
         with store.connect() as conn:
             row = conn.execute("SELECT state FROM studios WHERE id = ?", (studio.id,)).fetchone()
