@@ -200,6 +200,9 @@ def srv(tmp_path_factory, debian_base):
         # The example as shipped; its image is usually left by test_blocks_jupyterlab (then the build is a no-op).
         e.cli("template", "add", str(Path(__file__).resolve().parents[2] / "examples" / "jupyter-lab-template.yaml"))
         e.cli("admin", "group", "add", "team", "alice")
+        for key in ("P1", "P2"):  # studios live in projects their owners are members of
+            e.cli("project", "create", key)
+            e.cli("project", "grant", key, "--group", "team")
         yield e
     finally:
         proc.terminate()
