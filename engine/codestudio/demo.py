@@ -23,10 +23,9 @@ def run(template_file: str, *, project: str = PROJECT, name: str = NAME, timeout
     """Returns (studio id, owner URL)."""
     from codestudio.access import identify
     from codestudio.images import build_base
-    from codestudio.templates_store import build_template
     from codestudio.projects import ensure_project
     from codestudio.runtime import studios as rt
-    from codestudio.templates_store import add_template
+    from codestudio.templates_store import add_template, build_template
 
     def say(msg: str) -> None:
         print(f"==> {msg}", file=sys.stderr, flush=True)
