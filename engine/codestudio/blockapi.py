@@ -363,13 +363,15 @@ class BuildState:
     def exposed_ports(self) -> list[int]:
         """Ports the gateway serves: exposed entrypoints in order, then extra ports."""
         ports = [ep.port for _, ep in self.entrypoints if ep.port and ep.expose_html]
-        return ports + [p for p in self.extra_ports if p not in ports]
+        seen = set(ports)
+        return ports + [p for p in self.extra_ports if p not in seen]
 
     @property
     def all_ports(self) -> list[int]:
         """Every container port: entrypoints (exposed or not) then extra ports."""
         ports = [ep.port for _, ep in self.entrypoints if ep.port]
-        return ports + [p for p in self.extra_ports if p not in ports]
+        seen = set(ports)
+        return ports + [p for p in self.extra_ports if p not in seen]
 
     def effective_probe(self) -> Probe | None:
         """The probe blocks set, or TCP on the first exposed port."""

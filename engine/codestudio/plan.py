@@ -35,6 +35,7 @@ from codestudio.errors import PluginError, TemplateError
 from codestudio.plugins import Blocks
 from codestudio.resources import ResourceError, ResourceResolver
 from codestudio.template import Template
+from codestudio.text import shown
 
 DEFAULT_BASE_IMAGE = "localhost/codestudio-base"
 
@@ -134,8 +135,7 @@ def _problems_return(value: object) -> list[tuple[str | None, str]]:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return shown(value)
 
 
 #: What every hook may return (in words, as the error says it) and the check
@@ -216,9 +216,10 @@ def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver 
         prefix = f"line {line}: " if line else ""
         problems.append(f"{prefix}{block.where}: {what}{message}")
 
+    index = _Index()
     for block in template.blocks:
         try:
-            _apply_one(block, state, blocks, problem)
+            _apply_one(block, state, blocks, problem, index)
         except BlockProblem as exc:
             problem(block, exc.field, exc.message)
         except ResourceError as exc:
@@ -227,7 +228,13 @@ def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver 
             # A hook built a model from block input (e.g. a path) that failed validation.
             for err in exc.errors():
                 loc = ".".join(str(p) for p in err["loc"])
-                problem(block, loc or None, f"{err['msg']} (got {err.get('input')!r})")
+                problem(block, loc or None, f"{err['msg']} (got {shown(err.get('input'))})")
+    if index.starter_replaced:
+        # A later starter file of the same zone and path replaces the earlier one.
+        state.starter_files = [
+            entry for position, entry in enumerate(state.starter_files)
+            if index.starter_files[(entry[1].zone, entry[1].path)] == position
+        ]
     if not problems:
         # Cross-block rules see the whole template, so they hold whichever
         # order the blocks were written in.
@@ -239,58 +246,91 @@ def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver 
     return state
 
 
-def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem) -> None:
+class _Index:
+    """What the blocks applied so far claimed, by key: every clash check is one lookup,
+    so planning grows linearly with the number of blocks."""
+
+    def __init__(self) -> None:
+        self.code_envs: dict[str, BlockInstance] = {}
+        self.ports: dict[int, BlockInstance] = {}
+        self.actions: dict[str, BlockInstance] = {}
+        self.starter_files: dict[tuple[str, str], int] = {}  # (zone, path) -> position in state.starter_files
+        self.starter_replaced = False
+        self.exclusions: set[str] = set()
+        self.extra_ports: set[int] = set()
+        self.resource_names: dict[str, tuple[BlockInstance, Path]] = {}
+        #: Blocks whose plugin implements register_code_env (the broadcast only reaches them).
+        self.code_env_listeners: list[BlockInstance] = []
+
+
+def _listens(blocks: Blocks, block: BlockInstance) -> bool:
+    """Whether the block's plugin implements ``register_code_env``."""
+    plugin = blocks.by_type.get(block.type)
+    hook = getattr(blocks.pm.hook, "register_code_env", None)
+    return plugin is not None and hook is not None and any(impl.plugin is plugin for impl in hook.get_hookimpls())
+
+
+def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem, index: _Index | None = None) -> None:
+    index = index or _Index()
+
     def call(hook: str, target: BlockInstance = block, **kwargs):
         return call_hook(blocks, hook, target, state=state, **kwargs)
 
     group = StepGroup(block=block, title=block.label)
 
     group.steps += call("contribute_dockerfile")
-    _check_resource_names(block, group, state, problem)
+    _check_resource_names(block, group, state, problem, index.resource_names)
 
     for env in call("contribute_code_env"):
-        existing = [(b, e) for b, e in state.code_envs if e.name == env.name]
-        if existing:
-            problem(block, "name", f"code env {env.name!r} is already defined by {existing[0][0].where}")
+        existing = index.code_envs.get(env.name)
+        if existing is not None:
+            problem(block, "name", f"code env {env.name!r} is already defined by {existing.where}")
             continue
+        index.code_envs[env.name] = block
         state.code_envs.append((block, env))
         # Earlier blocks hear of the new env; their steps join this (later) block's group.
-        for earlier in state.blocks:
+        for earlier in index.code_env_listeners:
             group.steps += call("register_code_env", earlier, code_env=env)
 
     for ep in call("contribute_entrypoint"):
         if ep.port is not None:
-            owner = state.port_owner(ep.port)
+            owner = index.ports.get(ep.port)
             if owner is not None:
                 same = " (the same block)" if owner.index == block.index else ""
                 problem(block, "port", f"port {ep.port} is already used by {owner.where}{same}")
                 continue
+            index.ports[ep.port] = block
         state.entrypoints.append((block, ep))
 
     for action in call("contribute_action"):
-        clash = [b for b, a in state.actions if a.name == action.name]
-        if clash:
-            problem(block, "name", f"action name {action.name!r} is already used by {clash[0].where}")
+        clash = index.actions.get(action.name)
+        if clash is not None:
+            problem(block, "name", f"action name {action.name!r} is already used by {clash.where}")
             continue
+        index.actions[action.name] = block
         state.actions.append((block, action))
 
     for starter in call("contribute_starter_files"):
-        state.starter_files = [
-            (b, f) for b, f in state.starter_files if (f.zone, f.path) != (starter.zone, starter.path)
-        ]
+        key = (starter.zone, starter.path)
+        index.starter_replaced |= key in index.starter_files
+        index.starter_files[key] = len(state.starter_files)
         state.starter_files.append((block, starter))
 
     sync = call("contribute_sync")
     if sync is not None:
         mappings, exclusions = sync
         state.sync_mappings += mappings
-        state.sync_exclusions += [e for e in exclusions if e not in state.sync_exclusions]
+        for e in exclusions:
+            if e not in index.exclusions:
+                index.exclusions.add(e)
+                state.sync_exclusions.append(e)
         state.sync_configured = True
 
     state.env.update(call("contribute_env"))
 
     for port in call("contribute_ports"):
-        if port not in state.extra_ports:
+        if port not in index.extra_ports:
+            index.extra_ports.add(port)
             state.extra_ports.append(port)
 
     probe = call("adjust_probe", probe=state.probe)
@@ -298,10 +338,12 @@ def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem)
         state.probe = probe
 
     # Envs announced before this block reach it now; steps join its own group.
-    for announcer, env in list(state.code_envs):
-        if announcer.index == block.index:
-            continue
-        group.steps += call("register_code_env", code_env=env)
+    if _listens(blocks, block):
+        for announcer, env in list(state.code_envs):
+            if announcer.index == block.index:
+                continue
+            group.steps += call("register_code_env", code_env=env)
+        index.code_env_listeners.append(block)
 
     state.groups.append(group)
     state.blocks.append(block)
@@ -318,30 +360,33 @@ def _shown(path: Path, resolver: ResourceResolver) -> str:
     return str(path)
 
 
-def _check_resource_names(block: BlockInstance, group: StepGroup, state: BuildState, problem) -> None:
-    """Resources sit at the build context's root under their own names: one name, one source."""
-    taken: dict[str, tuple[BlockInstance, Path]] = {}
-    for earlier in [*state.groups, group]:
-        for step in earlier.steps:
-            if not isinstance(step, Raw):
+def _check_resource_names(block: BlockInstance, group: StepGroup, state: BuildState, problem,
+                          taken: dict[str, tuple[BlockInstance, Path]] | None = None) -> None:
+    """Resources sit at the build context's root under their own names: one name, one source.
+
+    ``taken`` holds the names earlier blocks claimed (kept by the caller, so
+    each block's resources are checked once, not every block's again).
+    """
+    taken = {} if taken is None else taken
+    for step in group.steps:
+        if not isinstance(step, Raw):
+            continue
+        for name, path in step.resources.items():
+            shown_name = f"{name!r} ({_shown(path, state.resources)})"
+            if name in RESERVED_CONTEXT_NAMES:
+                what = ("the folder of the engine's own context files" if name == CONTEXT_DIR
+                        else "a file the builder reads from the build context")
+                problem(block, "resources", f"resource {shown_name} takes the name {name!r}, reserved for {what}; "
+                        "rename the file or folder")
                 continue
-            for name, path in step.resources.items():
-                shown = f"{name!r} ({_shown(path, state.resources)})"
-                if name in RESERVED_CONTEXT_NAMES:
-                    if earlier is group:
-                        what = ("the folder of the engine's own context files" if name == CONTEXT_DIR
-                                else "a file the builder reads from the build context")
-                        problem(block, "resources", f"resource {shown} takes the name {name!r}, reserved for {what}; "
-                                "rename the file or folder")
-                    continue
-                other = taken.get(name)
-                if other is not None and other[1] != path and earlier is group:
-                    owner = "this block" if other[0] is block else other[0].where
-                    problem(block, "resources", f"resource {shown} has the same name as {name!r} "
-                            f"({_shown(other[1], state.resources)}) of {owner}; resources are placed "
-                            "next to the Dockerfile under their own names: rename one of them")
-                    continue
-                taken.setdefault(name, (earlier.block or block, path))
+            other = taken.get(name)
+            if other is not None and other[1] != path:
+                owner = "this block" if other[0] is block else other[0].where
+                problem(block, "resources", f"resource {shown_name} has the same name as {name!r} "
+                        f"({_shown(other[1], state.resources)}) of {owner}; resources are placed "
+                        "next to the Dockerfile under their own names: rename one of them")
+                continue
+            taken.setdefault(name, (block, path))
 
 
 def plan_template(path: Path | str, blocks: Blocks | None = None) -> tuple[Template, BuildState]:

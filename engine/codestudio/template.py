@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from codestudio.blockapi import BlockInstance
 from codestudio.errors import TemplateError
+from codestudio.text import shown
 from codestudio.plugins import Blocks
 from codestudio.types import ImageRef, Label, Slug, Text
 
@@ -39,7 +40,12 @@ KNOWN_DISTRIBUTIONS = {
 
 
 #: Templates are small; large content (starter files, scripts) belongs in resources.
-MAX_TEMPLATE_BYTES = 4 << 20
+MAX_TEMPLATE_BYTES = 1 << 20
+#: Limits checked while the YAML is read, before anything is built from it
+#: (docs/templates.md, "Limits"). Aliases count as what they expand to.
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+MAX_BLOCKS = 1_000
 
 
 class Permissions(BaseModel):
@@ -82,22 +88,34 @@ class Template:
         return self.path.parent
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last silently)."""
+class _UniqueKeys:
+    """Refuses duplicate mapping keys (PyYAML keeps the last silently)."""
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            if key in seen:
+            try:
+                first = seen.get(key)
+            except TypeError:
                 raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                    key_node.start_mark,
+                    None, None, f"a mapping key must be a plain value, not {type(key).__name__}", key_node.start_mark
+                ) from None
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {shown(key)} (first on line {first + 1})", key_node.start_mark
                 )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+class _UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
+    """The pure-Python loader: its error messages are the ones reported."""
+
+
+#: libyaml's parser when PyYAML has it (several times faster); same constructor.
+_FastLoader = type("_FastLoader", (_UniqueKeys, yaml.CSafeLoader), {}) if hasattr(yaml, "CSafeLoader") else _UniqueKeyLoader
+_FAST_EVENTS = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Lines:
@@ -128,17 +146,100 @@ class _Lines:
         return best
 
 
-def parse_yaml(text: str, source: str) -> tuple[Any, _Lines]:
-    """Parse YAML text; syntax errors become a TemplateError with the line."""
+def _load(text: str, loader_class) -> tuple[Any, Any]:
+    loader = loader_class(text)
     try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+
+
+def _check_limits(text: str, source: str, loader_class=yaml.SafeLoader) -> None:
+    """Refuse a document that is too deep, too big or has too many blocks, from its events alone.
+
+    The event stream is read without building anything (PyYAML's parser is
+    not recursive), so a list nested 5,000 deep or an alias bomb costs only
+    the events read up to the limit. Each anchor's expanded size and height
+    are recorded when its node ends; an alias adds them where it is used, so
+    the counts are those of the fully expanded document.
+    """
+
+    def refuse(event, message: str):
+        raise TemplateError(source, [f"line {event.start_mark.line + 1}: {message}"])
+
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (expanded nodes, height)
+    # frames of open collections: [kind, anchor, nodes before it, height, children, is_blocks, last key]
+    stack: list[list] = []
+    total = 0
+    blocks = 0
+    for event in yaml.parse(text, Loader=loader_class):
+        if isinstance(event, yaml.CollectionEndEvent):
+            kind, anchor, before, height, *_ = stack.pop()
+            if anchor is not None:
+                anchors[anchor] = (total - before, height)
+            if stack:
+                stack[-1][3] = max(stack[-1][3], height + 1)
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        depth = len(stack) + 1
+        if isinstance(event, yaml.AliasEvent):
+            if any(frame[1] == event.anchor for frame in stack):
+                refuse(event, f"the alias *{shown(event.anchor, 40)[1:-1]} refers to a node it is inside (a recursive alias)")
+            size, height = anchors.get(event.anchor, (1, 1))
+        else:
+            size, height = 1, 1
+        total += size
+        if total > MAX_NODES:
+            refuse(event, f"more than {MAX_NODES} YAML nodes, counting each alias as what it expands to "
+                          f"(the limit; large content belongs in resource files)")
+        if depth + height - 1 > MAX_DEPTH:
+            refuse(event, f"nested deeper than {MAX_DEPTH} levels, counting each alias as what it expands to (the limit)")
+        parent = stack[-1] if stack else None
+        if parent is not None:
+            if parent[5]:
+                blocks += 1
+                if blocks > MAX_BLOCKS:
+                    refuse(event, f"more than {MAX_BLOCKS} blocks (the limit)")
+            is_value = parent[0] == "mapping" and parent[4] % 2 == 1
+            is_blocks = is_value and len(stack) == 1 and parent[6] == "blocks"
+            if parent[0] == "mapping" and not is_value:
+                parent[6] = event.value if isinstance(event, yaml.ScalarEvent) else None
+            parent[4] += 1
+            parent[3] = max(parent[3], height + 1)
+        else:
+            is_blocks = False
+        if isinstance(event, yaml.CollectionStartEvent):
+            kind = "mapping" if isinstance(event, yaml.MappingStartEvent) else "sequence"
+            stack.append([kind, event.anchor, total - 1, 1, 0, is_blocks and kind == "sequence", None])
+        elif isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+            anchors[event.anchor] = (1, 1)
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, _Lines]:
+    """Parse YAML text within the limits; syntax errors become a TemplateError with the line."""
+    if len(text) > MAX_TEMPLATE_BYTES:
+        raise TemplateError(source, [f"larger than {MAX_TEMPLATE_BYTES // (1 << 20)} MiB: put large content in resource files"])
+    try:
+        try:
+            _check_limits(text, source, _FAST_EVENTS)
+            node, data = _load(text, _FastLoader)
+        except yaml.YAMLError:
+            # Report syntax errors in the pure-Python parser's words (it checks the limits again).
+            _check_limits(text, source, yaml.SafeLoader)
+            node, data = _load(text, _UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
-        raise TemplateError(source, [f"{where}invalid YAML: {problem}" + (f" ({context})" if context else "")]) from None
+        raise TemplateError(source, [f"{where}invalid YAML: {shown(problem, 200)[1:-1]}" + (f" ({context})" if context else "")]) from None
+    except ValueError as exc:
+        # A value PyYAML cannot build, e.g. an integer of more than 4300 digits.
+        raise TemplateError(source, [f"invalid YAML value: {shown(str(exc), 200)[1:-1]}"]) from None
+    except RecursionError:
+        raise TemplateError(source, [f"nested too deeply (the limit is {MAX_DEPTH} levels)"]) from None
     return data, _Lines(node)
 
 
@@ -267,5 +368,4 @@ def _describe(loc: tuple, err: dict) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return shown(value)
