@@ -571,3 +571,35 @@ def test_demo_starts_the_server_in_the_background_and_prints_a_working_link(code
             assert b'id="signin"' in resp.read()
     finally:
         os.kill(pid, signal.SIGTERM)
+
+
+def test_remaining_routes(with_template):
+    srv = with_template
+    a = srv.signed_in("alice")
+    sid = a.post("/api/v1/studios", json={"project": "P1", "name": "misc", "template": "srv-t"}).json()["id"]
+    r = a.get(f"/api/v1/studios/{sid}/open")
+    assert r.status_code == 400 and "start it first" in r.json()["error"]["message"]
+    r = a.get(f"/api/v1/studios/{sid}/logs")
+    assert r.status_code == 200 and r.text == ""  # never started: nothing saved yet
+    r = a.get(f"/api/v1/studios/{sid}/logs/events")
+    assert r.status_code == 400 and _err(r) == "not_running"
+    r = a.post(f"/api/v1/studios/{sid}/actions/nope")
+    assert r.status_code == 404
+    job = a.post(f"/api/v1/studios/{sid}/actions/hello").json()
+    done = _wait_job(a, job["id"])
+    assert done["state"] == "failed" and "STOPPED" in done["error"]["message"]
+    assert job["id"] in [j["id"] for j in a.get("/api/v1/jobs").json()]
+    assert srv.signed_in("bob").get("/api/v1/jobs").json() == []
+    assert [s["via"] for s in a.get("/api/v1/users/alice/sessions").json()] == ["link"]
+    assert a.post("/api/v1/signout").json() == {"signed_out": True}
+    assert a.get("/api/v1/me").status_code == 401
+    admin = srv.token(srv.root.name)
+    assert admin.get("/api/v1/templates/srv-t/builds").json() == []
+    assert admin.get("/api/v1/templates/srv-t/builds/1/log").status_code == 404
+    r = admin.delete("/api/v1/templates/srv-t")
+    assert r.status_code == 400 and "used by studio" in r.json()["error"]["message"]
+    assert admin.delete(f"/api/v1/studios/{sid}").status_code == 200
+    assert admin.delete("/api/v1/templates/srv-t").json() == {"removed": "srv-t"}
+    assert admin.get("/api/v1/templates/srv-t").status_code == 404
+    page = srv.signed_in("alice").get("/studios/nope")
+    assert page.status_code == 404 and "no studio" in page.text  # pages get a page, not JSON

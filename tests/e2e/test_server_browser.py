@@ -330,9 +330,12 @@ def test_user_flow_and_origin_isolation(srv, browser, monkeypatch):
     _wait_text(d, By.ID, "filelog", "done|FAILED", 60)
     assert (zone / "edited.txt").read_text() == "edited\n"
 
-    # Logs tail.
+    # Logs: tail, then follow (server-sent events from `podman logs -f`).
     d.find_element(By.CSS_SELECTOR, "button[data-tail]").click()
     _wait_text(d, By.ID, "logview", r"\S", 20)
+    d.execute_script("document.getElementById('logview').textContent = ''")
+    d.find_element(By.CSS_SELECTOR, "button[data-follow-logs]").click()
+    _wait_text(d, By.ID, "logview", r"\S", 30)
 
     # Stop.
     d.find_element(By.ID, "stop").click()
