@@ -270,3 +270,64 @@ def test_cli_report_names_each_skipped_or_refused_path(capsys):
     text = out.out + out.err
     assert "skipped l1 (studio): symlink to 'l0/..' resolves outside" in text
     assert "refused data (server)" in text
+
+
+# --------------------------------------------------------------------------
+# A folder swapped for a symlink between the check and the use
+
+
+@pytest.fixture
+def swapped(tmp_path, host, monkeypatch):
+    """root/a is a symlink to the host folder, and the parent check is made to pass, as if
+    ``a`` was a folder when it was checked and became a symlink just after."""
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(str(host), root / "a")
+    monkeypatch.setattr(agent, "safe_parent", lambda *args, **kwargs: None)
+    return root
+
+
+def test_write_through_a_swapped_parent_is_refused(swapped, host):
+    import io
+
+    with pytest.raises(agent.Refused, match="changed while syncing"):
+        agent.write_file(str(swapped), "a/planted.txt", io.BytesIO(b"x"), 1, False, None)
+    with pytest.raises(agent.Refused, match="changed while syncing"):
+        agent.write_link(str(swapped), "a/l", "x")
+    with pytest.raises(agent.Refused, match="changed while syncing"):
+        agent.delete(str(swapped), "a/secret.txt")
+    with pytest.raises(agent.Refused, match="changed while syncing"):
+        agent.rename(str(swapped), "a/secret.txt", "moved.txt")
+    assert sorted(os.listdir(host)) == ["secret.txt"]
+
+
+def test_read_through_a_swapped_parent_sends_nothing(swapped):
+    import io
+
+    out = io.BytesIO()
+    with agent.open_tar_writer(out) as tar:
+        assert agent.add_to_tar(tar, str(swapped), "a/secret.txt") is False
+    assert b"host secret" not in out.getvalue()
+
+
+def test_listing_never_walks_through_a_folder_swapped_for_a_symlink(tmp_path, host, monkeypatch):
+    """``a`` is a folder when its entry is stat'ed and a symlink when the listing enters it."""
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    real_scandir = os.scandir
+
+    class Entry:
+        def __init__(self, entry):
+            self.entry, self.name, self.path = entry, entry.name, entry.path
+
+        def stat(self, follow_symlinks=True):
+            st = self.entry.stat(follow_symlinks=follow_symlinks)
+            if self.name == "a" and not os.path.islink(root / "a"):
+                os.rmdir(root / "a")
+                os.symlink(str(host), root / "a")
+            return st
+
+    monkeypatch.setattr(agent.os, "scandir", lambda where: [Entry(e) for e in real_scandir(where)])
+    listed = agent.scan(str(root), {}, [])
+    assert listed["entries"] == []
+    assert not any("secret" in p for p, _ in listed["skipped"])

@@ -37,8 +37,11 @@ the pipe. Tar member names are ``<i>/<path>``.
     every file old or new.
 
 Every name is validated: relative, no ``..``, no empty or ``.`` parts, no
-parent folder that is a symlink, symlinks only to targets inside their
-root, only regular files and symlinks. Everything is streamed in
+name Git takes for ``.git``, no parent folder that is a symlink, symlinks
+only when they really resolve inside their root (:func:`resolve_link`),
+only regular files and symlinks. Folders below a root are opened one
+component at a time with ``O_NOFOLLOW`` and used through their descriptors,
+so nothing swapped in after a check is followed. Everything is streamed in
 fixed-size chunks. Modification times travel with one-second precision, as
 in plain tar: a per-file PAX header would add 1 KiB to every file.
 """
@@ -203,10 +206,10 @@ def exec_bit(mode: int) -> bool:
 # Listing
 
 
-def sha256_file(path: str) -> str:
+def sha256_file(path: str, dir_fd: int | None = None) -> str:
     h = hashlib.sha256()
     # O_NOFOLLOW: a file swapped for a symlink since it was listed is not read through.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path}: not a regular file")
@@ -244,11 +247,11 @@ def scan(root: str, records: dict, exclude: list, hash_new: bool = True) -> dict
     def excluded(rel: str) -> bool:
         return any(p.match(rel) for p in patterns)
 
-    def walk(dir_abs: str, dir_rel: str) -> None:
+    # Folders are walked through descriptors opened with O_NOFOLLOW: one
+    # swapped for a symlink while it is listed is not listed through.
+    def walk(dir_fd: int, dir_rel: str) -> None:
         try:
-            it = sorted(os.scandir(dir_abs), key=lambda e: e.name)
-        except FileNotFoundError:
-            return
+            it = sorted(os.scandir(dir_fd), key=lambda e: e.name)
         except OSError as exc:
             skipped.append([dir_rel or ".", f"cannot read folder: {exc.strerror}"])
             return
@@ -260,7 +263,7 @@ def scan(root: str, records: dict, exclude: list, hash_new: bool = True) -> dict
                 skipped.append([rel, "reserved name: Git takes it for '.git'"])
                 continue
             if e.name.startswith(TMP_PREFIX):
-                _remove_stale_tmp(e.path)
+                _remove_stale_tmp(e.name, dir_fd)
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
@@ -268,7 +271,14 @@ def scan(root: str, records: dict, exclude: list, hash_new: bool = True) -> dict
                 continue  # vanished while listing
             if stat.S_ISDIR(st.st_mode):
                 if not excluded(rel + "/"):
-                    walk(e.path, rel)
+                    try:
+                        child = os.open(e.name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+                    except OSError:
+                        continue  # vanished, or no longer a folder
+                    try:
+                        walk(child, rel)
+                    finally:
+                        os.close(child)
                 continue
             if excluded(rel):
                 continue
@@ -282,14 +292,17 @@ def scan(root: str, records: dict, exclude: list, hash_new: bool = True) -> dict
                     digest = None
                 else:
                     try:
-                        digest = sha256_file(e.path)
+                        digest = sha256_file(e.name, dir_fd)
                     except OSError:
                         continue
                 entries.append(
                     {"p": rel, "t": "f", "s": st.st_size, "m": st.st_mtime_ns, "x": exec_bit(st.st_mode), "h": digest}
                 )
             elif stat.S_ISLNK(st.st_mode):
-                target = os.readlink(e.path)
+                try:
+                    target = os.readlink(e.name, dir_fd=dir_fd)
+                except OSError:
+                    continue
                 if resolve_link(root, rel, target) is not None:
                     entries.append(link_entry(rel, st, target))
                 else:
@@ -297,14 +310,21 @@ def scan(root: str, records: dict, exclude: list, hash_new: bool = True) -> dict
             else:
                 skipped.append([rel, "not a regular file or symlink"])
 
-    walk(root, "")
+    try:
+        top = os.open(root, _DIR_FLAGS)
+    except FileNotFoundError:
+        return {"entries": entries, "skipped": skipped}
+    try:
+        walk(top, "")
+    finally:
+        os.close(top)
     return {"entries": entries, "skipped": skipped}
 
 
-def _remove_stale_tmp(path: str) -> None:
+def _remove_stale_tmp(name: str, dir_fd: int) -> None:
     try:
-        if time.time() - os.lstat(path).st_mtime > STALE_TMP_SECONDS:
-            os.unlink(path)
+        if time.time() - os.lstat(name, dir_fd=dir_fd).st_mtime > STALE_TMP_SECONDS:
+            os.unlink(name, dir_fd=dir_fd)
     except OSError:
         pass
 
@@ -344,9 +364,37 @@ def safe_parent(root: str, name: str, create: bool, known: set | None = None) ->
     return current
 
 
-def _replace(tmp: str, final: str) -> None:
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def open_parent(root: str, name: str, create: bool, known: set | None = None) -> tuple[int, str]:
+    """(descriptor of the folder ``name`` goes into, ``name``'s last component), refusing symlinked parents.
+
+    :func:`safe_parent` checks the parents (and creates them); the folder is
+    then opened from ``root`` one component at a time with ``O_NOFOLLOW``, and
+    the caller works through that descriptor: a parent swapped for a symlink
+    after the check makes the open fail instead of being followed.
+    """
+    safe_parent(root, name, create, known)
+    rel_parent, _, base = name.rpartition("/")
+    fd = os.open(root, _DIR_FLAGS)
     try:
-        os.replace(tmp, final)
+        for part in rel_parent.split("/") if rel_parent else []:
+            try:
+                child = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                raise Refused(f"parent {rel_parent!r} changed while syncing (a symlink or not a folder now)") from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, base
+
+
+def _replace(tmp: str, final: str, dir_fd: int) -> None:
+    try:
+        os.replace(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except IsADirectoryError:
         raise Refused("a folder is in the way") from None
 
@@ -356,54 +404,61 @@ _tmp_names = itertools.count()
 _TMP_STEM = f"{TMP_PREFIX}{secrets.token_hex(4)}-"
 
 
-def _tmp_name(parent: str) -> str:
-    return os.path.join(parent, f"{_TMP_STEM}{next(_tmp_names)}")
+def _tmp_name() -> str:
+    return f"{_TMP_STEM}{next(_tmp_names)}"
 
 
-def _create_tmp(parent: str) -> tuple[str, int]:
+def _create_tmp(dir_fd: int) -> tuple[str, int]:
     while True:
-        tmp = _tmp_name(parent)
+        tmp = _tmp_name()
         try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return tmp, os.open(tmp, flags, 0o600, dir_fd=dir_fd)
         except FileExistsError:
             continue
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
 
 
 def write_file(
     root: str, name: str, src, size: int, exec_: bool, mtime_ns: int | None, known: set | None = None
 ) -> dict:
     """Stream ``size`` bytes from ``src`` into ``root/name`` atomically; return its entry."""
-    parent = safe_parent(root, name, create=True, known=known)
-    final = os.path.join(parent, name.rpartition("/")[2])
-    tmp, fd = _create_tmp(parent)
-    h = hashlib.sha256()
+    pfd, final = open_parent(root, name, create=True, known=known)
     try:
+        tmp, fd = _create_tmp(pfd)
+        h = hashlib.sha256()
         try:
-            remaining = size
-            while remaining > 0:
-                chunk = src.read(min(CHUNK, remaining))
-                if not chunk:
-                    raise OSError("archive ended inside a file")
-                h.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-                remaining -= len(chunk)
-            os.fchmod(fd, 0o755 if exec_ else 0o644)
-            if mtime_ns is not None:
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        # No fsync: "old or new" is about interrupted syncs, which rename gives;
-        # a power cut is the file system's business (and costs a flush per file).
-        _replace(tmp, final)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            try:
+                remaining = size
+                while remaining > 0:
+                    chunk = src.read(min(CHUNK, remaining))
+                    if not chunk:
+                        raise OSError("archive ended inside a file")
+                    h.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    remaining -= len(chunk)
+                os.fchmod(fd, 0o755 if exec_ else 0o644)
+                if mtime_ns is not None:
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            # No fsync: "old or new" is about interrupted syncs, which rename gives;
+            # a power cut is the file system's business (and costs a flush per file).
+            _replace(tmp, final, pfd)
+        except BaseException:
+            _unlink_quietly(tmp, pfd)
+            raise
+    finally:
+        os.close(pfd)
     return {"p": name, "t": "f", "s": st.st_size, "m": st.st_mtime_ns, "x": exec_, "h": h.hexdigest()}
 
 
@@ -412,16 +467,18 @@ def write_link(root: str, name: str, target: str, known: set | None = None) -> d
     check_name(name)
     if resolve_link(root, name, target) is None:
         raise Refused(f"symlink to {target!r} resolves outside the mapping")
-    parent = safe_parent(root, name, create=True, known=known)
-    final = os.path.join(parent, name.rpartition("/")[2])
-    tmp = _tmp_name(parent)
-    os.symlink(target, tmp)
+    pfd, final = open_parent(root, name, create=True, known=known)
     try:
-        _replace(tmp, final)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return link_entry(name, os.lstat(final), target)
+        tmp = _tmp_name()
+        os.symlink(target, tmp, dir_fd=pfd)
+        try:
+            _replace(tmp, final, pfd)
+        except BaseException:
+            _unlink_quietly(tmp, pfd)
+            raise
+        return link_entry(name, os.lstat(final, dir_fd=pfd), target)
+    finally:
+        os.close(pfd)
 
 
 def write_member(root: str, tar, member, dest: str | None = None, known: set | None = None) -> dict:
@@ -459,36 +516,54 @@ def split_member(name: str, count: int) -> tuple[int, str]:
 
 def delete(root: str, name: str) -> bool:
     """Remove a file or symlink (never a folder); prune empty parents. False if absent."""
-    parent = safe_parent(root, name, create=False)
-    path = os.path.join(parent, os.path.basename(name))
+    pfd, base = open_parent(root, name, create=False)
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        raise Refused("is a folder")
-    os.unlink(path)
+        try:
+            st = os.lstat(base, dir_fd=pfd)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            raise Refused("is a folder")
+        os.unlink(base, dir_fd=pfd)
+    finally:
+        os.close(pfd)
     prune_empty(root, os.path.dirname(name))
     return True
 
 
 def prune_empty(root: str, rel_dir: str) -> None:
+    """Remove ``rel_dir`` and its parents while they are empty (through descriptors, never through a link)."""
     while rel_dir:
         try:
-            os.rmdir(os.path.join(root, rel_dir))
+            pfd, base = open_parent(root, rel_dir, create=False)
+        except (Refused, OSError):
+            return
+        try:
+            os.rmdir(base, dir_fd=pfd)
         except OSError:
             return
+        finally:
+            os.close(pfd)
         rel_dir = os.path.dirname(rel_dir)
 
 
 def rename(root: str, src: str, dst: str) -> None:
     """Move a file aside (conflict copies); the destination must not exist."""
-    src_parent = safe_parent(root, src, create=False)
-    dst_parent = safe_parent(root, dst, create=True)
-    dst_path = os.path.join(dst_parent, os.path.basename(dst))
-    if os.path.lexists(dst_path):
-        raise Refused("destination exists")
-    os.rename(os.path.join(src_parent, os.path.basename(src)), dst_path)
+    sfd, src_base = open_parent(root, src, create=False)
+    try:
+        dfd, dst_base = open_parent(root, dst, create=True)
+        try:
+            try:
+                os.lstat(dst_base, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            else:
+                raise Refused("destination exists")
+            os.rename(src_base, dst_base, src_dir_fd=sfd, dst_dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
 
 
 # --------------------------------------------------------------------------
@@ -579,16 +654,22 @@ class TarWriter:
 def add_to_tar(tar: TarWriter, root: str, name: str, arcname: str | None = None, known: set | None = None) -> bool:
     """Append ``root/name`` (file or inside symlink) to ``tar`` as ``arcname``; False if absent or unfit."""
     try:
-        parent = safe_parent(root, name, create=False, known=known)
-    except Refused:
+        pfd, base = open_parent(root, name, create=False, known=known)
+    except (Refused, FileNotFoundError):
         return False
-    path = os.path.join(parent, name.rpartition("/")[2])
     try:
-        st = os.lstat(path)
+        return _add_from(tar, pfd, base, root, name, arcname)
+    finally:
+        os.close(pfd)
+
+
+def _add_from(tar: TarWriter, pfd: int, base: str, root: str, name: str, arcname: str | None) -> bool:
+    try:
+        st = os.lstat(base, dir_fd=pfd)
     except FileNotFoundError:
         return False
     if stat.S_ISLNK(st.st_mode):
-        target = os.readlink(path)
+        target = os.readlink(base, dir_fd=pfd)
         if resolve_link(root, name, target) is None:
             return False
         tar.add_link(arcname or name, target, st.st_mtime_ns // 1_000_000_000)
@@ -596,7 +677,7 @@ def add_to_tar(tar: TarWriter, root: str, name: str, arcname: str | None = None,
     if not stat.S_ISREG(st.st_mode):
         return False
     # O_NONBLOCK: a fifo swapped in since the lstat does not hang the sync.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=pfd)
     with os.fdopen(fd, "rb", buffering=0) as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -810,8 +810,12 @@ def _hash_needed(job: _Job) -> None:
     for p, e in list(job.S.items()):
         if e["h"] is None and (p in job.records or p in job.C):
             try:
-                e["h"] = agent.sha256_file(os.path.join(root, p))
-            except OSError:
+                pfd, base = agent.open_parent(root, p, create=False)
+                try:
+                    e["h"] = agent.sha256_file(base, pfd)
+                finally:
+                    os.close(pfd)
+            except (OSError, agent.Refused):
                 del job.S[p]  # vanished since the listing
                 job.server_now.pop(p, None)
 
