@@ -219,7 +219,7 @@ def _check_limits(text: str, source: str, loader_class=yaml.SafeLoader) -> None:
 
 def parse_yaml(text: str, source: str) -> tuple[Any, _Lines]:
     """Parse YAML text within the limits; syntax errors become a TemplateError with the line."""
-    if len(text) > MAX_TEMPLATE_BYTES:
+    if len(text) > MAX_TEMPLATE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_TEMPLATE_BYTES:
         raise TemplateError(source, [f"larger than {MAX_TEMPLATE_BYTES // (1 << 20)} MiB: put large content in resource files"])
     try:
         try:
