@@ -1,0 +1,126 @@
+"""End-to-end: the symlink-chain escape of issue 9 item 1, through two real studios of one project.
+
+Two templates, built on the real base image (the sync agent needs Python):
+the first maps ``project-lib-resources`` whole, the second only its
+``data`` subfolder. In the first studio the chain ``l0 -> .``, ``l1 ->
+l0/..``, ... and ``data -> lN/<host folder>`` is created and synced; the
+second studio must then neither receive the host folder's files nor write
+into it. On the code before the fix the links landed in the server zone
+and the second studio got the host's files at its start.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+RUN = uuid.uuid4().hex[:6]
+TEMPLATE = """\
+id: {id}
+base_image: {base}
+permissions: {{all: true}}
+blocks:
+  - type: entrypoint
+    label: Server
+    command: [python3, -m, http.server, "8080"]
+    port: 8080
+  - type: file-sync
+    mappings:
+      - {mapping}
+"""
+WHOLE = "{zone: project-lib-resources}"
+DATA_TARGET = "/home/codestudio/workspace/lib-data"
+DATA = "{zone: project-lib-resources, subfolder: data, target: " + DATA_TARGET + "}"
+LIB_TARGET = "/home/codestudio/workspace/project-lib-resources"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "codestudio", *args], capture_output=True, text=True, timeout=600)
+
+
+def _escaping_links(zone) -> list[str]:
+    real = os.path.realpath(zone)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(zone):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            r = os.path.realpath(p)
+            if os.path.islink(p) and r != real and not r.startswith(real + "/"):
+                out.append(os.path.relpath(p, zone))
+    return sorted(out)
+
+
+@pytest.fixture
+def project(tmp_path, debian_base, codestudio_home, monkeypatch, image_cleanup):
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(_free_port()))
+    monkeypatch.delenv("CODESTUDIO_USER", raising=False)
+    from codestudio.access import identify
+    from codestudio.projects import create_project
+    from codestudio.runtime import local
+    from codestudio.runtime import studios as rts
+    from codestudio.templates_store import add_template
+
+    who = identify()
+    ids = {}
+    for name, mapping in (("whole", WHOLE), ("data", DATA)):
+        template_id = f"chain-{name}-{RUN}"
+        image_cleanup(template_id)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(TEMPLATE.format(id=template_id, base=debian_base, mapping=mapping))
+        ids[name] = add_template(who, path)[0].id
+    create_project(who, "LEAKS")
+    try:
+        yield {"who": who, "rts": rts, "local": local, "templates": ids}
+    finally:
+        for left in rts.list_studios():
+            rts.stop_studio(who, left.id, force=True, quiet=True)
+            rts.delete_studio(who, left.id, purge=True)
+        rts._gateway().stop()
+
+
+def test_symlink_chain_in_one_studio_gives_another_nothing_of_the_host(project, tmp_path):
+    from codestudio.sync import zone_dir
+
+    rts, local, who = project["rts"], project["local"], project["who"]
+    host = tmp_path / "host-folder"
+    host.mkdir()
+    (host / "secret.txt").write_text("host secret\n")
+
+    first = rts.start_studio(who, rts.create_studio(who, "LEAKS", "first", project["templates"]["whole"]).id,
+                             timeout=120, quiet=True)
+    zone = zone_dir("project-lib-resources", studio_id=first.id, project_key="LEAKS", user=first.owner)
+    depth = len(os.path.realpath(zone).strip("/").split("/"))
+    chain = ["ln -s . l0", *(f"ln -s l{i - 1}/.. l{i}" for i in range(1, depth + 1)),
+             f"ln -s l{depth}/{str(host).lstrip('/')} data", "echo ok > fine.txt"]
+    proc = local.exec_run(first.container, ["sh", "-c", f"cd {LIB_TARGET} && " + " && ".join(chain)])
+    assert proc.returncode == 0, proc.stderr
+    result = _cli("studio", "sync", first.id)
+    # Refused and reported: each link leaving the mapping is named with the reason.
+    assert "l1 (studio): symlink to 'l0/..' resolves outside the mapping" in result.stdout + result.stderr
+    assert "data (studio)" in result.stdout + result.stderr
+    assert _escaping_links(zone) == [] and (zone / "fine.txt").read_text() == "ok\n"
+
+    second = rts.start_studio(who, rts.create_studio(who, "LEAKS", "second", project["templates"]["data"]).id,
+                              timeout=120, quiet=True)
+    listing = local.exec_run(second.container, ["sh", "-c", f"mkdir -p {DATA_TARGET} && ls -A {DATA_TARGET}"])
+    assert listing.returncode == 0 and "secret.txt" not in listing.stdout
+    proc = local.exec_run(second.container, ["sh", "-c", f"echo planted > {DATA_TARGET}/planted.txt"])
+    assert proc.returncode == 0, proc.stderr
+    result = _cli("studio", "sync", second.id)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(host)) == ["secret.txt"]
+    # The second studio's file went where its mapping says: a real folder inside the zone.
+    assert not os.path.islink(zone / "data") and (zone / "data" / "planted.txt").read_text() == "planted\n"
