@@ -603,3 +603,20 @@ def test_remaining_routes(with_template):
     assert admin.get("/api/v1/templates/srv-t").status_code == 404
     page = srv.signed_in("alice").get("/studios/nope")
     assert page.status_code == 404 and "no studio" in page.text  # pages get a page, not JSON
+
+
+def test_projects_routes_and_the_create_form_offers_member_projects_only(with_template):
+    srv = with_template
+    c = srv.signed_in("carol")  # not in group team: no role in P1
+    r = c.post("/api/v1/studios", json={"project": "P1", "name": "x", "template": "srv-t"})
+    assert r.status_code == 403
+    assert c.get("/api/v1/projects").json() == []
+    assert c.post("/api/v1/projects", json={"key": "CAROL"}).status_code == 201
+    assert [p["key"] for p in c.get("/api/v1/projects").json()] == ["CAROL"]
+    assert c.post("/api/v1/projects", json={"key": "bad key"}).status_code == 400
+    assert c.get("/api/v1/projects/P1").status_code == 403
+    r = c.post("/api/v1/projects/CAROL/members", json={"users": ["dave"]})
+    assert r.status_code == 200 and any(m.get("name") == "dave" or "dave" in str(m) for m in r.json()["members"])
+    page = srv.signed_in("alice").get("/").text
+    options = re.findall(r'<option value="([^"]*)">', page.split('id="project-select"')[1].split("</select>")[0])
+    assert options == ["LOAD", "P1", ""]

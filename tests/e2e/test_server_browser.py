@@ -265,7 +265,8 @@ def test_user_flow_and_origin_isolation(srv, browser, monkeypatch):
 
     # Create from the offered template.
     form = d.find_element(By.ID, "create-form")
-    form.find_element(By.NAME, "project").send_keys("P1")
+    Select(form.find_element(By.NAME, "project")).select_by_value("P1")  # only projects alice is a member of
+    assert {o.get_attribute("value") for o in form.find_elements(By.CSS_SELECTOR, "#project-select option")} == {"P1", "P2", ""}
     form.find_element(By.NAME, "name").send_keys("web")
     Select(form.find_element(By.NAME, "template")).select_by_value(srv.template_id)
     d.find_element(By.ID, "create").click()
@@ -360,7 +361,8 @@ def test_jupyterlab_example_from_the_ui(srv, browser):
     d = browser
     _sign_in(d, srv.link("alice"))
     form = d.find_element(By.ID, "create-form")
-    form.find_element(By.NAME, "project").send_keys("JL")
+    Select(form.find_element(By.NAME, "project")).select_by_value("")  # a new project, alice its owner
+    form.find_element(By.ID, "new-project").send_keys("JL")
     form.find_element(By.NAME, "name").send_keys("lab")
     Select(form.find_element(By.NAME, "template")).select_by_value("jupyter-lab-template")
     d.find_element(By.ID, "create").click()

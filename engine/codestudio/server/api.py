@@ -54,6 +54,16 @@ class GrantBody(_Body):
     everybody: bool = False
 
 
+class ProjectCreate(_Body):
+    key: str = Field(description="project key")
+
+
+class ProjectGrant(_Body):
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    role: str = Field(default="member", description="member or admin")
+
+
 class TokenCreate(_Body):
     name: str
 
@@ -123,6 +133,33 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
     @router.post("/users/{user}/enable", tags=["admin"], summary="Enable a disabled user")
     def user_enable(user: str, caller: Caller = me_dep) -> dict:
         return {"enabled": signin.enable_user(caller.who, user, store=store())}
+
+    # ------------------------------------------------------------------ projects
+
+    from codestudio import projects
+
+    @router.get("/projects", tags=["projects"], summary="Projects I have a role in (every project with all=true, admins)")
+    def projects_list(all: bool = False, caller: Caller = me_dep) -> list[dict]:
+        return projects.list_projects(caller.who, all_projects=all, store=store())
+
+    @router.post("/projects", tags=["projects"], status_code=201, summary="Create a project (you become its owner)")
+    def project_create(body: ProjectCreate, caller: Caller = me_dep) -> dict:
+        project, _adopted = projects.create_project(caller.who, body.key, store=store())
+        return projects.show_project(caller.who, project.key, store=store())
+
+    @router.get("/projects/{key}", tags=["projects"], summary="A project: owner, members, studios")
+    def project_get(key: str, caller: Caller = me_dep) -> dict:
+        return projects.show_project(caller.who, key, store=store())
+
+    @router.post("/projects/{key}/members", tags=["projects"], summary="Grant users or groups a role in a project")
+    def project_grant(key: str, body: ProjectGrant, caller: Caller = me_dep) -> dict:
+        projects.grant(caller.who, key, users=body.users, groups=body.groups, role=body.role, store=store())
+        return projects.show_project(caller.who, key, store=store())
+
+    @router.post("/projects/{key}/members/revoke", tags=["projects"], summary="Take project roles back")
+    def project_revoke(key: str, body: ProjectGrant, caller: Caller = me_dep) -> dict:
+        projects.revoke(caller.who, key, users=body.users, groups=body.groups, store=store())
+        return projects.show_project(caller.who, key, store=store())
 
     # ------------------------------------------------------------------ studios
 

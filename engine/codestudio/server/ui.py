@@ -127,7 +127,11 @@ def mount_ui(app: FastAPI, state) -> None:  # noqa: C901 - the page list
         groups = [(project, list(items)) for project, items in itertools.groupby(studios, key=lambda s: s.project)]
         templates = [t for t in ts.list_templates(store=state.store)
                      if access.may_use_template(caller.user, t["id"], admin=caller.who.is_admin, store=state.store)]
-        return render(request, state, "studios.html.j2", caller=caller, groups=groups, templates=templates)
+        from codestudio.projects import list_projects
+
+        member_of = [p["key"] for p in list_projects(caller.who, store=state.store)]
+        return render(request, state, "studios.html.j2", caller=caller, groups=groups, templates=templates,
+                      projects=member_of)
 
     @app.get("/studios/{studio_id}", include_in_schema=False)
     def studio_page(request: Request, studio_id: str):

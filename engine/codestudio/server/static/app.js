@@ -117,8 +117,29 @@
     }
   });
 
+  document.addEventListener("change", (event) => {
+    if (event.target.id === "project-select") {
+      document.getElementById("new-project-label").hidden = event.target.value !== "";
+    }
+  });
+
   document.addEventListener("submit", async (event) => {
     const form = event.target;
+    if (form.matches("[data-create-studio]")) {
+      // Studios live in projects the user is a member of; "New project" creates one first (its owner).
+      event.preventDefault();
+      const f = Object.fromEntries(new FormData(form).entries());
+      try {
+        let project = f.project;
+        if (!project) {
+          project = f.new_project;
+          await api("POST", "/api/v1/projects", { key: project });
+        }
+        await api("POST", "/api/v1/studios", { project, name: f.name, template: f.template });
+        location.reload();
+      } catch (err) { show(errorBox(form), err.message); }
+      return;
+    }
     if (form.matches("[data-api-form], [data-api-form-path]")) {
       event.preventDefault();
       const fields = Object.fromEntries(new FormData(form).entries());
