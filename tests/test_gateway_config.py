@@ -488,3 +488,17 @@ def test_cookie_is_secure_by_default_behind_an_https_url():
     behind_tls = render_gateway_config([routes], GatewaySettings(public_url="https://studios.example.org"))
     forced_off = render_gateway_config([routes], GatewaySettings(public_url="https://studios.example.org", cookie_secure=False))
     assert "; Secure" not in plain and "; Secure" in behind_tls and "; Secure" not in forced_off
+
+
+def test_ui_server_block_only_with_ui_port_and_validated():
+    from codestudio.errors import UsageError
+    from codestudio.gateway.config import GatewaySettings, render_gateway_config
+
+    assert "codestudio server" not in render_gateway_config([], GatewaySettings())
+    text = render_gateway_config([], GatewaySettings(ui_port=8000, server_upstream="127.0.0.1:8801"))
+    assert "listen 127.0.0.1:8000;" in text and "proxy_pass http://127.0.0.1:8801;" in text
+    assert 'proxy_set_header X-Forwarded-User "";' in text
+    for bad in ({"ui_port": 8800}, {"ui_port": 0}, {"ui_port": 8000, "server_upstream": "evil;host:1"},
+                {"ui_port": 8000, "server_upstream": "127.0.0.1"}):
+        with pytest.raises(UsageError):
+            GatewaySettings(**bad)

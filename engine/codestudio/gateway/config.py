@@ -192,8 +192,20 @@ class GatewaySettings:
     # reload the oldest beyond this are ended, closing their connections (IDEs reconnect).
     max_old_workers: int = 8
     client_max_body_size: str = "0"  # 0 = unlimited (notebook uploads)
+    # The UI/API origin (the server's room): a second server block on host:ui_port that passes
+    # `/` and `/api/v1` to `codestudio server` at server_upstream and serves no studio content.
+    ui_port: int | None = None
+    server_upstream: str = "127.0.0.1:8801"
 
     def __post_init__(self) -> None:
+        if self.ui_port is not None and (type(self.ui_port) is not int or not 1 <= self.ui_port <= 65535
+                                         or self.ui_port == self.port):
+            raise UsageError(f"gateway: ui_port (CODESTUDIO_GATEWAY_UI_PORT) must be 1-65535 and not the content port, "
+                             f"got {self.ui_port!r}")
+        up_host, _, up_port = self.server_upstream.rpartition(":")
+        if not up_port.isdigit() or not 1 <= int(up_port) <= 65535:
+            raise UsageError(f"gateway: server_upstream (CODESTUDIO_GATEWAY_SERVER) {self.server_upstream!r} must be IP:PORT")
+        _ip_literal(up_host.strip("[]"), "server_upstream (CODESTUDIO_GATEWAY_SERVER)")
         object.__setattr__(self, "host", _ip_literal(self.host, "host (CODESTUDIO_GATEWAY_HOST)"))
         if type(self.port) is not int or not 1 <= self.port <= 65535:
             raise UsageError(f"gateway: port (CODESTUDIO_GATEWAY_PORT) must be 1-65535, got {self.port!r}")
@@ -251,6 +263,13 @@ class GatewaySettings:
             values["public_url"] = os.environ["CODESTUDIO_GATEWAY_URL"]
         if os.environ.get("CODESTUDIO_GATEWAY_USER"):
             values["worker_user"] = os.environ["CODESTUDIO_GATEWAY_USER"]
+        if os.environ.get("CODESTUDIO_GATEWAY_UI_PORT"):
+            raw = os.environ["CODESTUDIO_GATEWAY_UI_PORT"]
+            if not raw.isdigit():
+                raise UsageError(f"CODESTUDIO_GATEWAY_UI_PORT must be a port number, got {raw!r}")
+            values["ui_port"] = int(raw)
+        if os.environ.get("CODESTUDIO_GATEWAY_SERVER"):
+            values["server_upstream"] = os.environ["CODESTUDIO_GATEWAY_SERVER"]
         return cls(**values)
 
 
@@ -438,6 +457,8 @@ def render_gateway_config(
         cookie_secure=settings.secure_cookie,
         cookie_passes=COOKIE_STRIP_PASSES,
         generation="@@GENERATION@@",
+        ui={"listen": _host_port(settings.host, settings.ui_port), "upstream": ngx_safe(settings.server_upstream)}
+        if settings.ui_port else None,
     )
     # The health endpoint reports which config is live, so apply() can tell when a reload took.
     return body.replace("@@GENERATION@@", config_generation(body))
