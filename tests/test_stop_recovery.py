@@ -216,3 +216,15 @@ def test_recovery_script_archives_only_existing_targets(tmp_path):
     assert none.stdout == b""
     assert _outermost(["/w/a", "/w/a/b", "/w/ab", "/w/a/"]) == ["/w/a", "/w/ab"]
     assert textwrap.dedent(script)  # the script is one line for sh -c
+
+
+def test_start_after_a_killed_stop_does_not_drop_the_running_pod(running, monkeypatch):
+    """A ``studio stop`` killed mid-pull leaves STOPPING and a running pod: start must not just remove it."""
+    studios, s, pod = running["studios"], running["studio"], running["pod"]
+    studios._set_state(studios.Store.default(), s.id, studios.STOPPING, "stopping", ports=s.ports, token=s.token)
+    _pull_fails(monkeypatch)
+    s.dir.mkdir(parents=True, exist_ok=True)
+    (s.dir / "recovery").write_text("in the way")
+    with pytest.raises(RuntimeFailure, match="NOT stopped"):
+        studios.start_studio(running["who"], s.id)
+    assert pod.exists and pod.removed == 0 and studios.get_studio(s.id).state == studios.RUNNING

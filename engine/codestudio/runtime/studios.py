@@ -402,8 +402,14 @@ def start_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, q
             return studio
         if studio.state != STOPPED or local.pod_exists(studio.pod):
             # FAILED, a RUNNING one whose container died, or a command killed mid-way.
-            _remove_pod(studio, "leftover")
-        return _start_locked(studio, timeout=timeout, quiet=quiet, store=store)
+            if local.container_running(studio.container):
+                # Killed mid-stop or mid-start, still running: stop it by the stop's rules
+                # (its files are pulled or saved, never dropped; issue 9 item 4).
+                _stop_locked(studio, force=False, say=(lambda m: None) if quiet else _log, store=store,
+                             reason="leftover")
+            else:
+                _remove_pod(studio, "leftover")
+        return _start_locked(get_studio(studio.id, store=store), timeout=timeout, quiet=quiet, store=store)
 
 
 def _start_locked(studio: Studio, *, timeout: float, quiet: bool, store: Store) -> Studio:
@@ -559,27 +565,32 @@ def _stop(studio_id: str, *, force: bool, quiet: bool, store: Store) -> Studio:
         if studio.state == STOPPED and not local.pod_exists(studio.pod):
             say(f"studio {studio.id} is not running")
             return studio
-        running = local.container_running(studio.container)
-        _set_state(store, studio.id, STOPPING, "stopping", ports=studio.ports, token=studio.token)
-        _apply_gateway(start=False)  # STOPPING is not routed: drop the routes before the ports are freed
-        note = None
-        if running:
-            try:
-                note = _pull_or_save(studio, store, say)
-            except _Unsaved as exc:
-                if not force:
-                    message = (f"NOT stopped: {exc}. Its files are only in the studio, which keeps running. "
-                               f"Fix the cause and retry: codestudio studio stop {studio.id}; or remove it and "
-                               f"LOSE its unsynced changes: codestudio studio stop {studio.id} --force")
-                    _set_state(store, studio.id, RUNNING, message[:1000], ports=studio.ports, token=studio.token)
-                    _apply_gateway(start=False)
-                    raise RuntimeFailure(f"studio {studio.id} was {message}") from None
-                note = f"removed with --force although {exc}: its unsynced changes are lost"
-                say(f"warning: {note}")
-        _remove_pod(studio, "stopped")
-        _set_state(store, studio.id, STOPPED, note[:1000] if note else None, ports={}, token=None)
-        _apply_gateway(start=False)
+        _stop_locked(studio, force=force, say=say, store=store)
     return get_studio(studio.id, store=store)
+
+
+def _stop_locked(studio: Studio, *, force: bool, say, store: Store, reason: str = "stopped") -> None:
+    """Pull or save the files of a running pod, then remove it (the caller holds the studio lock)."""
+    running = local.container_running(studio.container)
+    _set_state(store, studio.id, STOPPING, "stopping", ports=studio.ports, token=studio.token)
+    _apply_gateway(start=False)  # STOPPING is not routed: drop the routes before the ports are freed
+    note = None
+    if running:
+        try:
+            note = _pull_or_save(studio, store, say)
+        except _Unsaved as exc:
+            if not force:
+                message = (f"NOT stopped: {exc}. Its files are only in the studio, which keeps running. "
+                           f"Fix the cause and retry: codestudio studio stop {studio.id}; or remove it and "
+                           f"LOSE its unsynced changes: codestudio studio stop {studio.id} --force")
+                _set_state(store, studio.id, RUNNING, message[:1000], ports=studio.ports, token=studio.token)
+                _apply_gateway(start=False)
+                raise RuntimeFailure(f"studio {studio.id} was {message}") from None
+            note = f"removed with --force although {exc}: its unsynced changes are lost"
+            say(f"warning: {note}")
+    _remove_pod(studio, reason)
+    _set_state(store, studio.id, STOPPED, note[:1000] if note else None, ports={}, token=None)
+    _apply_gateway(start=False)
 
 
 def _pull_or_save(studio: Studio, store: Store, say) -> str | None:
