@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := buildah podman runc slirp4netns nginx debootstrap debian-archive-keyring busybox-static git ca-certificates chromium chromium-driver
-PLUGINS := advanced codeenv jupyterlab vscode rstudio streamlit
+PLUGINS := advanced codeenv jupyterlab vscode rstudio streamlit gradio dash voila
 PYTEST_ARGS ?=
 
 .PHONY: test test-quick demo bench system venv clean

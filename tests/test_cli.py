@@ -33,6 +33,15 @@ def test_blocks_lists_the_advanced_types_with_distribution_and_version():
         assert rows[t]["version"] == "0.1.0"
 
 
+def test_blocks_lists_every_standard_block_from_nine_distributions():
+    result = cs("blocks", "--json")
+    rows = [r for r in json.loads(result.stdout) if r["distribution"].startswith("codestudio-")]
+    assert len(rows) == 14
+    assert len({r["distribution"] for r in rows}) == 9
+    for t in ("gradio", "dash", "voila"):
+        assert {r["type"]: r["distribution"] for r in rows}[t] == f"codestudio-{t}"
+
+
 def test_validate_exit_codes(write_template):
     assert cs("validate", str(EXAMPLES / "advanced.yaml")).returncode == 0
     bad = write_template("id: bad\nblocks:\n  - {type: entrypoint, label: x, command: [a], port: 70000}\n")

@@ -16,6 +16,10 @@ plugin copies another's code:
   Dockerfile statements (the instructions a template may use).
 - :func:`browser_path_ref`: the ``${DKU_CODE_STUDIO_BROWSER_PATH_<port>}``
   reference the runner expands in entrypoint commands.
+- :func:`code_env_problems`: the rule for a block running in a named code
+  env (it exists and comes first), as ``validate_block`` problems.
+- :class:`WebAppParams` and :class:`WebAppBlock`: the settings and hooks of a Python web app served from a zone
+  (own env or a code env, starter files, start script, probe, webapp).
 
 Every value that reaches a shell is validated by a type here or quoted with
 :func:`~codestudio.blockapi.shell_quote`.
@@ -28,17 +32,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
-from codestudio.blockapi import BlockProblem, Copy, Probe, Run, Step, shell_quote
+from codestudio import hookimpl
+from codestudio.blockapi import BlockParams, BlockProblem, Copy, Probe, Run, Step, shell_quote
 from codestudio.resources import Resource, ResourceError
+from codestudio.types import ContainerPath, Port, RelativePath, Slug, Zone
 
 __all__ = [
+    "PackageVersion",
     "PYTHON_COMMAND_RE",
     "PipRequirement",
     "PythonCommand",
+    "WebAppBlock",
+    "WebAppParams",
     "browser_path_ref",
     "check_dockerfile_statements",
+    "code_env_problems",
     "pip_install",
     "python_env",
     "resolve_resource",
@@ -163,3 +173,163 @@ def python_env(
         script += "\n" + pip_install(f"{path}/bin/python", packages, copied)
     steps.append(Run(script=script))
     return steps
+
+
+# --------------------------------------------------------------------------
+# Python web apps served from a zone (gradio, dash, voila)
+
+
+def code_env_problems(block, state, name: str | None, field: str = "code_env") -> list[tuple[str, str]] | None:
+    """``validate_block`` problems for a block that runs in the code env ``name``.
+
+    The env must exist and come before the block (its interpreter path is
+    only known once the code env block has applied); the message names both
+    blocks. Returns None when ``name`` is None or the env is fine.
+    """
+    if not name:
+        return None
+    owners = [owner for owner, env in state.code_envs if env.name == name]
+    if not owners:
+        known = ", ".join(env.name for _, env in state.code_envs) or "none"
+        return [(field, f"no code env named {name!r} in the template (defined: {known})")]
+    if owners[0].index > block.index:
+        return [(field, f"code env {name!r} is defined by {owners[0].where}, after this block, so this "
+                        "block's tool is not installed in it when the app starts: move the code env block first")]
+    return None
+
+
+def restart_on_change_script() -> bytes:
+    """The stdlib script that runs an app and restarts it when its folder changes."""
+    from importlib import resources
+
+    return resources.files("codestudio").joinpath("files", "restart_on_change.py").read_bytes()
+
+
+def _version(value: str) -> str:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ValueError(f"{value!r} is not a version number") from None
+    return value
+
+
+#: A version number of a PyPI distribution (PEP 440), e.g. ``5.1.0``.
+PackageVersion = Annotated[str, AfterValidator(_version)]
+
+
+class WebAppParams(BlockParams):
+    """The settings every :class:`WebAppBlock` takes; each block redeclares the defaults
+    of ``port``, ``version``, ``app`` and ``path``."""
+
+    port: Port
+    #: The tool's version from PyPI.
+    version: PackageVersion
+    #: Extra packages installed with the tool.
+    packages: list[PipRequirement] = Field(default_factory=list)
+    #: A code env (defined before this block) that runs the app; default: the block's own env.
+    code_env: Slug | None = None
+    #: The zone holding the app, and the app's path in it.
+    zone: Zone = "code_studio-versioned"
+    app: RelativePath
+    #: The block's own environment (when ``code_env`` is not set).
+    path: ContainerPath
+
+
+class WebAppBlock:
+    """Mixin for blocks serving a Python web app from a zone (``gradio``, ``dash``, ``voila``).
+
+    A subclass (also a :class:`~codestudio.blockapi.Block`) declares a
+    ``Params`` model with ``port``, ``version``, ``packages``, ``code_env``,
+    ``zone``, ``app`` and ``path`` fields, and sets:
+
+    - ``home``: the folder of its own files in the image;
+    - ``tool``: the pip distribution it installs at ``version``
+      (``extra_requirements`` go with it);
+    - ``examples``: ``{file name: bytes}``, the working example copied to
+      ``<home>/example/`` and written into the zone when a studio is created
+      (:meth:`starter_paths` says where);
+    - ``start_script``: the bytes of its ``start.sh``, called as
+      ``start.sh PYTHON APP PORT BASE_PATH``; ``<home>/restart_on_change.py``
+      is there for it to use (unless ``restart_on_change`` is false);
+    - ``probe_url``, ``proxied_subpath``, ``default_label``.
+
+    The app runs in the block's own env at ``path`` or, with ``code_env``,
+    in that env (the tool is installed into it when it is announced; the
+    env must come first). The entrypoint is launchable as a webapp.
+    """
+
+    home: str = ""
+    tool: str = ""
+    extra_requirements: tuple[str, ...] = ()
+    examples: dict[str, bytes] = {}
+    start_script: bytes = b""
+    probe_url: str = "${baseUrl}/"
+    proxied_subpath: str = "$request_uri"
+    default_label: str = ""
+    #: Copy ``restart_on_change.py`` into ``home`` (tools that do not reload an edited app).
+    restart_on_change: bool = True
+
+    def requirements(self, p) -> list[str]:
+        return [f"{self.tool}=={p.version}", *self.extra_requirements, *p.packages]
+
+    def starter_paths(self, p) -> dict[str, str]:
+        """``{path in the zone: example file name}``; default: ``app`` is the one example file."""
+        (name,) = self.examples
+        return {p.app: name}
+
+    @hookimpl
+    def contribute_dockerfile(self, block):
+        p = block.params
+        steps: list[Step] = [] if p.code_env else python_env(p.path, packages=self.requirements(p))
+        steps += [Copy(content=content, dest=f"{self.home}/example/{name}") for name, content in sorted(self.examples.items())]
+        if self.restart_on_change:
+            steps.append(Copy(content=restart_on_change_script(), dest=f"{self.home}/restart_on_change.py"))
+        steps.append(Copy(content=self.start_script, dest=f"{self.home}/start.sh", mode=0o755))
+        return steps
+
+    @hookimpl
+    def register_code_env(self, block, code_env):
+        p = block.params
+        if code_env.name != p.code_env:
+            return None
+        return [Run(script=pip_install(code_env.python, self.requirements(p)))]
+
+    @hookimpl
+    def contribute_entrypoint(self, block, state):
+        from codestudio.blockapi import Entrypoint
+        from codestudio.types import default_target
+
+        p = block.params
+        if p.code_env:
+            env = state.find_code_env(p.code_env)
+            # A missing or later env is reported by validate_block; the path is a placeholder.
+            python = env.python if env else f"/opt/codestudio/code-envs/{p.code_env}/bin/python"
+        else:
+            python = f"{p.path}/bin/python"
+        return Entrypoint(
+            label=p.label or self.default_label,
+            command=[f"{self.home}/start.sh", python, f"{default_target(p.zone)}/{p.app}", str(p.port),
+                     browser_path_ref(p.port)],
+            port=p.port,
+            expose_html=True,
+            launch_in_webapp=True,
+            proxied_subpath=self.proxied_subpath,
+        )
+
+    @hookimpl
+    def contribute_starter_files(self, block):
+        from codestudio.blockapi import StarterFile
+
+        p = block.params
+        return [StarterFile(zone=p.zone, path=path, content=self.examples[name])
+                for path, name in sorted(self.starter_paths(p).items())]
+
+    @hookimpl
+    def adjust_probe(self, block, probe):
+        return ide_probe(probe, block.params.port, self.probe_url)
+
+    @hookimpl
+    def validate_block(self, block, state):
+        return code_env_problems(block, state, block.params.code_env)

@@ -1,0 +1,63 @@
+"""``voila``: notebooks of the studio's versioned files served as Voilà dashboards.
+
+The ``voila/`` folder of the ``code_studio-versioned`` zone holds the
+notebooks, created with a working example (``voila/app.ipynb``). Voilà
+serves the folder (its page lists the notebooks; ``voila/render/<name>``
+runs one), executing a notebook afresh on each visit, so an edit synced
+from the server is what the next visit shows. Voilà serves the full
+browser path (``--base_url`` from ``DKU_CODE_STUDIO_BROWSER_PATH_<port>``,
+``proxied_subpath: $request_uri``); widgets talk to their kernel over
+Jupyter's kernel websocket, which the gateway passes. Readiness: the
+folder's page, which Voilà serves once it is up (a probe that rendered a
+notebook would start a kernel every time). The entrypoint can be launched
+as a webapp. Voilà (with ``ipykernel``, so notebooks run in the same env)
+has its own environment unless ``code_env`` names a code env defined
+earlier.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from codestudio.blockapi import Block
+from codestudio.blockhelpers import PackageVersion, WebAppBlock, WebAppParams
+from codestudio.types import ContainerPath, Port, RelativePath
+
+DEFAULT_VERSION = "0.5.13"
+IPYKERNEL_VERSION = "7.4.0"
+HOME = "/opt/codestudio/voila"
+
+
+def _file(name: str) -> bytes:
+    return resources.files(__package__).joinpath("files", name).read_bytes()
+
+
+class VoilaParams(WebAppParams):
+    port: Port = 8866
+    version: PackageVersion = DEFAULT_VERSION
+    #: The folder of notebooks Voilà serves, in the zone.
+    app: RelativePath = "voila"
+    path: ContainerPath = HOME
+
+
+class VoilaBlock(WebAppBlock, Block):
+    Params = VoilaParams
+    summary = "Notebooks from the studio's versioned files as Voila dashboards, launchable as a webapp"
+    home = HOME
+    tool = "voila"
+    extra_requirements = (f"ipykernel=={IPYKERNEL_VERSION}",)
+    default_label = "Voila"
+    proxied_subpath = "$request_uri"
+    probe_url = "${baseUrl}/"
+    restart_on_change = False  # Voila runs the notebook afresh on each visit
+
+    @property
+    def examples(self) -> dict[str, bytes]:
+        return {"app.ipynb": _file("app.ipynb")}
+
+    @property
+    def start_script(self) -> bytes:
+        return _file("start.sh")
+
+    def starter_paths(self, p) -> dict[str, str]:
+        return {f"{p.app}/app.ipynb": "app.ipynb"}

@@ -1,0 +1,47 @@
+"""The engine's web-app helpers: restart_on_change.py and the code env rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from codestudio.blockhelpers import restart_on_change_script
+
+
+def _wait_for(path, count: int, timeout: float = 20) -> list[str]:
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.1)
+    raise AssertionError(f"expected {count} lines in {path}, got {lines}")
+
+
+def test_restart_on_change_restarts_the_app_on_an_edit_and_survives_a_crash(tmp_path):
+    script = tmp_path / "restart_on_change.py"
+    script.write_bytes(restart_on_change_script())
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    app = app_dir / "app.py"
+    log = tmp_path / "log"
+    app.write_text(f"open({str(log)!r}, 'a').write('v1\\n')\nimport time\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script), str(app_dir), "--", sys.executable, str(app)])
+    try:
+        assert _wait_for(log, 1) == ["v1"]
+        # A sync replaces the file (new inode): the app restarts with the new code.
+        new = app_dir / ".app.py.tmp"
+        new.write_text(f"open({str(log)!r}, 'a').write('v2\\n')\nraise SystemExit(1)\n")
+        new.replace(app)
+        assert _wait_for(log, 2) == ["v1", "v2"]
+        # The edited app exited by itself: the watcher waits for the next edit instead of exiting.
+        time.sleep(2)
+        assert proc.poll() is None
+        assert log.read_text().splitlines() == ["v1", "v2"]
+        app.write_text(f"open({str(log)!r}, 'a').write('v3\\n')\nimport time\ntime.sleep(60)\n")
+        assert _wait_for(log, 3) == ["v1", "v2", "v3"]
+    finally:
+        proc.terminate()
+        assert proc.wait(20) != 0
