@@ -235,7 +235,13 @@ class Action(BaseModel):
 
 
 class CodeEnv(BaseModel):
-    """A Python environment in the image, announced to IDE blocks via ``register_code_env``."""
+    """A code environment in the image, announced to IDE blocks via ``register_code_env``.
+
+    ``language`` says which: a Python virtual env (``python`` is its
+    interpreter) or an R env (``r`` is the R binary, ``library`` the env's
+    own library folder, to put first on R's library paths). Blocks that only
+    handle Python envs check ``language`` and skip the others.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -243,8 +249,20 @@ class CodeEnv(BaseModel):
     label: Label
     #: The environment's prefix, e.g. ``/opt/codestudio/code-envs/py-ml``.
     path: ContainerPath
-    #: Its interpreter, e.g. ``/opt/codestudio/code-envs/py-ml/bin/python``.
-    python: ContainerPath
+    language: Literal["python", "r"] = "python"
+    #: A Python env's interpreter, e.g. ``/opt/codestudio/code-envs/py-ml/bin/python``.
+    python: ContainerPath | None = None
+    #: An R env's R binary (``/usr/bin/R``) and library folder (``<path>/library``).
+    r: ContainerPath | None = None
+    library: ContainerPath | None = None
+
+    @model_validator(mode="after")
+    def _interpreter(self):
+        if self.language == "python" and self.python is None:
+            raise ValueError("a Python code env needs its interpreter (python)")
+        if self.language == "r" and (self.r is None or self.library is None):
+            raise ValueError("an R code env needs its R binary (r) and library folder (library)")
+        return self
 
 
 class Probe(BaseModel):

@@ -195,6 +195,9 @@ def code_env_problems(block, state, name: str | None, field: str = "code_env") -
     if owners[0].index > block.index:
         return [(field, f"code env {name!r} is defined by {owners[0].where}, after this block, so this "
                         "block's tool is not installed in it when the app starts: move the code env block first")]
+    env = state.find_code_env(name)
+    if env is not None and env.language != "python":
+        return [(field, f"code env {name!r} ({owners[0].where}) is an R env; this block runs in a Python code env")]
     return None
 
 
@@ -292,8 +295,8 @@ class WebAppBlock:
     @hookimpl
     def register_code_env(self, block, code_env):
         p = block.params
-        if code_env.name != p.code_env:
-            return None
+        if code_env.name != p.code_env or code_env.language != "python":
+            return None  # another env, or an R env (refused by validate_block)
         return [Run(script=pip_install(code_env.python, self.requirements(p)))]
 
     @hookimpl
@@ -305,7 +308,7 @@ class WebAppBlock:
         if p.code_env:
             env = state.find_code_env(p.code_env)
             # A missing or later env is reported by validate_block; the path is a placeholder.
-            python = env.python if env else f"/opt/codestudio/code-envs/{p.code_env}/bin/python"
+            python = env.python if env and env.python else f"/opt/codestudio/code-envs/{p.code_env}/bin/python"
         else:
             python = f"{p.path}/bin/python"
         return Entrypoint(

@@ -9,7 +9,10 @@ gateway:
   for the owner;
 - code envs before and after the IDE: ``/api/kernelspecs`` through the
   gateway lists both (the first is the default), and the later one's
-  kernel runs code in its env over the kernel WebSocket through the gateway.
+  kernel runs code in its env over the kernel WebSocket through the gateway;
+  the same image carries an R code env (``language: r``, ``r-cran-jsonlite``
+  from Debian), whose IRkernel kernel evaluates ``1 + 1`` and a jsonlite
+  function, with the env's library first on R's library paths.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ blocks:
   - type: codeenv
     name: after
     label: After env
+  - type: codeenv
+    name: r-stats
+    label: R stats
+    language: r
+    debian_packages: [r-cran-jsonlite]
 """
 
 @pytest.fixture(scope="module")
@@ -127,6 +135,37 @@ def test_code_env_kernel_runs_code_through_the_gateway(lab):
             # Upper-cased, so the echoed code itself cannot match.
             ws.send(_execute_request("import sys; print(sys.prefix.upper())", session), opcode=1)
             ws.wait_for(b"/OPT/CODESTUDIO/CODE-ENVS/AFTER", timeout=90)
+        finally:
+            ws.close()
+    finally:
+        browser.request(f"{studio.base}/8888/api/kernels/{kernel['id']}", method="DELETE", headers=headers)
+
+
+def test_r_code_env_kernel_runs_r_through_the_gateway(lab):
+    """Start the R env's IRkernel kernel over JupyterLab's kernel WebSocket through the gateway."""
+    studio = lab["envs"]
+    browser = studio.login(8888)
+    status, body = browser.get(f"{studio.base}/8888/api/kernelspecs")
+    spec = json.loads(body)["kernelspecs"]["r-stats"]["spec"]
+    assert spec["language"] == "R" and spec["display_name"] == "R stats"
+    status, _ = browser.get(f"{studio.base}/8888/lab")
+    headers = {"X-XSRFToken": browser.cookie("_xsrf"), "Content-Type": "application/json"}
+    status, body, _ = browser.request(f"{studio.base}/8888/api/kernels", method="POST",
+                                      data=json.dumps({"name": "r-stats"}).encode(), headers=headers)
+    assert status == 201, body[:500]
+    kernel = json.loads(body)
+    try:
+        session = uuid.uuid4().hex
+        url = f"{studio.base}/8888/api/kernels/{kernel['id']}/channels?session_id={session}".replace("http://", "ws://", 1)
+        ws = S.WebSocket(url, cookie=browser.cookie(), origin=studio.env.gateway_url)
+        try:
+            ws.send(_execute_request("1 + 1", session), opcode=1)
+            ws.wait_for(b"[1] 2", timeout=120)
+            # A function of the r-cran-* package; upper-cased so the echoed code cannot match.
+            ws.send(_execute_request('cat(toupper(jsonlite::toJSON(list(answer = "forty-two"))))', session), opcode=1)
+            ws.wait_for(b"FORTY-TWO", timeout=60)
+            ws.send(_execute_request("cat(toupper(.libPaths()[1]))", session), opcode=1)
+            ws.wait_for(b"/OPT/CODESTUDIO/CODE-ENVS/R-STATS/LIBRARY", timeout=60)
         finally:
             ws.close()
     finally:

@@ -113,3 +113,68 @@ def test_same_path_twice_is_an_error(render):
         """)
     assert "blocks[1] (type: codeenv): field 'path'" in str(exc.value)
     assert "blocks[0]" in str(exc.value)
+
+
+def test_r_env_from_debian_with_cran_packages_and_every_ide_registers_it(render):
+    r = render("""
+        - type: jupyterlab
+        - type: vscode
+        - type: rstudio
+        - type: codeenv
+          name: r-stats
+          label: R stats
+          language: r
+          debian_packages: [r-cran-jsonlite]
+          cran_repository: https://cran.example.org/
+          cran_packages: [glue]
+    """)
+    ((_, env),) = r.state.code_envs
+    assert (env.language, env.r, env.library, env.python) == ("r", "/usr/bin/R", "/opt/codestudio/code-envs/r-stats/library", None)
+    group = r.state.groups[3]
+    script = group.steps[0].script
+    assert "apt-get install -y --no-install-recommends r-base-core r-cran-irkernel r-cran-jsonlite r-base-dev" in script
+    assert "mkdir -p /opt/codestudio/code-envs/r-stats/library" in script
+    assert 'install.packages(pkgs, lib = lib, repos = "https://cran.example.org/")' in script
+    assert "not installed from the CRAN repository" in script
+    rest = group.steps[1:]
+    # JupyterLab: an IRkernel kernel with the env's library first; no pip install into an R env.
+    (kernel,) = [s for s in rest if getattr(s, "dest", "").endswith("/kernels/r-stats/kernel.json")]
+    spec = json.loads(kernel.content)
+    assert spec["argv"][:1] == ["/usr/bin/R"] and "IRkernel::main()" in spec["argv"] and spec["argv"][-1] == "{connection_file}"
+    assert spec["language"] == "R" and spec["env"] == {"R_LIBS": "/opt/codestudio/code-envs/r-stats/library"}
+    scripts = [getattr(s, "script", None) or "" for s in rest]
+    assert not any("pip install" in s for s in scripts)
+    # VS Code: the R interpreter and library path.
+    argvs = [s.argv for s in rest if getattr(s, "argv", None)]
+    assert any(a[-3:] == ["--r", "/usr/bin/R", "/opt/codestudio/code-envs/r-stats/library"] for a in argvs)
+    # RStudio: the library first on .libPaths().
+    assert any('.libPaths(c("/opt/codestudio/code-envs/r-stats/library", .libPaths()))' in s
+               and "/etc/R/Rprofile.site" in s for s in scripts)
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ("language: r\n  packages: [pandas]", "language r takes debian_packages and cran_packages, not pip's packages"),
+        ("language: r\n  requirements: req.txt", "not pip's requirements"),
+        ("language: r\n  cran_repository: ftp://cran.example.org/", "must be an http:// or https:// URL"),
+        ("language: r\n  cran_repository: 'https://x.org/\"); system(\"id'", "must be an http:// or https:// URL"),
+        ("language: r\n  cran_packages: [glue]", "cran_packages needs cran_repository"),
+        ("language: r\n  cran_packages: ['glue\"); system(\"id']\n  cran_repository: https://x.org/", "not an R package name"),
+        ("language: r\n  debian_packages: ['r-cran-x; id']", "not a Debian package name"),
+        ("debian_packages: [r-cran-jsonlite]", "are for R envs: set language: r"),
+    ],
+)
+def test_r_env_bad_input(render, params, expected):
+    with pytest.raises(TemplateError) as exc:
+        render(f"- type: codeenv\n  name: r-env\n  {params}\n", files={"req.txt": "x\n"})
+    assert "blocks[0] (type: codeenv)" in str(exc.value) and expected in str(exc.value)
+
+
+def test_python_blocks_refuse_an_r_env(render):
+    with pytest.raises(TemplateError) as exc:
+        render("- {type: codeenv, name: r-env, language: r}\n- {type: streamlit, code_env: r-env}\n")
+    assert "blocks[1] (type: streamlit): field 'code_env'" in str(exc.value) and "is an R env" in str(exc.value)
+    with pytest.raises(TemplateError) as exc:
+        render("- {type: codeenv, name: r-env, language: r}\n- {type: gradio, code_env: r-env}\n")
+    assert "blocks[1] (type: gradio): field 'code_env'" in str(exc.value) and "blocks[0] (type: codeenv)" in str(exc.value)

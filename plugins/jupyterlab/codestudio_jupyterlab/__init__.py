@@ -59,7 +59,17 @@ PAGE_CONFIG = json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension
 
 
 def kernel_spec(code_env) -> str:
-    """The kernel.json of a code env: its own interpreter runs ipykernel."""
+    """The kernel.json of a code env: its own interpreter runs ipykernel; an R env runs
+    IRkernel (from Debian) with the env's library first on R's library paths."""
+    if code_env.language == "r":
+        spec = {
+            "argv": [code_env.r, "--no-echo", "--no-restore", "-e", "IRkernel::main()", "--args", "{connection_file}"],
+            "display_name": code_env.label,
+            "language": "R",
+            "env": {"R_LIBS": code_env.library},
+            "metadata": {"codestudio": {"code_env": code_env.name, "path": code_env.path}},
+        }
+        return json.dumps(spec, indent=1, sort_keys=True) + "\n"
     spec = {
         "argv": [code_env.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": code_env.label,
@@ -121,7 +131,8 @@ class JupyterLabBlock(Block):
     def register_code_env(self, block, code_env, state):
         p: JupyterLabParams = block.params
         steps = [
-            Run(script=pip_install(code_env.python, ["ipykernel"])),
+            # An R env brings IRkernel itself (r-cran-irkernel).
+            *([] if code_env.language == "r" else [Run(script=pip_install(code_env.python, ["ipykernel"]))]),
             Copy(content=kernel_spec(code_env), dest=f"{p.path}/share/jupyter/kernels/{code_env.name}/kernel.json"),
         ]
         # The template's first code env (whichever side of this block it is)

@@ -126,6 +126,14 @@ rm -rf /var/lib/apt/lists/*
         return steps
 
     @hookimpl
+    def register_code_env(self, block, code_env):
+        # RStudio's R sessions see every R code env's library first on .libPaths().
+        if code_env.language != "r":
+            return None
+        line = f'.libPaths(c({json.dumps(code_env.library)}, .libPaths()))'
+        return [Run(script=f"mkdir -p /etc/R\nprintf '%s\\n' {shell_quote(line)} >> /etc/R/Rprofile.site")]
+
+    @hookimpl
     def contribute_entrypoint(self, block):
         p: RStudioParams = block.params
         return Entrypoint(

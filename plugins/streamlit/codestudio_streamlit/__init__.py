@@ -80,8 +80,8 @@ class StreamlitBlock(Block):
     @hookimpl
     def register_code_env(self, block, code_env):
         p: StreamlitParams = block.params
-        if code_env.name != p.code_env:
-            return None
+        if code_env.name != p.code_env or code_env.language != "python":
+            return None  # another env, or an R env (refused by validate_block)
         return [Run(script=pip_install(code_env.python, p.requirements))]
 
     @hookimpl
@@ -90,7 +90,7 @@ class StreamlitBlock(Block):
         if p.code_env:
             env = state.find_code_env(p.code_env)
             # A missing env is reported by validate_block; the path is a placeholder.
-            python = env.python if env else f"/opt/codestudio/code-envs/{p.code_env}/bin/python"
+            python = env.python if env and env.python else f"/opt/codestudio/code-envs/{p.code_env}/bin/python"
         else:
             python = f"{p.path}/bin/python"
         return Entrypoint(
@@ -130,4 +130,6 @@ class StreamlitBlock(Block):
             # The entrypoint runs that env's interpreter, whose path is only
             # known once the code env block has applied.
             return [("code_env", f"code env {p.code_env!r} ({owners[0].where}) must come before this block")]
+        if state.find_code_env(p.code_env).language != "python":
+            return [("code_env", f"code env {p.code_env!r} ({owners[0].where}) is an R env; Streamlit runs in a Python code env")]
         return None

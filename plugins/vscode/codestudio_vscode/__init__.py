@@ -190,8 +190,8 @@ class VSCodeBlock(Block):
     @hookimpl
     def register_code_env(self, block, code_env):
         p: VSCodeParams = block.params
-        return [
-            Run(
-                argv=["python3", REGISTER, f"{p.folder}/.vscode", code_env.name, code_env.label, code_env.python],
-            )
-        ]
+        if code_env.language == "r":
+            interpreter = ["--r", code_env.r, code_env.library]
+        else:
+            interpreter = [code_env.python]
+        return [Run(argv=["python3", REGISTER, f"{p.folder}/.vscode", code_env.name, code_env.label, *interpreter])]

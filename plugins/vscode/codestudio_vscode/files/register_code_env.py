@@ -6,6 +6,10 @@ replaces only this env's entries, so the result does not depend on order and
 running it twice changes nothing.
 
 usage: python3 register_code_env.py VSCODE_DIR NAME LABEL PYTHON
+       python3 register_code_env.py VSCODE_DIR NAME LABEL --r R LIBRARY
+
+An R env sets the R extension's interpreter (``r.rterm.linux``, ``r.rpath.linux``)
+and adds its library to ``r.libPaths``; it gets no launch configuration.
 """
 
 import json
@@ -36,6 +40,21 @@ def chown(path):
     # Run as root at build time: the files belong to the studio user.
     if os.geteuid() == 0:
         os.chown(path, STUDIO_UID, STUDIO_UID)
+
+
+def main_r(folder, name, label, r, library):
+    os.makedirs(folder, exist_ok=True)
+    chown(folder)
+    settings_path = os.path.join(folder, "settings.json")
+    settings = load(settings_path, {})
+    settings["r.rterm.linux"] = r
+    settings["r.rpath.linux"] = r
+    paths = settings.setdefault("r.libPaths", [])
+    if library not in paths:
+        paths.append(library)
+    envs = settings.setdefault("codestudio.codeEnvs", {})
+    envs[name] = {"label": label, "language": "r", "r": r, "library": library}
+    save(settings_path, settings)
 
 
 def main(folder, name, label, python):
@@ -77,4 +96,7 @@ def main(folder, name, label, python):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    if len(sys.argv) > 4 and sys.argv[4] == "--r":
+        main_r(*sys.argv[1:4], *sys.argv[5:7])
+    else:
+        main(*sys.argv[1:5])
