@@ -620,3 +620,31 @@ def test_projects_routes_and_the_create_form_offers_member_projects_only(with_te
     page = srv.signed_in("alice").get("/").text
     options = re.findall(r'<option value="([^"]*)">', page.split('id="project-select"')[1].split("</select>")[0])
     assert options == ["LOAD", "P1", ""]
+
+
+def test_pages_carry_a_strict_csp_and_no_framing(srv):
+    a = srv.signed_in("alice")
+    r = a.get("/")
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert "<script>" not in r.text and " on" + "click=" not in r.text  # no inline script: the CSP allows none
+    assert a.get("/api/v1/docs").status_code == 404  # no CDN-loaded Swagger page on the UI origin
+
+
+def test_studio_links_use_one_host_per_studio_when_configured(codestudio_home, write_template):
+    from codestudio.projects import create_project, grant
+    from codestudio.runtime import studios as rt
+    from codestudio.templates_store import add_template
+
+    s = Srv(codestudio_home, studio_host_pattern="{studio}.studios.localhost:8800")
+    add_template(s.root, write_template(TEMPLATE))
+    create_project(s.root, "P1", store=s.store)
+    grant(s.root, "P1", users=["alice"], store=s.store)
+    access.add_member(s.root, "team", "alice", store=s.store)
+    a = s.signed_in("alice")
+    sid = a.post("/api/v1/studios", json={"project": "P1", "name": "hosted", "template": "srv-t"}).json()["id"]
+    assert s.settings.studio_base(sid) == f"http://{sid}.studios.localhost:8800"
+    got = a.get(f"/api/v1/studios/{sid}").json()
+    assert got["landing"].startswith(f"http://{sid}.studios.localhost:8800/code-studios/P1/{sid}/")
+    assert rt.get_studio(sid).id == sid

@@ -20,6 +20,8 @@ from codestudio.server.settings import ServerSettings
 from codestudio.store import Store
 
 log = logging.getLogger("codestudio.server")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "frame-src http: https:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 
 
 @dataclass
@@ -78,7 +80,7 @@ def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None 
         description="The codestudio REST API: studios, their files and actions, templates, jobs. "
         "Authenticate with a personal API token (Authorization: Bearer cst_...) or a web session.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # Swagger UI would load scripts from a CDN onto the UI origin
         redoc_url=None,
     )
     app.state.cs = state
@@ -116,6 +118,9 @@ def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None 
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if request.url.path.startswith("/api/"):
             response.headers.setdefault("Cache-Control", "no-store")
+        elif response.headers.get("content-type", "").startswith("text/html"):
+            # Pages run only their own script; studio tabs may be framed from the content origin.
+            response.headers.setdefault("Content-Security-Policy", CSP)
         return response
 
     from codestudio.server.api import make_router
