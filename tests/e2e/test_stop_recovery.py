@@ -125,3 +125,24 @@ def test_force_removes_the_pod_and_says_files_are_lost(studio):
     assert "removed with --force" in result.stderr and "unsynced changes are lost" in result.stderr
     assert not local.pod_exists(s.pod)
     (zone / ".git" / "index.lock").unlink()
+
+
+def test_a_container_that_died_is_saved_from_before_its_pod_goes(studio):
+    """After a crash or a reboot the container is stopped, not gone: its files are copied out first."""
+    from codestudio import containers
+
+    rts, local, s = studio["rts"], studio["local"], studio["studio"]
+    assert local.exec_run(s.container, ["sh", "-c", f"printf 'after the last sync' > {NOTEBOOK}"]).returncode == 0
+    containers.podman("stop", "-t", "0", s.container)
+    assert not local.container_running(s.container) and local.pod_exists(s.pod)
+    # start (like stop) goes through the stop's rules for what is left.
+    result = _cli("studio", "stop", s.id)
+    assert result.returncode == 0, result.stderr
+    assert "its container was no longer running" in result.stderr and "were saved to" in result.stderr
+    assert not local.pod_exists(s.pod)
+    [folder] = (s.dir / "recovery").iterdir()
+    meta = json.loads((folder / "recovery.json").read_text())
+    archive = meta["archives"]["/home/codestudio/workspace/code_studio-versioned"]
+    with tarfile.open(folder / archive) as tar:
+        [member] = [m for m in tar.getmembers() if m.name.endswith("notebook.ipynb")]
+        assert tar.extractfile(member).read() == b"after the last sync"

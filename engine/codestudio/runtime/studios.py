@@ -402,13 +402,9 @@ def start_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, q
             return studio
         if studio.state != STOPPED or local.pod_exists(studio.pod):
             # FAILED, a RUNNING one whose container died, or a command killed mid-way.
-            if local.container_running(studio.container):
-                # Killed mid-stop or mid-start, still running: stop it by the stop's rules
-                # (its files are pulled or saved, never dropped; issue 9 item 4).
-                _stop_locked(studio, force=False, say=(lambda m: None) if quiet else _log, store=store,
-                             reason="leftover")
-            else:
-                _remove_pod(studio, "leftover")
+            # Stopped by the stop's rules: its files are pulled or saved, never dropped (issue 9 item 4).
+            _stop_locked(studio, force=False, say=(lambda m: None) if quiet else _log, store=store,
+                         reason="leftover")
         return _start_locked(get_studio(studio.id, store=store), timeout=timeout, quiet=quiet, store=store)
 
 
@@ -575,19 +571,26 @@ def _stop_locked(studio: Studio, *, force: bool, say, store: Store, reason: str 
     _set_state(store, studio.id, STOPPING, "stopping", ports=studio.ports, token=studio.token)
     _apply_gateway(start=False)  # STOPPING is not routed: drop the routes before the ports are freed
     note = None
-    if running:
-        try:
+    try:
+        if running:
             note = _pull_or_save(studio, store, say)
-        except _Unsaved as exc:
-            if not force:
-                message = (f"NOT stopped: {exc}. Its files are only in the studio, which keeps running. "
-                           f"Fix the cause and retry: codestudio studio stop {studio.id}; or remove it and "
-                           f"LOSE its unsynced changes: codestudio studio stop {studio.id} --force")
+        elif _container_exists(studio.container):
+            # It died (a crash, a reboot): its files are still in its stopped container.
+            note = _save_stopped(studio, store, say)
+    except _Unsaved as exc:
+        if not force:
+            where = "the studio, which keeps running" if running else "its stopped container, which is kept"
+            message = (f"NOT stopped: {exc}. Its files are only in {where}. "
+                       f"Fix the cause and retry: codestudio studio stop {studio.id}; or remove it and "
+                       f"LOSE its unsynced changes: codestudio studio stop {studio.id} --force")
+            if running:
                 _set_state(store, studio.id, RUNNING, message[:1000], ports=studio.ports, token=studio.token)
-                _apply_gateway(start=False)
-                raise RuntimeFailure(f"studio {studio.id} was {message}") from None
-            note = f"removed with --force although {exc}: its unsynced changes are lost"
-            say(f"warning: {note}")
+            else:
+                _set_state(store, studio.id, FAILED, message[:1000], ports={}, token=None)
+            _apply_gateway(start=False)
+            raise RuntimeFailure(f"studio {studio.id} was {message}") from None
+        note = f"removed with --force although {exc}: its unsynced changes are lost"
+        say(f"warning: {note}")
     _remove_pod(studio, reason)
     _set_state(store, studio.id, STOPPED, note[:1000] if note else None, ports={}, token=None)
     _apply_gateway(start=False)
@@ -638,6 +641,32 @@ def _pull_or_save(studio: Studio, store: Store, say) -> str | None:
     return note
 
 
+def _container_exists(container: str) -> bool:
+    from codestudio import containers
+
+    return containers.podman("container", "exists", container, check=False).returncode == 0
+
+
+def _save_stopped(studio: Studio, store: Store, say) -> str | None:
+    """Save the two-way mapping targets out of a container that is no longer running (``podman cp``)."""
+    from codestudio.errors import CodestudioError
+
+    try:
+        targets = [m.target for m in _sync_studio(studio, _plan(studio, store).state).mappings if not m.one_way]
+    except CodestudioError:
+        targets = [STUDIO_HOME]
+    if not targets:
+        return None
+    why = "its container was no longer running, so its files could not be pulled"
+    try:
+        saved = _save_recovery(studio, targets, why, running=False)
+    except Exception as exc:
+        raise _Unsaved(f"{why}, and saving them from the stopped container failed ({_first_line(exc)})") from None
+    note = f"{why}; its files ({', '.join(_outermost(targets))}) were saved to {saved} before its pod was removed"
+    say(f"warning: {note}")
+    return note
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
@@ -659,14 +688,17 @@ _RECOVERY_SCRIPT = (
 )
 
 
-def _save_recovery(studio: Studio, targets: list[str], why: str) -> Path:
-    """Tar ``targets`` out of the running pod (through exec) into ``<studio dir>/recovery/<UTC>/``.
+def _save_recovery(studio: Studio, targets: list[str], why: str, *, running: bool = True) -> Path:
+    """Tar ``targets`` out of the pod into ``<studio dir>/recovery/<UTC>/``.
 
-    The folder holds ``files.tar`` (paths relative to ``/`` inside the
-    studio) and ``recovery.json`` (why, what, when). Only the engine's OS user
-    can read it (0700). Raises when tar fails; the partial folder is removed.
+    A running pod: one ``files.tar`` (paths relative to ``/`` inside the
+    studio) made by ``tar`` through exec. A stopped container: one
+    ``files-<n>.tar`` per target made by ``podman cp`` (which resolves paths
+    inside the container's root; targets that do not exist are skipped).
+    ``recovery.json`` says why, what and when. Only the engine's OS user can
+    read it (0700). Raises when saving fails; the partial folder is removed.
     """
-    from codestudio.containers import podman_env
+    from codestudio.containers import podman_command, podman_env
 
     root = studio.dir / "recovery"
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -676,17 +708,34 @@ def _save_recovery(studio: Studio, targets: list[str], why: str) -> Path:
         folder, n = root / f"{stamp}-{n}", n + 1
     folder.mkdir(mode=0o700)
     paths = _outermost(targets)
-    argv = ["sh", "-c", _RECOVERY_SCRIPT, "sh", *(p.lstrip("/") or "." for p in paths)]
+    private = lambda p, f: os.open(p, f, 0o600)  # noqa: E731
+    archives: dict[str, str] = {}
     try:
-        with open(folder / "files.tar", "wb", opener=lambda p, f: os.open(p, f, 0o600)) as out:
-            proc = subprocess.run(local.exec_command(studio.container, argv, user=STUDIO_USER), stdout=out,
-                                  stderr=subprocess.PIPE, env=podman_env())
-        if proc.returncode != 0:
-            detail = proc.stderr.decode(errors="replace").strip()[-300:]
-            raise RuntimeFailure(f"tar in the studio exited with status {proc.returncode}: {detail or 'no output'}")
+        if running:
+            argv = ["sh", "-c", _RECOVERY_SCRIPT, "sh", *(p.lstrip("/") or "." for p in paths)]
+            with open(folder / "files.tar", "wb", opener=private) as out:
+                proc = subprocess.run(local.exec_command(studio.container, argv, user=STUDIO_USER), stdout=out,
+                                      stderr=subprocess.PIPE, env=podman_env())
+            if proc.returncode != 0:
+                detail = proc.stderr.decode(errors="replace").strip()[-300:]
+                raise RuntimeFailure(f"tar in the studio exited with status {proc.returncode}: {detail or 'no output'}")
+            archives = {p: "files.tar" for p in paths}
+        else:
+            for n, path in enumerate(paths, 1):
+                name = f"files-{n}.tar"
+                with open(folder / name, "wb", opener=private) as out:
+                    proc = subprocess.run(podman_command("cp", f"{studio.container}:{path}", "-"), stdout=out,
+                                          stderr=subprocess.PIPE, env=podman_env())
+                detail = proc.stderr.decode(errors="replace").strip()
+                if proc.returncode != 0 and "could not be found on container" in detail:
+                    (folder / name).unlink()  # the studio never made that folder
+                    continue
+                if proc.returncode != 0:
+                    raise RuntimeFailure(f"podman cp {path} exited with status {proc.returncode}: {detail[-300:]}")
+                archives[path] = name
         (folder / "recovery.json").write_text(json.dumps({
             "studio": studio.id, "project": studio.project, "owner": studio.owner, "why": why,
-            "targets": paths, "archive": "files.tar", "saved_at": stamp,
+            "targets": paths, "archives": archives, "saved_at": stamp,
         }, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
