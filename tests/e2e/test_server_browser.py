@@ -385,7 +385,6 @@ def test_jupyterlab_example_from_the_ui(srv, browser):
 
 
 def test_admin_upload_fix_build_grant_and_member_sees_it(srv, browser):
-    from codestudio.images.base import build_base  # noqa: F401 - the debian base fixture built it
 
     d = browser
     base = json.loads(srv.cli("base", "show", "--json").stdout)["image"]
