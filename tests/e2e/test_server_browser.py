@@ -385,7 +385,6 @@ def test_jupyterlab_example_from_the_ui(srv, browser):
 
 
 def test_admin_upload_fix_build_grant_and_member_sees_it(srv, browser):
-
     d = browser
     base = json.loads(srv.cli("base", "show", "--json").stdout)["image"]
     template_id = f"srv-up-{RUN}"
