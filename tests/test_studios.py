@@ -107,6 +107,41 @@ def test_tcp_and_http_probes():
         server.shutdown()
 
 
+def test_probes_through_the_guard_carry_its_secret():
+    from codestudio.runner import runner as rmod
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if "X-Codestudio-Guard" not in self.headers else 500)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        idle = s.getsockname()[1]  # a server port where nothing listens
+    guard = rmod.Guard([(port, 0), (idle, 0)], "k" * 64, rmod.Output(), bind="127.0.0.1", upstream_hosts=("127.0.0.1",))
+    guard.start()
+    try:
+        gport, gidle = guard.ports[port], guard.ports[idle]
+        # The guard accepts at once, so a plain TCP connect would pass before any server listens.
+        assert readiness.probe_once(readiness.ProbeTarget("tcp", "127.0.0.1", gidle))[0]
+        assert readiness.probe_once(readiness.ProbeTarget("tcp", "127.0.0.1", gidle, guard_secret="k" * 64)) == (
+            False, "guard: HTTP 503")
+        assert readiness.probe_once(readiness.ProbeTarget("tcp", "127.0.0.1", gport, guard_secret="k" * 64))[0]
+        assert readiness.probe_once(readiness.ProbeTarget("http", "127.0.0.1", gport, "/", guard_secret="k" * 64)) == (
+            True, "HTTP 200")
+        assert readiness.probe_once(readiness.ProbeTarget("http", "127.0.0.1", gport, "/", guard_secret="x" * 64)) == (
+            False, "HTTP 403")
+    finally:
+        guard.close()
+        server.shutdown()
+
+
 @pytest.fixture
 def stored(tmp_path, monkeypatch):
     from codestudio.templates_store import add_template
