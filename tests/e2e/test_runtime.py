@@ -643,7 +643,10 @@ def test_starter_files_survive_edit_and_restart_then_stop_and_delete_leave_nothi
     assert f"/code-studios/P5/{studio.id}/" not in conf
     for port in ports:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", port))  # free again
+            # Free again for a listener (as podman binds: the pod's closed connections may
+            # linger in TIME_WAIT on the port, e.g. after the guard answered a probe).
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
     rts.start_studio(who, studio.id, timeout=120, quiet=True)
     rts.delete_studio(who, studio.id, force=True)
     assert not local.pod_exists(studio.pod)

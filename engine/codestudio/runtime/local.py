@@ -113,6 +113,8 @@ def ports_taken(ports: Iterable[int]) -> bool:
     """True when any of ``ports`` cannot be bound on loopback now (someone else holds it)."""
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As podman binds: connections of the last pod in TIME_WAIT do not count, a listener does.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((LOOPBACK, port))
             except OSError:
