@@ -502,3 +502,35 @@ def test_ui_server_block_only_with_ui_port_and_validated():
                 {"ui_port": 8000, "server_upstream": "127.0.0.1"}):
         with pytest.raises(UsageError):
             GatewaySettings(**bad)
+
+
+def test_the_web_uis_cookies_are_stripped_like_the_gateways():
+    from codestudio.gateway.config import UI_COOKIE_NAMES
+    from codestudio.server.auth import COOKIE
+
+    assert COOKIE in UI_COOKIE_NAMES
+    text = render_gateway_config([], GatewaySettings())
+    assert "(?:cs_session|cs_ui_session)\\s*=[^;]*" in text
+    assert '"~*(?:^|[;,])\\s*(?:cs_session|cs_ui_session)\\s*=" 1;' in text
+
+
+def test_ui_block_blanks_the_identity_headers_the_server_trusts(tmp_path, monkeypatch):
+    # Renamed in the server's settings: the gateway must blank those names, not only the defaults.
+    import json
+
+    from codestudio.gateway.process import Gateway
+
+    for k in ("CODESTUDIO_SERVER_AUTH", "CODESTUDIO_SERVER_TRUSTED_PROXIES"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_UI_PORT", "8000")
+    (tmp_path / "server.json").write_text(json.dumps({
+        "auth": "proxy", "trusted_proxies": ["127.0.0.1"], "user_header": "X-Auth-Request-User",
+        "email_header": "X-Auth-Request-Email", "groups_header": "X-Auth-Request-Groups"}))
+    text = Gateway(tmp_path).render([])
+    ui_block = text[text.index("listen 127.0.0.1:8000"):]
+    for name in ("X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups",
+                 "X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups"):
+        assert f'proxy_set_header {name} "";' in ui_block, name
+    for bad in ("X-User;", "X User", 'X"', "", "a" * 65):
+        with pytest.raises(UsageError, match="identity header"):
+            GatewaySettings(ui_port=8000, identity_headers=(bad,))

@@ -549,6 +549,21 @@ def test_every_session_cookie_is_stripped(gateway, backends, cookies):
             assert other in sent
 
 
+def test_the_web_uis_session_cookie_never_reaches_a_studio(gateway, backends):
+    # A UI on another port of the same host name gets its cookie (Path=/) sent here too.
+    from codestudio.server.auth import COOKIE
+
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    cookie = f"{COOKIE}=uisecret; cs_session={studio.cookie_value}; a=1; CS_UI_SESSION=uisecret2"
+    with client() as c:
+        r = c.get(f"{gateway.settings.base_url}{studio.prefix}8888/x", headers={"Cookie": cookie})
+    assert r.status_code == 200, r.text
+    sent = json.dumps(r.json()["headers"])
+    assert "uisecret" not in sent and COOKIE not in sent.lower()
+    assert "a=1" in sent
+
+
 def test_too_many_session_cookies_are_refused(gateway, backends):
     studio = make_studio(backends)
     gateway.apply([studio])

@@ -36,6 +36,10 @@ from codestudio.types import PROJECT_KEY_RE, SLUG_RE
 URL_ROOT = "/code-studios"
 HEALTH_PATH = "/_codestudio/health"
 COOKIE_NAME = "cs_session"
+#: The web UI's cookies (``codestudio server``: ``cs_ui_session``). Browsers scope cookies by
+#: host name, not port, so a UI on another port of the content host would have them sent
+#: here; the content server strips them like its own before any request reaches a studio.
+UI_COOKIE_NAMES = ("cs_ui_session",)
 TOKEN_ARG = "cs_token"
 EXPIRES_ARG = "cs_expires"
 DEFAULT_PORT = 8800
@@ -52,6 +56,8 @@ _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 _SAFE_RE = re.compile(r"^[A-Za-z0-9_./:\[\]-]*$")
 _DURATION_RE = re.compile(r"^[0-9]{1,6}(ms|s|m|h|d)?$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+DEFAULT_IDENTITY_HEADERS = ("X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups")
 _WORKERS_RE = re.compile(r"^(auto|[1-9][0-9]{0,2})$")
 
 
@@ -196,8 +202,18 @@ class GatewaySettings:
     # `/` and `/api/v1` to `codestudio server` at server_upstream and serves no studio content.
     ui_port: int | None = None
     server_upstream: str = "127.0.0.1:8801"
+    # Headers the UI block blanks on every request: the names `codestudio server` trusts from
+    # an SSO proxy (its user_header/email_header/groups_header, read from <data dir>/server.json
+    # by the Gateway). The defaults are always blanked too.
+    identity_headers: tuple[str, ...] = DEFAULT_IDENTITY_HEADERS
 
     def __post_init__(self) -> None:
+        headers = tuple(self.identity_headers)
+        for name in headers:
+            if not isinstance(name, str) or not _HEADER_NAME_RE.match(name):
+                raise UsageError(f"gateway: identity header {name!r} (server user_header/email_header/groups_header) "
+                                 "is not a header name (letters, digits and '-', at most 64)")
+        object.__setattr__(self, "identity_headers", tuple(dict.fromkeys((*DEFAULT_IDENTITY_HEADERS, *headers))))
         if self.ui_port is not None and (type(self.ui_port) is not int or not 1 <= self.ui_port <= 65535
                                          or self.ui_port == self.port):
             raise UsageError(f"gateway: ui_port (CODESTUDIO_GATEWAY_UI_PORT) must be 1-65535 and not the content port, "
@@ -456,8 +472,10 @@ def render_gateway_config(
         table=_table(studios),
         cookie_secure=settings.secure_cookie,
         cookie_passes=COOKIE_STRIP_PASSES,
+        stripped_cookies="|".join(ngx_safe(n) for n in (COOKIE_NAME, *UI_COOKIE_NAMES)),
         generation="@@GENERATION@@",
-        ui={"listen": _host_port(settings.host, settings.ui_port), "upstream": ngx_safe(settings.server_upstream)}
+        ui={"listen": _host_port(settings.host, settings.ui_port), "upstream": ngx_safe(settings.server_upstream),
+            "identity_headers": [ngx_safe(h) for h in settings.identity_headers]}
         if settings.ui_port else None,
     )
     # The health endpoint reports which config is live, so apply() can tell when a reload took.

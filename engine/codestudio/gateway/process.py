@@ -188,7 +188,9 @@ class Gateway:
                 saved = GatewaySettings(**json.loads(path.read_text()))
             except (ValueError, TypeError):
                 saved = None  # unreadable: fall back to defaults rather than refuse to run
-        return GatewaySettings.from_env(saved)
+        settings = GatewaySettings.from_env(saved)
+        return dataclasses.replace(settings, identity_headers=(*settings.identity_headers,
+                                                               *_server_identity_headers(self.prefix.parent)))
 
     @property
     def as_root(self) -> bool:
@@ -582,6 +584,18 @@ def _ensure_dir(path: Path, uid: int, gid: int, mode: int, *, parents: bool = Fa
         os.chown(path, uid, gid, follow_symlinks=False)
     if stat.S_IMODE(st.st_mode) != mode:
         os.chmod(path, mode)
+
+
+def _server_identity_headers(data_dir: Path) -> tuple[str, ...]:
+    """The proxy headers ``codestudio server`` trusts (its settings), which the UI block must blank."""
+    from codestudio.errors import CodestudioError
+    from codestudio.server.settings import ServerSettings
+
+    try:
+        s = ServerSettings.load(data_dir)
+    except CodestudioError:
+        return ()  # the server refuses such settings too; the defaults are still blanked
+    return (s.user_header, s.email_header, s.groups_header)
 
 
 def _save_settings(path: Path, settings: GatewaySettings) -> None:
