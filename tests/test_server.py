@@ -282,6 +282,29 @@ def test_proxy_headers_only_from_trusted_proxies(codestudio_home):
     assert r.status_code == 403
 
 
+@pytest.fixture(autouse=True)
+def _os_groups_restored(monkeypatch):
+    # create_app in proxy mode turns OS groups off for the process; later tests get them back.
+    monkeypatch.setattr(access, "_use_os_groups", True, raising=False)
+
+
+def test_proxy_never_signs_in_root_nor_lends_os_groups(codestudio_home):
+    # Any local OS user can reach a loopback trusted proxy's address: "root" must not be accepted,
+    # and a host account named like the SSO user must not lend its OS groups (daemon is in group daemon).
+    import pwd
+
+    pwd.getpwnam("daemon")
+    assert "daemon" in access.groups_of("daemon")
+    s = Srv(codestudio_home, auth="proxy", trusted_proxies=("127.0.0.1",))
+    proxy = TestClient(s.app, base_url=UI, client=("127.0.0.1", 5000))
+    for name in sorted(access.SUPERUSERS):
+        r = proxy.get("/api/v1/me", headers={"X-Forwarded-User": name})
+        assert r.status_code == 403 and _err(r) == "proxy_user_refused"
+    r = proxy.get("/api/v1/me", headers={"X-Forwarded-User": "daemon", "X-Forwarded-Groups": "ds"})
+    assert r.status_code == 200 and r.json()["groups"] == ["ds"]
+    assert access.groups_of("daemon", store=s.store) == {"ds"}
+
+
 def test_proxy_mode_needs_a_trusted_proxy(codestudio_home):
     from codestudio.errors import UsageError
     from codestudio.server.settings import ServerSettings
@@ -290,6 +313,21 @@ def test_proxy_mode_needs_a_trusted_proxy(codestudio_home):
         ServerSettings(auth="proxy")
     with pytest.raises(UsageError, match="same"):
         ServerSettings(port=8800, content_url="http://localhost:8800").check_origins()
+
+
+def test_ui_and_content_on_one_host_name_are_refused(codestudio_home):
+    # Cookies ignore ports: the UI's cs_ui_session (Path=/) would be sent to the content port.
+    from codestudio.errors import UsageError
+    from codestudio.server.settings import ServerSettings
+
+    for ui, content in (("http://localhost:8000", "http://localhost:8800"),
+                        ("https://cs.example.com", "https://CS.example.com:8443")):
+        with pytest.raises(UsageError, match="share the host name") as err:
+            ServerSettings(public_url=ui, content_url=content).check_origins()
+        assert "public_url" in str(err.value) and "content_url" in str(err.value)
+    # The defaults (UI on localhost, content on the gateway's 127.0.0.1) and a content subdomain pass.
+    ServerSettings().check_origins("http://127.0.0.1:8800")
+    ServerSettings(public_url="http://localhost:8000", content_url="http://content.localhost:8800").check_origins()
 
 
 # --------------------------------------------------------------------------- API

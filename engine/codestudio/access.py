@@ -71,8 +71,23 @@ def _bootstrap(conn, user: str) -> None:
         conn.execute("INSERT OR IGNORE INTO admins (user) VALUES (?)", (user,))
 
 
+#: Names that are admins whatever the state DB says (the engine's superusers). A trusted SSO
+#: proxy may never sign them in (server/auth.py): a web user is never the host's root.
+SUPERUSERS = frozenset({"root"})
+
+# Whether OS groups count (groups_of). `codestudio server` in proxy mode turns them off: its
+# users are SSO identities, and a host account of the same name must not lend them its groups.
+_use_os_groups = True
+
+
+def use_os_groups(enabled: bool) -> None:
+    """Count (or not) the OS groups of a same-named host account in :func:`groups_of` (this process)."""
+    global _use_os_groups
+    _use_os_groups = bool(enabled)
+
+
 def is_admin(user: str, *, store: Store | None = None) -> bool:
-    if user == "root":
+    if user in SUPERUSERS:
         return True
     store = store or Store.default()
     with store.connect() as conn:
@@ -131,8 +146,8 @@ def db_groups(user: str, *, store: Store | None = None) -> set[str]:
 
 
 def groups_of(user: str, *, store: Store | None = None) -> set[str]:
-    """Every group ``user`` is in: the state DB's memberships and the OS groups."""
-    return db_groups(user, store=store) | os_groups(user)
+    """Every group ``user`` is in: the state DB's memberships and the OS groups (unless turned off)."""
+    return db_groups(user, store=store) | (os_groups(user) if _use_os_groups else set())
 
 
 def template_grants(template_id: str, *, store: Store | None = None) -> list[str]:

@@ -58,6 +58,10 @@ def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None 
 
     data_dir = data_dir or default_data_dir()
     settings = settings or ServerSettings.load(data_dir)
+    from codestudio import access
+
+    # Proxy mode: identities are the SSO proxy's, not host accounts; their OS groups never count.
+    access.use_os_groups(settings.auth != "proxy")
     store = Store(data_dir / "state.db")
     jobs = Jobs(data_dir / "jobs", workers=settings.jobs, error_of=job_error)
     if start_timeout is None:

@@ -5,7 +5,9 @@
 - Sign-in mode ``link``: the ``cs_ui_session`` cookie (server-side session).
 - Sign-in mode ``proxy``: the user (and email, groups) from the configured
   headers, only on requests whose peer address is a trusted proxy; every
-  other request is refused (403).
+  other request is refused (403). ``root`` (an engine superuser) is never
+  accepted from the proxy, and OS groups of a same-named host account do
+  not count (``create_app`` turns them off in this mode).
 
 CSRF: a request that is not GET/HEAD/OPTIONS and rides on ambient browser
 credentials (cookie or proxy headers) must carry the session's CSRF token in
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from starlette.requests import Request
 
-from codestudio.access import Identity
+from codestudio.access import SUPERUSERS, Identity
 from codestudio.store import Store
 
 log = logging.getLogger("codestudio.server")
@@ -116,6 +118,10 @@ def authenticate(request, settings, store: Store, secret: bytes) -> Caller | Non
             check_name("user", user)
         except UsageError as exc:
             raise ApiError(400, "proxy_user_invalid", str(exc)) from None
+        if user in SUPERUSERS:
+            log.warning("refused proxied user %s from %s: an engine superuser is never signed in by the proxy", user, peer)
+            raise ApiError(403, "proxy_user_refused",
+                           f"user {user} cannot sign in through the proxy (an engine superuser; use the CLI on the host)")
         with store.connect() as conn:
             if conn.execute("SELECT 1 FROM disabled_users WHERE user = ?", (user,)).fetchone():
                 raise ApiError(401, "user_disabled", f"user {user} is disabled")

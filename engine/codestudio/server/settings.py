@@ -129,6 +129,16 @@ class ServerSettings:
                 "studio pages would run with the UI's privileges. Serve content from another host or port "
                 "(--content-url, or the gateway's public URL)"
             )
+        ui_host = urlsplit(self.ui_url).hostname
+        content_host = urlsplit(content).hostname
+        if ui_host and ui_host == content_host:
+            raise UsageError(
+                f"server: the UI ({self.ui_url}: public_url, --public-url) and the studio content "
+                f"({content}: content_url, --content-url, or the gateway's public URL) share the host name "
+                f"{ui_host}; browsers send cookies to every port of a host name, so the UI's session cookie "
+                "would reach studio pages. Use another host name for one of them "
+                "(e.g. http://localhost:8801 for the UI, http://127.0.0.1:8800 or http://content.localhost:8800 for content)"
+            )
 
     def is_trusted_proxy(self, address: str | None) -> bool:
         if not address:
