@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from typing import Literal
 from urllib.parse import urlencode
 
@@ -53,6 +53,8 @@ GUARD_HEADER = "X-Codestudio-Guard"
 COOKIE_STRIP_PASSES = 8
 
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
+_UNQUOTABLE_RE = re.compile(r"[\x00-\x1f\x7f$]")
+_ROUTE_KEY_RE = re.compile(r"[A-Za-z0-9_/-]+")
 _SAFE_RE = re.compile(r"^[A-Za-z0-9_./:\[\]-]*$")
 _DURATION_RE = re.compile(r"^[0-9]{1,6}(ms|s|m|h|d)?$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -315,7 +317,7 @@ class Workers:
 def ngx_quote(value: object) -> str:
     """A double-quoted nginx string literal; refuses what could change its meaning."""
     text = str(value)
-    if re.search(r"[\x00-\x1f\x7f$]", text):
+    if _UNQUOTABLE_RE.search(text):
         raise UsageError(f"gateway: {text!r} cannot be written into the nginx config")
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -348,7 +350,7 @@ def _env():
 def _route_key(prefix: str, colliding: bool) -> str:
     """A map key matching exactly ``prefix``: a plain string, or a case-sensitive regex
     when another key differs from it only in case (map strings ignore case)."""
-    if not re.fullmatch(r"[A-Za-z0-9_/-]+", prefix):
+    if not _ROUTE_KEY_RE.fullmatch(prefix):
         raise UsageError(f"gateway: {prefix!r} cannot be a route key")
     return f'"~^{prefix}\\z"' if colliding else f'"{prefix}"'
 
@@ -386,7 +388,15 @@ class RouteTable:
 
     studio_rows: list[str]
     port_rows: list[str]
-    pools: list[list[str]]  # server lines of each pool
+    pools: list[str]  # the server lines of each pool
+
+    @property
+    def studio_text(self) -> str:
+        return "\n".join(self.studio_rows)
+
+    @property
+    def port_text(self) -> str:
+        return "\n".join(self.port_rows)
 
 
 def _table(studios: Sequence[StudioRoutes]) -> RouteTable:
@@ -407,12 +417,13 @@ def _table(studios: Sequence[StudioRoutes]) -> RouteTable:
     studio_rows, port_rows, pools = [], [], []
     index = 0
     for s in studios:
-        colliding = folded[s.prefix.lower()] > 1
+        prefix = s.prefix
+        colliding = folded[prefix.lower()] > 1
         if s.session_secret is None:
-            row = f"{s.prefix} p - - - {landing_digest(s)}"
+            row = f"{prefix} p - - - {landing_digest(s)}"
         else:
-            row = f"{s.prefix} l {s.cookie_value} {s.link_key} {s.guard_secret} {landing_digest(s)}"
-        studio_rows.append(f"        {_route_key(s.prefix, colliding)} {ngx_quote(row)};")
+            row = f"{prefix} l {s.cookie_value} {s.link_key} {s.guard_secret} {landing_digest(s)}"
+        studio_rows.append(f"        {_route_key(prefix, colliding)} {ngx_quote(row)};")
         for r in sorted(s.ports, key=lambda r: r.port):
             pool, slot = divmod(index, POOL_SIZE)
             if slot == 0:
@@ -422,9 +433,9 @@ def _table(studios: Sequence[StudioRoutes]) -> RouteTable:
             pools[-1].append(f"        server {ngx_safe(address)} max_fails=0;")
             mode = "s" if r.proxied_subpath == "/" else "f"
             row = f"{mode} cs_pool_{pool} {_pick_keys(size)[slot]} {address}"
-            port_rows.append(f"        {_route_key(f'{s.prefix}{r.port}/', colliding)} {ngx_quote(row)};")
+            port_rows.append(f"        {_route_key(f'{prefix}{r.port}/', colliding)} {ngx_quote(row)};")
             index += 1
-    return RouteTable(studio_rows, port_rows, pools)
+    return RouteTable(studio_rows, port_rows, ["\n".join(p) for p in pools])
 
 
 def render_studio_locations(studio: StudioRoutes, settings: GatewaySettings | None = None) -> str:
@@ -515,7 +526,6 @@ def _landing_template_digest() -> bytes:
     return hashlib.sha256(source.encode()).digest()
 
 
-@lru_cache(maxsize=65536)  # one apply asks three times per studio (table, write, prune)
 def landing_digest(studio: StudioRoutes) -> str:
     """Names the studio's landing page: a digest of the page's inputs and template, so a
     rejected config never changes what the running one serves, and an apply renders

@@ -363,7 +363,8 @@ class Gateway:
         _check_prefixes(studios)
         text = render_gateway_config(studios, settings, workers)
         generation = _generation_of(text)
-        self._write_pages(studios, settings)
+        pages = {landing_file(s).rsplit("/", 1)[1]: s for s in studios}
+        self._write_pages(pages, settings)
         pid = self.pid()
         previous = self.conf_path.read_text() if self.conf_path.exists() else None
         if pid is not None and previous == text and self._live_generation(settings) == generation:
@@ -377,7 +378,7 @@ class Gateway:
         # Only now that nginx serves the new config: a failed start or reload
         # (e.g. the new port is taken) must not move later links to that port.
         _save_settings(self.prefix / "settings.json", settings)
-        self._prune_pages(studios)
+        self._prune_pages(set(pages))
         return generation
 
     # Apply tickets: "requested" counts callers whose change awaits an apply, "applied"
@@ -505,7 +506,9 @@ class Gateway:
 
     # --- static files ----------------------------------------------------------------
 
-    def _write_pages(self, studios: Sequence[StudioRoutes], settings: GatewaySettings) -> None:
+    def _write_pages(self, pages: dict[str, StudioRoutes], settings: GatewaySettings) -> None:
+        """Write the error pages and, of ``pages`` (``{landing file name: studio}``), the
+        landing pages not written yet."""
         html = self.html_dir
         # As root the workers read pages through their group; otherwise they are us.
         gid = worker_identity(settings).gid if self.as_root else None
@@ -527,17 +530,15 @@ class Gateway:
         # are missing, so an apply with thousands of studios renders only the new ones.
         landing = html / "landing"
         present = {e.name: e for e in os.scandir(landing)}
-        for s in studios:
-            name = landing_file(s).rsplit("/", 1)[1]
+        for name, s in pages.items():
             entry = present.get(name)
             if entry is None or (gid is not None and entry.stat(follow_symlinks=False).st_gid != gid):
                 write(landing / name, _landing_html(s))
 
-    def _prune_pages(self, studios: Sequence[StudioRoutes]) -> None:
+    def _prune_pages(self, keep: set[str]) -> None:
         root = self.html_dir / "landing"
         if not root.exists():
             return
-        keep = {landing_file(s).rsplit("/", 1)[1] for s in studios}
         for entry in os.scandir(root):
             if entry.name not in keep:
                 if entry.is_dir(follow_symlinks=False):
