@@ -81,6 +81,11 @@ def test_split_matches_the_official_parser(text):
     # backslash at the end of a line. check_statements refuses such lines;
     # tests/e2e/test_escaping.py shows what buildah itself does with them.
     assume(not any(re.search(r"\\\\[ \t]*\r?$", line) for line in text.split("\n")))
+    # A carriage return that does not end a line is a control character:
+    # check_statements refuses it, so how parsers split around it never
+    # reaches a build (and buildkit, unlike buildah 1.28, trims every
+    # trailing \r of a line).
+    assume("\r" not in text.replace("\r\n", "\n"))
     try:
         # Statements are never the first line of a Dockerfile (where a BOM is dropped).
         reference = go_parser.parse_string("# rendered by codestudio\n" + text)
