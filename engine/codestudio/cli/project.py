@@ -62,7 +62,11 @@ def show(ctx: click.Context, key: str, as_json: bool) -> None:
     if as_json:
         output.data(info, as_json=True)
         return
-    output.data({k: v for k, v in info.items() if k not in ("members", "studios")}, as_json=False)
+    import time
+
+    flat = {k: v for k, v in info.items() if k not in ("members", "studios")}
+    flat["created_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created_at"]))
+    output.data(flat, as_json=False)
     output.table(info["members"], ["kind", "name", "role"], as_json=False, title="members")
     if info["studios"]:
         output.table(info["studios"], ["id", "name", "owner", "state"], as_json=False, title="studios")
