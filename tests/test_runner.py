@@ -217,6 +217,11 @@ def test_backoff_doubles_caps_and_resets():
     sup._schedule_restart(child, "exited with status 1")
     assert round(child.restart_at - time.monotonic()) == 1
     assert "restart #8 in 1s" in logged[-1]
+    child.failures = 5000  # failing for hours, or minutes with a small base
+    child.started_at = time.monotonic()
+    sup = rmod.Supervisor([], Out(), rmod._settings({}))  # type: ignore[arg-type]  # floats, as in a pod
+    sup._schedule_restart(child, "exited with status 1")
+    assert round(child.restart_at - time.monotonic()) == 30
 
 
 # -- run: output, env, modes ------------------------------------------------

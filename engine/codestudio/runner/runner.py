@@ -524,7 +524,9 @@ class Supervisor:
         now = time.monotonic()
         if now - child.started_at >= self.backoff_reset:
             child.failures = 0
-        delay = min(self.backoff_base * (2**child.failures), self.backoff_max)
+        # The exponent is capped: 2**1024 no longer converts to a float, and an entrypoint that
+        # keeps failing with a small back-off reaches that within minutes (the runner, PID 1, died).
+        delay = min(self.backoff_base * (2 ** min(child.failures, 60)), self.backoff_max)
         child.failures += 1
         child.restarts += 1
         child.restart_at = now + delay
