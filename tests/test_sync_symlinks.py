@@ -331,3 +331,17 @@ def test_listing_never_walks_through_a_folder_swapped_for_a_symlink(tmp_path, ho
     listed = agent.scan(str(root), {}, [])
     assert listed["entries"] == []
     assert not any("secret" in p for p, _ in listed["skipped"])
+
+
+def test_engine_refuses_a_link_to_git_from_a_lying_agent(tmp_path):
+    # A link into the zone's repository (issue 9 item 1): the engine's own check refuses it too.
+    zone_name = "project-lib-versioned"
+    target = f"/home/codestudio/workspace/{zone_name}"
+    ctr = LyingTransport(tmp_path / "c")
+    studio = studio_with(SyncMapping(zone=zone_name, target=target))
+    folder = ctr.path(target)
+    folder.mkdir(parents=True)
+    os.symlink(".git", folder / "data")
+    with pytest.raises(SyncError, match="'.git'"):
+        sync(studio, ctr)
+    assert not os.path.lexists(studio.zone_path(zone_name) / "data")

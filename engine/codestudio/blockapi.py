@@ -42,6 +42,7 @@ from codestudio.types import (
     RelativePath,
     Text,
     Zone,
+    ZoneSubfolder,
     is_git_name,
 )
 
@@ -297,7 +298,7 @@ class SyncMapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     zone: Zone
-    subfolder: RelativePath | None = None
+    subfolder: ZoneSubfolder | None = None
     target: ContainerPath
     one_way: bool = False
 

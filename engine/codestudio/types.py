@@ -102,6 +102,15 @@ def _relative_path(value: str) -> str:
     return norm
 
 
+def _zone_subfolder(value: str) -> str:
+    """A mapping's folder inside its zone: a relative path that never is, nor passes through, ``.git``."""
+    norm = _relative_path(value)
+    if any(is_git_name(part) for part in norm.split("/")):
+        # A mapping folder inside a zone's repository would let a sync write the config and hooks its git runs.
+        raise ValueError("must not be or pass through '.git' (or a name Git takes for it)")
+    return norm
+
+
 def _image(value: str) -> str:
     if not IMAGE_RE.match(value):
         raise ValueError("not a valid image reference (registry/path:tag, no spaces or shell characters)")
@@ -115,6 +124,7 @@ Text = Annotated[str, AfterValidator(_text)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 ContainerPath = Annotated[str, AfterValidator(_container_path)]
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
+ZoneSubfolder = Annotated[str, AfterValidator(_zone_subfolder)]
 ImageRef = Annotated[str, AfterValidator(_image)]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 Zone = Literal[

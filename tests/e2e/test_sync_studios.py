@@ -124,3 +124,81 @@ def test_symlink_chain_in_one_studio_gives_another_nothing_of_the_host(project, 
     assert sorted(os.listdir(host)) == ["secret.txt"]
     # The second studio's file went where its mapping says: a real folder inside the zone.
     assert not os.path.islink(zone / "data") and (zone / "data" / "planted.txt").read_text() == "planted\n"
+
+
+# --------------------------------------------------------------------------
+# data -> .git: one studio makes the zone's repository another's mapping folder
+
+
+VWHOLE = "{zone: project-lib-versioned}"
+VLIB_TARGET = "/home/codestudio/workspace/project-lib-versioned"
+VDATA_TARGET = "/home/codestudio/workspace/lib-git"
+VDATA = "{zone: project-lib-versioned, subfolder: data, target: " + VDATA_TARGET + "}"
+
+
+@pytest.fixture
+def git_project(tmp_path, debian_base, codestudio_home, monkeypatch, image_cleanup):
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(_free_port()))
+    monkeypatch.delenv("CODESTUDIO_USER", raising=False)
+    from codestudio.access import identify
+    from codestudio.projects import create_project
+    from codestudio.runtime import local
+    from codestudio.runtime import studios as rts
+    from codestudio.templates_store import add_template
+
+    who = identify()
+    ids = {}
+    for name, mapping in (("vwhole", VWHOLE), ("vdata", VDATA)):
+        template_id = f"git-{name}-{RUN}"
+        image_cleanup(template_id)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(TEMPLATE.format(id=template_id, base=debian_base, mapping=mapping))
+        ids[name] = add_template(who, path)[0].id
+    create_project(who, "GITDIR")
+    try:
+        yield {"who": who, "rts": rts, "local": local, "templates": ids}
+    finally:
+        for left in rts.list_studios():
+            rts.stop_studio(who, left.id, force=True, quiet=True)
+            rts.delete_studio(who, left.id, purge=True)
+        rts._gateway().stop()
+
+
+def test_link_to_git_never_makes_the_zone_repository_a_mapping_folder(git_project, tmp_path):
+    from codestudio.sync import zone_dir
+
+    rts, local, who = git_project["rts"], git_project["local"], git_project["who"]
+    marker = tmp_path / "ran-as-root"
+    first = rts.start_studio(who, rts.create_studio(who, "GITDIR", "first", git_project["templates"]["vwhole"]).id,
+                             timeout=120, quiet=True)
+    # Started while data is still a plain (missing) folder: a start with the link in place is refused.
+    second = rts.start_studio(who, rts.create_studio(who, "GITDIR", "second", git_project["templates"]["vdata"]).id,
+                              timeout=120, quiet=True)
+    zone = zone_dir("project-lib-versioned", studio_id=first.id, project_key="GITDIR", user=first.owner)
+    os.rmdir(zone / "data")  # the empty folder the second studio's start made
+    proc = local.exec_run(first.container, ["sh", "-c", f"cd {VLIB_TARGET} && ln -s .git data && echo ok > fine.txt"])
+    assert proc.returncode == 0, proc.stderr
+    result = _cli("studio", "sync", first.id)
+    assert "data (studio)" in result.stdout + result.stderr and "'.git'" in result.stdout + result.stderr
+    assert not os.path.lexists(zone / "data") and (zone / "fine.txt").read_text() == "ok\n"
+
+    # As if the link had been pulled by an older engine: the second studio's mapping folder is refused.
+    if not os.path.lexists(zone / "data"):
+        os.symlink(".git", zone / "data")
+    config_before = (zone / ".git" / "config").read_text()
+    plant = (f"mkdir -p {VDATA_TARGET}/hooks && printf '[core]\\n\\tfsmonitor = touch {marker}\\n' > {VDATA_TARGET}/config"
+             f" && printf '#!/bin/sh\\ntouch {marker}\\n' > {VDATA_TARGET}/hooks/post-commit"
+             f" && chmod +x {VDATA_TARGET}/hooks/post-commit")
+    proc = local.exec_run(second.container, ["sh", "-c", plant])
+    assert proc.returncode == 0, proc.stderr
+    result = _cli("studio", "sync", second.id)
+    assert result.returncode != 0 and "'.git'" in result.stdout + result.stderr
+    assert (zone / ".git" / "config").read_text() == config_before
+    assert not (zone / ".git" / "hooks" / "post-commit").exists()
+
+    # The engine's next commit of the zone runs nothing.
+    proc = local.exec_run(first.container, ["sh", "-c", f"echo more > {VLIB_TARGET}/more.txt"])
+    assert proc.returncode == 0, proc.stderr
+    _cli("studio", "sync", first.id)
+    assert (zone / "more.txt").read_text() == "more\n"
+    assert not marker.exists()

@@ -150,7 +150,9 @@ def resolve_link(root: str, name: str, target: str, pending: dict | None = None)
     goes back one level, as it will once they exist as folders.
 
     Returns the resolved path ("" for the root itself), or None when the
-    link leaves ``root`` at any step, is absolute, or loops.
+    link leaves ``root`` at any step, is absolute, loops, or passes through
+    a name Git takes for ``.git`` (a link ``data -> .git`` would let a sync
+    write the zone's git config and hooks, which the engine's git runs).
     """
     links = dict(pending or {})
     links[name] = target
@@ -158,12 +160,14 @@ def resolve_link(root: str, name: str, target: str, pending: dict | None = None)
 
 
 def resolve_path(root: str, path: str) -> str | None:
-    """``path`` (relative) resolved below ``root`` like :func:`resolve_link`; None if it leaves ``root``."""
+    """``path`` (relative) resolved below ``root`` like :func:`resolve_link`; None if it leaves ``root`` or meets ``.git``."""
     return _resolve(root, [], path, {}, [MAX_LINK_HOPS])
 
 
 def _resolve(root: str, parts: list[str], text: str, links: dict, hops: list[int]) -> str | None:
     if not text or text.startswith("/") or "\x00" in text:
+        return None
+    if any(is_git_name(p) for p in parts):
         return None
     for comp in text.split("/"):
         if comp in ("", "."):
@@ -173,6 +177,8 @@ def _resolve(root: str, parts: list[str], text: str, links: dict, hops: list[int
                 return None  # above the root
             parts.pop()
             continue
+        if is_git_name(comp):
+            return None  # into (or through) the repository's own folder, by any spelling
         parts.append(comp)
         rel = "/".join(parts)
         link = links.get(rel)
@@ -306,7 +312,7 @@ def scan(root: str, records: dict, exclude: list, hash_new: bool = True) -> dict
                 if resolve_link(root, rel, target) is not None:
                     entries.append(link_entry(rel, st, target))
                 else:
-                    skipped.append([rel, f"symlink to {target!r} resolves outside the mapping"])
+                    skipped.append([rel, f"symlink to {target!r} resolves outside the mapping or into a '.git'"])
             else:
                 skipped.append([rel, "not a regular file or symlink"])
 
@@ -466,7 +472,7 @@ def write_link(root: str, name: str, target: str, known: set | None = None) -> d
     """Create (or replace) the symlink ``root/name``, if it really resolves inside ``root`` here."""
     check_name(name)
     if resolve_link(root, name, target) is None:
-        raise Refused(f"symlink to {target!r} resolves outside the mapping")
+        raise Refused(f"symlink to {target!r} resolves outside the mapping or into a '.git'")
     pfd, final = open_parent(root, name, create=True, known=known)
     try:
         tmp = _tmp_name()

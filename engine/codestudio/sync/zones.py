@@ -18,9 +18,11 @@ import hashlib
 import io
 import os
 import re
+import stat
 import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from codestudio.errors import RuntimeFailure, UsageError
@@ -72,7 +74,7 @@ def _ensure(path: Path, zone: str) -> None:
             if (path / ".git").exists():
                 return
             git(path, "init", "-q", "-b", "main")
-            git(path, "config", "core.quotePath", "false")
+            _reset_config(path)
             git(path, "commit", "-q", "--allow-empty", "-m", f"Create zone {zone}", author=COMMITTER)
 
 
@@ -95,15 +97,18 @@ def open_mapping_root(zpath: Path, subfolder: str | None) -> tuple[int, str]:
     work below ``/proc/self/fd/<fd>``, so what they list and write is that
     folder whatever happens to the names leading to it.
 
-    :raises RootOutside: when the subfolder leaves the zone, loops, or is
-        not a folder.
+    :raises RootOutside: when the subfolder leaves the zone, loops, is not
+        a folder, or is (or passes through) the zone's ``.git`` by any name.
     """
     rel = ""
     if subfolder:
         resolved = agent.resolve_path(str(zpath), subfolder)
         if resolved is None:
-            raise RootOutside(f"subfolder {subfolder!r} resolves outside the zone")
+            raise RootOutside(f"subfolder {subfolder!r} resolves outside the zone or into its '.git'")
         rel = resolved
+    if any(agent.is_git_name(part) for part in rel.split("/")):
+        # resolve_path already refuses these; the open below must never reach a repository folder.
+        raise RootOutside(f"subfolder {subfolder!r} resolves into the zone's '.git'")
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     fd = os.open(zpath, flags)
     try:
@@ -137,7 +142,9 @@ def fd_path(fd: int, fallback: Path) -> Path:
 def _git_env(author: tuple[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     # The host's and the user's git configuration must not change what a zone records.
-    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_TERMINAL_PROMPT="0")
+    env.update(
+        GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_ATTR_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0"
+    )
     name, email = author or COMMITTER
     env.update(
         GIT_AUTHOR_NAME=name,
@@ -148,10 +155,63 @@ def _git_env(author: tuple[str, str] | None) -> dict[str, str]:
     return env
 
 
+#: Given on every git command line, above whatever a zone's ``.git/config``
+#: says: a hostile config (written through a sync before issue 9 item 1 was
+#: closed, or by hand) must never make the engine run a command.
+_SAFE_CONFIG = (
+    "core.fsmonitor=",
+    "core.hooksPath=/dev/null",
+    "core.sshCommand=",
+    "core.pager=cat",
+    "core.editor=false",
+    "core.askPass=",
+    "core.attributesFile=/dev/null",
+    "diff.external=",
+    "protocol.allow=never",
+)
+
+#: The only configuration a zone's repository has (what ``git init`` writes, and quotePath).
+_ZONE_CONFIG = (
+    "[core]\n"
+    "\trepositoryformatversion = 0\n"
+    "\tfilemode = true\n"
+    "\tbare = false\n"
+    "\tlogallrefupdates = true\n"
+    "\tquotePath = false\n"
+)
+
+
+def _git_argv(path: Path, args: tuple[str, ...]) -> list[str]:
+    argv = ["git"]
+    for item in _SAFE_CONFIG:
+        argv += ["-c", item]
+    return [*argv, "-C", str(path), *args]
+
+
+def _reset_config(path: Path) -> None:
+    """Rewrite the zone's ``.git/config`` to the engine's own, replacing whatever is there.
+
+    Filters (``filter.<x>.clean`` run by ``git add``), ``core.worktree``,
+    ``include.path`` and the like cannot all be switched off from the command
+    line, so the repository's config is the engine's, not its content's.
+    """
+    gitdir = path / ".git"
+    st = os.lstat(gitdir)
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeFailure(f"{gitdir} is not a folder; the zone's history is not touched")
+    fd, tmp = tempfile.mkstemp(prefix=".config-", dir=gitdir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(_ZONE_CONFIG)
+        os.replace(tmp, gitdir / "config")  # replaces a symlink itself, never its target
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def git(path: Path, *args: str, author: tuple[str, str] | None = None, check: bool = True) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(path), *args], capture_output=True, text=True, env=_git_env(author)
-    )
+    proc = subprocess.run(_git_argv(path, args), capture_output=True, text=True, env=_git_env(author))
     if check and proc.returncode != 0:
         raise RuntimeFailure(f"git {' '.join(args[:2])} in {path} failed: {proc.stderr.strip()}")
     return proc.stdout
@@ -170,10 +230,9 @@ def commit_all(path: Path, message: str, author: tuple[str, str], under: str | N
     if not (path / ".git").exists():
         return None
     spec = [under] if under else ["."]
+    _reset_config(path)
     git(path, "add", "-A", "--", *spec)
-    if subprocess.run(
-        ["git", "-C", str(path), "diff", "--cached", "--quiet"], env=_git_env(None)
-    ).returncode == 0:
+    if subprocess.run(_git_argv(path, ("diff", "--cached", "--quiet")), env=_git_env(None)).returncode == 0:
         return None
     git(path, "commit", "-q", "--no-verify", "-m", message, author=author)
     return head(path)

@@ -7,14 +7,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from codestudio import hookimpl
 from codestudio.blockapi import Block, BlockParams, SyncMapping
-from codestudio.types import ContainerPath, RelativePath, Zone, default_target
+from codestudio.types import ContainerPath, Zone, ZoneSubfolder, default_target
 
 
 class MappingParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     zone: Zone
-    subfolder: RelativePath | None = None
+    subfolder: ZoneSubfolder | None = None
     target: ContainerPath | None = None
     one_way: bool = False
 

@@ -216,3 +216,10 @@ def test_kubernetes_probe_and_extra_ports(plan):
 def test_kubernetes_probe_without_any_port_is_an_error(plan):
     with pytest.raises(TemplateError, match="no port to probe"):
         plan("- {type: kubernetes, tcp_probe: true}\n")
+
+
+@pytest.mark.parametrize("subfolder", [".git", "data/.git", ".GIT/hooks", "git~1", "a/.git."])
+def test_file_sync_rejects_a_subfolder_in_git(plan, subfolder):
+    # A mapping folder inside a zone's '.git' would let a sync write its config and hooks (issue 9 item 1).
+    with pytest.raises(TemplateError, match=r"field 'mappings\.0\.subfolder'.*'\.git'"):
+        plan(f"- type: file-sync\n  mappings: [{{zone: project-lib-versioned, subfolder: {json.dumps(subfolder)}}}]\n")
