@@ -283,3 +283,35 @@ def test_a_studio_is_handed_only_to_a_member_of_its_project(as_user):
         change_owner(bob, s.id, "carol")
     grant(bob, "P", users=["carol"])
     assert change_owner(bob, s.id, "carol").owner == "carol"
+
+
+def test_revoked_member_neither_lists_nor_resolves_project_zone_conflicts(as_user, monkeypatch):
+    from codestudio.projects import create_project, grant, revoke
+    from codestudio.runtime import local, studios
+
+    monkeypatch.setattr(local, "container_running", lambda container: True)
+    bob = as_user("bob")
+    create_project(bob, "P")
+    grant(bob, "P", users=["carol"])
+    carol = as_user("carol")
+    s = studios.create_studio(carol, "P", "work", TEMPLATE)
+    store = studios.Store.default()
+    with store.connect() as conn:
+        for i, zone in enumerate(("project-lib-versioned", "user-versioned")):
+            conn.execute(
+                "INSERT INTO sync_conflicts (studio_id, mapping, zone, path, server_change, studio_change, detected_at)"
+                " VALUES (?, ?, ?, ?, 'modified', 'modified', ?)",
+                (s.id, f"{zone}::/home/codestudio/workspace/{zone}", zone, "a.txt", float(i)),
+            )
+    assert {c.zone for c in studios.studio_conflicts(carol, s.id)} == {"project-lib-versioned", "user-versioned"}
+    revoke(as_user("bob"), "P", users=["carol"])
+    carol = as_user("carol")
+    assert [c.zone for c in studios.studio_conflicts(carol, s.id)] == ["user-versioned"]
+    with pytest.raises(PermissionDenied, match="may not see the conflicts of its zone project-lib-versioned"):
+        studios.studio_conflicts(carol, s.id, "project-lib-versioned")
+    with pytest.raises(PermissionDenied):
+        studios.studio_conflicts(carol, s.id, "project-lib-versioned", resolve=True)
+    assert [c.zone for c in studios.studio_conflicts(carol, s.id, resolve=True)] == ["user-versioned"]
+    with store.connect() as conn:
+        left = conn.execute("SELECT zone FROM sync_conflicts WHERE resolved_at IS NULL").fetchall()
+    assert [r["zone"] for r in left] == ["project-lib-versioned"]

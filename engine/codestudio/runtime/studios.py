@@ -1038,6 +1038,17 @@ def studio_conflicts(who: Identity, ref: str, zone: str | None = None, *, resolv
     studio = get_studio(ref, store=store)
     _check_actor(who, studio, "see the conflicts of")
     sync_studio = _sync_studio(studio, _plan(studio, store).state)
+    if may_use_project(studio.owner, studio.project, store=store):
+        if resolve:
+            return resolve_conflicts(sync_studio, zone, paths or None, store=store)
+        return conflicts(sync_studio, zone, store=store)
+    # The owner was revoked from the project: as for sync_files, its zones' conflicts are neither listed nor resolved.
+    from codestudio.types import ZONES, zone_scope
+
+    if zone is not None and zone_scope(zone) == "project":
+        require_project_use(studio.owner, studio.project, f"see the conflicts of its zone {zone}", store=store)
+    zones = [zone] if zone is not None else [z for z in ZONES if zone_scope(z) != "project"]
     if resolve:
-        return resolve_conflicts(sync_studio, zone, paths or None, store=store)
-    return conflicts(sync_studio, zone, store=store)
+        return [c for z in zones for c in resolve_conflicts(sync_studio, z, paths or None, store=store)]
+    return sorted((c for z in zones for c in conflicts(sync_studio, z, store=store)),
+                  key=lambda c: (c.detected_at, c.path))
