@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 
 from codestudio.errors import TemplateError
-from codestudio.plan import plan_template
-from codestudio.plugins import load_plugins
 from codestudio.render import render_state
 
 
 @pytest.fixture
-def plan(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
-    blocks = load_plugins()
-
-    def run(body: str):
-        path = tmp_path / "t.yaml"
-        path.write_text("id: t\nblocks:\n" + textwrap.indent(textwrap.dedent(body), "  "))
-        template, state = plan_template(path, blocks)
-        return template, state
-
-    return run
+def plan(codestudio_plan):
+    """(template, state) of a template made of the given blocks (codestudio.testing)."""
+    return codestudio_plan
 
 
 def test_dockerfile_users_and_resources(plan, tmp_path):

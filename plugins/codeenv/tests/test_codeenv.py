@@ -1,27 +1,16 @@
 """Render-level tests of the codeenv block."""
 
 import json
-import textwrap
 
 import pytest
 
 from codestudio.errors import TemplateError
-from codestudio.render import render_template
 
 
 @pytest.fixture
-def render(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
-
-    def _render(blocks: str, files: dict[str, str] | None = None):
-        for name, text in (files or {}).items():
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / name).write_text(text)
-        path = tmp_path / "template.yaml"
-        path.write_text("id: t\nblocks:\n" + textwrap.indent(textwrap.dedent(blocks), "  "))
-        return render_template(path)
-
-    return _render
+def render(codestudio_render):
+    """A template made of the given blocks, rendered (codestudio.testing)."""
+    return codestudio_render
 
 
 def test_venv_and_packages_in_own_group(render):

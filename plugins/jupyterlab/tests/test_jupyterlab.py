@@ -1,24 +1,17 @@
 """Render-level tests of the jupyterlab block (with real codeenv blocks)."""
 
 import json
-import textwrap
 
 import pytest
 
 from codestudio.errors import TemplateError
-from codestudio.render import StudioContext, render_template
+from codestudio.render import StudioContext
 
 
 @pytest.fixture
-def render(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
-
-    def _render(blocks: str, studio=None):
-        path = tmp_path / "template.yaml"
-        path.write_text("id: t\nblocks:\n" + textwrap.indent(textwrap.dedent(blocks), "  "))
-        return render_template(path, studio)
-
-    return _render
+def render(codestudio_render):
+    """A template made of the given blocks, rendered (codestudio.testing)."""
+    return codestudio_render
 
 
 def kernels(rendered) -> dict[str, dict]:
@@ -49,7 +42,7 @@ def test_defaults_alone(render):
     assert doc["probe"] == {"kind": "http", "port": 8888, "url": "${baseUrl}/api"}
     assert doc["exposed_ports"] == [8888]
     # kubernetes.yaml: the probe path is the full browser path (not stripped).
-    assert "path: /code-studios/P/s/8888/api" in render("- type: jupyterlab\n", StudioContext("P", "s")).kubernetes_yaml
+    assert "path: /code-studios/P/s/8888/api" in render("- type: jupyterlab\n", studio=StudioContext("P", "s")).kubernetes_yaml
 
 
 def test_port_packages_and_version(render):

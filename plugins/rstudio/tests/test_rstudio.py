@@ -3,14 +3,13 @@
 import json
 import subprocess
 import sys
-import textwrap
 from importlib import resources
 
 import pytest
 import yaml
 
 from codestudio.errors import TemplateError
-from codestudio.render import StudioContext, render_template
+from codestudio.render import StudioContext
 
 FILES = resources.files("codestudio_rstudio").joinpath("files")
 SHA = "ab" * 32
@@ -18,15 +17,11 @@ URL = "https://downloads.example.org/server/jammy/amd64/rstudio-server-2024.12.1
 
 
 @pytest.fixture
-def render(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
+def render(codestudio_render):
+    """A template made of the given blocks, rendered, with a stand-in .deb next to it (codestudio.testing)."""
 
     def _render(blocks: str, studio=None):
-        (tmp_path / "files").mkdir(exist_ok=True)
-        (tmp_path / "files" / "rstudio-server.deb").write_bytes(b"!<arch>\n")
-        path = tmp_path / "template.yaml"
-        path.write_text("id: t\nblocks:\n" + textwrap.indent(textwrap.dedent(blocks), "  "))
-        return render_template(path, studio)
+        return codestudio_render(blocks, studio=studio, files={"files/rstudio-server.deb": b"!<arch>\n"})
 
     return _render
 
@@ -47,7 +42,7 @@ def test_deb_url_with_sha256(render):
     assert ep["command"] == ["/opt/codestudio/rstudio/start.sh", "8787", "${DKU_CODE_STUDIO_BROWSER_PATH_8787}"]
     assert ep["proxied_subpath"] == "/" and ep["port"] == 8787
     assert doc["probe"] == {"kind": "http", "port": 8787, "url": "${baseUrl}/"}
-    assert "path: /\n" in render(f"- type: rstudio\n  deb_url: {URL}\n  sha256: {SHA}\n", StudioContext("P", "s")).kubernetes_yaml
+    assert "path: /\n" in render(f"- type: rstudio\n  deb_url: {URL}\n  sha256: {SHA}\n", studio=StudioContext("P", "s")).kubernetes_yaml
 
 
 def test_no_settings_downloads_the_pinned_official_build(render):

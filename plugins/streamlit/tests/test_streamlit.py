@@ -3,27 +3,20 @@
 import json
 import subprocess
 import sys
-import textwrap
 from importlib import resources
 
 import pytest
 
 from codestudio.errors import TemplateError
-from codestudio.render import StudioContext, render_template
+from codestudio.render import StudioContext
 
 FILES = resources.files("codestudio_streamlit").joinpath("files")
 
 
 @pytest.fixture
-def render(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
-
-    def _render(blocks: str, studio=None):
-        path = tmp_path / "template.yaml"
-        path.write_text("id: t\nblocks:\n" + textwrap.indent(textwrap.dedent(blocks), "  "))
-        return render_template(path, studio)
-
-    return _render
+def render(codestudio_render):
+    """A template made of the given blocks, rendered (codestudio.testing)."""
+    return codestudio_render
 
 
 def test_defaults_own_env_webapp_and_starter_file(render):
@@ -45,7 +38,7 @@ def test_defaults_own_env_webapp_and_starter_file(render):
     ((_, starter),) = r.state.starter_files
     assert (starter.zone, starter.path) == ("code_studio-versioned", "streamlit/app.py")
     assert starter.content == FILES.joinpath("app.py").read_bytes()
-    assert "path: /code-studios/P/s/8501/_stcore/health" in render("- type: streamlit\n", StudioContext("P", "s")).kubernetes_yaml
+    assert "path: /code-studios/P/s/8501/_stcore/health" in render("- type: streamlit\n", studio=StudioContext("P", "s")).kubernetes_yaml
 
 
 def test_example_app_and_start_script_are_valid():

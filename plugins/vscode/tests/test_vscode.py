@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import textwrap
 from importlib import resources
 
 import pytest
@@ -15,18 +14,9 @@ REGISTER = resources.files("codestudio_vscode").joinpath("files", "register_code
 
 
 @pytest.fixture
-def render(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
-
-    def _render(blocks: str, files: dict[str, bytes] | None = None, studio=None):
-        for name, data in (files or {}).items():
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / name).write_bytes(data)
-        path = tmp_path / "template.yaml"
-        path.write_text("id: t\nblocks:\n" + textwrap.indent(textwrap.dedent(blocks), "  "))
-        return render_template(path, studio)
-
-    return _render
+def render(codestudio_render):
+    """A template made of the given blocks, rendered (codestudio.testing)."""
+    return codestudio_render
 
 
 def registrations(rendered):
