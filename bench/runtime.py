@@ -107,6 +107,7 @@ def main() -> None:
     from codestudio.access import identify
     from codestudio.images import build_base
     from codestudio.templates_store import build_template
+    from codestudio.runtime import local
     from codestudio.runtime import studios as rts
     from codestudio.templates_store import add_template
 
@@ -129,7 +130,7 @@ def main() -> None:
         for _ in range(args.ready_runs):
             rts.start_studio(who, studio.id, quiet=True)
             s = rts.get_studio(studio.id)
-            logs = containers.podman("logs", s.container).stdout
+            logs = containers.podman("logs", local.container_name(rts.pod_set_name(s))).stdout
             listened = float(re.findall(r"listening-at (\d+\.\d+)", logs)[-1])
             latencies.append((s.state_since - listened) * 1000)
             rts.stop_studio(who, studio.id, quiet=True)

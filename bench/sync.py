@@ -38,7 +38,8 @@ def main() -> int:
     os.environ["CODESTUDIO_HOME"] = home
     from codestudio import containers
     from codestudio.blockapi import SyncMapping
-    from codestudio.sync import PodmanTransport, SyncStudio, default_mappings, sync
+    from codestudio.runtime.local import LocalRuntime
+    from codestudio.sync import ExecTransport, SyncStudio, default_mappings, sync
 
     image = args.image
     if image is None:
@@ -53,7 +54,7 @@ def main() -> int:
     names: list[str] = []
 
     def start() -> str:
-        name = f"cs-bench-{uuid.uuid4().hex[:8]}"
+        name = f"cs-bench-{uuid.uuid4().hex[:8]}-studio"  # named like a pod's main container
         containers.podman("run", "-d", "--rm", "--name", name, "--entrypoint", "/bin/sleep", image, "3600")
         names.append(name)
         return name
@@ -77,7 +78,7 @@ def main() -> int:
         plain, ctr = start(), start()
         timed("podman exec CTR true (floor of one exec)", lambda: containers.podman("exec", plain, "true"))
         containers.podman("exec", "--user", "codestudio", plain, "mkdir", "-p", target)
-        transport = PodmanTransport(ctr)
+        transport = ExecTransport(LocalRuntime(), ctr.removesuffix("-studio"))
 
         def plain_tar() -> None:
             tar = subprocess.Popen(["tar", "-C", str(zone), "-cf", "-", "."], stdout=subprocess.PIPE)
@@ -121,7 +122,7 @@ def main() -> int:
             for i in range(5):
                 (many.zone_path(m.zone) / f"file{i}.txt").write_text(f"{m.zone} {i}\n")
         ctr7 = start()
-        t7 = PodmanTransport(ctr7)
+        t7 = ExecTransport(LocalRuntime(), ctr7.removesuffix("-studio"))
         timed("7 mappings: first push (35 files)", lambda: sync(many, t7, "push", fresh=True))
         timed("7 mappings: no-op sync", lambda: sync(many, t7))
         (many.zone_path("recipes") / "file0.txt").write_text("changed\n")

@@ -141,3 +141,28 @@ def test_no_import_cycle_in_the_engine():
     graph = import_graph()
     found = [_path(graph, c) for c in cycles(graph)]
     assert not found, "import cycles under engine/codestudio/:\n" + "\n".join(found)
+
+
+PODMAN_HELPERS = {"podman", "podman_command", "podman_env"}
+#: The only modules that may run podman: the helpers themselves and the local runtime.
+PODMAN_ROOMS = {"codestudio.containers", "codestudio.runtime.local"}
+
+
+def test_only_the_local_runtime_runs_podman():
+    offenders = []
+    for name, path in _modules().items():
+        if name in PODMAN_ROOMS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            used = None
+            if isinstance(node, ast.ImportFrom) and node.module == "codestudio.containers":
+                used = {a.name for a in node.names} & PODMAN_HELPERS
+            elif isinstance(node, ast.Attribute) and node.attr in PODMAN_HELPERS and isinstance(node.value, ast.Name) \
+                    and node.value.id == "containers":
+                used = {node.attr}
+            elif isinstance(node, ast.ImportFrom) and node.module == "codestudio.runtime" and any(
+                    a.name == "local" for a in node.names):
+                used = {"codestudio.runtime.local"}
+            if used:
+                offenders.append(f"{name}:{node.lineno} uses {', '.join(sorted(used))}")
+    assert not offenders, "podman is the local runtime's business:\n" + "\n".join(offenders)

@@ -115,20 +115,19 @@ def test_roles_users_and_groups(as_user):
                        ("group", "ds"): "member", ("user", "frank"): "member"}
 
 
-def test_revoked_member_cannot_start_and_no_longer_syncs_project_zones(as_user, monkeypatch):
+def test_revoked_member_cannot_start_and_no_longer_syncs_project_zones(as_user, fake_runtime):
     from codestudio.projects import create_project, grant, revoke
-    from codestudio.runtime import local, studios
-
-    monkeypatch.setattr(local, "container_running", lambda container: True)
+    from codestudio.runtime import studios
+    from codestudio.runtime.base import PodSetSpec
 
     bob = as_user("bob")
     create_project(bob, "P")
     grant(bob, "P", users=["carol"])
     carol = as_user("carol")
     s = studios.create_studio(carol, "P", "work", TEMPLATE)
-    plan = studios._plan(s, studios.Store.default())
-    full = studios._sync_studio(s, plan.state)
-    kept, denied = studios._member_mappings(s, full, studios.Store.default())
+    plan = studios.plan_studio(s, studios.Store.default())
+    full = studios.sync_studio_of(s, plan.state)
+    kept, denied = studios.member_mappings(s, full, studios.Store.default())
     assert kept == full and denied == []
     bob = as_user("bob")
     revoke(bob, "P", users=["carol"])
@@ -136,10 +135,11 @@ def test_revoked_member_cannot_start_and_no_longer_syncs_project_zones(as_user, 
     with pytest.raises(PermissionDenied, match="carol is not a member of project P, so may not start studios"):
         studios.start_studio(carol, s.id)
     # Checked again at every sync: a studio still running loses its project zones.
-    kept, denied = studios._member_mappings(s, full, studios.Store.default())
+    kept, denied = studios.member_mappings(s, full, studios.Store.default())
     assert {m.zone for m in denied} == {"project-lib-versioned"}
     assert {m.zone for m in kept.mappings} == {"code_studio-versioned", "user-versioned"}
     s = studios.get_studio(s.id)
+    fake_runtime.start(PodSetSpec(name=studios.pod_set_name(s), manifest=[], labels={}))  # it still runs
     studios._set_state(studios.Store.default(), s.id, studios.RUNNING)
     with pytest.raises(PermissionDenied, match="may not sync its zone project-lib-versioned"):
         studios.sync_files(carol, s.id, "both", "project-lib-versioned")
@@ -170,14 +170,11 @@ def test_project_keys_case_and_leftover_zone_files(as_user):
     assert project.owner == "bob" and adopted == [old.parent]
 
 
-def test_delete_refuses_with_studios_force_deletes_them_and_zones_are_kept_or_purged(as_user, monkeypatch):
+def test_delete_refuses_with_studios_force_deletes_them_and_zones_are_kept_or_purged(as_user, fake_runtime):
     from codestudio.projects import create_project, delete_project, grant
-    from codestudio.runtime import local, studios
+    from codestudio.runtime import studios
     from codestudio.sync import zone_dir
 
-    monkeypatch.setattr(local, "pod_exists", lambda pod: False)
-    monkeypatch.setattr(local, "down", lambda *a, **k: None)
-    monkeypatch.setattr(studios, "_apply_gateway", lambda **k: None)
     bob = as_user("bob")
     create_project(bob, "P")
     grant(bob, "P", users=["carol"], role="admin")

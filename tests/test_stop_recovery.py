@@ -30,7 +30,9 @@ WORKSPACE = "home/codestudio/workspace"
 
 
 class FakePod:
-    """Stands in for podman: one running pod whose ``/`` is ``root``."""
+    """Stands in for the runtime: one running pod per studio whose ``/`` is ``root`` (one flag for all)."""
+
+    name = "fake"
 
     def __init__(self, root):
         self.root = root
@@ -38,22 +40,50 @@ class FakePod:
         self.removed = 0
         self.exec_ok = True
 
-    def exec_command(self, container, argv, *, user=None, **kw):
+    def pods(self, name):
+        from codestudio.runtime.base import Pod
+
+        return [Pod(f"{name}-pod-0", "running")] if self.exists else []
+
+    def exec(self, pod, argv, *, user=None, stdin=False):
+        import subprocess
+
         assert argv[:2] == ["sh", "-c"] and user == "codestudio"
         if not self.exec_ok:
-            return ["sh", "-c", "echo 'tar: read error' >&2; exit 2"]
-        return [argv[0], argv[1], argv[2].replace("cd /", f"cd {self.root}", 1), *argv[3:]]
+            argv = ["sh", "-c", "echo 'tar: read error' >&2; exit 2"]
+        else:
+            argv = [argv[0], argv[1], argv[2].replace("cd /", f"cd {self.root}", 1), *argv[3:]]
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    def down(self, manifest, pod=None):
-        self.exists = False
-        self.removed += 1
+    def stop(self, name, *, timeout=10):
+        if self.exists:
+            self.exists = False
+            self.removed += 1
+
+    def save_logs(self, pod, target):
+        return False
+
+    def list(self):
+        return []
+
+    def running(self, name):
+        return bool(self.pods(name))
+
+
+class _NoGateway:
+    def pid(self):
+        return None
+
+    def apply(self):
+        pass
 
 
 @pytest.fixture
 def running(tmp_path, monkeypatch):
     """A RUNNING studio ``s`` of alice in project P, on a fake pod with a file in each zone's target."""
     from codestudio.projects import create_project
-    from codestudio.runtime import local, studios
+    from codestudio.runtime import lifecycle, routes, studios
+    from codestudio.runtime.current import use_runtime
     from codestudio.store import Store
     from codestudio.templates_store import add_template
 
@@ -69,15 +99,11 @@ def running(tmp_path, monkeypatch):
         target = pod.root / WORKSPACE / zone
         target.mkdir(parents=True)
         (target / "work.txt").write_text(f"unsynced work in {zone}\n")
-    monkeypatch.setattr(local, "container_running", lambda c: pod.exists)
-    monkeypatch.setattr(local, "pod_exists", lambda p: pod.exists)
-    monkeypatch.setattr(local, "down", pod.down)
-    monkeypatch.setattr(local, "save_logs", lambda c, target: False)
-    monkeypatch.setattr(local, "exec_command", pod.exec_command)
-    monkeypatch.setattr(studios, "_apply_gateway", lambda **k: None)
-    monkeypatch.setattr(studios, "_transport", lambda studio: None)
+    monkeypatch.setattr(routes, "gateway", _NoGateway)
+    monkeypatch.setattr(lifecycle, "transport_of", lambda pod, runtime: None)
     studios._set_state(Store.default(), s.id, studios.RUNNING, None, ports={8080: 45000}, token="secret-1")
-    return {"who": alice, "studio": studios.get_studio(s.id), "pod": pod, "studios": studios}
+    with use_runtime(pod):
+        yield {"who": alice, "studio": studios.get_studio(s.id), "pod": pod, "studios": studios}
 
 
 def _pull_fails(monkeypatch, calls=None):
@@ -194,7 +220,9 @@ def test_template_gone_saves_the_home_folder(running, monkeypatch):
     def gone(studio, store):
         raise NotFound("no template 'plain'")
 
-    monkeypatch.setattr(studios, "_plan", gone)
+    from codestudio.runtime import lifecycle
+
+    monkeypatch.setattr(lifecycle, "plan_studio", gone)
     stopped = studios.stop_studio(running["who"], s.id)
     assert "its template cannot be read (no template 'plain')" in stopped.message
     [folder] = (s.dir / "recovery").iterdir()
@@ -205,7 +233,7 @@ def test_recovery_script_archives_only_existing_targets(tmp_path):
     """The in-pod script: missing targets are skipped, none at all is an empty success."""
     import subprocess
 
-    from codestudio.runtime.studios import _RECOVERY_SCRIPT, _outermost
+    from codestudio.runtime.lifecycle import _RECOVERY_SCRIPT, _outermost
 
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "f").write_text("x")

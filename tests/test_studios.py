@@ -279,11 +279,11 @@ class _StoppedGateway:
         type(self).applied += 1
 
 
-def test_url_ttl_bounds_and_stopped_gateway_warning(stored, monkeypatch, capsys):
-    from codestudio.runtime import studios
+def test_url_ttl_bounds_and_stopped_gateway_warning(stored, fake_runtime, monkeypatch, capsys):
+    from codestudio.runtime import routes, studios
 
-    s = _running_with_routes(studios, stored, "linked")
-    monkeypatch.setattr(studios, "_gateway", _StoppedGateway)
+    s = studios.start_studio(stored, studios.create_studio(stored, "PROJ", "linked", "advanced-example").id, quiet=True)
+    monkeypatch.setattr(routes, "gateway", _StoppedGateway)
     for bad in (9, 7 * 24 * 3600 + 1):
         with pytest.raises(UsageError, match="at most|to 604800 seconds") as info:
             studios.access_url(stored, s.id, ttl=bad)

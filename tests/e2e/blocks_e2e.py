@@ -100,7 +100,9 @@ class RunningStudio:
 
     @property
     def container(self) -> str:
-        return self.env.rts.get_studio(self.studio_id).container
+        from codestudio.runtime import local
+
+        return local.container_name(self.env.rts.pod_set_name(self.env.rts.get_studio(self.studio_id)))
 
     def exec(self, *argv: str) -> str:
         """Run a command in the studio's container as the studio user; its stdout (fails on non-zero)."""

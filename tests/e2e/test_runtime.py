@@ -31,6 +31,19 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
+
+def _pod(studio) -> str:
+    """The studio's pod under the local runtime (podman names it after the Deployment)."""
+    from codestudio.runtime import local
+    from codestudio.runtime.studios import pod_set_name
+
+    return local.pod_name(pod_set_name(studio))
+
+
+def _ctr(studio) -> str:
+    return _pod(studio) + "-studio"
+
+
 REPO = Path(__file__).resolve().parents[2]
 RUN = uuid.uuid4().hex[:6]
 
@@ -300,7 +313,7 @@ def test_design_environment_inside_container(rt):
     assert env["DKU_CODE_STUDIO_BROWSER_PATH"] == f"/code-studios/P1/{sid}"
     for port in (8101, 8102, 8103):
         assert env[f"DKU_CODE_STUDIO_BROWSER_PATH_{port}"] == f"/code-studios/P1/{sid}/{port}"
-    assert env["K8S_POD_NAME"].startswith(rt["rts"].get_studio(sid).kube_name)
+    assert env["K8S_POD_NAME"].startswith(rt["rts"].pod_set_name(rt["rts"].get_studio(sid)))
     assert env["K8S_POD_NAMESPACE"] == "codestudio"
     assert env["K8S_NODE_NAME"] == socket.gethostname()
     assert env["K8S_POD_ID"]
@@ -383,7 +396,7 @@ def test_container_ports_published_on_loopback_only(rt):
     from codestudio import containers
 
     studio = rt["rts"].get_studio(rt["studio"])
-    proc = containers.podman("port", studio.container)
+    proc = containers.podman("port", _ctr(studio))
     published = [line.split("->")[1].strip() for line in proc.stdout.splitlines() if "->" in line]
     assert published and all(p.startswith("127.0.0.1:") for p in published), proc.stdout
 
@@ -395,7 +408,7 @@ def test_crashing_entrypoint_is_restarted(rt):
     deadline = time.monotonic() + 60
     starts = 0
     while time.monotonic() < deadline:
-        logs = containers.podman("logs", studio.container).stdout
+        logs = containers.podman("logs", _ctr(studio)).stdout
         starts = logs.count("started crasher")
         if starts >= 3:
             break
@@ -416,7 +429,7 @@ def test_actions_run_as_studio_user_with_exit_status(rt):
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if local.exec_run(studio.container, ["cat", "/tmp/later-done"]).stdout.strip() == "done":
+        if local.exec_run(_ctr(studio), ["cat", "/tmp/later-done"]).stdout.strip() == "done":
             break
         time.sleep(0.3)
     else:
@@ -438,7 +451,7 @@ def test_never_ready_fails_within_timeout_and_leaves_nothing(rt):
     took = time.monotonic() - started
     after = rts.get_studio(studio.id)
     assert after.state == "FAILED"
-    assert not local.pod_exists(after.pod)
+    assert not local.pod_exists(_pod(after))
     assert after.ports == {} and after.token is None
     assert all(r.studio_id != studio.id for r in rts.running_studio_routes())
     logs = sorted((after.dir / "logs").glob("*failed.log"))
@@ -507,7 +520,7 @@ def _targets(studio) -> dict[str, list[str]]:
     from codestudio import containers
     from codestudio.render import guard_ports
 
-    proc = containers.podman("inspect", "--format", "{{json .NetworkSettings}}", studio.container)
+    proc = containers.podman("inspect", "--format", "{{json .NetworkSettings}}", _ctr(studio))
     settings = json.loads(proc.stdout)
     pod_ips = {settings.get("IPAddress") or ""} | {n.get("IPAddress") or "" for n in (settings.get("Networks") or {}).values()}
     pod_ips = sorted(ip for ip in pod_ips if ip) + ["10.0.2.100"]  # slirp4netns's fixed address
@@ -543,13 +556,13 @@ def test_other_studios_are_refused(rt, second_studio):
     studio = rt["rts"].get_studio(rt["studio"])
     targets = _targets(studio)
     argv = ["python3", "-c", REACH, *targets["pod"], *targets["host"], *(f"127.0.0.1:{p}" for p in studio.ports.values())]
-    proc = local.exec_run(second_studio.container, argv, timeout=600)
+    proc = local.exec_run(_ctr(second_studio), argv, timeout=600)
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     reached = {k: v for k, v in seen.items() if _marker(studio) in v}
     assert reached == {}, f"studio {second_studio.id} reached {studio.id}: {sorted(reached)}"
     # The check can see a hit: the second studio reaches its own server from inside.
-    own = local.exec_run(second_studio.container, ["python3", "-c", REACH, "127.0.0.1:8101"])
+    own = local.exec_run(_ctr(second_studio), ["python3", "-c", REACH, "127.0.0.1:8101"])
     assert _marker(second_studio) in json.loads(own.stdout)["127.0.0.1:8101"]
 
 
@@ -608,7 +621,7 @@ def test_bad_gateway_config_never_replaces_the_good_one(rt, monkeypatch):
         rts.start_studio(who, other.id, timeout=60, quiet=True)
     monkeypatch.undo()
     assert rts.get_studio(other.id).state == "FAILED"
-    assert not local.pod_exists(rts.get_studio(other.id).pod)
+    assert not local.pod_exists(_pod(rts.get_studio(other.id)))
     assert (rt["home"] / "gateway" / "nginx.conf").read_text() == live
     assert b.get(f"{_base(rt)}/8101/still")[0] == 200
     rts.delete_studio(who, other.id)
@@ -626,19 +639,19 @@ def test_starter_files_survive_edit_and_restart_then_stop_and_delete_leave_nothi
     rts.start_studio(who, studio.id, timeout=120, quiet=True)
     studio = rts.get_studio(studio.id)
     target = "/home/codestudio/workspace/code_studio-versioned/notes/README.md"
-    assert local.exec_run(studio.container, ["cat", target]).stdout == "Start here\n"
-    edit = local.exec_run(studio.container, ["sh", "-c", f"echo 'my notes' > {target}"])
+    assert local.exec_run(_ctr(studio), ["cat", target]).stdout == "Start here\n"
+    edit = local.exec_run(_ctr(studio), ["sh", "-c", f"echo 'my notes' > {target}"])
     assert edit.returncode == 0, edit.stderr
     rts.restart_studio(who, studio.id, timeout=120, quiet=True)
     studio = rts.get_studio(studio.id)
     assert (zone / "notes" / "README.md").read_text() == "my notes\n"
-    assert local.exec_run(studio.container, ["cat", target]).stdout == "my notes\n"
+    assert local.exec_run(_ctr(studio), ["cat", target]).stdout == "my notes\n"
 
     ports = list(studio.ports.values())
     rts.stop_studio(who, studio.id, quiet=True)
     stopped = rts.get_studio(studio.id)
     assert stopped.state == "STOPPED" and stopped.ports == {} and stopped.token is None
-    assert not local.pod_exists(studio.pod)
+    assert not local.pod_exists(_pod(studio))
     conf = (rt["home"] / "gateway" / "nginx.conf").read_text()
     assert f"/code-studios/P5/{studio.id}/" not in conf
     for port in ports:
@@ -649,10 +662,10 @@ def test_starter_files_survive_edit_and_restart_then_stop_and_delete_leave_nothi
             s.bind(("127.0.0.1", port))
     rts.start_studio(who, studio.id, timeout=120, quiet=True)
     rts.delete_studio(who, studio.id, force=True)
-    assert not local.pod_exists(studio.pod)
+    assert not local.pod_exists(_pod(studio))
     assert f"/code-studios/P5/{studio.id}/" not in (rt["home"] / "gateway" / "nginx.conf").read_text()
     names = containers.podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
-    assert studio.container not in names
+    assert _ctr(studio) not in names
     assert (zone / "notes" / "README.md").exists()  # zones are kept without --purge
 
 
@@ -671,9 +684,9 @@ def test_cli_sync_push_pull_and_conflicts(rt):
     (zone / "from-server.txt").write_text("server side\n")
     report = _json.loads(_cli("studio", "push", studio.id, "code_studio-versioned", "--json").stdout)
     assert "from-server.txt" in report["mappings"][0]["pushed"]
-    assert local.exec_run(studio.container, ["cat", f"{inside}/from-server.txt"]).stdout == "server side\n"
+    assert local.exec_run(_ctr(studio), ["cat", f"{inside}/from-server.txt"]).stdout == "server side\n"
 
-    assert local.exec_run(studio.container, ["sh", "-c", f"echo studio side > {inside}/from-studio.txt"]).returncode == 0
+    assert local.exec_run(_ctr(studio), ["sh", "-c", f"echo studio side > {inside}/from-studio.txt"]).returncode == 0
     _cli("studio", "pull", studio.id)
     assert (zone / "from-studio.txt").read_text() == "studio side\n"
     log = subprocess.run(["git", "-C", str(zone), "log", "--format=%an|%s", "-1"], capture_output=True, text=True).stdout
@@ -681,7 +694,7 @@ def test_cli_sync_push_pull_and_conflicts(rt):
 
     # The same file edited on both sides: both versions kept, exit 1 naming it.
     (zone / "from-studio.txt").write_text("edited on the server\n")
-    assert local.exec_run(studio.container, ["sh", "-c", f"echo edited in the studio > {inside}/from-studio.txt"]).returncode == 0
+    assert local.exec_run(_ctr(studio), ["sh", "-c", f"echo edited in the studio > {inside}/from-studio.txt"]).returncode == 0
     result = _cli("studio", "sync", studio.id, check=False)
     assert result.returncode == 1 and "from-studio.txt" in result.stderr
     listed = _json.loads(_cli("studio", "conflicts", studio.id, "code_studio-versioned", "--json").stdout)

@@ -29,6 +29,19 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.e2e
+
+
+def _pod(studio) -> str:
+    """The studio's pod under the local runtime."""
+    from codestudio.runtime import local
+    from codestudio.runtime.studios import pod_set_name
+
+    return local.pod_name(pod_set_name(studio))
+
+
+def _ctr(studio) -> str:
+    return _pod(studio) + "-studio"
+
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -325,7 +338,7 @@ def test_user_flow_and_origin_isolation(srv, browser, monkeypatch):
     from codestudio.runtime import local
 
     studio = _studio(srv, monkeypatch, "web")
-    subprocess.run(local.exec_command(studio.container, ["sh", "-c", f"echo edited > {target}/edited.txt"]), check=True,
+    subprocess.run(local.exec_command(_ctr(studio), ["sh", "-c", f"echo edited > {target}/edited.txt"]), check=True,
                    env=_podman_env())
     d.find_element(By.ID, "sync").click()
     _wait_text(d, By.ID, "filelog", "done|FAILED", 60)
@@ -454,7 +467,7 @@ def test_server_and_cli_start_and_stop_the_same_studio_at_once(srv, monkeypatch)
     from codestudio.runtime import local
 
     studio = _studio(srv, monkeypatch, sid)
-    assert local.container_running(studio.container)
+    assert local.container_running(_ctr(studio))
     # No doubled work: whichever came second waited for the first and found it running.
     _, full = srv.api("GET", f"/api/v1/jobs/{job['id']}", token)
     said = "\n".join(full["lines"]) + results["cli"].stderr
@@ -468,4 +481,4 @@ def test_server_and_cli_start_and_stop_the_same_studio_at_once(srv, monkeypatch)
     assert done["state"] == "succeeded", done
     assert results["cli_stop"].returncode == 0, results["cli_stop"].stderr
     assert srv.api("GET", f"/api/v1/studios/{sid}", token)[1]["state"] == "STOPPED"
-    assert not local.pod_exists(studio.pod)
+    assert not local.pod_exists(_pod(studio))

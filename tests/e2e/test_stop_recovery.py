@@ -20,6 +20,18 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
+
+def _pod(studio) -> str:
+    """The studio's pod under the local runtime."""
+    from codestudio.runtime import local
+    from codestudio.runtime.studios import pod_set_name
+
+    return local.pod_name(pod_set_name(studio))
+
+
+def _ctr(studio) -> str:
+    return _pod(studio) + "-studio"
+
 RUN = uuid.uuid4().hex[:6]
 TEMPLATE = """\
 id: {id}
@@ -79,7 +91,7 @@ def test_failed_pull_keeps_the_pod_until_files_are_saved_then_saves_them(studio)
     from codestudio.sync import zone_dir
 
     rts, local, s = studio["rts"], studio["local"], studio["studio"]
-    proc = local.exec_run(s.container, ["sh", "-c", f"printf 'unsynced cells' > {NOTEBOOK}"])
+    proc = local.exec_run(_ctr(s), ["sh", "-c", f"printf 'unsynced cells' > {NOTEBOOK}"])
     assert proc.returncode == 0, proc.stderr
     zone = zone_dir("code_studio-versioned", studio_id=s.id, project_key="STOPS", user=s.owner)
     (zone / ".git" / "index.lock").write_text("")  # git add -A now fails: the pull fails
@@ -91,17 +103,17 @@ def test_failed_pull_keeps_the_pod_until_files_are_saved_then_saves_them(studio)
     assert f"studio {s.id} was NOT stopped" in result.stderr and "index.lock" in result.stderr
     assert f"codestudio studio stop {s.id} --force" in result.stderr
     kept = rts.get_studio(s.id)
-    assert kept.state == rts.RUNNING and local.container_running(s.container)
+    assert kept.state == rts.RUNNING and local.container_running(_ctr(s))
     listed = json.loads(_cli("studio", "list", "--json").stdout)
     assert "NOT stopped" in listed[0]["message"]
     # The owner's work is still there, and the studio still serves.
-    assert local.exec_run(s.container, ["cat", NOTEBOOK]).stdout == "unsynced cells"
+    assert local.exec_run(_ctr(s), ["cat", NOTEBOOK]).stdout == "unsynced cells"
     # 2. Once a recovery folder can be written, the retried stop saves the files, then removes the pod.
     (s.dir / "recovery").unlink()
     result = _cli("studio", "stop", s.id)
     assert result.returncode == 0, result.stderr
     assert "the file pull failed" in result.stderr and "were saved to" in result.stderr
-    assert not local.pod_exists(s.pod)
+    assert not local.pod_exists(_pod(s))
     [folder] = (s.dir / "recovery").iterdir()
     with tarfile.open(folder / "files.tar") as tar:
         saved = tar.extractfile(NOTEBOOK.lstrip("/")).read()
@@ -116,14 +128,14 @@ def test_force_removes_the_pod_and_says_files_are_lost(studio):
 
     rts, local, s = studio["rts"], studio["local"], studio["studio"]
     zone = zone_dir("code_studio-versioned", studio_id=s.id, project_key="STOPS", user=s.owner)
-    local.exec_run(s.container, ["sh", "-c", f"printf x > {NOTEBOOK}"])
+    local.exec_run(_ctr(s), ["sh", "-c", f"printf x > {NOTEBOOK}"])
     (zone / ".git" / "index.lock").write_text("")
     s.dir.mkdir(parents=True, exist_ok=True)
     (s.dir / "recovery").write_text("in the way")
     result = _cli("studio", "stop", s.id, "--force")
     assert result.returncode == 0, result.stderr
     assert "removed with --force" in result.stderr and "unsynced changes are lost" in result.stderr
-    assert not local.pod_exists(s.pod)
+    assert not local.pod_exists(_pod(s))
     (zone / ".git" / "index.lock").unlink()
 
 
@@ -132,14 +144,14 @@ def test_a_container_that_died_is_saved_from_before_its_pod_goes(studio):
     from codestudio import containers
 
     rts, local, s = studio["rts"], studio["local"], studio["studio"]
-    assert local.exec_run(s.container, ["sh", "-c", f"printf 'after the last sync' > {NOTEBOOK}"]).returncode == 0
-    containers.podman("stop", "-t", "0", s.container)
-    assert not local.container_running(s.container) and local.pod_exists(s.pod)
+    assert local.exec_run(_ctr(s), ["sh", "-c", f"printf 'after the last sync' > {NOTEBOOK}"]).returncode == 0
+    containers.podman("stop", "-t", "0", _ctr(s))
+    assert not local.container_running(_ctr(s)) and local.pod_exists(_pod(s))
     # start (like stop) goes through the stop's rules for what is left.
     result = _cli("studio", "stop", s.id)
     assert result.returncode == 0, result.stderr
     assert "its container was no longer running" in result.stderr and "were saved to" in result.stderr
-    assert not local.pod_exists(s.pod)
+    assert not local.pod_exists(_pod(s))
     [folder] = (s.dir / "recovery").iterdir()
     meta = json.loads((folder / "recovery.json").read_text())
     archive = meta["archives"]["/home/codestudio/workspace/code_studio-versioned"]

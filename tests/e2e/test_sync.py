@@ -13,7 +13,7 @@ import pytest
 
 from codestudio.blockapi import SyncMapping
 from codestudio.sync import (
-    PodmanTransport,
+    ExecTransport,
     SyncConflictError,
     SyncError,
     SyncStudio,
@@ -38,7 +38,8 @@ def start_container(debian_base):
     names: list[str] = []
 
     def start() -> str:
-        name = f"cs-sync-{uuid.uuid4().hex[:10]}"
+        # Named like a pod's main container, so the local runtime's exec reaches it.
+        name = f"cs-sync-{uuid.uuid4().hex[:10]}-studio"
         containers.podman("run", "-d", "--rm", "--name", name, "--entrypoint", "/bin/sleep", debian_base, "3600")
         names.append(name)
         return name
@@ -46,6 +47,13 @@ def start_container(debian_base):
     yield start
     for name in names:
         containers.podman("rm", "-f", "-t", "0", name, check=False)
+
+
+def transport(container: str, **kw) -> ExecTransport:
+    """The sync transport of a studio: the agent through the local runtime's exec."""
+    from codestudio.runtime.local import LocalRuntime
+
+    return ExecTransport(LocalRuntime(), container.removesuffix("-studio"), **kw)
 
 
 def sh(container: str, script: str, user: str = "codestudio") -> str:
@@ -70,19 +78,19 @@ def test_streamlit_app_survives_stop_and_start_and_is_committed(start_container)
     (zone / "run.sh").chmod(0o755)
 
     ctr = start_container()
-    push_on_start(studio, PodmanTransport(ctr))
+    push_on_start(studio, transport(ctr))
     assert "st.write('v1')" in sh(ctr, f"cat {TARGET}/app.py")
     assert sh(ctr, f"test -x {TARGET}/run.sh && stat -c %U {TARGET}/app.py").strip() == "codestudio"
 
     sh(ctr, f"sed -i s/v1/v2/ {TARGET}/app.py && echo data > {TARGET}/new.csv")
-    pull_on_stop(studio, PodmanTransport(ctr))
+    pull_on_stop(studio, transport(ctr))
     assert "v2" in (zone / "app.py").read_text()
     assert git(zone, "log", "-1", "--format=%an <%ae>|%cn").strip() == "alice <alice@codestudio.local>|codestudio"
     assert sorted(git(zone, "show", "--name-only", "--format=", "HEAD").split()) == ["app.py", "new.csv"]
 
     # Stop and start: a new container gets the edited app.
     ctr2 = start_container()
-    push_on_start(studio, PodmanTransport(ctr2))
+    push_on_start(studio, transport(ctr2))
     assert "v2" in sh(ctr2, f"cat {TARGET}/app.py")
     assert sh(ctr2, f"cat {TARGET}/new.csv").strip() == "data"
 
@@ -92,7 +100,7 @@ def test_edits_on_both_sides_conflict_with_both_versions_kept(start_container):
     zone = studio.zone_path(ZONE)
     (zone / "app.py").write_text("base\n")
     ctr = start_container()
-    t = PodmanTransport(ctr)
+    t = transport(ctr)
     push_on_start(studio, t)
     (zone / "app.py").write_text("server\n")
     sh(ctr, f"echo studio > {TARGET}/app.py; echo pushed-only > {TARGET}/other.txt")
@@ -132,7 +140,7 @@ def test_exclusions_one_way_and_subfolder(start_container):
     (libzone / "python/lib.py").write_text("lib")
     (libzone / "README").write_text("outside the subfolder")
     ctr = start_container()
-    t = PodmanTransport(ctr)
+    t = transport(ctr)
     sync(studio, t)
     assert sh(ctr, f"cd {TARGET} && ls -A").split() == ["keep.py"]
     assert sh(ctr, f"ls -A {lib}").split() == ["lib.py"]
@@ -181,7 +189,7 @@ def test_malicious_container_archive_is_refused(start_container, tmp_path):
     sh(ctr, "chmod 644 /tmp/evil.tar /tmp/evil.py && printf '#!/bin/sh\\nexec python3 /tmp/evil.py \"$@\"\\n' > /tmp/py && chmod 755 /tmp/py", user="root")
     sh(ctr, f"mkdir -p {TARGET} && echo innocent > {TARGET}/app.py")
     with pytest.raises(SyncError, match="refused") as info:
-        sync(studio, PodmanTransport(ctr, python="/tmp/py"))
+        sync(studio, transport(ctr, python="/tmp/py"))
     refused = {path for _, path, _ in info.value.report.refused}
     assert refused == {"../escape", "/etc/evil", "app.py"}
     zone = studio.zone_path(ZONE)
@@ -191,7 +199,8 @@ def test_malicious_container_archive_is_refused(start_container, tmp_path):
 MEMORY_SCRIPT = r"""
 import os, resource, sys
 from codestudio.blockapi import SyncMapping
-from codestudio.sync import PodmanTransport, SyncStudio, sync
+from codestudio.runtime.local import LocalRuntime
+from codestudio.sync import ExecTransport, SyncStudio, sync
 studio = SyncStudio("s1", "PROJ", "alice", (SyncMapping(zone="code_studio-resources", target=sys.argv[2]),))
 big = studio.zone_path("code_studio-resources") / "big.bin"
 block = os.urandom(1 << 20)
@@ -199,7 +208,7 @@ with open(big, "wb") as f:
     for _ in range(200):
         f.write(block)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-sync(studio, PodmanTransport(sys.argv[1]))
+sync(studio, ExecTransport(LocalRuntime(), sys.argv[1].removesuffix("-studio")))
 print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -259,7 +268,7 @@ def test_symlink_chain_from_a_studio_never_reaches_host_files(start_container, t
     zone = studio1.zone_path(LIB)
     depth = len(os.path.realpath(zone).strip("/").split("/"))
     ctr1 = start_container()
-    t1 = PodmanTransport(ctr1)
+    t1 = transport(ctr1)
     push_on_start(studio1, t1)
     sh(ctr1, f"cd {LIB_TARGET} && echo ok > fine.txt && ln -s fine.txt alias && {_chain_script(depth, str(host).lstrip('/'))}")
     try:
@@ -276,7 +285,7 @@ def test_symlink_chain_from_a_studio_never_reaches_host_files(start_container, t
     target2 = f"/home/codestudio/workspace/{LIB}/data"
     studio2 = _studio_two(LIB, target2)
     ctr2 = start_container()
-    t2 = PodmanTransport(ctr2)
+    t2 = transport(ctr2)
     try:
         push_on_start(studio2, t2)
     except SyncError:
@@ -305,7 +314,7 @@ def test_zone_holding_an_escaping_chain_leaks_nothing(start_container, tmp_path,
     assert os.path.realpath(zone / "data") == str(host)  # the attack is in place
     target2 = studio2.mappings[0].target
     ctr = start_container()
-    t = PodmanTransport(ctr)
+    t = transport(ctr)
     with pytest.raises(SyncError, match="data.*outside the zone"):
         push_on_start(studio2, t)
     assert "secret.txt" not in sh(ctr, f"mkdir -p {target2} && ls -A {target2}")
@@ -324,7 +333,7 @@ def test_git_name_variants_never_reach_a_versioned_zone(start_container):
     studio = make_studio()
     zone = studio.zone_path(ZONE)
     ctr = start_container()
-    t = PodmanTransport(ctr)
+    t = transport(ctr)
     push_on_start(studio, t)
     script = " && ".join(f"mkdir -p '{TARGET}/{n}' && printf '[core]\\n' > '{TARGET}/{n}/config'" for n in GIT_VARIANTS)
     sh(ctr, f"{script} && echo v1 > {TARGET}/notebook.ipynb")

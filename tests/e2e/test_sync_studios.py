@@ -21,6 +21,14 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
+
+def _ctr(studio) -> str:
+    """The studio's main container under the local runtime."""
+    from codestudio.runtime import local
+    from codestudio.runtime.studios import pod_set_name
+
+    return local.container_name(pod_set_name(studio))
+
 RUN = uuid.uuid4().hex[:6]
 TEMPLATE = """\
 id: {id}
@@ -105,7 +113,7 @@ def test_symlink_chain_in_one_studio_gives_another_nothing_of_the_host(project, 
     depth = len(os.path.realpath(zone).strip("/").split("/"))
     chain = ["ln -s . l0", *(f"ln -s l{i - 1}/.. l{i}" for i in range(1, depth + 1)),
              f"ln -s l{depth}/{str(host).lstrip('/')} data", "echo ok > fine.txt"]
-    proc = local.exec_run(first.container, ["sh", "-c", f"cd {LIB_TARGET} && " + " && ".join(chain)])
+    proc = local.exec_run(_ctr(first), ["sh", "-c", f"cd {LIB_TARGET} && " + " && ".join(chain)])
     assert proc.returncode == 0, proc.stderr
     result = _cli("studio", "sync", first.id)
     # Refused and reported: each link leaving the mapping is named with the reason.
@@ -115,9 +123,9 @@ def test_symlink_chain_in_one_studio_gives_another_nothing_of_the_host(project, 
 
     second = rts.start_studio(who, rts.create_studio(who, "LEAKS", "second", project["templates"]["data"]).id,
                               timeout=120, quiet=True)
-    listing = local.exec_run(second.container, ["sh", "-c", f"mkdir -p {DATA_TARGET} && ls -A {DATA_TARGET}"])
+    listing = local.exec_run(_ctr(second), ["sh", "-c", f"mkdir -p {DATA_TARGET} && ls -A {DATA_TARGET}"])
     assert listing.returncode == 0 and "secret.txt" not in listing.stdout
-    proc = local.exec_run(second.container, ["sh", "-c", f"echo planted > {DATA_TARGET}/planted.txt"])
+    proc = local.exec_run(_ctr(second), ["sh", "-c", f"echo planted > {DATA_TARGET}/planted.txt"])
     assert proc.returncode == 0, proc.stderr
     result = _cli("studio", "sync", second.id)
     assert result.returncode == 0, result.stderr

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logout": ("codestudio.cli.server:logout", "End web sessions (admins: disable a user)."),
     "token": ("codestudio.cli.server:token", "Personal API tokens for scripts."),
     "project": ("codestudio.cli.project:project", "Create projects and manage their members."),
+    "doctor": ("codestudio.cli.doctor:doctor", "Reconcile studio states with what runs; --fix removes orphan pods."),
 }
 
 

@@ -9,7 +9,7 @@ def _gateway():
     from codestudio.gateway.process import Gateway
     from codestudio.home import data_dir
 
-    from codestudio.runtime.studios import running_studio_routes
+    from codestudio.runtime.routes import running_studio_routes
 
     return Gateway(data_dir(), studios=running_studio_routes)
 

@@ -14,11 +14,22 @@ import copy
 import os
 import socket
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from codestudio import containers
 from codestudio.errors import RuntimeFailure
+from codestudio.runtime.base import (
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    Endpoint,
+    Pod,
+    PodSet,
+    PodSetSpec,
+    Runtime,
+    RuntimeEvent,
+)
 
 LOOPBACK = "127.0.0.1"
 
@@ -207,3 +218,301 @@ def leftover_pods(prefix: str = "cs-") -> list[str]:
     """Pods whose name starts with ``prefix`` (tests and ``doctor``-style checks)."""
     proc = containers.podman("pod", "ps", "--format", "{{.Name}}", check=False)
     return [n for n in proc.stdout.split() if n.startswith(prefix)]
+
+
+# --------------------------------------------------------------------------
+# The Runtime interface over the helpers above
+
+
+def instance_id(data_dir: Path) -> str:
+    """The :data:`~codestudio.runtime.base.INSTANCE_LABEL` value of a data dir (a label-safe hash)."""
+    import hashlib
+
+    return hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+
+
+#: Label naming the pod set a pod belongs to (replicas share it).
+PODSET_LABEL = "codestudio.io/podset"
+
+
+def replica_name(name: str, index: int) -> str:
+    """The Deployment name podman plays for replica ``index`` (replica 0 keeps the pod set's name)."""
+    return name if index == 0 else f"{name}-r{index}"
+
+
+class LocalRuntime(Runtime):
+    """:class:`~codestudio.runtime.base.Runtime` on this machine with podman (``kube play``).
+
+    Each replica is its own ``podman kube play`` of the adapted Deployment
+    (podman 4.3 plays one pod per Deployment), named ``<name>`` for replica
+    0 and ``<name>-r<i>`` after; podman names its pod ``<deployment>-pod-0``
+    and the main container ``<pod>-studio``. Ports are chosen and published
+    on loopback under one lock per data dir, and recorded next to the
+    played manifest (``<workdir>/<pod>.ports.json``) so endpoints survive
+    the engine process.
+    """
+
+    name = "local"
+
+    def __init__(self, data_dir: Path | None = None):
+        from codestudio.home import data_dir as default_data_dir
+
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.instance = instance_id(self.data_dir)
+
+    # --- helpers -------------------------------------------------------------------
+
+    def _podsets_dir(self) -> Path:
+        return self.data_dir / "runtime" / "local"
+
+    def _workdir(self, name: str) -> Path:
+        return self._podsets_dir() / name
+
+    def _pod_json(self, *filters: str) -> list[dict]:
+        import json
+
+        args = ["pod", "ps", "--format", "json"]
+        for f in filters:
+            args += ["--filter", f]
+        proc = containers.podman(*args, check=False, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"podman pod ps failed: {proc.stderr.strip()}")
+        return json.loads(proc.stdout or "[]") or []
+
+    def _pod_from(self, info: dict) -> Pod:
+        import json
+
+        pod = info["Name"]
+        main = f"{pod}-studio"
+        status = {c.get("Names"): (c.get("Status") or "").lower() for c in info.get("Containers") or []}
+        state = status.get(main)
+        if state == "running":
+            phase, message = "running", None
+        elif state in ("created", "configured", "initialized"):
+            phase, message = "pending", f"the container is {state}"
+        elif state is None:
+            phase, message = "gone", "the pod has no studio container"
+        else:
+            phase, message = "exited", self._exit_message(main)
+        endpoints: dict[int, Endpoint] = {}
+        workdir = info.get("Labels", {}).get(PODSET_LABEL)
+        try:
+            saved = json.loads((self._workdir(workdir or "") / f"{pod}.ports.json").read_text())
+            endpoints = {int(k): Endpoint(LOOPBACK, int(v)) for k, v in saved.items()}
+        except (OSError, ValueError):
+            pass
+        return Pod(pod, phase, endpoints, message)
+
+    def _exit_message(self, container: str) -> str:
+        proc = containers.podman("container", "inspect", "--format", "{{.State.ExitCode}} {{.State.Error}}", container,
+                                 check=False, timeout=30)
+        if proc.returncode != 0:
+            return "the container is gone"
+        code, _, error = proc.stdout.strip().partition(" ")
+        return f"the container exited with status {code}" + (f": {error}" if error else "")
+
+    # --- Runtime -------------------------------------------------------------------
+
+    def start(self, spec: PodSetSpec) -> PodSet:
+        import json
+
+        import yaml
+
+        from codestudio.locks import file_lock
+
+        if spec.replicas < 1:
+            raise RuntimeFailure(f"pod set {spec.name}: replicas must be at least 1, not {spec.replicas}")
+        workdir = self._workdir(spec.name)
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        labels = {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, INSTANCE_LABEL: self.instance, PODSET_LABEL: spec.name}
+        played: list[Path] = []
+        pods: list[Pod] = []
+        try:
+            # One start at a time per data dir chooses ports: each play binds its
+            # ports before the next start looks for free ones.
+            with file_lock(self.data_dir / "locks" / "local-ports.lock"):
+                for index in range(spec.replicas):
+                    deployment = replica_name(spec.name, index)
+                    manifest = workdir / f"{deployment}.yaml"
+                    pod = pod_name(deployment)
+                    played.append(manifest)
+                    for attempt in range(1, PLAY_ATTEMPTS + 1):
+                        avoid = {e.port for ps in self.list() for p in ps.pods for e in p.endpoints.values()}
+                        host_ports = dict(zip(spec.ports, free_ports(len(spec.ports), avoid=avoid), strict=True))
+                        docs = _relabel(copy.deepcopy(list(spec.manifest)), deployment, labels, spec.secrets)
+                        docs = adapt_for_podman(docs, host_ports)
+                        write_private(manifest, yaml.safe_dump_all(docs, sort_keys=True))
+                        (workdir / f"{pod}.ports.json").write_text(json.dumps({str(k): v for k, v in host_ports.items()}))
+                        try:
+                            play(manifest)
+                            break
+                        except RuntimeFailure:
+                            # Another process (another data dir) took a chosen port between our
+                            # choice and podman's bind: podman fails rather than share it.
+                            if attempt == PLAY_ATTEMPTS or not ports_taken(host_ports.values()):
+                                raise
+                    pods.append(Pod(pod, "running", {p: Endpoint(LOOPBACK, h) for p, h in host_ports.items()}))
+        except BaseException:
+            for manifest in played:
+                down(manifest, pod_name(manifest.stem))
+            raise
+        return PodSet(spec.name, labels, tuple(pods))
+
+    def pods(self, name: str) -> list[Pod]:
+        found = self._pod_json(f"label={PODSET_LABEL}={name}", f"label={INSTANCE_LABEL}={self.instance}")
+        # Pods played before labels existed: look them up by name.
+        if not found:
+            found = [p for p in self._pod_json(f"name=^{name}-pod-0$") if p.get("Name") == pod_name(name)]
+        return sorted((self._pod_from(p) for p in found), key=lambda p: p.name)
+
+    def events(self, name: str, *, timeout: float | None = None) -> Iterator[RuntimeEvent]:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        delay = 0.05
+        while deadline is None or time.monotonic() < deadline:
+            pods = self.pods(name)
+            if not pods and seen:
+                yield RuntimeEvent("stopped", f"pod set {name} is gone")
+                return
+            for pod in pods:
+                if seen.get(pod.name) == pod.phase:
+                    continue
+                if pod.name not in seen:
+                    yield RuntimeEvent("scheduled", f"pod {pod.name} created", pod=pod.name)
+                seen[pod.name] = pod.phase
+                if pod.phase == "running":
+                    yield RuntimeEvent("started", f"container of {pod.name} started", pod=pod.name)
+                elif pod.phase in ("exited", "gone"):
+                    yield RuntimeEvent("failed", f"pod {pod.name} stopped", pod=pod.name, reason=pod.message)
+                    return
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def exec(self, pod: str, argv, *, user: str | None = "codestudio", stdin: bool = False):
+        args = ["exec"]
+        if stdin:
+            args.append("--interactive")
+        if user:
+            args += ["--user", user]
+        containers.require_tools("podman")
+        return subprocess.Popen(
+            containers.podman_command(*args, f"{pod}-studio", *argv),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=containers.podman_env(),
+        )
+
+    def exec_detached(self, pod: str, argv, *, user: str | None = "codestudio") -> None:
+        args = ["exec", "--detach"] + (["--user", user] if user else [])
+        proc = containers.podman(*args, f"{pod}-studio", *argv, check=False, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"could not start {argv[0]} in {pod}: {proc.stderr.strip()}")
+
+    def logs(self, pod: str, *, follow: bool = False, tail: int | None = None) -> Iterator[bytes]:
+        containers.require_tools("podman")
+        proc = subprocess.Popen(logs_command(f"{pod}-studio", follow=follow, tail=tail), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=containers.podman_env())
+        return _LogStream(proc)
+
+    def save_logs(self, pod: str, target: Path) -> bool:
+        return save_logs(f"{pod}-studio", target)
+
+    def copy_out(self, pod: str, path: str, out) -> bool:
+        # podman cp resolves the path inside the container's root, running or not.
+        containers.require_tools("podman")
+        proc = subprocess.run(containers.podman_command("cp", f"{pod}-studio:{path}", "-"), stdout=out,
+                              stderr=subprocess.PIPE, env=containers.podman_env())
+        detail = proc.stderr.decode(errors="replace").strip()
+        if proc.returncode != 0 and "could not be found on container" in detail:
+            return False
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"podman cp {path} exited with status {proc.returncode}: {detail[-300:]}")
+        return True
+
+    def stop(self, name: str, *, timeout: float = 10) -> None:
+        import time
+
+        workdir = self._workdir(name)
+        published: set[int] = set()
+        for pod in self.pods(name):
+            published.update(e.port for e in pod.endpoints.values())
+            deployment = pod.name.removesuffix("-pod-0")
+            manifest = workdir / f"{deployment}.yaml"
+            down(manifest if manifest.exists() else None, pod.name)
+        # podman's port forwarder (rootlessport) lets go of the published ports a moment
+        # after the pod is gone; "stopped" means they are free for the next start.
+        deadline = time.monotonic() + timeout
+        while published and ports_taken(published) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for leftover in workdir.glob("*.ports.json") if workdir.is_dir() else ():
+            leftover.unlink(missing_ok=True)
+
+    def scale(self, name: str, replicas: int) -> PodSet:
+        raise RuntimeFailure("the local runtime changes replica counts by restarting the pod set (scale is not "
+                             "supported yet)")
+
+    def list(self) -> list[PodSet]:
+        groups: dict[str, list[dict]] = {}
+        labels: dict[str, dict] = {}
+        for info in self._pod_json(f"label={MANAGED_BY}={MANAGED_BY_VALUE}", f"label={INSTANCE_LABEL}={self.instance}"):
+            name = (info.get("Labels") or {}).get(PODSET_LABEL) or info["Name"].removesuffix("-pod-0")
+            groups.setdefault(name, []).append(info)
+            labels[name] = dict(info.get("Labels") or {})
+        return [PodSet(n, labels[n], tuple(sorted((self._pod_from(i) for i in infos), key=lambda p: p.name)))
+                for n, infos in sorted(groups.items())]
+
+
+
+class _LogStream:
+    """``podman logs`` output in chunks; :meth:`close` (from any thread) stops following."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def __iter__(self) -> _LogStream:
+        return self
+
+    def __next__(self) -> bytes:
+        assert self.proc.stdout is not None
+        chunk = self.proc.stdout.read1(65536) if not self.proc.stdout.closed else b""
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _relabel(docs: list[dict], deployment: str, labels: dict[str, str], secrets) -> list[dict]:
+    """Name the Deployment, label it and its pod, and put secret values in place of ``secretKeyRef``."""
+    for doc in docs:
+        if doc.get("kind") != "Deployment":
+            continue
+        doc["metadata"]["name"] = deployment
+        doc["metadata"].setdefault("labels", {}).update(labels)
+        template = doc["spec"]["template"]
+        template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+        doc["spec"]["replicas"] = 1
+        for container in template["spec"]["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None:
+                    continue
+                try:
+                    value = secrets[ref["name"]][ref["key"]]
+                except KeyError:
+                    raise RuntimeFailure(f"no value for secret {ref.get('name')}/{ref.get('key')} "
+                                         f"(env {env.get('name')})") from None
+                env.pop("valueFrom")
+                env["value"] = value
+    return docs

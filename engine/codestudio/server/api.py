@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -286,14 +287,12 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
     @router.get("/studios/{studio_id}/logs", tags=["logs"], response_class=PlainTextResponse,
                 summary="The studio's output (tail); saved logs when it is not running")
     def studio_logs(studio_id: str, tail: int = Query(200, ge=1, le=100000), caller: Caller = me_dep):
-        from codestudio.containers import podman_env
-        from codestudio.runtime import local
+        from codestudio.runtime.current import get_runtime
 
-        container, saved = rt.logs_target(caller.who, studio_id, store=store())
-        if container:
-            proc = subprocess.run(local.logs_command(container, tail=tail), capture_output=True, text=True,
-                                  errors="replace", env=podman_env(), timeout=30)
-            return PlainTextResponse(proc.stdout + proc.stderr)
+        pod, saved = rt.logs_target(caller.who, studio_id, store=store())
+        if pod:
+            data = b"".join(get_runtime().logs(pod, tail=tail))
+            return PlainTextResponse(data.decode(errors="replace"))
         if saved is None:
             return PlainTextResponse("")
         lines = saved.read_text(errors="replace").splitlines()[-tail:]
@@ -301,28 +300,44 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
 
     @router.get("/studios/{studio_id}/logs/events", tags=["logs"], summary="Follow the studio's output (server-sent events)")
     async def studio_logs_follow(studio_id: str, tail: int = Query(100, ge=0, le=10000), caller: Caller = me_dep):
-        from codestudio.containers import podman_env
-        from codestudio.runtime import local
+        from codestudio.runtime.current import get_runtime
 
-        container, _saved = await asyncio.to_thread(rt.logs_target, caller.who, studio_id, store=store())
-        if not container:
+        pod, _saved = await asyncio.to_thread(rt.logs_target, caller.who, studio_id, store=store())
+        if not pod:
             raise ApiError(400, "not_running", f"studio {studio_id} has no container; read its saved logs with GET .../logs")
-        proc = await asyncio.create_subprocess_exec(
-            *local.logs_command(container, follow=True, tail=tail), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=podman_env())
+        # The runtime's log stream is blocking: a thread reads it into a queue.
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=256)
+        chunks = get_runtime().logs(pod, follow=True, tail=tail)
+
+        def pump() -> None:
+            try:
+                for chunk in chunks:
+                    asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+            except Exception:  # noqa: BLE001 - the client went away (generator closed) or the runtime failed
+                pass
+            finally:
+                asyncio.run_coroutine_threadsafe(queue.put(None), loop)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
 
         async def events():
+            pending = b""
             try:
                 while True:
-                    line = await proc.stdout.readline()  # type: ignore[union-attr]
-                    if not line:
+                    chunk = await queue.get()
+                    if chunk is None:
+                        if pending:
+                            yield sse("line", pending.decode(errors="replace"))
                         yield sse("end", {})
                         return
-                    yield sse("line", line.decode(errors="replace").rstrip("\n"))
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield sse("line", line.decode(errors="replace"))
             finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+                chunks.close()
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 

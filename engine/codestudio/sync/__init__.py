@@ -6,7 +6,7 @@ Public API (the runtime and the ``studio sync|push|pull|conflicts`` CLI call the
 - :func:`write_starter_files` -- starter files, once, when a studio is created
 - :func:`mappings_for` / :func:`default_mappings` -- what a template syncs
 - :class:`SyncStudio` -- the studio as sync sees it
-- :class:`PodmanTransport`, :class:`LocalTransport` (:class:`Transport` protocol)
+- :class:`ExecTransport`, :class:`LocalTransport` (:class:`Transport` protocol)
 - :func:`sync`, :func:`push_on_start`, :func:`pull_on_stop` -> :class:`SyncReport`
   (raise :class:`SyncConflictError` / :class:`SyncError`)
 - :func:`conflicts`, :func:`resolve_conflicts`, :func:`forget_studio`
@@ -33,14 +33,14 @@ from codestudio.sync.core import (
     resolve_conflicts,
     sync,
 )
-from codestudio.sync.transport import LocalTransport, PodmanTransport, Transport
+from codestudio.sync.transport import ExecTransport, LocalTransport, Transport
 from codestudio.sync.zones import write_starter_files, zone_dir
 
 __all__ = [
     "Conflict",
+    "ExecTransport",
     "LocalTransport",
     "MappingReport",
-    "PodmanTransport",
     "SyncConflictError",
     "SyncError",
     "SyncReport",

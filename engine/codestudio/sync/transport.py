@@ -3,8 +3,8 @@
 A :class:`Transport` starts ``python3 -I -c <agent source> session BASE``
 inside the studio and hands back a process with binary ``stdin``/``stdout``/
 ``stderr`` pipes; one such process serves a whole sync (see
-:mod:`codestudio.sync.agent` for what travels through the pipes). :class:`PodmanTransport` uses ``podman exec -i``;
-a Kubernetes transport will use the exec API the same way. The only fake is
+:mod:`codestudio.sync.agent` for what travels through the pipes). :class:`ExecTransport` runs it through the studio runtime's exec
+(``podman exec -i`` locally, the exec API on Kubernetes). The only fake is
 :class:`LocalTransport`, which runs the same agent source as a local
 subprocess against a folder (tests, benchmarks).
 """
@@ -59,41 +59,30 @@ def _popen(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
     )
 
 
-class PodmanTransport:
-    """``podman exec -i [--user U] CONTAINER python3 -I -c <agent> OP ROOT``.
+class ExecTransport:
+    """The agent in a studio's pod through the runtime's exec (:meth:`codestudio.runtime.base.Runtime.exec`).
 
-    Uses the engine's podman settings (:func:`codestudio.containers.podman_command`
-    and :func:`~codestudio.containers.podman_env`) unless ``podman_cmd`` and
-    ``env`` are given. Files are written as ``user`` (the studio user by default)
-    so they belong to whoever works in the studio.
+    ``python3 -I -c <agent> OP ROOT`` runs as ``user`` (the studio user by
+    default) so files belong to whoever works in the studio; any runtime
+    (podman locally, the Kubernetes exec API) serves it the same way.
     """
 
     def __init__(
         self,
-        container: str,
+        runtime,
+        pod: str,
         *,
         user: str | None = "codestudio",
-        podman_cmd: list[str] | None = None,
-        env: dict[str, str] | None = None,
         python: str = "python3",
         cache_dir: str | None = "/home/codestudio/.cache/codestudio-sync",
     ):
-        self.container, self.user, self.python = container, user, python
-        self._podman_cmd, self._env = podman_cmd, env
-        self.description = f"podman container {container}"
+        self.runtime, self.pod, self.user, self.python = runtime, pod, user, python
+        self.description = f"{runtime.name} pod {pod}"
         self.cache_dir = cache_dir
 
     def start_agent(self, op: str, root: str) -> AgentProcess:
-        args = ["exec", "-i"]
-        if self.user:
-            args += ["--user", self.user]
-        args += [self.container, self.python, "-I", "-c", agent_source(), op, root]
-        if self._podman_cmd is not None:
-            return _popen([*self._podman_cmd, *args], self._env)
-        from codestudio.containers import podman_command, podman_env, require_tools
-
-        require_tools("podman")
-        return _popen(podman_command(*args), self._env or podman_env())
+        return self.runtime.exec(self.pod, [self.python, "-I", "-c", agent_source(), op, root], user=self.user,
+                                 stdin=True)
 
 
 class LocalTransport:
