@@ -38,8 +38,7 @@ def file_server(tmp_path):
 def test_checksum_failure_is_a_build_error_naming_block_url_and_the_deb_option(
     tmp_path, file_server, debian_base, codestudio_home, image_cleanup
 ):
-    from codestudio.build import build_template
-    from codestudio.build.builder import BuildFailed
+    from codestudio.images import BuildFailed, build_template_file
 
     www, base = file_server
     (www / "rstudio-server-fake-amd64.deb").write_bytes(b"!<arch>\nnot really a package\n")
@@ -52,7 +51,7 @@ def test_checksum_failure_is_a_build_error_naming_block_url_and_the_deb_option(
         f"  - type: rstudio\n    deb_url: {url}\n    sha256: '{'0' * 64}'\n"
     )
     with pytest.raises(BuildFailed) as err:
-        build_template(str(path), quiet=True)
+        build_template_file(path, quiet=True)
     message = str(err.value)
     assert "rstudio block blocks[0] (type: rstudio): sha256 mismatch for " + url in message
     assert "deb: <file>.deb" in message
