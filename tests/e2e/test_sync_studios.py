@@ -184,7 +184,7 @@ def test_link_to_git_never_makes_the_zone_repository_a_mapping_folder(git_projec
                               timeout=120, quiet=True)
     zone = zone_dir("project-lib-versioned", studio_id=first.id, project_key="GITDIR", user=first.owner)
     os.rmdir(zone / "data")  # the empty folder the second studio's start made
-    proc = local.exec_run(first.container, ["sh", "-c", f"cd {VLIB_TARGET} && ln -s .git data && echo ok > fine.txt"])
+    proc = local.exec_run(_ctr(first), ["sh", "-c", f"cd {VLIB_TARGET} && ln -s .git data && echo ok > fine.txt"])
     assert proc.returncode == 0, proc.stderr
     result = _cli("studio", "sync", first.id)
     assert "data (studio)" in result.stdout + result.stderr and "'.git'" in result.stdout + result.stderr
@@ -197,7 +197,7 @@ def test_link_to_git_never_makes_the_zone_repository_a_mapping_folder(git_projec
     plant = (f"mkdir -p {VDATA_TARGET}/hooks && printf '[core]\\n\\tfsmonitor = touch {marker}\\n' > {VDATA_TARGET}/config"
              f" && printf '#!/bin/sh\\ntouch {marker}\\n' > {VDATA_TARGET}/hooks/post-commit"
              f" && chmod +x {VDATA_TARGET}/hooks/post-commit")
-    proc = local.exec_run(second.container, ["sh", "-c", plant])
+    proc = local.exec_run(_ctr(second), ["sh", "-c", plant])
     assert proc.returncode == 0, proc.stderr
     result = _cli("studio", "sync", second.id)
     assert result.returncode != 0 and "'.git'" in result.stdout + result.stderr
@@ -205,7 +205,7 @@ def test_link_to_git_never_makes_the_zone_repository_a_mapping_folder(git_projec
     assert not (zone / ".git" / "hooks" / "post-commit").exists()
 
     # The engine's next commit of the zone runs nothing.
-    proc = local.exec_run(first.container, ["sh", "-c", f"echo more > {VLIB_TARGET}/more.txt"])
+    proc = local.exec_run(_ctr(first), ["sh", "-c", f"echo more > {VLIB_TARGET}/more.txt"])
     assert proc.returncode == 0, proc.stderr
     _cli("studio", "sync", first.id)
     assert (zone / "more.txt").read_text() == "more\n"
