@@ -6,12 +6,9 @@ import click
 
 
 def _gateway():
-    from codestudio.gateway.process import Gateway
-    from codestudio.home import data_dir
+    from codestudio.runtime.routes import gateway
 
-    from codestudio.runtime.routes import running_studio_routes
-
-    return Gateway(data_dir(), studios=running_studio_routes)
+    return gateway()
 
 
 @click.group()

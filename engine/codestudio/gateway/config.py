@@ -461,7 +461,8 @@ def _check_prefixes(studios: Sequence[StudioRoutes]) -> None:
 
 
 def render_gateway_config(
-    studios: Sequence[StudioRoutes], settings: GatewaySettings, workers: Workers | None = None
+    studios: Sequence[StudioRoutes], settings: GatewaySettings, workers: Workers | None = None,
+    *, webapps: Sequence = (),
 ) -> str:
     """The whole ``nginx.conf``, route table included: run with ``nginx -p <prefix>``.
 

@@ -56,8 +56,11 @@ from codestudio.gateway.config import (
     render_gateway_config,
     routed_studios,
 )
+from codestudio.gateway.webapps import WebappRoutes, check_webapp_prefixes
 
 StudioSource = Callable[[], Iterable[StudioRoutes]]
+#: Returns the routes of every webapp to serve (``codestudio.webapps`` provides it).
+WebappSource = Callable[[], Iterable[WebappRoutes]]
 
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -128,6 +131,10 @@ def _no_studios() -> list[StudioRoutes]:
     return []
 
 
+def _no_webapps() -> list[WebappRoutes]:
+    return []
+
+
 @dataclass(frozen=True)
 class GatewayStatus:
     running: bool
@@ -145,8 +152,9 @@ class GatewayStatus:
 class Gateway:
     """One nginx instance with its prefix under ``data_dir/gateway``.
 
-    ``studios`` returns the routes of every running studio; :meth:`start` and
-    :meth:`apply` (without an argument) call it to build the config.
+    ``studios`` returns the routes of every running studio and ``webapps`` those of
+    every webapp; :meth:`start` and :meth:`apply` (without an argument) call them
+    to build the config.
     ``settings`` defaults to the saved settings with CODESTUDIO_GATEWAY_* on top.
     """
 
@@ -156,10 +164,12 @@ class Gateway:
         studios: StudioSource | None = None,
         settings: GatewaySettings | None = None,
         *,
+        webapps: WebappSource | None = None,
         ready_timeout: float = 10.0,
     ):
         self.prefix = Path(data_dir) / "gateway"
         self._studios = studios or _no_studios
+        self._webapps = webapps or _no_webapps
         self._explicit_settings = settings
         self.ready_timeout = ready_timeout
 
@@ -258,10 +268,10 @@ class Gateway:
             proc.stderr = err.read()
         return proc
 
-    def render(self, studios: Sequence[StudioRoutes]) -> str:
-        """The ``nginx.conf`` this gateway would serve ``studios`` with (workers included)."""
+    def render(self, studios: Sequence[StudioRoutes], webapps: Sequence[WebappRoutes] = ()) -> str:
+        """The ``nginx.conf`` this gateway would serve ``studios`` (and ``webapps``) with (workers included)."""
         settings = self.settings
-        return render_gateway_config(studios, settings, self._workers(settings))
+        return render_gateway_config(studios, settings, self._workers(settings), webapps=webapps)
 
     def check(self, text: str) -> None:
         """Run ``nginx -t`` on ``text``; raise RuntimeFailure with nginx's message if it fails."""
@@ -329,8 +339,10 @@ class Gateway:
         self.apply()
         return self.status()
 
-    def apply(self, studios: Sequence[StudioRoutes] | None = None) -> str:
-        """Serve exactly ``studios`` (default: the studio source); start nginx if needed.
+    def apply(
+        self, studios: Sequence[StudioRoutes] | None = None, webapps: Sequence[WebappRoutes] | None = None
+    ) -> str:
+        """Serve exactly ``studios`` and ``webapps`` (default: their sources); start nginx if needed.
 
         Returns the generation of the config now live. A config that fails
         ``nginx -t`` never replaces the live one.
@@ -351,17 +363,20 @@ class Gateway:
             # order and the last one reflects the latest state.
             if studios is None:
                 studios = list(self._studios())
-            generation = self._apply_locked(studios)
+            if webapps is None:
+                webapps = list(self._webapps())
+            generation = self._apply_locked(studios, webapps)
             if ticket is not None:
                 self._set_done(latest, generation)
             return generation
 
-    def _apply_locked(self, studios: Sequence[StudioRoutes]) -> str:
+    def _apply_locked(self, studios: Sequence[StudioRoutes], webapps: Sequence[WebappRoutes] = ()) -> str:
         settings = self.settings
         workers = self._workers(settings)
         self._prepare_dirs(settings)
         _check_prefixes(studios)
-        text = render_gateway_config(studios, settings, workers)
+        check_webapp_prefixes(webapps)
+        text = render_gateway_config(studios, settings, workers, webapps=webapps)
         generation = _generation_of(text)
         pages = {landing_file(s).rsplit("/", 1)[1]: s for s in studios}
         self._write_pages(pages, settings)

@@ -75,12 +75,25 @@ def studio_routes_of(studio: Studio):
     return None
 
 
+def running_webapp_routes(store: Store | None = None) -> list:
+    """Routes of every webapp the gateway serves: ``codestudio.webapps.routes.webapp_routes(store)``
+    returns them (a list of :class:`~codestudio.gateway.webapps.WebappRoutes`, replicas
+    with their readiness); none while that module does not exist."""
+    try:
+        from codestudio.webapps.routes import webapp_routes
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("codestudio.webapps", "codestudio.webapps.routes"):
+            raise
+        return []
+    return list(webapp_routes(store or Store.default()))
+
+
 def gateway():
-    """The data dir's gateway, serving :func:`running_studio_routes`."""
+    """The data dir's gateway, serving :func:`running_studio_routes` and :func:`running_webapp_routes`."""
     from codestudio.gateway.process import Gateway
     from codestudio.home import data_dir
 
-    return Gateway(data_dir(), studios=running_studio_routes)
+    return Gateway(data_dir(), studios=running_studio_routes, webapps=running_webapp_routes)
 
 
 def apply_gateway(*, start: bool) -> None:
