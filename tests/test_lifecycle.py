@@ -271,3 +271,29 @@ def test_doctor_is_for_admins(rt, monkeypatch):
     monkeypatch.setattr(access, "os_user", lambda: "bob")
     with pytest.raises(PermissionDenied):
         rt.s.doctor(access.identify())
+
+
+def test_a_memory_limit_below_what_the_tools_need_is_refused_at_start_naming_the_field(rt, tmp_path):
+    from codestudio.templates_store import add_template
+
+    path = tmp_path / "tpl" / "life.yaml"
+    path.write_text(TEMPLATE.replace("blocks:\n", "blocks:\n  - {type: jupyterlab}\n  - {type: kubernetes, memory: 64Mi}\n"))
+    add_template(rt.me, path)  # a new version of "life"
+    studio = rt.create()
+    with pytest.raises(UsageError) as info:
+        rt.start(studio.id)
+    assert "blocks[1] (type: kubernetes): field 'memory': 64Mi is below the 256Mi" in str(info.value)
+    assert "JupyterLab 256Mi" in str(info.value) and info.value.exit_code == 2
+    # Refused before anything ran: no pod, the studio still STOPPED.
+    assert rt.runtime.started == [] and rt.s.get_studio(studio.id).state == "STOPPED"
+
+
+def test_template_build_warns_when_the_memory_limit_is_below_the_tools_need(tmp_path, capsys):
+    from codestudio.templates_store import warn_memory_shortfall
+
+    path = tmp_path / "t.yaml"
+    path.write_text("id: t\nblocks:\n  - {type: jupyterlab}\n  - {type: kubernetes, memory: 128Mi}\n")
+    assert "field 'memory': 128Mi is below the 256Mi" in warn_memory_shortfall(path)
+    assert "warning:" in capsys.readouterr().err
+    path.write_text("id: t\nblocks:\n  - {type: jupyterlab}\n  - {type: kubernetes, memory: 1Gi}\n")
+    assert warn_memory_shortfall(path) is None

@@ -9,6 +9,7 @@ from codestudio.blockapi import (
     Action,
     Block,
     BlockParams,
+    PodSettings,
     CodeEnv,
     Entrypoint,
     Probe,
@@ -59,6 +60,10 @@ class FakeIde(Block):
     @hookimpl
     def adjust_probe(self, block, state, probe):
         return Probe(kind="http", port=7000, url="${baseUrl}/ready")
+
+    @hookimpl
+    def adjust_pod(self, block, state, pod):
+        return pod.with_memory_needed("IDE", "256Mi")
 
     @hookimpl
     def register_code_env(self, block, code_env, state):
@@ -120,6 +125,14 @@ def test_adjust_probe_last_block_wins(temp_blocks, write_template):
     path = write_template("id: t\nblocks:\n  - {type: kubernetes, tcp_probe: true, extra_ports: [9000]}\n  - {type: fake-ide}\n", "b.yaml")
     _, state = plan_template(path, blocks)
     assert state.probe.url == "${baseUrl}/ready"
+
+
+def test_adjust_pod_each_block_refines_the_last(temp_blocks, write_template):
+    blocks, _ = temp_blocks
+    path = write_template("id: t\nblocks:\n  - {type: kubernetes, memory: 1Gi}\n  - {type: fake-ide}\n"
+                          "  - {type: kubernetes, cpu: 250m}\n")
+    _, state = plan_template(path, blocks)
+    assert (state.pod.cpu, state.pod.memory, state.pod.memory_needed) == ("250m", "1Gi", {"IDE": "256Mi"})
 
 
 def test_default_probe_is_tcp_on_first_exposed_port(blocks, write_template):
@@ -247,6 +260,8 @@ def test_every_hook_has_a_row_in_the_return_table():
         ("validate_block", "bad", "str 'bad'"),
         ("validate_block", [("field",)], "the problem ('field',)"),
         ("adjust_probe", {"kind": "tcp"}, "dict"),
+        ("adjust_pod", {"cpu": "1"}, "dict"),
+        ("adjust_pod", PodSettings().model_copy(update={"memory": "lots"}), "PodSettings with memory 'lots'"),
         ("contribute_starter_files", [{"path": "x"}], "dict"),
         ("register_code_env", "RUN x", "str 'RUN x'"),
     ],

@@ -35,8 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from codestudio.types import (
     ContainerPath,
+    CpuQuantity,
     EnvName,
     Label,
+    MemoryQuantity,
     Port,
     ProxiedSubpath,
     RelativePath,
@@ -60,6 +62,7 @@ __all__ = [
     "Copy",
     "Entrypoint",
     "Env",
+    "PodSettings",
     "Probe",
     "Raw",
     "Run",
@@ -281,6 +284,29 @@ class Probe(BaseModel):
     url: str | None = None
 
 
+class PodSettings(BaseModel):
+    """What the studio's pod asks of the runtime besides its image (``adjust_pod``).
+
+    ``cpu`` and ``memory`` are Kubernetes quantities (``500m``, ``2``;
+    ``512Mi``, ``4Gi``): each is both the request and the limit of the
+    studio's container, on Kubernetes and under the local runtime (podman
+    enforces them through the container's cgroup). ``memory_needed`` maps a
+    tool's label to the memory it needs to start; blocks add their tool's
+    entry, and a ``memory`` below their sum is a warning when the template is
+    built and an error (exit 2) when a studio starts.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: CpuQuantity | None = None
+    memory: MemoryQuantity | None = None
+    memory_needed: dict[Label, MemoryQuantity] = Field(default_factory=dict)
+
+    def with_memory_needed(self, tool: str, quantity: str) -> PodSettings:
+        """A copy that also says ``tool`` needs ``quantity`` of memory to start (for IDE blocks)."""
+        return PodSettings.model_validate({**self.model_dump(), "memory_needed": {**self.memory_needed, tool: quantity}})
+
+
 class StarterFile(BaseModel):
     """A file written into a zone once, when the studio is created."""
 
@@ -364,6 +390,10 @@ class BuildState:
     env: dict[str, str] = field(default_factory=dict)
     probe: Probe | None = None
     extra_ports: list[int] = field(default_factory=list)
+    #: Resources (and scheduling) of the studio's pod: what ``adjust_pod`` returned last.
+    pod: PodSettings = field(default_factory=lambda: PodSettings())
+    #: The block that set ``pod.memory`` last (errors about the limit name it).
+    memory_block: BlockInstance | None = None
 
     def find_code_env(self, name: str) -> CodeEnv | None:
         for _, env in self.code_envs:
@@ -391,6 +421,20 @@ class BuildState:
         ports = [ep.port for _, ep in self.entrypoints if ep.port]
         seen = set(ports)
         return ports + [p for p in self.extra_ports if p not in seen]
+
+    def memory_shortfall(self) -> str | None:
+        """Why ``pod.memory`` is below what the tools need to start (``memory_needed``), or None."""
+        from codestudio.quantities import format_bytes, memory_bytes
+
+        if self.pod.memory is None or not self.pod.memory_needed:
+            return None
+        need = sum(memory_bytes(v) for v in self.pod.memory_needed.values())
+        if memory_bytes(self.pod.memory) >= need:
+            return None
+        where = f"{self.memory_block.where}: " if self.memory_block else ""
+        tools = ", ".join(f"{tool} {q}" for tool, q in sorted(self.pod.memory_needed.items()))
+        return (f"{where}field 'memory': {self.pod.memory} is below the {format_bytes(need)} the template's "
+                f"tools need to start ({tools})")
 
     def effective_probe(self) -> Probe | None:
         """The probe blocks set, or TCP on the first exposed port."""

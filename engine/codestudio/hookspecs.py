@@ -20,7 +20,7 @@ so an IDE's install layer does not change when a later code env changes.
 Order of the block hooks for one block: ``contribute_dockerfile``,
 ``contribute_code_env``, ``contribute_entrypoint``, ``contribute_action``,
 ``contribute_starter_files``, ``contribute_sync``, ``contribute_env``,
-``contribute_ports``, ``adjust_probe``, then ``register_code_env`` as above.
+``contribute_ports``, ``adjust_probe``, ``adjust_pod``, then ``register_code_env`` as above.
 Once every block has applied, ``validate_block`` is called for each block
 with the final state. Entry-point load order never matters: only the
 template's order does.
@@ -153,6 +153,25 @@ def adjust_probe(block, state, probe):
     :param probe: the probe set by earlier blocks, or ``None``.
     :return: a new :class:`~codestudio.blockapi.Probe`, or ``None`` to keep
         ``probe``.
+    """
+
+
+@hookspec
+def adjust_pod(block, state, pod):
+    """Replace the studio pod's settings: CPU and memory, the memory tools need.
+
+    Each returned value replaces the previous one (return a modified copy of
+    ``pod``, e.g. ``pod.model_copy(update={"memory": "2Gi"})``), so the last
+    block in template order that sets a field wins. The ``kubernetes`` block
+    sets ``cpu`` and ``memory``; IDE blocks add the memory their tool needs
+    to start with :meth:`~codestudio.blockapi.PodSettings.with_memory_needed`.
+
+    :param block: the block being applied.
+    :param state: the build state so far.
+    :param pod: the :class:`~codestudio.blockapi.PodSettings` set by earlier
+        blocks (all fields unset at first).
+    :return: a new :class:`~codestudio.blockapi.PodSettings`, or ``None`` to
+        keep ``pod``.
     """
 
 

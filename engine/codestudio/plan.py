@@ -24,6 +24,7 @@ from codestudio.blockapi import (
     BuildState,
     CodeEnv,
     Entrypoint,
+    PodSettings,
     Probe,
     Raw,
     StarterFile,
@@ -122,6 +123,18 @@ def _probe_return(value: object) -> Probe | None:
     return value
 
 
+def _pod_return(value: object) -> PodSettings | None:
+    if value is None:
+        return None
+    if not isinstance(value, PodSettings):
+        raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+    try:  # model_copy(update=...) does not validate: check the quantities here
+        return PodSettings.model_validate(value.model_dump())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _WrongReturn(f"PodSettings with {'.'.join(map(str, first['loc']))} {_short(first.get('input'))}") from None
+
+
 def _problems_return(value: object) -> list[tuple[str | None, str]]:
     if value is None:
         return []
@@ -151,6 +164,7 @@ HOOK_RETURNS: dict[str, tuple[str, Callable[[object], object]]] = {
     "contribute_env": ("a dict of variable names to str values, or None", _env_return),
     "contribute_ports": ("a list of port numbers (int 1-65535) or None", _ports_return),
     "adjust_probe": ("a Probe or None", _probe_return),
+    "adjust_pod": ("a PodSettings or None", _pod_return),
     "register_code_env": ("a list of Step or None", _items(Step)),
     "validate_block": ("a list of (field or None, message) tuples, or None", _problems_return),
 }
@@ -336,6 +350,12 @@ def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem,
     probe = call("adjust_probe", probe=state.probe)
     if probe is not None:
         state.probe = probe
+
+    pod = call("adjust_pod", pod=state.pod)
+    if pod is not None:
+        if pod.memory != state.pod.memory:
+            state.memory_block = block
+        state.pod = pod
 
     # Envs announced before this block reach it now; steps join its own group.
     if _listens(blocks, block):

@@ -348,4 +348,18 @@ def build_template(ref: str, *, no_cache: bool = False, quiet: bool = False, sto
     from codestudio.images import build_template_file
 
     path, version = resolve_template(ref, store=store)
-    return build_template_file(path, template_version=version, no_cache=no_cache, quiet=quiet, store=store)
+    result = build_template_file(path, template_version=version, no_cache=no_cache, quiet=quiet, store=store)
+    warn_memory_shortfall(path)
+    return result
+
+
+def warn_memory_shortfall(path: Path) -> str | None:
+    """Say on stderr when the template's memory limit is below what its tools need (a start refuses it)."""
+    import sys
+
+    from codestudio.plan import plan_template
+
+    shortfall = plan_template(path)[1].memory_shortfall()
+    if shortfall:
+        print(f"warning: {path}: {shortfall}; studios of this template will not start", file=sys.stderr, flush=True)
+    return shortfall

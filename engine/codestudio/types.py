@@ -12,7 +12,9 @@ import posixpath
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from codestudio import quantities
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 PROJECT_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -127,6 +129,12 @@ RelativePath = Annotated[str, AfterValidator(_relative_path)]
 ZoneSubfolder = Annotated[str, AfterValidator(_zone_subfolder)]
 ImageRef = Annotated[str, AfterValidator(_image)]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+#: A Kubernetes CPU quantity (``500m``, ``0.5``, ``2``), kept as its canonical text.
+CpuQuantity = Annotated[str, BeforeValidator(quantities.cpu_text)]
+#: A Kubernetes memory quantity (``512Mi``, ``4Gi``, ``1G``), kept as written.
+MemoryQuantity = Annotated[str, BeforeValidator(quantities.memory_text)]
+#: A duration with a unit (``30s``, ``90m``, ``8h``, ``1h30m``), kept as written.
+Duration = Annotated[str, BeforeValidator(lambda v: (quantities.duration_seconds(v), v.strip())[1])]
 Zone = Literal[
     "code_studio-versioned",
     "code_studio-resources",

@@ -391,6 +391,12 @@ def container_env(state: BuildState, studio: StudioContext, template_id: str) ->
     return env
 
 
+def pod_resources(state: BuildState) -> dict:
+    """The container's ``resources``: each quantity the blocks set is both its request and its limit."""
+    values = {k: v for k, v in (("cpu", state.pod.cpu), ("memory", state.pod.memory)) if v is not None}
+    return {"requests": dict(values), "limits": dict(values)} if values else {}
+
+
 def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: str) -> list[dict]:
     """The Deployment (1 replica) and Service a studio runs as, on Kubernetes and under podman."""
     studio_id = studio.studio_id or template_id
@@ -414,6 +420,9 @@ def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: s
         "ports": ports,
         "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False},
     }
+    resources = pod_resources(state)
+    if resources:
+        container["resources"] = resources
     probe = state.effective_probe()
     if probe is not None:
         action = (

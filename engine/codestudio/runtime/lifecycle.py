@@ -448,6 +448,10 @@ def _start_locked(studio: Studio, runtime: Runtime, *, timeout: float, quiet: bo
     say = (lambda m: None) if quiet else _log
     plan = plan_studio(studio, store)
     state = plan.state
+    shortfall = state.memory_shortfall()
+    if shortfall:
+        raise UsageError(f"{plan.template.path}: {shortfall}: studio {studio.id} would be killed for memory; "
+                         "raise the limit in the template")
     build = _ensure_image(plan, quiet=quiet, store=store)
     secret = new_session_secret()
     sync_studio, _ = member_mappings(studio, sync_studio_of(studio, state), store)

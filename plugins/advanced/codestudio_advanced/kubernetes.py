@@ -1,4 +1,4 @@
-"""``kubernetes``: readiness probe and extra ports of the studio's Deployment."""
+"""``kubernetes``: readiness probe, extra ports and resources (CPU, memory) of the studio's Deployment."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from codestudio import hookimpl
 from codestudio.blockapi import Block, BlockParams, BlockProblem, Probe
-from codestudio.types import Port
+from codestudio.types import CpuQuantity, MemoryQuantity, Port
 
 _URL_RE = re.compile(r"^(\$\{baseUrl\})?(/[A-Za-z0-9._~!&'()*+,;=:@%/?-]*)?$")
 
@@ -19,6 +19,11 @@ class KubernetesParams(BlockParams):
     #: Port the probe targets; default: the first exposed port.
     probe_port: Port | None = None
     extra_ports: list[Port] = Field(default_factory=list)
+    #: CPU request and limit of the studio's container (a Kubernetes quantity: ``500m``, ``2``).
+    cpu: CpuQuantity | None = None
+    #: Memory request and limit (``512Mi``, ``4Gi``); past it the kernel kills processes
+    #: ("killed for memory").
+    memory: MemoryQuantity | None = None
 
     @field_validator("readiness_url")
     @classmethod
@@ -32,10 +37,11 @@ class KubernetesBlock(Block):
     """Sets the probe and extra ports. Its probe replaces any earlier one and
     IDE blocks only set a probe when none is set yet, so it wins wherever it
     sits; ``readiness_url`` wins over ``tcp_probe``. Before any block with a
-    port it needs ``probe_port``."""
+    port it needs ``probe_port``. ``cpu`` and ``memory`` are both request and
+    limit; a later ``kubernetes`` block's value replaces an earlier one."""
 
     Params = KubernetesParams
-    summary = "Readiness probe and extra ports for the studio"
+    summary = "Readiness probe, extra ports, CPU and memory for the studio"
 
     @hookimpl
     def contribute_ports(self, block, state):
@@ -53,3 +59,9 @@ class KubernetesBlock(Block):
         if p.readiness_url is not None:
             return Probe(kind="http", port=port, url=p.readiness_url)
         return Probe(kind="tcp", port=port)
+
+    @hookimpl
+    def adjust_pod(self, block, state, pod):
+        p: KubernetesParams = block.params
+        update = {k: v for k, v in (("cpu", p.cpu), ("memory", p.memory)) if v is not None}
+        return pod.model_copy(update=update) if update else None

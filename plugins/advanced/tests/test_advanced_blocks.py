@@ -212,3 +212,42 @@ def test_file_sync_rejects_a_subfolder_in_git(plan, subfolder):
     # A mapping folder inside a zone's '.git' would let a sync write its config and hooks (issue 9 item 1).
     with pytest.raises(TemplateError, match=r"field 'mappings\.0\.subfolder'.*'\.git'"):
         plan(f"- type: file-sync\n  mappings: [{{zone: project-lib-versioned, subfolder: {json.dumps(subfolder)}}}]\n")
+
+
+def test_kubernetes_cpu_and_memory_are_requests_and_limits(plan):
+    import kubernetes_validate
+    import yaml
+
+    template, state = plan(
+        """
+        - {type: entrypoint, label: api, command: [api], port: 8081}
+        - {type: kubernetes, cpu: 0.5, memory: 512Mi}
+        - {type: kubernetes, cpu: 2}
+        """
+    )
+    # A later kubernetes block's value replaces an earlier one; the one it leaves unset stays.
+    assert (state.pod.cpu, state.pod.memory) == ("2", "512Mi")
+    docs = list(yaml.safe_load_all(render_state(template, state).kubernetes_yaml))
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.31", strict=True)
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}}
+
+
+def test_kubernetes_without_resources_sets_none(plan):
+    import yaml
+
+    template, state = plan("- {type: entrypoint, label: api, command: [api], port: 8081}\n")
+    container = next(yaml.safe_load_all(render_state(template, state).kubernetes_yaml))["spec"]["template"]["spec"]["containers"][0]
+    assert "resources" not in container
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("cpu", "-1"), ("cpu", "0"), ("cpu", "500Mi"), ("cpu", "0.0001"), ("cpu", "lots"), ("cpu", "true"),
+    ("memory", "64Q"), ("memory", "0"), ("memory", "-64Mi"), ("memory", "512m"), ("memory", "1k"),
+    ("memory", "4 Gi"), ("memory", "1e9; rm -rf /"),
+])
+def test_kubernetes_bad_quantity_names_the_field(plan, field, value):
+    with pytest.raises(TemplateError) as info:
+        plan(f"- {{type: kubernetes, {field}: {json.dumps(value)}}}\n")
+    assert f"field {field!r}" in str(info.value) and info.value.exit_code == 2

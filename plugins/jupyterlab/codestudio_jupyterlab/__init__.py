@@ -128,6 +128,11 @@ class JupyterLabBlock(Block):
         return ide_probe(probe, block.params.port, "${baseUrl}/api")
 
     @hookimpl
+    def adjust_pod(self, block, pod):
+        # An estimate of the memory the server and one kernel take at start (a memory limit below it is refused at start).
+        return pod.with_memory_needed(block.params.label or "JupyterLab", "256Mi")
+
+    @hookimpl
     def register_code_env(self, block, code_env, state):
         p: JupyterLabParams = block.params
         steps = [

@@ -148,3 +148,8 @@ rm -rf /var/lib/apt/lists/*
     @hookimpl
     def adjust_probe(self, block, probe):
         return ide_probe(probe, block.params.port, "${baseUrl}/")
+
+    @hookimpl
+    def adjust_pod(self, block, pod):
+        # An estimate of the memory rserver and one R session take at start (a memory limit below it is refused at start).
+        return pod.with_memory_needed(block.params.label or "RStudio", "256Mi")

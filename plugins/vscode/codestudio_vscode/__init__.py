@@ -188,6 +188,11 @@ class VSCodeBlock(Block):
         return ide_probe(probe, block.params.port, "${baseUrl}/healthz")
 
     @hookimpl
+    def adjust_pod(self, block, pod):
+        # An estimate of the memory code-server and its extension host take at start (a memory limit below it is refused at start).
+        return pod.with_memory_needed(block.params.label or "VS Code (code-server)", "512Mi")
+
+    @hookimpl
     def register_code_env(self, block, code_env):
         p: VSCodeParams = block.params
         if code_env.language == "r":
