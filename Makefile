@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := buildah podman runc slirp4netns nginx debootstrap debian-archive-keyring busybox-static git ca-certificates chromium chromium-driver
+APT_PACKAGES := buildah podman runc slirp4netns nginx debootstrap debian-archive-keyring busybox-static git ca-certificates chromium chromium-driver docker-registry
 PLUGINS := advanced codeenv jupyterlab vscode rstudio streamlit gradio dash voila
 PYTEST_ARGS ?=
 
