@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from codestudio.errors import UsageError
-from codestudio.images.push import check_registry_name, remote_reference, scrub, secret_strings
+from codestudio.images.push import check_registry_name, is_loopback, remote_reference, scrub, secret_strings
 
 
 @pytest.mark.parametrize("name", ["registry.example.com", "127.0.0.1:5000", "reg:5000/team/ml", "localhost:5000/",
@@ -42,3 +42,8 @@ def test_every_form_of_a_credential_is_scrubbed():
     for secret in (encoded, "hunter2-long", "pw-second", "tok-3"):
         assert secret not in clean
     assert clean.startswith("denied: ***") and clean.endswith("/ robot")
+
+
+def test_loopback_registries_are_known():
+    assert is_loopback("127.0.0.1:5000") and is_loopback("localhost:5000/x") and is_loopback("[::1]:5000")
+    assert not is_loopback("registry.example.com") and not is_loopback("10.0.0.1:5000")

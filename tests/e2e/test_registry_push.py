@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from codestudio.errors import RuntimeFailure
-from codestudio.images.push import check_registry, push_image
+from codestudio.images.push import push_image
 
 pytestmark = pytest.mark.e2e
 
@@ -121,8 +121,7 @@ def _check_digest(reg: Registry, pushed: str, tag: str, auth=None) -> None:
 
 
 def test_push_returns_the_digest_the_registry_serves(registry, tiny_base):
-    check_registry(registry.host, tls_verify=False)
-    pushed = push_image(tiny_base, registry.host, tls_verify=False)
+    pushed = push_image(tiny_base, registry.host)  # loopback: plain HTTP without asking
     repo_tag = tiny_base.removeprefix("localhost/")
     assert pushed.startswith(f"{registry.host}/{repo_tag.split(':')[0]}@sha256:")
     _check_digest(registry, pushed, repo_tag.split(":")[1])
@@ -159,8 +158,6 @@ def test_wrong_credentials_never_appear_in_the_error(auth_registry, tiny_base):
 
 def test_unreachable_registry_is_a_clear_failure(tiny_base):
     port = _free_port()
-    with pytest.raises(RuntimeFailure, match="does not answer"):
-        check_registry(f"127.0.0.1:{port}", tls_verify=False, timeout=2)
     with pytest.raises(RuntimeFailure, match="buildah push"):
         push_image(tiny_base, f"127.0.0.1:{port}", tls_verify=False, timeout=120)
 
