@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "token": ("codestudio.cli.server:token", "Personal API tokens for scripts."),
     "project": ("codestudio.cli.project:project", "Create projects and manage their members."),
     "doctor": ("codestudio.cli.doctor:doctor", "Reconcile studio states with what runs; --fix removes orphan pods."),
+    "runtime": ("codestudio.cli.runtime:runtime", "Show or choose where studios run (local or kubernetes)."),
 }
 
 
