@@ -25,11 +25,18 @@ class TemplateError(UsageError):
 
     ``problems`` lists one human-readable line per problem, each naming the
     file, the block (index and type), the field and the offending value.
+    ``details`` says the same for programs (the web editor puts each problem
+    at its form field): one dict per problem with ``block`` (index or None for
+    the header), ``type``, ``field`` (a dotted path inside the block or the
+    header, or None), ``line`` and ``message`` (the line of ``problems``).
     """
 
-    def __init__(self, path: str, problems: list[str]):
+    def __init__(self, path: str, problems: list[str], details: list[dict] | None = None):
         self.path = path
         self.problems = problems
+        self.details = details if details is not None else [
+            {"block": None, "type": None, "field": None, "line": None, "message": p} for p in problems
+        ]
         super().__init__(f"{path}: invalid template\n" + "\n".join(f"  {p}" for p in problems))
 
 

@@ -222,6 +222,7 @@ def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver 
         resources=resolver,
     )
     problems: list[str] = []
+    details: list[dict] = []
 
     def problem(block: BlockInstance, field: str | None, message: str) -> None:
         what = f"field {field!r}: " if field else ""
@@ -229,6 +230,8 @@ def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver 
         line = template.lines.line(loc) if template.lines else None
         prefix = f"line {line}: " if line else ""
         problems.append(f"{prefix}{block.where}: {what}{message}")
+        details.append({"block": block.index, "type": block.type, "field": field or None, "line": line,
+                        "message": problems[-1]})
 
     index = _Index()
     for block in template.blocks:
@@ -256,7 +259,7 @@ def apply_blocks(template: Template, blocks: Blocks, resolver: ResourceResolver 
             for field, message in call_hook(blocks, "validate_block", block, state=state):
                 problem(block, field, message)
     if problems:
-        raise TemplateError(str(template.path), problems)
+        raise TemplateError(str(template.path), problems, details)
     return state
 
 

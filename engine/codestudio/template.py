@@ -272,11 +272,14 @@ def parse_template(text: str, path: Path, blocks: Blocks, *, source: str | None 
         raise TemplateError(source, [f"line 1: a template is a mapping (id, blocks, ...), not {type(data).__name__}"])
 
     problems: list[str] = []
+    details: list[dict] = []
+    listed = data.get("blocks") if isinstance(data.get("blocks"), list) else []
 
     def report(loc: tuple, where: str, message: str) -> None:
         line = lines.line(loc)
         prefix = f"line {line}: " if line else ""
         problems.append(f"{prefix}{where}{message}")
+        details.append(_detail(loc, listed, line, problems[-1]))
 
     header: TemplateHeader | None = None
     try:
@@ -320,7 +323,7 @@ def parse_template(text: str, path: Path, blocks: Blocks, *, source: str | None 
             )
         )
     if problems or header is None:
-        raise TemplateError(source, problems)
+        raise TemplateError(source, problems, details)
     return Template(
         id=header.id,
         label=header.label,
@@ -332,6 +335,16 @@ def parse_template(text: str, path: Path, blocks: Blocks, *, source: str | None 
         raw=data,
         lines=lines,
     )
+
+
+def _detail(loc: tuple, listed: list, line: int | None, message: str) -> dict:
+    """A problem's location for programs: block index and type, field path inside it."""
+    if len(loc) >= 2 and loc[0] == "blocks" and isinstance(loc[1], int):
+        raw = listed[loc[1]] if loc[1] < len(listed) else None
+        block_type = raw.get("type") if isinstance(raw, dict) and isinstance(raw.get("type"), str) else None
+        return {"block": loc[1], "type": block_type, "field": ".".join(str(p) for p in loc[2:]) or None,
+                "line": line, "message": message}
+    return {"block": None, "type": None, "field": ".".join(str(p) for p in loc) or None, "line": line, "message": message}
 
 
 def _unknown_type(block_type: str, blocks: Blocks) -> str:

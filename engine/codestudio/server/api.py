@@ -471,10 +471,14 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
     def template_build(template_id: str, no_cache: bool = False, caller: Caller = me_dep):
         access.require_admin(caller.who, "build templates")
         ts.get_template(template_id, store=store())
+        from codestudio.template_editing import check_buildable, reused_blocks
         from codestudio.templates_store import build_template
 
+        check_buildable(template_id)  # a draft with problems is what the admin sees: build it once fixed
+
         def run(job):
-            return build_template(template_id, no_cache=no_cache, store=store()).as_dict()
+            result = build_template(template_id, no_cache=no_cache, store=store()).as_dict()
+            return result | {"blocks": reused_blocks(template_id, result, store=store())}
 
         return job_response(*st.jobs.submit("template.build", template_id, caller.user, run))
 

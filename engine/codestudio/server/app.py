@@ -130,7 +130,10 @@ def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None 
     from codestudio.server.api import make_router
     from codestudio.server.ui import mount_ui
 
+    from codestudio.server.editor_api import make_editor_router
+
     app.include_router(make_router(state))
+    app.include_router(make_editor_router(state))
     mount_ui(app, state)
 
     return app

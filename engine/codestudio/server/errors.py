@@ -24,10 +24,17 @@ def describe(exc: BaseException) -> tuple[int, dict]:
         return 401, {"code": exc.code, "message": str(exc)}
     if isinstance(exc, TemplateError):
         problems = []
-        for p in exc.problems:
+        for p, detail in zip(exc.problems, exc.details):
             m = _LINE_RE.match(p)
-            problems.append({"line": int(m.group(1)) if m else None, "message": p})
+            problems.append({**detail, "line": int(m.group(1)) if m else None, "message": p})
         return 422, {"code": "template_invalid", "message": str(exc), "problems": problems}
+    from codestudio.template_editing import Conflict, EditError
+
+    if isinstance(exc, Conflict):
+        return 409, {"code": "changed_since_opened", "message": str(exc)}
+    if isinstance(exc, EditError):
+        return 422, {"code": "invalid_request", "message": str(exc), "field": exc.field,
+                     "fields": [{"field": exc.field, "message": str(exc)}]}
     if isinstance(exc, NotFound):
         return 404, {"code": "not_found", "message": str(exc)}
     if isinstance(exc, PermissionDenied):
