@@ -183,8 +183,11 @@ def mount_ui(app: FastAPI, state) -> None:  # noqa: C901 - the page list
         info = ts.show_template(template_id, store=state.store)
         shown = ts.get_template(template_id, version, store=state.store)
         yaml_text = shown.path.read_text(encoding="utf-8", errors="replace")
+        from codestudio.template_editing import open_template
+
+        has_draft = bool(open_template(template_id, store=state.store)["draft"])
         return render(request, state, "admin_template.html.j2", caller=caller, t=info, shown=shown.version,
-                      yaml_lines=yaml_text.splitlines(), yaml_text=yaml_text,
+                      yaml_lines=yaml_text.splitlines(), yaml_text=yaml_text, has_draft=has_draft,
                       builds=list_builds(template_id, store=state.store, limit=20))
 
     @app.get("/admin/users", include_in_schema=False)
