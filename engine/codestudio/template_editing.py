@@ -46,6 +46,11 @@ from codestudio.types import SLUG_RE
 MAX_UPLOAD_BYTES = 10 << 20
 #: Header fields the editor edits (permissions are grants, edited in the General tab).
 HEADER_FIELDS = ("label", "description", "base_image")
+#: The project's own block distributions, grouped as docs/blocks.md ("standard") and docs/templates.md ("advanced") do.
+STANDARD_DISTRIBUTIONS = frozenset({
+    "codestudio-codeenv", "codestudio-jupyterlab", "codestudio-vscode", "codestudio-rstudio", "codestudio-streamlit",
+    "codestudio-gradio", "codestudio-dash", "codestudio-voila",
+})
 DRAFT_DIR = ".draft"
 FILES_DIR = ".files"
 _NAME_PART_RE = re.compile(r"^[A-Za-z0-9._+@=-][A-Za-z0-9 ._+@=-]*$")
@@ -568,7 +573,7 @@ def block_types() -> list[dict]:
         plugin = blocks.by_type[block_type]
         schema = plugin.Params.model_json_schema()
         dist = plugin.distribution or ""
-        group = "advanced" if dist == "codestudio-advanced" else ("standard" if dist.startswith("codestudio-") else "other")
+        group = "advanced" if dist == "codestudio-advanced" else "standard" if dist in STANDARD_DISTRIBUTIONS else "other"
         out.append({"type": block_type, "summary": plugin.summary, "distribution": dist, "version": plugin.version,
                     "group": group, "schema": schema})
     return out

@@ -419,15 +419,18 @@ def test_admin_upload_fix_build_grant_and_member_sees_it(srv, browser):
     box.send_keys(bad.replace("70000", "8090"))
     d.find_element(By.ID, "upload").click()
     WebDriverWait(d, 20).until(EC.url_contains(f"/admin/templates/{template_id}"))
+    d.find_element(By.ID, "tab-yaml").click()
     assert "port: 8090" in d.find_element(By.ID, "yaml").text
 
+    d.find_element(By.ID, "tab-build").click()
     d.find_element(By.ID, "build").click()
     log = _wait_text(d, By.ID, "buildlog", r"\ndone$|FAILED", 300)
     assert "FAILED" not in log and "step" in log, log
     assert d.find_element(By.ID, "buildlog").get_attribute("data-state") == "succeeded"
     d.refresh()
-    assert "succeeded" in d.find_element(By.ID, "builds").text
+    assert "succeeded" in d.find_element(By.ID, "builds").text  # the page opens on the tab it was left on
 
+    d.find_element(By.ID, "tab-general").click()
     d.find_element(By.ID, "grant-group").send_keys("team2")
     d.find_element(By.CSS_SELECTOR, "#grant-form button").click()
     _wait_text(d, By.ID, "grants", "team2", 20)

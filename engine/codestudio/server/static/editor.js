@@ -159,10 +159,11 @@
     if (k === "enum" || k === "boolean") {
       const options = k === "boolean" ? [true, false] : s.enum;
       const select = el("select", { "data-path-input": path });
-      if (optional) select.append(el("option", { value: "", text: hasDefault ? `default (${shown(s.default)})` : "(not set)" }));
-      options.forEach((o, i) => select.append(el("option", { value: String(i), text: shown(o) })));
       const at = options.findIndex((o) => o === value);
-      select.value = at >= 0 ? String(at) : (optional ? "" : "0");
+      if (optional) select.append(el("option", { value: "", text: hasDefault ? `default (${shown(s.default)})` : "(not set)" }));
+      else if (at < 0) select.append(el("option", { value: "", text: "(choose)" }));  // never show a value that is not set
+      options.forEach((o, i) => select.append(el("option", { value: String(i), text: shown(o) })));
+      select.value = at >= 0 ? String(at) : "";
       select.addEventListener("change", () => set(select.value === "" ? undefined : options[Number(select.value)]));
       return select;
     }
