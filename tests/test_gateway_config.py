@@ -193,7 +193,8 @@ def test_generic_port_location_serves_both_subpath_modes():
 
 def test_every_studio_location_checks_the_cookie_first():
     tree = parse_nginx(render_gateway_config([studio()], GatewaySettings()))
-    served = {args[1]: c for args, c in locations(tree).items() if args[0] == "~" and not args[1].endswith(")$")}
+    served = {args[1]: c for args, c in locations(tree).items()
+              if args[0] == "~" and "/code-studios/" in args[1] and not args[1].endswith(")$")}
     assert len(served) == 3  # a port, the landing page, anything else under a studio
     for path, children in served.items():
         ifs = [(args, body) for name, args, body in children if name == "if" and args != ["($cs_port_slash)"]]
@@ -392,9 +393,9 @@ def test_port_locations_send_the_studios_guard_secret():
     assert ["X-Codestudio-Guard", "$cs_guard"] in directives(server, "proxy_set_header")
     assert ["$cs_guard", ""] in directives(server, "set")
     proxying = 0
-    for children in locations(tree).values():
+    for args, children in locations(tree).items():
         assert directives(children, "proxy_set_header") == []
-        if directives(children, "proxy_pass"):
+        if directives(children, "proxy_pass") and "/code-studios/" in args[-1]:
             proxying += 1
             assert ["$cs_guard", "$cs_guard_value"] in directives(children, "set")
     assert proxying == 1
@@ -405,7 +406,8 @@ def test_port_locations_send_the_studios_guard_secret():
 
 
 def test_error_pages_exist_for_gateway_errors():
-    assert set(error_pages()) == {f"_codestudio/errors/{c}.html" for c in (401, 403, 404, 502, 504)}
+    assert set(error_pages()) == {f"_codestudio/errors/{c}.html" for c in (401, 403, 404, 502, 504)} | {
+        f"_codestudio/errors/webapp-{c}.html" for c in (401, 403, 404, 502, 503, 504)}
 
 
 @pytest.mark.e2e
@@ -510,8 +512,8 @@ def test_the_web_uis_cookies_are_stripped_like_the_gateways():
 
     assert COOKIE in UI_COOKIE_NAMES
     text = render_gateway_config([], GatewaySettings())
-    assert "(?:cs_session|cs_ui_session)\\s*=[^;]*" in text
-    assert '"~*(?:^|[;,])\\s*(?:cs_session|cs_ui_session)\\s*=" 1;' in text
+    assert "(?:cs_session|cs_ui_session|cs_webapp|cs_replica)\\s*=[^;]*" in text
+    assert '"~*(?:^|[;,])\\s*(?:cs_session|cs_ui_session|cs_webapp|cs_replica)\\s*=" 1;' in text
 
 
 def test_ui_block_blanks_the_identity_headers_the_server_trusts(tmp_path, monkeypatch):

@@ -78,3 +78,84 @@ def test_prefixes_ready_replicas_and_derived_values():
     assert len(w.cookie_value) == 64 and w.cookie_value != w.link_key
     other = webapp(webapp_id="app2", session_secret=w.session_secret)
     assert other.cookie_value != w.cookie_value
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+from codestudio.gateway.config import GatewaySettings, render_gateway_config  # noqa: E402
+from codestudio.gateway.webapps import _percentages, make_webapp_access_url  # noqa: E402
+
+
+def test_shares_of_new_browsers_add_up():
+    for n in range(1, 11):
+        shares = _percentages(n)
+        assert len(shares) == n and shares[-1] == "*"
+        assert sum(float(s.rstrip("%")) for s in shares[:-1]) < 100
+
+
+def rendered(*webapps, settings=None) -> str:
+    return render_gateway_config([], settings or GatewaySettings(), webapps=list(webapps))
+
+
+def test_rows_carry_only_ready_replicas_to_the_stable_url():
+    w = webapp(replicas=(replica("w-0", upstream=40001), replica("w-1", ready=False, upstream=40002),
+                         replica("w-2", upstream=40003, mode="$request_uri")))
+    text = rendered(w)
+    # Every replica at its backend prefix, each with its own guard.
+    for pod in ("w-0", "w-1", "w-2"):
+        assert f'"/web-apps-backends/PROJ/app_{pod}/8501/"' in text
+    # Only ready ones in the stable URL's rows and its split; the ring skips the others.
+    assert '"/webapps/PROJ/app/|w-0" "w-0 s ' in text and text.count('"/webapps/PROJ/app/|w-0"') == 2
+    assert '"/webapps/PROJ/app/|w-1"' not in text
+    assert f"{GUARD} /web-apps-backends/PROJ/app_w-2/8501/ w-0" in text  # $request_uri: its own prefix
+    assert "50.00% " in text and text.count("split_clients") == 1
+    assert w.cookie_value in text and w.link_key in text and w.session_secret not in text
+
+
+def test_public_and_secretless_webapps_carry_no_cookie_value():
+    public = webapp(share="public")
+    assert '"/webapps/PROJ/app/ o - -"' in rendered(public)
+    preview = webapp(session_secret=None)
+    assert '"/webapps/PROJ/app/ p - -"' in rendered(preview)
+    with pytest.raises(UsageError, match="no session secret"):
+        make_webapp_access_url(preview, "http://gw")
+
+
+def test_no_ready_replica_means_no_split():
+    text = rendered(webapp(replicas=(replica(ready=False),)))
+    assert "split_clients" not in text and '"/webapps/PROJ/app/|' not in text
+
+
+def test_projects_differing_in_case_get_exact_keys():
+    a, b = webapp(project_key="PROJ"), webapp(project_key="proj")
+    text = rendered(a, b)
+    assert '"~^/webapps/PROJ/app/\\z"' in text and '"~^/webapps/proj/app/\\z"' in text
+    assert '"~^/webapps/PROJ/app/\\|w-0\\z"' in text
+
+
+def test_two_webapps_on_one_prefix_are_refused():
+    with pytest.raises(UsageError, match="share the URL prefix"):
+        rendered(webapp(), webapp())
+
+
+def test_access_links():
+    w = webapp(replicas=(replica("w-0"), replica("w-1", port=9000)))
+    url = make_webapp_access_url(w, "http://gw:8800/", now=1000)
+    assert url.startswith("http://gw:8800/webapps/PROJ/app/?cs_expires=1600&cs_token=")
+    assert make_webapp_access_url(w, "http://gw", pod="w-0", now=0).startswith(
+        "http://gw/web-apps-backends/PROJ/app_w-0/8501/?cs_expires=600&")
+    with pytest.raises(UsageError, match="no replica"):
+        make_webapp_access_url(w, "http://gw", pod="w-9")
+    with pytest.raises(UsageError, match="serves no port"):
+        make_webapp_access_url(w, "http://gw", pod="w-1")
+
+
+@pytest.mark.e2e
+def test_rendered_webapp_config_passes_nginx_t(tmp_path):
+    from codestudio.gateway.process import Gateway
+
+    many = [webapp(webapp_id=f"app-{i}", share=share, replicas=tuple(
+        replica(f"w-{j}", ready=j != 1, upstream=41000 + 10 * i + j, mode=("/", "$request_uri")[j % 2]) for j in range(n)))
+        for i, (share, n) in enumerate([("owner", 3), ("public", 1), ("group:g", 0), ("users", 10)])]
+    gw = Gateway(tmp_path, settings=GatewaySettings(port=1))
+    gw.check(gw.render([], many))

@@ -373,7 +373,7 @@ def test_failing_config_never_replaces_the_good_one(gateway, backends, monkeypat
     live = gateway.conf_path.read_text()
     import codestudio.gateway.process as process
 
-    monkeypatch.setattr(process, "render_gateway_config", lambda *a: live.replace("proxy_buffering off;", "proxy_buffering sometimes;"))
+    monkeypatch.setattr(process, "render_gateway_config", lambda *a, **kw: live.replace("proxy_buffering off;", "proxy_buffering sometimes;"))
     with pytest.raises(RuntimeFailure, match="rejected by nginx -t") as info:
         gateway.apply([])
     assert "proxy_buffering" in str(info.value)  # nginx's own message

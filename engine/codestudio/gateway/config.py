@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import os
 import re
 import secrets
@@ -31,6 +30,18 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from codestudio.errors import UsageError
+from codestudio.gateway.common import (  # noqa: F401 (re-exported: the gateway's public names)
+    _SAFE_RE,
+    DEFAULT_TOKEN_TTL,
+    EXPIRES_ARG,
+    TOKEN_ARG,
+    _host_port,
+    _ip_literal,
+    _route_key,
+    ngx_quote,
+    ngx_safe,
+)
+from codestudio.gateway.webapps import WEBAPP_COOKIE_NAMES, WEBAPP_ERROR_PAGES, check_webapp_prefixes, webapp_table
 from codestudio.types import PROJECT_KEY_RE, SLUG_RE
 
 URL_ROOT = "/code-studios"
@@ -40,11 +51,8 @@ COOKIE_NAME = "cs_session"
 #: host name, not port, so a UI on another port of the content host would have them sent
 #: here; the content server strips them like its own before any request reaches a studio.
 UI_COOKIE_NAMES = ("cs_ui_session",)
-TOKEN_ARG = "cs_token"
-EXPIRES_ARG = "cs_expires"
 DEFAULT_PORT = 8800
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_TOKEN_TTL = 600  # seconds an access URL stays valid
 #: Request header carrying a studio's guard secret from the gateway to the guard in its pod
 #: (the runner's ``GUARD_HEADER``; the guard refuses connections without it and strips it).
 GUARD_HEADER = "X-Codestudio-Guard"
@@ -53,9 +61,6 @@ GUARD_HEADER = "X-Codestudio-Guard"
 COOKIE_STRIP_PASSES = 8
 
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
-_UNQUOTABLE_RE = re.compile(r"[\x00-\x1f\x7f$]")
-_ROUTE_KEY_RE = re.compile(r"[A-Za-z0-9_/-]+")
-_SAFE_RE = re.compile(r"^[A-Za-z0-9_./:\[\]-]*$")
 _DURATION_RE = re.compile(r"^[0-9]{1,6}(ms|s|m|h|d)?$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -167,17 +172,6 @@ def _derive(studio: StudioRoutes, purpose: str) -> str:
 def new_session_secret() -> str:
     """A fresh random 256-bit session secret (rotate it on every studio start)."""
     return secrets.token_urlsafe(32)
-
-
-def _ip_literal(value: str, what: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except (ValueError, TypeError):
-        raise UsageError(f"gateway: {what} must be an IP address, got {value!r}") from None
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -314,22 +308,6 @@ class Workers:
 # --- rendering ---------------------------------------------------------------
 
 
-def ngx_quote(value: object) -> str:
-    """A double-quoted nginx string literal; refuses what could change its meaning."""
-    text = str(value)
-    if _UNQUOTABLE_RE.search(text):
-        raise UsageError(f"gateway: {text!r} cannot be written into the nginx config")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def ngx_safe(value: object) -> str:
-    """A bare token for use inside an already-quoted string: only [A-Za-z0-9_./:[]-]."""
-    text = str(value)
-    if not _SAFE_RE.match(text):
-        raise UsageError(f"gateway: {text!r} cannot be written into the nginx config")
-    return text
-
-
 @cache
 def _env():
     import jinja2
@@ -345,14 +323,6 @@ def _env():
     env.filters["ngx_quote"] = ngx_quote
     env.filters["ngx_safe"] = ngx_safe
     return env
-
-
-def _route_key(prefix: str, colliding: bool) -> str:
-    """A map key matching exactly ``prefix``: a plain string, or a case-sensitive regex
-    when another key differs from it only in case (map strings ignore case)."""
-    if not _ROUTE_KEY_RE.fullmatch(prefix):
-        raise UsageError(f"gateway: {prefix!r} cannot be a route key")
-    return f'"~^{prefix}\\z"' if colliding else f'"{prefix}"'
 
 
 # Ports per upstream pool. A pool is one `upstream` block with a keep-alive cache; nginx
@@ -389,6 +359,7 @@ class RouteTable:
     studio_rows: list[str]
     port_rows: list[str]
     pools: list[str]  # the server lines of each pool
+    webapps: object = None  # codestudio.gateway.webapps.WebappTable: the webapps' own rows
 
     @property
     def studio_text(self) -> str:
@@ -399,8 +370,8 @@ class RouteTable:
         return "\n".join(self.port_rows)
 
 
-def _table(studios: Sequence[StudioRoutes]) -> RouteTable:
-    """The route table of ``studios``, as config lines.
+def _table(studios: Sequence[StudioRoutes], webapps: Sequence = ()) -> RouteTable:
+    """The route table of ``studios`` (and ``webapps``), as config lines.
 
     A studio row is ``"<prefix> <l|p> <cookie value> <link key> <guard secret> <landing>"``
     (``p``, a render preview, carries no secret and lets nobody in); a port row is
@@ -408,14 +379,29 @@ def _table(studios: Sequence[StudioRoutes]) -> RouteTable:
     ``f``: ``$request_uri``). Built here rather than by a template loop: with 10,000
     studios a per-row template costs more than nginx takes to parse the result. Every
     value goes through :func:`ngx_quote`, every key through :func:`_route_key`, every
-    address is an IP literal and an int.
+    address is an IP literal and an int. Webapp replicas' ports take places in the same
+    pools (:mod:`codestudio.gateway.webapps` writes their rows).
     """
     folded: dict[str, int] = {}
     for s in studios:
         folded[s.prefix.lower()] = folded.get(s.prefix.lower(), 0) + 1
-    n_ports = sum(len(s.ports) for s in studios)
-    studio_rows, port_rows, pools = [], [], []
+    n_ports = sum(len(s.ports) for s in studios) + sum(len(r.ports) for w in webapps for r in w.replicas)
+    studio_rows: list[str] = []
+    port_rows: list[str] = []
+    pools: list[list[str]] = []
     index = 0
+
+    def place(address: str) -> tuple[str, str]:
+        """A place in a pool for ``address``: (pool name, the pick key selecting it)."""
+        nonlocal index
+        pool, slot = divmod(index, POOL_SIZE)
+        if slot == 0:
+            pools.append([])
+        size = min(POOL_SIZE, n_ports - pool * POOL_SIZE)
+        pools[-1].append(f"        server {ngx_safe(address)} max_fails=0;")
+        index += 1
+        return f"cs_pool_{pool}", _pick_keys(size)[slot]
+
     for s in studios:
         prefix = s.prefix
         colliding = folded[prefix.lower()] > 1
@@ -425,17 +411,13 @@ def _table(studios: Sequence[StudioRoutes]) -> RouteTable:
             row = f"{prefix} l {s.cookie_value} {s.link_key} {s.guard_secret} {landing_digest(s)}"
         studio_rows.append(f"        {_route_key(prefix, colliding)} {ngx_quote(row)};")
         for r in sorted(s.ports, key=lambda r: r.port):
-            pool, slot = divmod(index, POOL_SIZE)
-            if slot == 0:
-                pools.append([])
-            size = min(POOL_SIZE, n_ports - pool * POOL_SIZE)
             address = _host_port(s.upstream_host, r.upstream_port)
-            pools[-1].append(f"        server {ngx_safe(address)} max_fails=0;")
+            pool, pick = place(address)
             mode = "s" if r.proxied_subpath == "/" else "f"
-            row = f"{mode} cs_pool_{pool} {_pick_keys(size)[slot]} {address}"
+            row = f"{mode} {pool} {pick} {address}"
             port_rows.append(f"        {_route_key(f'{prefix}{r.port}/', colliding)} {ngx_quote(row)};")
-            index += 1
-    return RouteTable(studio_rows, port_rows, ["\n".join(p) for p in pools])
+    table = webapp_table(webapps, place)
+    return RouteTable(studio_rows, port_rows + table.port_rows, ["\n".join(p) for p in pools], table)
 
 
 def render_studio_locations(studio: StudioRoutes, settings: GatewaySettings | None = None) -> str:
@@ -475,16 +457,18 @@ def render_gateway_config(
     """
     studios = sorted(studios, key=lambda s: s.prefix)
     _check_prefixes(studios)
+    webapps = sorted(webapps, key=lambda w: w.prefix)
+    check_webapp_prefixes(webapps)
     body = _env().get_template("nginx.conf.j2").render(
         settings=settings,
         workers=workers,
         html_root=ngx_quote(f"{workers.dir}/html") if workers else "html",
         temp_root=f"{ngx_safe(workers.dir)}/temp" if workers else "temp",
         listen=settings.listen,
-        table=_table(studios),
+        table=_table(studios, webapps),
         cookie_secure=settings.secure_cookie,
         cookie_passes=COOKIE_STRIP_PASSES,
-        stripped_cookies="|".join(ngx_safe(n) for n in (COOKIE_NAME, *UI_COOKIE_NAMES)),
+        stripped_cookies="|".join(ngx_safe(n) for n in (COOKIE_NAME, *UI_COOKIE_NAMES, *WEBAPP_COOKIE_NAMES)),
         generation="@@GENERATION@@",
         ui={"listen": _host_port(settings.host, settings.ui_port), "upstream": ngx_safe(settings.server_upstream),
             "identity_headers": [ngx_safe(h) for h in settings.identity_headers]}
@@ -570,10 +554,15 @@ def error_pages() -> dict[str, str]:
     template = _env().get_template("error.html.j2")
     from markupsafe import Markup
 
-    return {
+    pages = {
         f"_codestudio/errors/{code}.html": template.render(code=code, title=title, text=Markup(text))
         for code, (title, text) in ERROR_PAGES.items()
     }
+    pages.update({
+        f"_codestudio/errors/webapp-{code}.html": template.render(code=code, title=title, text=Markup(text))
+        for code, (title, text) in WEBAPP_ERROR_PAGES.items()
+    })
+    return pages
 
 
 # --- access URLs -----------------------------------------------------------------

@@ -17,16 +17,34 @@ URLs (DESIGN.md, "Webapps"):
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import re
+import time
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlencode
 
 from codestudio.errors import UsageError
+from codestudio.gateway.common import (
+    DEFAULT_TOKEN_TTL,
+    EXPIRES_ARG,
+    TOKEN_ARG,
+    _host_port,
+    _ip_literal,
+    _route_key,
+    ngx_quote,
+)
 from codestudio.types import PROJECT_KEY_RE, SLUG_RE
 
 STABLE_ROOT = "/webapps"
 BACKEND_ROOT = "/web-apps-backends"
+#: A viewer's access cookie (one per webapp path: the stable prefix, and a replica's
+#: backend prefix) and the affinity cookie naming the replica a browser is kept on.
+WEBAPP_COOKIE = "cs_webapp"
+REPLICA_COOKIE = "cs_replica"
+WEBAPP_COOKIE_NAMES = (WEBAPP_COOKIE, REPLICA_COOKIE)
 
 #: Who may view a webapp. ``owner``: its owner (and admins); ``group:G``: members of G;
 #: ``users``: every signed-in user; ``public``: anybody, no sign-in.
@@ -82,8 +100,6 @@ class ReplicaPort:
                 f"gateway: replica port {self.port}: proxied_subpath must be '/' or '$request_uri', "
                 f"got {self.proxied_subpath!r}"
             )
-        from codestudio.gateway.config import _ip_literal
-
         object.__setattr__(self, "upstream_host", _ip_literal(self.upstream_host, f"replica port {self.port} upstream_host"))
 
 
@@ -218,3 +234,158 @@ def check_webapp_prefixes(webapps) -> None:
         if w.prefix in seen:
             raise UsageError(f"gateway: two webapps share the URL prefix {w.prefix}")
         seen.add(w.prefix)
+
+
+WEBAPP_ERROR_PAGES = {
+    401: ("Sign-in needed", "This webapp is not public. Open the link printed by "
+          "<code>codestudio webapp url PROJECT NAME</code> (or the webapp's link in the web UI) to get in."),
+    403: ("Link invalid or expired", "This access link is not valid any more. Ask for a new one with "
+          "<code>codestudio webapp url PROJECT NAME</code>."),
+    404: ("Not found", "No webapp is served here. <code>codestudio webapp list</code> shows the published ones."),
+    502: ("Webapp not answering", "No replica of this webapp answers right now. "
+          "<code>codestudio webapp status PROJECT NAME</code> shows its replicas."),
+    503: ("Webapp not ready", "No replica of this webapp is ready yet: it may still be starting. "
+          "<code>codestudio webapp status PROJECT NAME</code> shows its replicas."),
+    504: ("Webapp timed out", "The webapp did not answer in time."),
+}
+
+
+# --- the route table's webapp rows -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebappTable:
+    """The webapps' lines of the route table (see docs/gateway.md, "Webapps").
+
+    - ``webapp_rows``: map ``$cs_wkey -> "<prefix> <o|l|p> <cookie value> <link key>"``
+      (``o``: public, ``l``: cookie or link needed, ``p``: no secret, nobody gets in);
+    - ``port_rows``: every replica's ports, in the studios' port map, with the pod's
+      guard secret as a fifth field;
+    - ``replica_rows``: map ``"<prefix>|<pod>" -> "<pod> <s|f> <pool> <pick> <address>
+      <guard> <pass prefix> <next pod>"``, ready replicas only: the stable URL's targets;
+    - ``splits``: one ``split_clients`` per webapp with a ready replica, spreading new
+      browsers evenly over the ready replicas (values: their replica rows);
+    - ``new_rows``: map ``$cs_wkey -> $cs_wa_split_<n>``.
+    """
+
+    webapp_rows: list[str]
+    port_rows: list[str]
+    replica_rows: list[str]
+    splits: list[str]
+    new_rows: list[str]
+
+    @property
+    def webapp_text(self) -> str:
+        return "\n".join(self.webapp_rows)
+
+    @property
+    def replica_text(self) -> str:
+        return "\n".join(self.replica_rows)
+
+    @property
+    def new_text(self) -> str:
+        return "\n".join(self.new_rows)
+
+
+def _percentages(n: int) -> list[str]:
+    """``split_clients`` shares for ``n`` replicas: equal, two decimals, the last one ``*``."""
+    share = int(10000 / n) / 100
+    return [f"{share:.2f}%"] * (n - 1) + ["*"]
+
+
+def webapp_table(webapps, place) -> WebappTable:
+    """The rows serving ``webapps``; ``place(address)`` gives each replica port its
+    place in the shared upstream pools (pool name, pick key)."""
+    folded: dict[str, int] = {}
+    for w in webapps:
+        folded[w.prefix.lower()] = folded.get(w.prefix.lower(), 0) + 1
+    webapp_rows, port_rows, replica_rows, splits, new_rows = [], [], [], [], []
+    for w in webapps:
+        prefix = w.prefix
+        colliding = folded[prefix.lower()] > 1
+        if w.public:
+            row = f"{prefix} o - -"
+        elif w.session_secret is None:
+            row = f"{prefix} p - -"
+        else:
+            row = f"{prefix} l {w.cookie_value} {w.link_key}"
+        webapp_rows.append(f"        {_route_key(prefix, colliding)} {ngx_quote(row)};")
+        targets: dict[str, str] = {}
+        for r in sorted(w.replicas, key=lambda r: r.pod_name):
+            base = w.backend_prefix(r.pod_name)
+            for p in sorted(r.ports, key=lambda p: p.port):
+                address = _host_port(p.upstream_host, p.upstream_port)
+                pool, pick = place(address)
+                mode = "s" if p.proxied_subpath == "/" else "f"
+                port_rows.append(f"        {_route_key(f'{base}/{p.port}/', colliding)} "
+                                 f"{ngx_quote(f'{mode} {pool} {pick} {address} {r.guard_secret}')};")
+                if p.port == w.main_port and r.ready:
+                    pass_prefix = "/" if mode == "s" else f"{base}/{p.port}/"
+                    targets[r.pod_name] = f"{r.pod_name} {mode} {pool} {pick} {address} {r.guard_secret} {pass_prefix}"
+        if not targets:
+            continue
+        pods = list(targets)
+        # A browser whose replica stops answering is moved to the next ready one (a ring).
+        for i, pod in enumerate(pods):
+            key = _pair_key(prefix, pod, colliding)
+            replica_rows.append(f"        {key} {ngx_quote(targets[pod] + ' ' + pods[(i + 1) % len(pods)])};")
+        n = len(splits)
+        lines = [f"    split_clients \"${{request_id}}\" $cs_wa_split_{n} {{"]
+        for share, pod in zip(_percentages(len(pods)), pods):
+            lines.append(f"        {share} {ngx_quote(targets[pod] + ' ' + pods[(pods.index(pod) + 1) % len(pods)])};")
+        lines.append("    }")
+        splits.append("\n".join(lines))
+        new_rows.append(f"        {_route_key(prefix, colliding)} $cs_wa_split_{n};")
+    return WebappTable(webapp_rows, port_rows, replica_rows, splits, new_rows)
+
+
+def _pair_key(prefix: str, pod: str, colliding: bool) -> str:
+    """Map key matching exactly ``"<prefix>|<pod>"`` (see config._route_key)."""
+    _route_key(prefix, colliding)  # validates the prefix's characters
+    if not POD_NAME_RE.match(pod):
+        raise UsageError(f"gateway: {pod!r} cannot be a route key")
+    return f'"~^{prefix}\\|{pod}\\z"' if colliding else f'"{prefix}|{pod}"'
+
+
+# --- access links ------------------------------------------------------------------------
+
+
+def webapp_access_token(webapp: WebappRoutes, expires: int) -> str:
+    """The secure_link checksum the gateway expects: base64url(md5("<expires><stable prefix> <link key>"))."""
+    raw = f"{expires}{webapp.prefix} {webapp.link_key}".encode()
+    return base64.urlsafe_b64encode(hashlib.md5(raw).digest()).decode().rstrip("=")
+
+
+def make_webapp_access_url(
+    webapp: WebappRoutes,
+    base_url: str,
+    ttl: int = DEFAULT_TOKEN_TTL,
+    *,
+    pod: str | None = None,
+    port: int | None = None,
+    now: float | None = None,
+) -> str:
+    """A link that lets a viewer in: the gateway swaps its token for the ``cs_webapp`` cookie.
+
+    ``base_url`` is the webapp origin's (``GatewaySettings.webapp_base_url``). By
+    default the link opens the stable URL; with ``pod`` (and ``port``, default the
+    main port) it opens that replica's backend prefix. Valid for ``ttl`` seconds,
+    for this webapp only. A public webapp needs no link: its URL is returned as is.
+    """
+    if pod is not None:
+        replica = next((r for r in webapp.replicas if r.pod_name == pod), None)
+        if replica is None:
+            raise UsageError(f"webapp {webapp.webapp_id} has no replica {pod}")
+        port = webapp.main_port if port is None else port
+        if replica.port(port) is None:
+            raise UsageError(f"replica {pod} of webapp {webapp.webapp_id} serves no port {port}")
+        path = f"{webapp.backend_prefix(pod)}/{port}/"
+    elif port is not None:
+        raise UsageError("a port is only given with a replica (pod)")
+    else:
+        path = webapp.prefix
+    url = f"{base_url.rstrip('/')}{path}"
+    if webapp.public:
+        return url
+    expires = int((time.time() if now is None else now) + ttl)
+    return f"{url}?{urlencode({EXPIRES_ARG: expires, TOKEN_ARG: webapp_access_token(webapp, expires)})}"

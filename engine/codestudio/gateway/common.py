@@ -1,0 +1,52 @@
+"""What the studio and webapp halves of the gateway config share: escaping, route keys,
+addresses and the access links' arguments. The lowest module of ``codestudio.gateway``."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from codestudio.errors import UsageError
+
+TOKEN_ARG = "cs_token"
+EXPIRES_ARG = "cs_expires"
+DEFAULT_TOKEN_TTL = 600  # seconds an access URL stays valid
+
+_UNQUOTABLE_RE = re.compile(r"[\x00-\x1f\x7f$]")
+_ROUTE_KEY_RE = re.compile(r"[A-Za-z0-9_/-]+")
+_SAFE_RE = re.compile(r"^[A-Za-z0-9_./:\[\]-]*$")
+
+
+def _ip_literal(value: str, what: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except (ValueError, TypeError):
+        raise UsageError(f"gateway: {what} must be an IP address, got {value!r}") from None
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def ngx_quote(value: object) -> str:
+    """A double-quoted nginx string literal; refuses what could change its meaning."""
+    text = str(value)
+    if _UNQUOTABLE_RE.search(text):
+        raise UsageError(f"gateway: {text!r} cannot be written into the nginx config")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def ngx_safe(value: object) -> str:
+    """A bare token for use inside an already-quoted string: only [A-Za-z0-9_./:[]-]."""
+    text = str(value)
+    if not _SAFE_RE.match(text):
+        raise UsageError(f"gateway: {text!r} cannot be written into the nginx config")
+    return text
+
+
+def _route_key(prefix: str, colliding: bool) -> str:
+    """A map key matching exactly ``prefix``: a plain string, or a case-sensitive regex
+    when another key differs from it only in case (map strings ignore case)."""
+    if not _ROUTE_KEY_RE.fullmatch(prefix):
+        raise UsageError(f"gateway: {prefix!r} cannot be a route key")
+    return f'"~^{prefix}\\z"' if colliding else f'"{prefix}"'
