@@ -45,3 +45,74 @@ def test_the_local_runtime_implements_the_interface(tmp_path):
     assert isinstance(rt, Runtime) and rt.name == "local"
     assert rt.instance == local.instance_id(tmp_path) != local.instance_id(tmp_path / "other")
     assert not getattr(local.LocalRuntime, "__abstractmethods__", set())
+
+
+def _spec(name: str):
+    from codestudio.runtime.base import PodSetSpec
+
+    manifest = _manifest()
+    manifest[0]["metadata"]["name"] = name
+    return PodSetSpec(name=name, manifest=manifest, labels={"codestudio.io/studio": name}, replicas=1, ports=(8080,),
+                      secrets={"cs-p-s-x-guard": {"guard-secret": "s3cret"}})
+
+
+def test_concurrent_starts_play_at_the_same_time_on_distinct_ports(tmp_path, monkeypatch):
+    """Ports are reserved under the data dir's lock, but no start waits for another's ``kube play``.
+
+    Every fake play waits until all of them are in flight: with the lock held
+    across the play (as before) the second start could never get there.
+    """
+    import threading
+
+    import yaml
+
+    count = 6
+    in_flight = threading.Barrier(count, timeout=60)
+    played: dict[str, int] = {}
+
+    def play(manifest_path, *, timeout=300):
+        [deployment] = [d for d in yaml.safe_load_all(manifest_path.read_text()) if d["kind"] == "Deployment"]
+        played[deployment["metadata"]["name"]] = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["hostPort"]
+        in_flight.wait()
+
+    monkeypatch.setattr(local, "play", play)
+    rt = local.LocalRuntime(tmp_path)
+    results, errors = {}, []
+
+    def start(i):
+        try:
+            results[i] = rt.start(_spec(f"cs-p-s{i}-x"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ports = [ps.pods[0].endpoints[8080].port for ps in results.values()]
+    assert len(set(ports)) == count and sorted(ports) == sorted(played.values())
+    # Each reservation stays on disk, so later starts avoid these ports until the pod set stops.
+    assert rt._reserved_ports() == set(ports)
+
+
+def test_stop_gives_the_runner_its_grace_then_removes_the_pod(tmp_path, monkeypatch):
+    """``pod stop -t GRACE`` (SIGTERM first) then ``pod rm``: never ``kube down`` or ``rm -f`` of a
+    running pod, which kill at once on podman 4.3 (and take seconds longer)."""
+    import subprocess
+
+    from codestudio.runtime.base import Pod
+
+    calls = []
+
+    def podman(*args, check=True, timeout=None):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(local.containers, "podman", podman)
+    rt = local.LocalRuntime(tmp_path)
+    monkeypatch.setattr(rt, "pods", lambda name: [Pod(local.pod_name(name), "running", {})])
+    rt.stop("cs-p-s-x", timeout=7)
+    assert calls == [("pod", "stop", "--ignore", "-t", "7", "cs-p-s-x-pod-0"),
+                     ("pod", "rm", "--ignore", "-f", "cs-p-s-x-pod-0")]

@@ -159,12 +159,27 @@ def play(manifest_path: Path, *, timeout: float = 300) -> None:
         raise RuntimeFailure(f"podman kube play failed:\n{proc.stderr.strip()}")
 
 
-def down(manifest_path: Path | None, pod: str | None = None) -> None:
-    """Remove the studio's pod: ``podman kube down`` on its manifest, then ``pod rm -f`` if still there."""
-    if manifest_path is not None and Path(manifest_path).exists():
-        containers.podman("kube", "down", str(manifest_path), check=False, timeout=120)
-    if pod and pod_exists(pod):
-        containers.podman("pod", "rm", "-f", "-t", "10", pod, check=False, timeout=120)
+def down(manifest_path: Path | None, pod: str | None = None, *, grace: float = 10) -> None:
+    """Remove the studio's pod (named ``pod``, or after ``manifest_path``): :func:`remove_pods`."""
+    pod = pod or (pod_name(Path(manifest_path).stem) if manifest_path is not None else None)
+    if pod:
+        remove_pods([pod], grace=grace)
+
+
+def remove_pods(pods: list[str], *, grace: float = 10) -> None:
+    """Stop ``pods`` (SIGTERM, SIGKILL after ``grace`` seconds), then remove them; missing ones are skipped.
+
+    The runner stops its entrypoints and exits by itself within its own grace
+    (docs/runner.md), so a stop usually takes a fraction of a second. Not
+    ``podman kube down`` nor ``pod rm -f`` of a running pod: on podman 4.3
+    both kill with no grace at all and then take 3.3 s more to return
+    (measured: docs/runtimes.md).
+    """
+    if not pods:
+        return
+    containers.podman("pod", "stop", "--ignore", "-t", str(max(0, round(grace))), *pods, check=False,
+                      timeout=grace + 120)
+    containers.podman("pod", "rm", "--ignore", "-f", *pods, check=False, timeout=120)
 
 
 def pod_exists(pod: str) -> bool:
@@ -328,35 +343,49 @@ class LocalRuntime(Runtime):
         played: list[Path] = []
         pods: list[Pod] = []
         try:
-            # One start at a time per data dir chooses ports: each play binds its
-            # ports before the next start looks for free ones.
-            with file_lock(self.data_dir / "locks" / "local-ports.lock"):
-                for index in range(spec.replicas):
-                    deployment = replica_name(spec.name, index)
-                    manifest = workdir / f"{deployment}.yaml"
-                    pod = pod_name(deployment)
-                    played.append(manifest)
-                    for attempt in range(1, PLAY_ATTEMPTS + 1):
-                        avoid = {e.port for ps in self.list() for p in ps.pods for e in p.endpoints.values()}
-                        host_ports = dict(zip(spec.ports, free_ports(len(spec.ports), avoid=avoid), strict=True))
-                        docs = _relabel(copy.deepcopy(list(spec.manifest)), deployment, labels, spec.secrets)
-                        docs = adapt_for_podman(docs, host_ports)
-                        write_private(manifest, yaml.safe_dump_all(docs, sort_keys=True))
+            for index in range(spec.replicas):
+                deployment = replica_name(spec.name, index)
+                manifest = workdir / f"{deployment}.yaml"
+                pod = pod_name(deployment)
+                played.append(manifest)
+                for attempt in range(1, PLAY_ATTEMPTS + 1):
+                    # Ports are chosen under one lock per data dir and reserved in the pod's
+                    # ports.json before it is let go; the play itself runs unlocked, so
+                    # concurrent starts overlap in podman instead of queueing behind each
+                    # other's play (0.3-0.9 s each).
+                    with file_lock(self.data_dir / "locks" / "local-ports.lock"):
+                        host_ports = dict(zip(spec.ports, free_ports(len(spec.ports), avoid=self._reserved_ports()),
+                                              strict=True))
                         (workdir / f"{pod}.ports.json").write_text(json.dumps({str(k): v for k, v in host_ports.items()}))
-                        try:
-                            play(manifest)
-                            break
-                        except RuntimeFailure:
-                            # Another process (another data dir) took a chosen port between our
-                            # choice and podman's bind: podman fails rather than share it.
-                            if attempt == PLAY_ATTEMPTS or not ports_taken(host_ports.values()):
-                                raise
-                    pods.append(Pod(pod, "running", {p: Endpoint(LOOPBACK, h) for p, h in host_ports.items()}))
+                    docs = _relabel(copy.deepcopy(list(spec.manifest)), deployment, labels, spec.secrets)
+                    docs = adapt_for_podman(docs, host_ports)
+                    write_private(manifest, yaml.safe_dump_all(docs, sort_keys=True))
+                    try:
+                        play(manifest)
+                        break
+                    except RuntimeFailure:
+                        # Another process (another data dir) took a chosen port between our
+                        # choice and podman's bind: podman fails rather than share it.
+                        if attempt == PLAY_ATTEMPTS or not ports_taken(host_ports.values()):
+                            raise
+                pods.append(Pod(pod, "running", {p: Endpoint(LOOPBACK, h) for p, h in host_ports.items()}))
         except BaseException:
             for manifest in played:
                 down(manifest, pod_name(manifest.stem))
             raise
         return PodSet(spec.name, labels, tuple(pods))
+
+    def _reserved_ports(self) -> set[int]:
+        """Host ports recorded for this data dir's pods (``*.ports.json``), played or being played."""
+        import json
+
+        out: set[int] = set()
+        for path in self._podsets_dir().glob("*/*.ports.json"):
+            try:
+                out.update(int(v) for v in json.loads(path.read_text()).values())
+            except (OSError, ValueError, AttributeError):
+                continue
+        return out
 
     def pods(self, name: str) -> list[Pod]:
         found = self._pod_json(f"label={PODSET_LABEL}={name}", f"label={INSTANCE_LABEL}={self.instance}")
@@ -436,12 +465,9 @@ class LocalRuntime(Runtime):
         import time
 
         workdir = self._workdir(name)
-        published: set[int] = set()
-        for pod in self.pods(name):
-            published.update(e.port for e in pod.endpoints.values())
-            deployment = pod.name.removesuffix("-pod-0")
-            manifest = workdir / f"{deployment}.yaml"
-            down(manifest if manifest.exists() else None, pod.name)
+        pods = self.pods(name)
+        published = {e.port for pod in pods for e in pod.endpoints.values()}
+        remove_pods([pod.name for pod in pods], grace=timeout)
         # podman's port forwarder (rootlessport) lets go of the published ports a moment
         # after the pod is gone; "stopped" means they are free for the next start.
         deadline = time.monotonic() + timeout
