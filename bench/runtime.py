@@ -6,12 +6,18 @@
 (b) gateway overhead: p50/p99 latency and requests/s through the gateway vs
     straight to the studio's published loopback port (the client code of
     bench/gateway.py, against a real studio instead of a local backend);
-(c) start and stop wall time for 1, 5 and 10 studios started concurrently.
+(c) start and stop wall time for 1, 5 and 10 studios started (then stopped)
+    concurrently: the median of ``--rounds`` rounds, and the ratio of each
+    count's start to the start of one (issue 15 aims: 10 at most 3x one; a
+    stop of one under 1.5 s).
 
 Needs the base image (built if missing, which takes a few minutes once).
 Everything runs in a temporary data dir and is removed afterwards.
 
-    python bench/runtime.py [--counts 1,5,10] [--requests 3000]
+    python bench/runtime.py [--counts 1,5,10] [--rounds 3] [--requests 3000] [--only-starts]
+
+The machine's load average is printed with the table: the numbers mean little
+on a machine busy with other work.
 """
 
 from __future__ import annotations
@@ -92,8 +98,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per path for (b)")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--ready-runs", type=int, default=3, help="starts measured for (a)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (c), medians reported")
+    parser.add_argument("--only-starts", action="store_true", help="measure (c) only")
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",") if c]
+    if 1 not in counts:
+        counts.insert(0, 1)  # the ratios are against one studio
 
     tmp = tempfile.TemporaryDirectory(prefix="codestudio-bench-runtime-")
     os.environ["CODESTUDIO_HOME"] = str(Path(tmp.name) / "home")
@@ -123,60 +133,73 @@ def main() -> None:
 
         for key in ("BENCH", *(f"C{n}" for n in counts)):
             ensure_project(who, key)
-        # (a) ready latency
-        studio = rts.create_studio(who, "BENCH", "ready", "bench-runtime")
-        created.append(studio.id)
-        latencies = []
-        for _ in range(args.ready_runs):
+        if not args.only_starts:
+            # (a) ready latency
+            studio = rts.create_studio(who, "BENCH", "ready", "bench-runtime")
+            created.append(studio.id)
+            latencies = []
+            for _ in range(args.ready_runs):
+                rts.start_studio(who, studio.id, quiet=True)
+                s = rts.get_studio(studio.id)
+                logs = containers.podman("logs", local.container_name(rts.pod_set_name(s))).stdout
+                listened = float(re.findall(r"listening-at (\d+\.\d+)", logs)[-1])
+                latencies.append((s.state_since - listened) * 1000)
+                rts.stop_studio(who, studio.id, quiet=True)
+            rows.append(("(a) ready latency, listening -> RUNNING (median of %d)" % len(latencies),
+                         f"{statistics.median(latencies):.1f} ms (min {min(latencies):.1f}, max {max(latencies):.1f})"))
+
+            # (b) gateway overhead
+            gwb = _load_gateway_bench()
             rts.start_studio(who, studio.id, quiet=True)
             s = rts.get_studio(studio.id)
-            logs = containers.podman("logs", local.container_name(rts.pod_set_name(s))).stdout
-            listened = float(re.findall(r"listening-at (\d+\.\d+)", logs)[-1])
-            latencies.append((s.state_since - listened) * 1000)
+            routes = rts.studio_routes_of(s)
+            cookie = f"Cookie: cs_session={routes.cookie_value}\r\n".encode()
+            direct = (s.ports[8888], b"GET /api HTTP/1.1\r\nHost: 127.0.0.1\r\n" + cookie + b"\r\n")
+            gateway_port = int(os.environ["CODESTUDIO_GATEWAY_PORT"])
+            through = (gateway_port, f"GET {routes.prefix}8888/api HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode() + cookie + b"\r\n")
+            results = {}
+            for name, (port, request) in (("direct", direct), ("gateway", through)):
+                gwb.sequential(port, request, 200)  # warm-up
+                # nginx closes a keep-alive connection after 1000 requests: measure in chunks.
+                lat = []
+                for start in range(0, args.requests, 500):
+                    lat += gwb.sequential(port, request, min(500, args.requests - start))
+                rps = gwb.concurrent(port, request, args.requests, args.connections)
+                results[name] = (gwb.pct(lat, 0.5), gwb.pct(lat, 0.99), rps)
+            for name, (p50, p99, rps) in results.items():
+                rows.append((f"(b) {name} to the published port" if name == "direct" else f"(b) {name}",
+                             f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, {rps:,.0f} req/s"))
+            d, g = results["direct"], results["gateway"]
+            rows.append(("(b) gateway overhead", f"p50 +{g[0] - d[0]:.3f} ms, throughput {100 * g[2] / d[2]:.0f}% of direct"))
             rts.stop_studio(who, studio.id, quiet=True)
-        rows.append(("(a) ready latency, listening -> RUNNING (median of %d)" % len(latencies),
-                     f"{statistics.median(latencies):.1f} ms (min {min(latencies):.1f}, max {max(latencies):.1f})"))
 
-        # (b) gateway overhead
-        gwb = _load_gateway_bench()
-        rts.start_studio(who, studio.id, quiet=True)
-        s = rts.get_studio(studio.id)
-        routes = rts.studio_routes_of(s)
-        cookie = f"Cookie: cs_session={routes.cookie_value}\r\n".encode()
-        direct = (s.ports[8888], b"GET /api HTTP/1.1\r\nHost: 127.0.0.1\r\n" + cookie + b"\r\n")
-        gateway_port = int(os.environ["CODESTUDIO_GATEWAY_PORT"])
-        through = (gateway_port, f"GET {routes.prefix}8888/api HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode() + cookie + b"\r\n")
-        results = {}
-        for name, (port, request) in (("direct", direct), ("gateway", through)):
-            gwb.sequential(port, request, 200)  # warm-up
-            # nginx closes a keep-alive connection after 1000 requests: measure in chunks.
-            lat = []
-            for start in range(0, args.requests, 500):
-                lat += gwb.sequential(port, request, min(500, args.requests - start))
-            rps = gwb.concurrent(port, request, args.requests, args.connections)
-            results[name] = (gwb.pct(lat, 0.5), gwb.pct(lat, 0.99), rps)
-        for name, (p50, p99, rps) in results.items():
-            rows.append((f"(b) {name} to the published port" if name == "direct" else f"(b) {name}",
-                         f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, {rps:,.0f} req/s"))
-        d, g = results["direct"], results["gateway"]
-        rows.append(("(b) gateway overhead", f"p50 +{g[0] - d[0]:.3f} ms, throughput {100 * g[2] / d[2]:.0f}% of direct"))
-        rts.stop_studio(who, studio.id, quiet=True)
-
-        # (c) concurrent start and stop
+        # (c) concurrent start and stop, rounds interleaved so that load changes hit every count
+        ids_of: dict[int, list[str]] = {}
         for n in counts:
-            ids = []
+            ids_of[n] = []
             for i in range(n):
                 st = rts.create_studio(who, f"C{n}", f"s{i}", "bench-runtime")
-                ids.append(st.id)
+                ids_of[n].append(st.id)
                 created.append(st.id)
-            with ThreadPoolExecutor(max_workers=n) as pool:
-                t0 = time.perf_counter()
-                list(pool.map(lambda sid: rts.start_studio(who, sid, quiet=True), ids))
-                started = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                list(pool.map(lambda sid: rts.stop_studio(who, sid, quiet=True), ids))
-                stopped = time.perf_counter() - t0
-            rows.append((f"(c) {n} studio(s) concurrently", f"start {started:.1f} s, stop {stopped:.1f} s"))
+        starts: dict[int, list[float]] = {n: [] for n in counts}
+        stops: dict[int, list[float]] = {n: [] for n in counts}
+        for _ in range(args.rounds):
+            for n in counts:
+                with ThreadPoolExecutor(max_workers=n) as pool:
+                    t0 = time.perf_counter()
+                    list(pool.map(lambda sid: rts.start_studio(who, sid, quiet=True), ids_of[n]))
+                    starts[n].append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    list(pool.map(lambda sid: rts.stop_studio(who, sid, quiet=True), ids_of[n]))
+                    stops[n].append(time.perf_counter() - t0)
+        one = statistics.median(starts[1])
+        for n in counts:
+            start, stop = statistics.median(starts[n]), statistics.median(stops[n])
+            rows.append((f"(c) {n} studio(s) concurrently, median of {args.rounds}",
+                         f"start {start:.2f} s ({start / one:.1f}x one), stop {stop:.2f} s"
+                         f"  [starts {', '.join(f'{x:.2f}' for x in starts[n])}; "
+                         f"stops {', '.join(f'{x:.2f}' for x in stops[n])}]"))
+        rows.append(("load average (1, 5, 15 min) at the end", " ".join(f"{x:.1f}" for x in os.getloadavg())))
     finally:
         for sid in created:
             try:
