@@ -159,3 +159,29 @@ def test_rendered_webapp_config_passes_nginx_t(tmp_path):
         for i, (share, n) in enumerate([("owner", 3), ("public", 1), ("group:g", 0), ("users", 10)])]
     gw = Gateway(tmp_path, settings=GatewaySettings(port=1))
     gw.check(gw.render([], many))
+
+
+@pytest.mark.parametrize("host", ["Webapps.localhost", "127.0.0.1:80", "a b", "a_b.localhost", "-a.localhost", "a..b", "x/y"])
+def test_bad_webapp_hosts_are_refused(host):
+    with pytest.raises(UsageError, match="webapp_host"):
+        GatewaySettings(webapp_host=host)
+
+
+def test_the_webapp_host_must_differ_from_the_content_host():
+    with pytest.raises(UsageError, match="content host"):
+        GatewaySettings(public_url="http://apps.example.com:8800", webapp_host="apps.example.com")
+
+
+def test_webapp_host_from_env(monkeypatch):
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_WEBAPP_HOST", "webapps.localhost")
+    s = GatewaySettings.from_env(GatewaySettings(port=9000))
+    assert s.webapp_host == "webapps.localhost" and s.webapp_base_url == "http://webapps.localhost:9000"
+    assert GatewaySettings(port=9000).webapp_base_url == "http://127.0.0.1:9000"
+
+
+def test_a_webapp_host_gets_its_own_server_block_and_the_content_server_none():
+    text = rendered(webapp(), settings=GatewaySettings(port=9000, webapp_host="webapps.localhost"))
+    content, webapps_block = text.split("server_name webapps.localhost;")
+    assert "location ^~ /webapps/" not in content and "location ^~ /webapps/" in webapps_block
+    assert 'return 301 "http://webapps.localhost:9000$request_uri";' in content
+    assert "/code-studios/" not in webapps_block.split("location ^~ /webapps/")[0]

@@ -382,3 +382,42 @@ def test_reloads_fail_no_request_while_replicas_come_and_go(gateway, replicas):
             t.join()
     assert failures == []
     assert served[-1] == "app-new" and "app-old" in served
+
+
+@pytest.fixture
+def webapp_origin_gateway(tmp_path: Path):
+    gw = Gateway(tmp_path / "data", settings=GatewaySettings(port=free_port(), webapp_host="webapps.localhost"))
+    yield gw
+    gw.stop()
+
+
+def test_with_a_webapp_host_webapps_and_studios_never_share_an_origin(webapp_origin_gateway, replicas):
+    gw = webapp_origin_gateway
+    a, = replicas("app-a")
+    w = webapp([a], share="owner")
+    s = StudioRoutes(project_key="PROJ", studio_id="demo", owner="alice", session_secret=new_session_secret(),
+                     ports=(PortRoute(8888, a.port, "/", "Lab"),))
+    gw.apply([s], [w])
+    port = gw.settings.port
+    assert gw.settings.webapp_base_url == f"http://webapps.localhost:{port}"
+    content = gw.settings.base_url
+    on_webapp_host = {"Host": f"webapps.localhost:{port}"}
+    link = make_webapp_access_url(w, gw.settings.webapp_base_url)
+    assert link.startswith(f"http://webapps.localhost:{port}/webapps/PROJ/app/?")
+    with client() as c:
+        # The content host serves no webapp: it sends the browser to the webapp origin.
+        for path in (w.prefix + "x?q=1", "/web-apps-backends/PROJ/app_app-a/8501/"):
+            r = c.get(content + path, cookies={"cs_webapp": w.cookie_value})
+            assert r.status_code == 301 and r.headers["location"] == f"http://webapps.localhost:{port}{path}"
+        # The webapp host serves the webapp (links and cookies are host-only there)...
+        r = c.get(content + link[len(gw.settings.webapp_base_url):], headers=on_webapp_host)
+        assert r.status_code == 302 and "Domain" not in r.headers["set-cookie"]
+        r = c.get(content + w.prefix, headers={**on_webapp_host, "Cookie": f"cs_webapp={w.cookie_value}"})
+        assert r.status_code == 200 and r.json()["name"] == "app-a"
+        # ...and no studio, even with the studio's own cookie and link.
+        r = c.get(content + s.prefix + "8888/", headers={**on_webapp_host, "Cookie": f"cs_session={s.cookie_value}"})
+        assert r.status_code == 404
+        studio_link = make_access_url(s, content)
+        assert c.get(studio_link, headers=on_webapp_host).status_code == 404
+        # The studio stays where it was.
+        assert c.get(content + s.prefix + "8888/", headers={"Cookie": f"cs_session={s.cookie_value}"}).status_code == 200

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from codestudio.errors import UsageError
 from codestudio.gateway.common import (  # noqa: F401 (re-exported: the gateway's public names)
@@ -66,6 +66,7 @@ _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 DEFAULT_IDENTITY_HEADERS = ("X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups")
 _WORKERS_RE = re.compile(r"^(auto|[1-9][0-9]{0,2})$")
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,10 @@ class GatewaySettings:
     # an SSO proxy (its user_header/email_header/groups_header, read from <data dir>/server.json
     # by the Gateway). The defaults are always blanked too.
     identity_headers: tuple[str, ...] = DEFAULT_IDENTITY_HEADERS
+    # The webapp origin's host name (CODESTUDIO_GATEWAY_WEBAPP_HOST): a server block of its
+    # own on the same address serves webapps, and the content host redirects them there.
+    # None: webapps are served by the content server, next to studios (docs/security.md).
+    webapp_host: str | None = None
 
     def __post_init__(self) -> None:
         headers = tuple(self.identity_headers)
@@ -240,6 +245,14 @@ class GatewaySettings:
                 raise UsageError(f"gateway: {name} must be an nginx duration like 60s or 1d")
         if not re.match(r"^[0-9]{1,6}[kmg]?$", self.client_max_body_size):
             raise UsageError("gateway: client_max_body_size must be like 0, 100m or 2g")
+        if self.webapp_host is not None:
+            if not isinstance(self.webapp_host, str) or not _HOSTNAME_RE.match(self.webapp_host):
+                raise UsageError(f"gateway: webapp_host (CODESTUDIO_GATEWAY_WEBAPP_HOST) {self.webapp_host!r} must be a "
+                                 "host name of lowercase letters, digits, '-' and '.' (e.g. webapps.localhost)")
+            content_host = (urlsplit(self.base_url).hostname or "").lower()
+            if self.webapp_host == content_host:
+                raise UsageError(f"gateway: webapp_host (CODESTUDIO_GATEWAY_WEBAPP_HOST) {self.webapp_host} is the content "
+                                 "host's name: webapps need a host name of their own (e.g. webapps.localhost)")
 
     @property
     def secure_cookie(self) -> bool:
@@ -257,6 +270,16 @@ class GatewaySettings:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host == "0.0.0.0" else "[::1]" if self.host == "::" else self.host
         return f"http://{_host_port(host, self.port)}"
+
+    @property
+    def webapp_base_url(self) -> str:
+        """Where webapps are served: the webapp host (scheme, port and path of the base URL),
+        or the content base URL when no webapp host is set."""
+        if not self.webapp_host:
+            return self.base_url
+        parts = urlsplit(self.base_url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{self.webapp_host}{port}{parts.path}".rstrip("/")
 
     @classmethod
     def from_env(cls, base: GatewaySettings | None = None) -> GatewaySettings:
@@ -282,6 +305,8 @@ class GatewaySettings:
             values["ui_port"] = int(raw)
         if os.environ.get("CODESTUDIO_GATEWAY_SERVER"):
             values["server_upstream"] = os.environ["CODESTUDIO_GATEWAY_SERVER"]
+        if os.environ.get("CODESTUDIO_GATEWAY_WEBAPP_HOST"):
+            values["webapp_host"] = os.environ["CODESTUDIO_GATEWAY_WEBAPP_HOST"]
         return cls(**values)
 
 
@@ -470,6 +495,8 @@ def render_gateway_config(
         cookie_passes=COOKIE_STRIP_PASSES,
         stripped_cookies="|".join(ngx_safe(n) for n in (COOKIE_NAME, *UI_COOKIE_NAMES, *WEBAPP_COOKIE_NAMES)),
         generation="@@GENERATION@@",
+        webapp_host=ngx_safe(settings.webapp_host) if settings.webapp_host else None,
+        webapp_origin=ngx_safe(settings.webapp_base_url) if settings.webapp_host else None,
         ui={"listen": _host_port(settings.host, settings.ui_port), "upstream": ngx_safe(settings.server_upstream),
             "identity_headers": [ngx_safe(h) for h in settings.identity_headers]}
         if settings.ui_port else None,
