@@ -228,6 +228,17 @@ class Runtime(ABC):
         :raises RuntimeFailure: the command could not be started at all.
         """
 
+    def exec_framed(self, pod: str, argv: Sequence[str], *, user: str | None = "codestudio") -> ExecProcess:
+        """:meth:`exec` with a stdin pipe, for a command that understands framed stdin (the sync agent).
+
+        A runtime whose exec cannot close a command's stdin (the Kubernetes
+        exec API's ``v4.channel.k8s.io``) sends such a command
+        :data:`codestudio.sync.agent.FRAMED_STDIN` and frames the input, so
+        closing ``stdin`` still ends it. The command accepts plain stdin too:
+        runtimes whose exec closes stdin need not override this.
+        """
+        return self.exec(pod, argv, user=user, stdin=True)
+
     @abstractmethod
     def exec_detached(self, pod: str, argv: Sequence[str], *, user: str | None = "codestudio") -> None:
         """Start ``argv`` in the pod and return without waiting for it (actions that do not wait).

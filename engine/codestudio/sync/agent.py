@@ -36,6 +36,12 @@ the pipe. Tar member names are ``<i>/<path>``.
     temporary name and renamed over the old one, so a killed transfer leaves
     every file old or new.
 
+Framed stdin: where the exec cannot close the agent's stdin (the
+Kubernetes exec API's ``v4.channel.k8s.io``), the engine's first line is
+:data:`FRAMED_STDIN` and everything after it is one framed stream (same
+frames); its end marker is the end of input. Any other first line is a
+request of a plain stdin.
+
 Every name is validated: relative, no ``..``, no empty or ``.`` parts, no
 name Git takes for ``.git``, no parent folder that is a symlink, symlinks
 only when they really resolve inside their root (:func:`resolve_link`),
@@ -49,6 +55,7 @@ in plain tar: a per-file PAX header would add 1 KiB to every file.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -64,6 +71,8 @@ TMP_PREFIX = ".codestudio-tmp-"
 CHUNK = 1 << 20
 #: Largest frame of a framed stream (a frame is read whole).
 MAX_FRAME = 1 << 20
+#: First line of a framed stdin (a request line is JSON, so it cannot be mistaken for one).
+FRAMED_STDIN = b"#codestudio-framed-stdin v1\n"
 #: Characters of names per line of a listing answer (escaped, a line stays under 2 MiB).
 LIST_CHUNK = 256 << 10
 # tarfile's stream buffer is grown by concatenation, so a large one costs a
@@ -949,6 +958,22 @@ class FrameReader:
                 raise ProtocolError("too much data after the end of the archive")
 
 
+class FramedInput(io.RawIOBase):
+    """A raw, readable stream over a framed one (:data:`FRAMED_STDIN`): it ends at the end marker."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.frames = FrameReader(stream)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = self.frames.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
 # --------------------------------------------------------------------------
 # Hash cache (inside the studio)
 #
@@ -1162,13 +1187,14 @@ class Session:
                     known.update({e["p"]: [e["s"], e["m"], e["h"]] for e in entries if e["t"] == "f"})
                     self.dirty.add(root)
 
-    def serve(self) -> int:
+    def serve(self, first: bytes = b"") -> int:
+        """Answer requests until the input ends; ``first`` is a request line already read."""
         handlers = {"list": self.list, "get": self.get, "apply": self.apply}
         try:
             while True:
                 # Hash caches are written while the engine works on the last answer.
                 self.write_caches()
-                line = self.stdin.readline()
+                line, first = first or self.stdin.readline(), b""
                 if not line:
                     return 0
                 try:
@@ -1189,7 +1215,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "session" or not argv[1].startswith("/"):
         sys.stderr.write("usage: agent session ABSOLUTE_BASE\n")
         return 2
-    return Session(argv[1], sys.stdin.buffer, sys.stdout.buffer).serve()
+    stdin = sys.stdin.buffer
+    first = stdin.readline()
+    if first == FRAMED_STDIN:
+        stdin, first = io.BufferedReader(FramedInput(stdin), CHUNK), b""
+    return Session(argv[1], stdin, sys.stdout.buffer).serve(first)
 
 
 if __name__ == "__main__":

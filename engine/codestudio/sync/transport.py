@@ -81,8 +81,11 @@ class ExecTransport:
         self.cache_dir = cache_dir
 
     def start_agent(self, op: str, root: str) -> AgentProcess:
-        return self.runtime.exec(self.pod, [self.python, "-I", "-c", agent_source(), op, root], user=self.user,
-                                 stdin=True)
+        argv = [self.python, "-I", "-c", agent_source(), op, root]
+        framed = getattr(self.runtime, "exec_framed", None)  # duck-typed runtimes may only have exec
+        if framed is not None:
+            return framed(self.pod, argv, user=self.user)
+        return self.runtime.exec(self.pod, argv, user=self.user, stdin=True)
 
 
 class LocalTransport:
