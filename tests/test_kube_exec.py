@@ -266,3 +266,60 @@ def test_copy_out_tars_a_running_pods_folder(cluster, transport, tmp_path):
     names = tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getnames()
     assert any(n.endswith("workspace/x/a.txt") for n in names)
     assert transport.copy_out("cs-s1-abc", str(cluster.pod_dir / "nope"), io.BytesIO()) is False
+
+
+# --------------------------------------------------------------------------
+# Logs through the log API
+
+
+@pytest.fixture
+def log_api():
+    from kube_exec_standin import LogStandIn
+
+    with LogStandIn(["cs-s1-abc"]) as server:
+        yield server
+
+
+def test_logs_tail_and_follow_until_closed_from_another_thread(log_api):
+    import threading
+
+    for i in range(5):
+        log_api.append("cs-s1-abc", f"line {i}\n".encode())
+    transport = PodTransport(log_api.api_client(), "cs", connect_timeout=5)
+    assert b"".join(transport.logs("cs-s1-abc", tail=2)) == b"line 3\nline 4\n"
+    stream = transport.logs("cs-s1-abc", follow=True, tail=1)
+    assert next(stream) == b"line 4\n"
+    log_api.append("cs-s1-abc", b"written later\n")
+    assert next(stream) == b"written later\n"
+    # A server whose client went away closes the stream from its own thread; the read returns.
+    closer = threading.Timer(0.3, stream.close)
+    closer.start()
+    assert list(stream) == []
+    closer.join()
+
+
+def test_follow_ends_when_the_container_ends(log_api):
+    transport = PodTransport(log_api.api_client(), "cs", connect_timeout=5)
+    log_api.append("cs-s1-abc", b"last words\n")
+    log_api.end("cs-s1-abc")
+    assert b"".join(transport.logs("cs-s1-abc", follow=True)) == b"last words\n"
+
+
+def test_save_logs_keeps_the_previous_run_and_how_it_ended(log_api, tmp_path):
+    log_api.previous["cs-s1-abc"].append(b"Traceback: boom\n")
+    log_api.append("cs-s1-abc", b"starting again\n")
+    transport = PodTransport(log_api.api_client(), "cs", connect_timeout=5)
+    target = tmp_path / "logs" / "x.log"
+    assert transport.save_logs("cs-s1-abc", target)
+    text = target.read_text()
+    assert text.index("Traceback: boom") < text.index("starting again")
+    assert "CrashLoopBackOff" in text and "exit status 3" in text
+    assert transport.save_logs("gone", tmp_path / "gone.log") is False
+    assert not (tmp_path / "gone.log").exists()
+
+
+def test_log_refusals_are_clear_errors(log_api):
+    with pytest.raises(ExecFailure, match=r"forbidden \(403\)"):
+        PodTransport(log_api.api_client(), "elsewhere", connect_timeout=5).logs("cs-s1-abc")
+    with pytest.raises(ExecFailure, match=r"not found \(404\)"):
+        PodTransport(log_api.api_client(), "cs", connect_timeout=5).logs("gone")

@@ -315,4 +315,128 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-__all__ = ["StandIn", "V4", "V5", "free_port", "status_body"]
+__all__ = ["LogStandIn", "StandIn", "V4", "V5", "free_port", "status_body"]
+
+
+class LogStandIn:
+    """The pod read and pod log API on loopback (plain HTTP, as the real server serves them).
+
+    ``GET /api/v1/namespaces/NS/pods/POD`` answers a Pod whose studio
+    container restarted once; ``GET .../POD/log`` answers ``logs[pod]``
+    (``previous=true``: ``previous[pod]``), the last ``tailLines`` lines,
+    and with ``follow=true`` keeps the response open and sends lines
+    appended with :meth:`append` until :meth:`end`.
+    """
+
+    def __init__(self, pods: Sequence[str], *, namespace: str = "cs", token: str | None = "test-token"):
+        import http.server
+
+        self.logs: dict[str, list[bytes]] = {p: [] for p in pods}
+        self.previous: dict[str, list[bytes]] = {p: [] for p in pods}
+        self.namespace, self.token = namespace, token
+        self.cond = threading.Condition()
+        self.ended: set[str] = set()
+        self.follows = 0
+        standin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _json(self, code: int, doc: dict) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                if standin.token and self.headers.get("Authorization") != f"Bearer {standin.token}":
+                    return self._json(401, json.loads(status_body(401, "Unauthorized", "Unauthorized")))
+                parts = urlsplit(self.path)
+                segs = parts.path.split("/")
+                query = parse_qs(parts.query)
+                if len(segs) < 7 or segs[4] != standin.namespace:
+                    return self._json(403, json.loads(status_body(403, "Forbidden", "pods is forbidden")))
+                pod = segs[6]
+                if pod not in standin.logs:
+                    return self._json(404, json.loads(status_body(404, "NotFound", f'pods "{pod}" not found')))
+                if len(segs) == 7:
+                    return self._json(200, standin.pod_doc(pod))
+                lines = standin.previous[pod] if query.get("previous") == ["true"] else standin.logs[pod]
+                if query.get("previous") == ["true"] and not lines:
+                    return self._json(400, json.loads(status_body(400, "BadRequest", "previous terminated container not found")))
+                tail = int(query["tailLines"][0]) if "tailLines" in query else None
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                with standin.cond:
+                    sent = len(lines) - tail if tail is not None and tail < len(lines) else 0
+                follow = query.get("follow") == ["true"]
+                if follow:
+                    standin.follows += 1
+                try:
+                    while True:
+                        with standin.cond:
+                            chunk = b"".join(lines[sent:])
+                            sent = len(lines)
+                        if chunk:
+                            self.wfile.write(chunk)
+                            self.wfile.flush()
+                        if not follow:
+                            return
+                        with standin.cond:
+                            if pod in standin.ended and sent == len(lines):
+                                return
+                            standin.cond.wait(0.2)
+                except OSError:
+                    return  # the client went away
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def pod_doc(self, pod: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": self.namespace},
+                "status": {"phase": "Running", "containerStatuses": [{
+                    "name": "studio", "ready": False, "restartCount": 1, "image": "reg/x@sha256:0", "imageID": "",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting"}},
+                    "lastState": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}}
+
+    def append(self, pod: str, line: bytes) -> None:
+        with self.cond:
+            self.logs[pod].append(line)
+            self.cond.notify_all()
+
+    def end(self, pod: str) -> None:
+        with self.cond:
+            self.ended.add(pod)
+            self.cond.notify_all()
+
+    def configuration(self):
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = self.host
+        if self.token:
+            cfg.api_key = {"authorization": self.token}
+            cfg.api_key_prefix = {"authorization": "Bearer"}
+        return cfg
+
+    def api_client(self):
+        from kubernetes import client
+
+        return client.ApiClient(self.configuration())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> LogStandIn:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

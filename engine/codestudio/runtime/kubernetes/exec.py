@@ -63,6 +63,8 @@ LOST = 255
 STDIN_CHUNK = 1 << 16
 #: TCP keepalive on open exec and port-forward connections: idle seconds, interval, probes.
 KEEPALIVE = (30, 10, 3)
+#: Read timeout of a log follow (the client wants a number): a day of silence ends it.
+FOLLOW_READ_TIMEOUT = 86400.0
 #: The container every studio pod runs its studio in (render/ names it).
 MAIN_CONTAINER = "studio"
 #: The only user a pod's commands can run as: the pod's own (uid 1000, runAsNonRoot).
@@ -487,6 +489,13 @@ def exec_in_pod(cfg, namespace: str, pod: str, argv: Sequence[str], *, container
     return KubeExecProcess(ws, stdin=stdin, framed_stdin=framed_stdin, description=f"pod {pod}")
 
 
+def exec_process(cluster, namespace: str, pod: str, argv: Sequence[str], *, container: str = MAIN_CONTAINER,
+                 stdin: bool = False, framed_stdin: bool = False) -> KubeExecProcess:
+    """:func:`exec_in_pod` with a :class:`~codestudio.runtime.kubernetes.client.Cluster`'s client and timeouts."""
+    return exec_in_pod(cluster.api.configuration, namespace, pod, argv, container=container, stdin=stdin,
+                       framed_stdin=framed_stdin, timeout=max(getattr(cluster, "connect_timeout", 0), 10.0))
+
+
 #: ``exec_detached``: start the command in the background with its own session and return at once.
 #: ``command -v`` first, so a missing program is reported (status 127) instead of vanishing.
 _DETACH = ('command -v "$1" >/dev/null 2>&1 || { echo "$1: not found" >&2; exit 127; }; '
@@ -595,8 +604,9 @@ class PodTransport:
     def logs(self, pod: str, *, follow: bool = False, tail: int | None = None) -> LogStream:
         """The studio container's output through the log API; ``follow`` streams until it ends or :meth:`close`."""
         kwargs: dict[str, Any] = {"container": self.container, "follow": follow, "_preload_content": False,
-                                  # no read timeout while following: a quiet container is not a dead server
-                                  "_request_timeout": (self.connect_timeout, None if follow else self.read_timeout)}
+                                  # a quiet container is not a dead server: keepalive notices those
+                                  "_request_timeout": (self.connect_timeout,
+                                                       FOLLOW_READ_TIMEOUT if follow else self.read_timeout)}
         if tail is not None:
             kwargs["tail_lines"] = tail
         resp = self._log_call(pod, kwargs, doing=f"read the logs of pod {pod}")
@@ -631,7 +641,9 @@ class PodTransport:
         core = self._core()
         timeout = (self.connect_timeout, self.read_timeout)
         try:
-            pod_obj = core.read_namespaced_pod(pod, self.namespace, _request_timeout=timeout)
+            # Raw JSON: the typed models reject objects with fields a server leaves out.
+            resp = core.read_namespaced_pod(pod, self.namespace, _request_timeout=timeout, _preload_content=False)
+            pod_obj = json.loads(resp.data or b"{}")
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -640,8 +652,9 @@ class PodTransport:
             raise ExecFailure(f"could not read pod {pod}: the API server did not answer ({type(exc).__name__})") from None
         target.parent.mkdir(parents=True, exist_ok=True)
         sections: list[tuple[str, bytes]] = []
-        status = next((s for s in (pod_obj.status.container_statuses or []) if s.name == self.container), None)
-        if status is not None and (status.restart_count or 0) > 0:
+        statuses = (pod_obj.get("status") or {}).get("containerStatuses") or []
+        status = next((s for s in statuses if s.get("name") == self.container), None)
+        if status is not None and (status.get("restartCount") or 0) > 0:
             sections.append(("previous run", self._read_log(core, pod, previous=True)))
         sections.append(("current run", self._read_log(core, pod, previous=False)))
         with open(target, "wb") as out:
@@ -678,22 +691,22 @@ def _status_message(exc) -> str:
         return ""
 
 
-def _container_summary(status) -> str:
+def _container_summary(status: dict | None) -> str:
     if status is None:
         return "the container has no status (never created)"
-    lines = [f"restarts: {status.restart_count or 0}, ready: {bool(status.ready)}"]
-    for label, state in (("now", status.state), ("last", status.last_state)):
-        if state is None:
-            continue
-        if state.terminated is not None:
-            t = state.terminated
-            lines.append(f"{label}: terminated, exit status {t.exit_code}, reason {t.reason or '-'}"
-                         + (f", signal {t.signal}" if t.signal else "") + (f": {t.message}" if t.message else ""))
-        elif state.waiting is not None:
-            w = state.waiting
-            lines.append(f"{label}: waiting, reason {w.reason or '-'}" + (f": {w.message}" if w.message else ""))
-        elif state.running is not None:
-            lines.append(f"{label}: running since {state.running.started_at}")
+    lines = [f"restarts: {status.get('restartCount') or 0}, ready: {bool(status.get('ready'))}"]
+    for label, key in (("now", "state"), ("last", "lastState")):
+        state = status.get(key) or {}
+        if state.get("terminated"):
+            t = state["terminated"]
+            lines.append(f"{label}: terminated, exit status {t.get('exitCode')}, reason {t.get('reason') or '-'}"
+                         + (f", signal {t['signal']}" if t.get("signal") else "")
+                         + (f": {t['message']}" if t.get("message") else ""))
+        elif state.get("waiting"):
+            w = state["waiting"]
+            lines.append(f"{label}: waiting, reason {w.get('reason') or '-'}" + (f": {w['message']}" if w.get("message") else ""))
+        elif state.get("running"):
+            lines.append(f"{label}: running since {state['running'].get('startedAt')}")
     return "\n".join(lines)
 
 
@@ -762,5 +775,6 @@ __all__ = [
     "V5",
     "connect",
     "exec_in_pod",
+    "exec_process",
     "exit_status",
 ]

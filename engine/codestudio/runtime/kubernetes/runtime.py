@@ -355,74 +355,46 @@ class KubernetesRuntime(Runtime):
         finally:
             stop.set()
 
-    def exec(self, pod: str, argv, *, user: str | None = "codestudio", stdin: bool = False):
-        self._check_user(user)
-        from codestudio.runtime.kubernetes import exec as kexec
+    @property
+    def transport(self):
+        """Exec, logs and copies through the exec and log APIs (:mod:`.exec`)."""
+        if getattr(self, "_transport", None) is None:
+            from codestudio.runtime.kubernetes.exec import PodTransport
 
-        return kexec.exec_process(self.cluster, self.namespace, pod, list(argv), container=MAIN_CONTAINER, stdin=stdin)
+            c = self.cluster
+            self._transport = PodTransport(c.api, self.namespace, container=MAIN_CONTAINER,
+                                           connect_timeout=max(c.connect_timeout, 10), read_timeout=c.read_timeout)
+        return self._transport
+
+    def exec(self, pod: str, argv, *, user: str | None = "codestudio", stdin: bool = False):
+        return self.transport.exec(pod, list(argv), user=user, stdin=stdin)
+
+    def exec_framed(self, pod: str, argv, *, user: str | None = "codestudio"):
+        # v4-only API servers cannot close stdin: the sync agent reads framed input there.
+        return self.transport.exec_framed(pod, list(argv), user=user)
 
     def exec_detached(self, pod: str, argv, *, user: str | None = "codestudio") -> None:
-        self._check_user(user)
-        # nohup in the pod: the command outlives the exec stream, which is closed at once.
-        argv = ["sh", "-c", 'nohup "$@" >/dev/null 2>&1 &', "sh", *argv]
-        result = self.run(pod, argv, user=user, timeout=60)
-        if result.returncode != 0:
-            raise RuntimeFailure(f"could not start {argv[4]} in {pod}: {result.stderr.strip()[:300]}")
-
-    @staticmethod
-    def _check_user(user: str | None) -> None:
-        # The pod runs as uid 1000 (codestudio) and may not change user: Kubernetes exec has no --user.
-        if user not in (None, "codestudio", "1000"):
-            raise RuntimeFailure(f"the kubernetes runtime runs commands as codestudio only, not {user}")
+        self.transport.exec_detached(pod, list(argv), user=user)
 
     def logs(self, pod: str, *, follow: bool = False, tail: int | None = None) -> Iterator[bytes]:
-        kwargs = {"container": MAIN_CONTAINER, "follow": follow}
-        if tail is not None:
-            kwargs["tail_lines"] = tail
-        resp = self.cluster.call(self.cluster.core.read_namespaced_pod_log, pod, self.namespace,
-                                 doing=f"read the logs of {pod}", _preload_content=False,
-                                 read_timeout=None if not follow else 24 * 3600, **kwargs)
-        return _LogStream(resp)
+        return self.transport.logs(pod, follow=follow, tail=tail)
 
     def save_logs(self, pod: str, target: Path) -> bool:
-        from codestudio.runtime.kubernetes.client import ApiError
-
-        try:
-            obj = self._raw(self.cluster.core.read_namespaced_pod, pod, self.namespace, doing=f"read pod {pod}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        parts = [f"# pod {pod} in namespace {self.namespace}: phase {(obj.get('status') or {}).get('phase')}\n"]
-        try:
-            resp = self.cluster.call(self.cluster.core.read_namespaced_pod_log, pod, self.namespace,
-                                     container=MAIN_CONTAINER, doing=f"read the logs of {pod}", _preload_content=False)
-            parts.append(resp.data.decode(errors="replace"))
-        except ApiError as exc:
-            parts.append(f"(no logs: {exc})\n")
+        """The container's logs (the previous run's too), how it ended, then the pod's events."""
+        if not self.transport.save_logs(pod, target):
+            return False
         listing = self._raw(self.cluster.core.list_namespaced_event, self.namespace,
                             field_selector=f"involvedObject.name={pod}", doing=f"list the events of {pod}")
-        parts.append("\n# events\n")
-        parts += [kevents.event_line(e) + "\n" for e in listing.get("items") or []]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("".join(parts))
+        with open(target, "a") as out:
+            out.write(f"\n# events (pod {pod}, namespace {self.namespace})\n")
+            out.writelines(kevents.event_line(e) + "\n" for e in listing.get("items") or [])
         return True
 
     def copy_out(self, pod: str, path: str, out) -> bool:
         pods = {p.name: p for p in self._all_pods()}
         if pod not in pods or not pods[pod].running:
             raise RuntimeFailure(f"pod {pod} is not running: Kubernetes cannot copy files out of a stopped container")
-        proc = self.exec(pod, ["sh", "-c", 'cd / && [ -e "$1" ] || exit 3; exec tar -cf - "$1"', "sh", path.lstrip("/") or "."])
-        import shutil
-
-        shutil.copyfileobj(proc.stdout, out, 1 << 20)
-        code = proc.wait()
-        if code == 3:
-            return False
-        if code != 0:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeFailure(f"tar of {path} in {pod} exited with status {code}: {err.strip()[-300:]}")
-        return True
+        return self.transport.copy_out(pod, path, out)
 
     def _all_pods(self) -> list[Pod]:
         return [self._pod(p["metadata"].get("labels", {}).get(PODSET_LABEL, ""), p) for p in self._pod_objects()]
@@ -504,30 +476,3 @@ class _StartFailed(RuntimeFailure):
         self.pod = pod
 
 
-class _LogStream:
-    """The log API's response in chunks; :meth:`close` (from any thread) ends a follow."""
-
-    def __init__(self, resp):
-        self.resp = resp
-
-    def __iter__(self) -> _LogStream:
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            chunk = self.resp.read(65536, decode_content=True) if self.resp is not None else b""
-        except Exception:  # noqa: BLE001 - closed from another thread
-            chunk = b""
-        if not chunk:
-            self.close()
-            raise StopIteration
-        return chunk
-
-    def close(self) -> None:
-        resp, self.resp = self.resp, None
-        if resp is not None:
-            try:
-                resp.close()
-                resp.release_conn()
-            except Exception:  # noqa: BLE001
-                pass
