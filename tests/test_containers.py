@@ -150,8 +150,19 @@ def test_bud_arguments_mount_the_ca_read_only(monkeypatch, tmp_path):
     args = builder.bud_args(tmp_path / "render", "abc", tmp_path / "iid", no_cache=True)
     assert args[args.index("-v") + 1] == f"{bundle.resolve()}:/etc/ssl/certs/ca-certificates.crt:ro"
     assert {"--layers", "--no-cache", "--force-rm", "--pull=never", "--http-proxy=true"} <= set(args)
-    assert args[args.index("--from") + 1] == "abc"
+    # Every stage's FROM names the base through this argument: the exact image hashed.
+    assert args[args.index("--build-arg") + 1] == "CODESTUDIO_BASE_IMAGE=abc"
     assert args[-1] == str(tmp_path / "render" / "context")
+
+
+def test_bud_arguments_mount_index_settings_and_local_indexes(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    args = builder.bud_args(tmp_path / "render", "abc", tmp_path / "iid", no_cache=False,
+                            settings_dir=tmp_path / "s", local_paths=(wheels,))
+    volumes = [args[i + 1] for i, a in enumerate(args) if a == "-v"]
+    assert f"{tmp_path / 's'}:/run/codestudio-build:ro" in volumes
+    assert f"{wheels}:{wheels}:ro" in volumes
 
 
 # --------------------------------------------------------------------------

@@ -100,14 +100,15 @@ def test_dockerfile_groups_follow_blocks_and_labels_come_last(tmp_path):
     rendered = render_template(EXAMPLES / "advanced.yaml")
     parser = parse_dockerfile(rendered.dockerfile, tmp_path)
     kinds = [i["instruction"] for i in instructions(parser)]
-    assert kinds[0] == "FROM"
+    # The base image's argument, then the one stage (no Python env: no build tools stage).
+    assert kinds[:2] == ["ARG", "FROM"] and kinds.count("FROM") == 1
     assert kinds[-1] == "LABEL" and kinds.count("LABEL") == 1
     assert label(parser, "io.codestudio.template") == "advanced-example"
     assert json.loads(label(parser, RUNNER_LABEL)) == json.loads(rendered.runner_json)
     # Step numbers map back to the template's blocks in order.
     block_indexes = [s.block_index for s in rendered.steps if s.block_index is not None]
     assert block_indexes == sorted(block_indexes) and block_indexes[0] == 0
-    assert len(rendered.steps) == len(instructions(parser))
+    assert len(rendered.steps) == len(instructions(parser)) - 1  # the ARG before FROM is no step
     # The second dockerfile block is not run_as_root: its RUN runs as the studio user.
     user_lines = [i["value"] for i in instructions(parser) if i["instruction"] == "USER"]
     assert user_lines[:2] == ["root", "codestudio"]

@@ -11,7 +11,9 @@ plugin copies another's code:
 - :func:`python_env`: the steps that create a Python virtual environment in
   the image and install packages and requirement files into it.
 - :func:`pip_install`: the shell text that installs packages with a given
-  interpreter (for a later step into an existing env, e.g. ``ipykernel``).
+  interpreter (for a later step into an existing env, e.g. ``ipykernel``),
+  with uv or pip (:mod:`codestudio.buildenv`).
+- :func:`cache_dir`: a tool's download cache folder in RUN steps (npm, apt).
 - :func:`check_dockerfile_statements`: the problems with admin-written
   Dockerfile statements (the instructions a template may use).
 - :func:`browser_path_ref`: the ``${DKU_CODE_STUDIO_BROWSER_PATH_<port>}``
@@ -47,6 +49,7 @@ __all__ = [
     "WebAppBlock",
     "WebAppParams",
     "browser_path_ref",
+    "cache_dir",
     "check_dockerfile_statements",
     "code_env_problems",
     "pip_install",
@@ -131,17 +134,36 @@ def resolve_resource(state, spec: str, field: str) -> Resource:
 
 
 def pip_install(python: str, packages: Sequence[str] = (), requirement_files: Sequence[str] = ()) -> str:
-    """Shell text installing ``packages`` and ``requirement_files`` with ``python -m pip``.
+    """Shell text installing ``packages`` and ``requirement_files`` into ``python``'s environment.
 
-    ``--no-cache-dir`` keeps pip's cache out of the image layer. The builder
-    makes the host CA bundle available through build arguments, so nothing
-    about certificates is written here.
+    For a root ``Run(script=...)`` step of the image build. It calls the
+    build tools' ``install-python`` (:mod:`codestudio.buildenv`), which
+    installs with uv, or with pip when the template or the data dir chooses
+    pip (or the image carries its own pip configuration); the renderer
+    mounts the tools and the download cache into the step, and the builder
+    lends the host's CA bundle, proxies and package index settings. Nothing
+    of that is written into the image: only the installed packages.
     """
-    words = [python, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "--no-input"]
+    from codestudio.buildenv import INSTALL_PYTHON
+
+    words = [INSTALL_PYTHON, python]
     for req in requirement_files:
         words += ["-r", req]
     words += list(packages)
     return " ".join(shell_quote(w) for w in words)
+
+
+def cache_dir(tool: str) -> str:
+    """The download cache folder of ``tool`` (``uv``, ``pip``, ``npm`` or ``apt``) in a RUN step.
+
+    A ``Run`` step whose text names it gets the cache mounted there for the
+    build (``RUN --mount=type=cache``, kept in the data dir, never in the
+    image); point the tool at it (``npm_config_cache=...``,
+    ``-o Dir::Cache::Archives=...``).
+    """
+    from codestudio.buildenv import CACHES
+
+    return CACHES[tool]
 
 
 def python_env(

@@ -478,10 +478,13 @@ class Stream:
             self._proc.stdout.close()
 
 
-def stream(argv: list[str], *, cwd: Path | None = None) -> Stream:
-    """Start ``argv`` (from :func:`buildah_command` / :func:`podman_command`) streaming lines."""
+def stream(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> Stream:
+    """Start ``argv`` (from :func:`buildah_command` / :func:`podman_command`) streaming lines.
+
+    ``env`` defaults to :func:`tool_env`; pass a modified copy of it to add variables.
+    """
     require_tools(argv[0])
-    return Stream(argv, cwd=cwd)
+    return Stream(argv, cwd=cwd, env=env)
 
 
 # --------------------------------------------------------------------------

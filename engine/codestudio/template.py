@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -57,6 +57,15 @@ class Permissions(BaseModel):
     all: bool = False
 
 
+class BuildOptions(BaseModel):
+    """How the template's image is built (docs/building.md); nothing here changes what runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: What installs Python packages: ``uv`` or ``pip``; default: the data dir's setting, else uv.
+    python_installer: Literal["uv", "pip"] | None = None
+
+
 class TemplateHeader(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,6 +74,7 @@ class TemplateHeader(BaseModel):
     description: Text | None = None
     base_image: ImageRef | None = None
     permissions: Permissions = Field(default_factory=Permissions)
+    build: BuildOptions = Field(default_factory=BuildOptions)
     blocks: list[Any] = Field(default_factory=list)
 
 
@@ -79,6 +89,7 @@ class Template:
     permissions: Permissions
     blocks: list[BlockInstance]
     path: Path
+    build: BuildOptions = field(default_factory=BuildOptions)
     raw: dict = field(default_factory=dict, repr=False)
     lines: _Lines | None = field(default=None, repr=False)
 
@@ -332,6 +343,7 @@ def parse_template(text: str, path: Path, blocks: Blocks, *, source: str | None 
         permissions=header.permissions,
         blocks=instances,
         path=path,
+        build=header.build,
         raw=data,
         lines=lines,
     )

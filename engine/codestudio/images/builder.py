@@ -265,15 +265,23 @@ def build_rendered(
         )
 
 
-def bud_args(render_dir: Path, base_id: str, iidfile: Path, *, no_cache: bool) -> list[str]:
-    """The ``buildah bud`` arguments of a template build (without the global flags)."""
+def bud_args(render_dir: Path, base_id: str, iidfile: Path, *, no_cache: bool,
+             settings_dir: Path | None = None, local_paths: tuple[Path, ...] = ()) -> list[str]:
+    """The ``buildah bud`` arguments of a template build (without the global flags).
+
+    ``settings_dir`` (the index settings of :mod:`codestudio.images.indexes`)
+    and ``local_paths`` (local indexes and find-links folders) are mounted
+    read-only into every RUN step.
+    """
+    from codestudio import buildenv
+
     args = [
         "bud",
         "--layers",
         "--isolation", "chroot",
         # The base was resolved (and pulled if needed) before hashing: build
-        # exactly that image, never a newer one fetched meanwhile.
-        "--from", base_id,
+        # exactly that image (every stage's FROM), never a newer one fetched meanwhile.
+        "--build-arg", f"CODESTUDIO_BASE_IMAGE={base_id}",
         "--pull=never",
         "--force-rm",
         # Proxy variables reach RUN steps but are never written to the image.
@@ -285,6 +293,10 @@ def bud_args(render_dir: Path, base_id: str, iidfile: Path, *, no_cache: bool) -
     if ca is not None:
         # Lent to RUN steps read-only, never copied into a layer.
         args += ["-v", f"{ca}:{CA_TARGET}:ro"]
+    if settings_dir is not None:
+        args += ["-v", f"{settings_dir}:{buildenv.SETTINGS_DIR}:ro"]
+    for path in local_paths:
+        args += ["-v", f"{path}:{path}:ro"]
     if no_cache:
         args.append("--no-cache")
     args.append(str(render_dir / "context"))
@@ -292,22 +304,40 @@ def bud_args(render_dir: Path, base_id: str, iidfile: Path, *, no_cache: bool) -
 
 
 def _bud(rendered, work: Path, base_id: str, log_path: Path, *, no_cache: bool, reporter: Reporter) -> StepTracker:
-    argv = containers.buildah_command(*bud_args(work / "render", base_id, work / "iid", no_cache=no_cache))
+    from codestudio import buildenv
+    from codestudio.images import indexes
+
+    settings = indexes.host_settings()
+    settings_dir = work / "index-settings"
+    indexes.write_settings(settings_dir, settings)
+    local = tuple(indexes.local_paths(settings))
+    argv = containers.buildah_command(*bud_args(work / "render", base_id, work / "iid", no_cache=no_cache,
+                                                settings_dir=settings_dir, local_paths=local))
     tracker = StepTracker(steps={s.number: s for s in rendered.steps})
-    with open(log_path, "w", encoding="utf-8") as log:
-        log.write(f"# codestudio build of {rendered.template.id}\n# command: {' '.join(argv)}\n")
-        proxies = sorted(containers.proxy_env())
-        # Names only: proxy URLs may carry credentials.
-        log.write(f"# proxies passed to RUN steps: {', '.join(proxies) or 'none'}\n")
-        log.flush()
-        with containers.stream(argv, cwd=work) as proc:
-            for line in proc:
-                log.write(line + "\n")
-                log.flush()
-                if tracker.feed(line):
-                    reporter.step(tracker)
-            tracker.finish()
-        log.write(f"# exit status {proc.returncode}\n")
+    env = containers.tool_env()
+    # buildah keeps RUN --mount=type=cache folders under its temporary folder: the data dir's.
+    cache = buildenv.cache_root()
+    cache.mkdir(parents=True, exist_ok=True)
+    env["TMPDIR"] = str(cache)
+    try:
+        with open(log_path, "w", encoding="utf-8") as log:
+            log.write(f"# codestudio build of {rendered.template.id}\n# command: {' '.join(argv)}\n")
+            proxies = sorted(containers.proxy_env())
+            # Names only: proxy URLs may carry credentials.
+            log.write(f"# proxies passed to RUN steps: {', '.join(proxies) or 'none'}\n")
+            log.write(f"# package indexes: {', '.join(settings.urls()) or 'the default (https://pypi.org/simple)'}\n")
+            log.flush()
+            with containers.stream(argv, cwd=work, env=env) as proc:
+                for line in proc:
+                    log.write(line + "\n")
+                    log.flush()
+                    if tracker.feed(line):
+                        reporter.step(tracker)
+                tracker.finish()
+            log.write(f"# exit status {proc.returncode}\n")
+    finally:
+        # The settings may hold credentials: they live only as long as the build.
+        shutil.rmtree(settings_dir, ignore_errors=True)
     if proc.returncode != 0:
         raise _failure(rendered.template.id, tracker, log_path)
     return tracker

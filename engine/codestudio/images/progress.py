@@ -13,12 +13,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-STEP_RE = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
+#: ``STEP n/m: ...``, with ``[stage/stages] `` in front when the Dockerfile has several stages.
+STEP_RE = re.compile(r"^(?:\[(\d+)/(\d+)\] )?STEP (\d+)/(\d+): (.*)$")
 CACHE_RE = re.compile(r"^--> Using cache ([0-9a-f]{12,64})")
 
 
 class StepLike(Protocol):
     number: int
+    stage: int
+    stage_number: int
     block_index: int | None
     block_type: str | None
     label: str
@@ -38,6 +41,7 @@ class StepTracker:
     #: Wall time of each finished step (step number -> seconds).
     seconds: dict[int, float] = field(default_factory=dict)
     _started: float = 0.0
+    _stage_index: dict | None = None
 
     def __post_init__(self) -> None:
         self.tail = deque(maxlen=self.tail_size)
@@ -48,7 +52,10 @@ class StepTracker:
         if m:
             self.finish()
             self._started = time.monotonic()
-            self.number, self.total, self.instruction = int(m.group(1)), int(m.group(2)), m.group(3)
+            stage, local, local_total, self.instruction = int(m.group(1) or 1), int(m.group(3)), int(m.group(4)), m.group(5)
+            # Step numbers run over every stage (the rendered steps say which stage a step is in).
+            self.number = self._by_stage().get((stage, local), local)
+            self.total = len(self.steps) if m.group(1) and self.steps else local_total
             # The tail reports what the failing step printed, not earlier steps.
             self.tail.clear()
             return True
@@ -56,6 +63,14 @@ class StepTracker:
             self.cached.add(self.number)
         self.tail.append(line)
         return False
+
+    def _by_stage(self) -> dict[tuple[int, int], int]:
+        if self._stage_index is None:
+            self._stage_index = {
+                (getattr(info, "stage", 1), getattr(info, "stage_number", 0) or number): number
+                for number, info in self.steps.items()
+            }
+        return self._stage_index
 
     def finish(self) -> None:
         """Close the timing of the current step (called at each new step and at the end)."""

@@ -62,6 +62,9 @@ class StepInfo:
     block_type: str | None
     label: str
     instruction: str
+    #: The stage (1-based, Dockerfile order) and the step's number in it, as buildah prints them.
+    stage: int = 1
+    stage_number: int = 0
 
 
 @dataclass
@@ -124,6 +127,8 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
     files: dict[str, tuple[bytes, int]] = {}
     groups = []
     current_user = None  # the base image's user is unknown: always set it once
+    installer = python_installer(template)
+    uses_tools = False
     for gi, group in enumerate(state.groups):
         block = group.block
         prefix = f"{CONTEXT_DIR}/blocks/{gi:02d}-{_safe_name(block.type if block else 'engine')}"
@@ -136,6 +141,8 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
             if isinstance(step, Run):
                 item["kind"] = "run"
                 item["argv"] = step.argv if step.argv is not None else ["/bin/sh", "-e", "-c", step.script]
+                item["mounts"] = run_mounts(item["argv"], installer)
+                uses_tools |= bool(item["mounts"])
             elif isinstance(step, Copy):
                 item["kind"] = "copy"
                 if step.content is not None:
@@ -193,15 +200,69 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
         (BLOCKS_LABEL, json.dumps(block_list, sort_keys=True, separators=(",", ":"))),
         (RUNNER_LABEL, json.dumps(json.loads(runner_json), sort_keys=True, separators=(",", ":"))),
     ]
+    tools = None
+    if uses_tools:
+        tools = _tools_stage(installer, files)
     text = _jinja().get_template("Dockerfile.j2").render(
         version=__version__,
         template_id=template.id,
         base_image=state.base_image,
         ca_args=CA_ARGS,
+        tools=tools,
         groups=groups,
         labels=labels,
     )
     return text, dict(sorted(files.items())), _step_infos(text, state)
+
+
+def python_installer(template) -> str:
+    """uv or pip: the template's ``build.python_installer``, else the data dir's setting, else uv."""
+    from codestudio import buildenv
+
+    build = getattr(template, "build", None)
+    chosen = getattr(build, "python_installer", None)
+    return chosen or buildenv.default_installer()
+
+
+def run_mounts(argv: list[str], installer: str) -> list[str]:
+    """The ``--mount`` values of a RUN step: what its text names.
+
+    A step calling the build tools gets them (bind-mounted from their
+    stage) and the download cache of the installer they use; a step naming
+    a tool's cache folder (``blockhelpers.cache_dir``) gets that cache.
+    """
+    from codestudio import buildenv
+
+    text = "\0".join(argv)
+    mounts = []
+    tools = buildenv.TOOLS_DIR + "/" in text
+    if tools:
+        mounts.append(f"type=bind,from={buildenv.TOOLS_STAGE},source={buildenv.TOOLS_DIR},target={buildenv.TOOLS_DIR}")
+    for tool, folder in buildenv.CACHES.items():
+        if folder in text or (tools and tool == installer):
+            mounts.append(buildenv.cache_mount(tool))
+    return mounts
+
+
+def _tools_stage(installer: str, files: dict[str, tuple[bytes, int]]) -> dict:
+    """The stage making the build tools: install-python, and uv (installed with pip) unless pip is chosen."""
+    from codestudio import buildenv
+
+    files[f"{CONTEXT_DIR}/build-tools/install-python"] = (buildenv.install_python_script(), 0o755)
+    steps = [{"kind": "copy", "src": f"{CONTEXT_DIR}/build-tools/install-python", "dest": buildenv.INSTALL_PYTHON}]
+    if installer == "uv":
+        venv = f"{buildenv.TOOLS_DIR}/uv"
+        script = (f"python3 -m venv {venv}\n"
+                  f"CODESTUDIO_INSTALLER=pip {buildenv.INSTALL_PYTHON} {venv}/bin/python uv=={buildenv.UV_VERSION}\n"
+                  f"{venv}/bin/uv --version\n")
+        steps.append({"kind": "run", "argv": ["/bin/sh", "-e", "-c", script], "mounts": [buildenv.cache_mount("pip")]})
+    return {
+        "name": buildenv.TOOLS_STAGE,
+        "from": "${CODESTUDIO_BASE_IMAGE}" if installer == "uv" else "scratch",
+        "id": buildenv.tools_id(installer),
+        "installer": installer,
+        "steps": steps,
+    }
 
 
 def _step_infos(text: str, state: BuildState) -> list[StepInfo]:
@@ -209,36 +270,53 @@ def _step_infos(text: str, state: BuildState) -> list[StepInfo]:
 
     Instructions come from :func:`codestudio.dockerfile.split_instructions`
     (buildah's own continuation rule); each belongs to the group whose
-    ``# [n]`` marker comment is the last one above its first line.
+    ``# [n]`` marker comment is the last one above its first line. buildah
+    counts steps per stage (``[stage/stages] STEP n/m``, the prefix only when
+    there are several stages), from the stage's ``FROM``; arguments before
+    the first ``FROM`` are no step. ``number`` runs over all stages in
+    Dockerfile order.
     """
     from codestudio.dockerfile import split_instructions
 
-    marker = re.compile(r"^# \[(\d+|labels)\]")
-    groups_at: list[tuple[int, int | None]] = []  # (line, group index)
+    marker = re.compile(r"^# \[(\d+|labels|tools|image)\]")
+    groups_at: list[tuple[int, int | str | None]] = []  # (line, group index or "tools")
     for number, line in enumerate(text.split("\n"), start=1):
         m = marker.match(line)
         if m:
-            groups_at.append((number, int(m.group(1)) if m.group(1).isdigit() else None))
+            key = m.group(1)
+            groups_at.append((number, int(key) if key.isdigit() else key if key == "tools" else None))
     infos: list[StepInfo] = []
     g = -1
-    for number, instruction in enumerate(split_instructions(text), start=1):
+    stage = 0
+    in_stage = 0
+    for instruction in split_instructions(text):
+        if instruction.text.split(None, 1)[0].upper() == "FROM":
+            stage += 1
+            in_stage = 0
+        if stage == 0:
+            continue
+        in_stage += 1
         while g + 1 < len(groups_at) and groups_at[g + 1][0] < instruction.start:
             g += 1
         group_index = groups_at[g][1] if g >= 0 else None
         block = None
         label = "codestudio"
-        if group_index is not None and group_index < len(state.groups):
+        if group_index == "tools":
+            label = "codestudio build tools"
+        elif group_index is not None and group_index < len(state.groups):
             block = state.groups[group_index].block
             label = state.groups[group_index].title
         elif group_index is not None:
             label = "codestudio runner"
         infos.append(
             StepInfo(
-                number=number,
+                number=len(infos) + 1,
                 block_index=block.index if block else None,
                 block_type=block.type if block else None,
                 label=label,
                 instruction=" ".join(instruction.text.split()),
+                stage=stage,
+                stage_number=in_stage,
             )
         )
     return infos

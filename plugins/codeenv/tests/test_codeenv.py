@@ -24,8 +24,8 @@ def test_venv_and_packages_in_own_group(render):
     (step,) = group.steps
     assert step.script.splitlines() == [
         "python3 -m venv /opt/codestudio/code-envs/py-ml",
-        "/opt/codestudio/code-envs/py-ml/bin/python -m pip install --no-cache-dir --disable-pip-version-check "
-        "--no-input pandas==2.2.3 'requests[socks]>=2' 'tomli; python_version < '\"'\"'3.11'\"'\"''",
+        "/opt/codestudio-build/bin/install-python /opt/codestudio/code-envs/py-ml/bin/python "
+        "pandas==2.2.3 'requests[socks]>=2' 'tomli; python_version < '\"'\"'3.11'\"'\"''",
     ]
     ((_, env),) = r.state.code_envs
     assert (env.name, env.label, env.path, env.python) == (

@@ -64,7 +64,7 @@ def test_code_env_must_come_first(render, order):
     group = r.state.groups[1]
     # No own env; streamlit goes into the code env within the streamlit group.
     assert not any("venv" in (getattr(s, "script", "") or "") for s in group.steps)
-    assert group.steps[-1].script.startswith("/opt/codestudio/code-envs/apps/bin/python -m pip install")
+    assert group.steps[-1].script.startswith("/opt/codestudio-build/bin/install-python /opt/codestudio/code-envs/apps/bin/python ")
     assert "streamlit==1.67.0 altair==5.4.1" in group.steps[-1].script
     ep = json.loads(r.runner_json)["entrypoints"][0]
     assert ep["command"][1] == "/opt/codestudio/code-envs/apps/bin/python"

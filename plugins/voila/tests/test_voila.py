@@ -72,7 +72,7 @@ def test_code_env_defined_before_gets_voila_and_ipykernel(render):
         """
     )
     scripts = [getattr(s, "script", "") or "" for s in r.state.groups[1].steps]
-    assert any("/opt/codestudio/code-envs/py/bin/python -m pip install" in s and "voila==0.5.13" in s
+    assert any("install-python /opt/codestudio/code-envs/py/bin/python " in s and "voila==0.5.13" in s
                and "ipykernel==7.4.0" in s for s in scripts)
 
 

@@ -173,7 +173,7 @@ def test_examples_render(tmp_path, monkeypatch):
     assert runner["probe"]["port"] == 8080
     assert [argv[3] for _, argv in registrations(ds)] == ["py-ml"]
     # Streamlit runs in the code env, installed there after the env exists.
-    assert "code-envs/py-ml/bin/python -m pip install --no-cache-dir --disable-pip-version-check --no-input streamlit==" in ds.dockerfile
+    assert "install-python /opt/codestudio/code-envs/py-ml/bin/python streamlit==" in ds.dockerfile
 
 
 def test_npm_install_leaves_no_apt_downloads(render):

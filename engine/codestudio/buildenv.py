@@ -1,0 +1,118 @@
+"""What RUN steps of a template build find besides the image itself.
+
+Three things are lent to a build and never stored in its image:
+
+- **build tools** (:data:`TOOLS_DIR`): ``install-python``, which installs
+  Python packages into an environment with uv (default) or pip, and the uv
+  binary. They are made in their own stage (:data:`TOOLS_STAGE`) from the
+  template's base image, so uv comes from the package index like every other
+  Python package (no other network is needed) and matches the base's
+  platform; RUN steps that call them get that stage bind-mounted read-only.
+- **download caches** (:data:`CACHES`): one folder per tool (uv, pip, npm,
+  apt), mounted with ``RUN --mount=type=cache`` into the steps that name
+  them. buildah keeps cache mounts under its temporary folder, which the
+  builder points into the data dir (``<data dir>/cache/build/``).
+- **index settings** (:data:`SETTINGS_DIR`): the host's package index
+  settings as ``pip.conf`` and ``uv.toml``, mounted read-only by the builder
+  (see :mod:`codestudio.images.indexes`).
+
+This module holds the names both sides agree on: blocks (through
+:mod:`codestudio.blockhelpers`) write them into RUN steps, the renderer adds
+the mounts, the builder provides what the mounts point at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+#: Where the build tools are mounted in RUN steps (never part of an image).
+TOOLS_DIR = "/opt/codestudio-build"
+#: The stage that makes the build tools.
+TOOLS_STAGE = "codestudio-build-tools"
+#: ``install-python PYTHON [pip install arguments]``.
+INSTALL_PYTHON = f"{TOOLS_DIR}/bin/install-python"
+#: The uv release the tools stage installs (from the package index, with pip).
+UV_VERSION = "0.13.9"
+#: Index settings (pip.conf, uv.toml, indexes.txt), mounted read-only by the builder.
+SETTINGS_DIR = "/run/codestudio-build"
+
+#: Download cache of each tool: the folder RUN steps use; a step naming it gets it mounted.
+CACHES: dict[str, str] = {
+    "uv": "/var/cache/codestudio/uv",
+    "pip": "/var/cache/codestudio/pip",
+    "npm": "/var/cache/codestudio/npm",
+    "apt": "/var/cache/codestudio/apt",
+}
+#: uv, pip and npm are safe for concurrent use of one cache (atomic writes,
+#: their own locks); apt is not (it locks its archive folder and fails when
+#: it is taken), so buildah gives apt's cache to one step at a time.
+CACHE_SHARING: dict[str, str] = {"uv": "shared", "pip": "shared", "npm": "shared", "apt": "locked"}
+
+#: What installs Python packages: uv by default, pip as the fallback.
+INSTALLERS = ("uv", "pip")
+DEFAULT_INSTALLER = "uv"
+#: The data-dir setting: ``python_installer = "pip"`` in this file (TOML) falls back to pip.
+SETTINGS_FILE = "config/build.toml"
+
+
+def install_python_script() -> bytes:
+    """The ``install-python`` tool (POSIX sh)."""
+    return resources.files("codestudio").joinpath("files", "install-python.sh").read_bytes()
+
+
+def tools_id(installer: str) -> str:
+    """What decides the build tools' behaviour; a RUN step that uses them is rebuilt when it changes.
+
+    buildah's layer cache keys a RUN step by its text and build arguments,
+    not by what a mounted stage holds: this id goes into a build argument of
+    every stage that mounts the tools.
+    """
+    digest = hashlib.sha256(install_python_script()).hexdigest()[:12]
+    return f"{installer}-{UV_VERSION}-{digest}" if installer == "uv" else f"{installer}-{digest}"
+
+
+def cache_mount(tool: str) -> str:
+    """The ``--mount`` value of a tool's download cache."""
+    return f"type=cache,id=codestudio-{tool},target={CACHES[tool]},sharing={CACHE_SHARING[tool]}"
+
+
+def cache_root(data: Path | None = None) -> Path:
+    """``<data dir>/cache/build``: buildah's temporary folder during builds, holding its cache mounts."""
+    if data is None:
+        from codestudio.home import data_dir
+
+        data = data_dir()
+    return data / "cache" / "build"
+
+
+def default_installer(data: Path | None = None) -> str:
+    """The data dir's choice (``python_installer`` in :data:`SETTINGS_FILE`), else uv.
+
+    A bad value is an error naming the file and the setting (exit 2).
+    """
+    import tomllib
+
+    from codestudio.errors import UsageError
+
+    if data is None:
+        from codestudio.home import data_dir
+
+        data = data_dir()
+    path = data / SETTINGS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return DEFAULT_INSTALLER
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        conf = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    value = conf.get("python_installer", DEFAULT_INSTALLER)
+    if value not in INSTALLERS:
+        raise UsageError(f"{path}: python_installer = {value!r}: use one of {', '.join(map(repr, INSTALLERS))}")
+    return value
+

@@ -1,0 +1,74 @@
+#!/bin/sh
+# codestudio build tool (mounted into RUN steps at build time, never part of an image):
+#
+#   install-python PYTHON [pip install arguments: -r FILE, requirements ...]
+#
+# installs into the environment of the interpreter PYTHON, with uv when the
+# build tools carry it, else with PYTHON's own pip. See docs/building.md.
+set -eu
+
+tools=/opt/codestudio-build
+settings=/run/codestudio-build
+python=$1
+shift
+
+installer=pip
+if [ -x "$tools/uv/bin/uv" ] && [ "${CODESTUDIO_INSTALLER:-uv}" = uv ]; then
+    installer=uv
+fi
+
+# A pip configuration the template put into the image (e.g. a dockerfile
+# block copying pip.conf to /etc/pip.conf) is the template's own index
+# choice: pip honours it as it always did, and the host's settings stay out.
+own_config=
+for f in /etc/pip.conf /etc/xdg/pip/pip.conf "${HOME:-/root}/.config/pip/pip.conf" "${HOME:-/root}/.pip/pip.conf"; do
+    if [ -f "$f" ]; then
+        own_config=$f
+        break
+    fi
+done
+if [ -n "$own_config" ] && [ "$installer" = uv ]; then
+    echo "codestudio: $own_config in the image configures pip: installing with pip, which reads it" >&2
+    installer=pip
+fi
+
+indexes="the default index (https://pypi.org/simple)"
+if [ -z "$own_config" ] && [ -s "$settings/indexes.txt" ]; then
+    indexes=$(cat "$settings/indexes.txt")
+elif [ -n "$own_config" ]; then
+    indexes="those set in $own_config"
+fi
+
+failed() {
+    status=$?
+    echo "codestudio: installing Python packages into $python with $installer failed (exit $status)" >&2
+    echo "codestudio: package indexes: $indexes" >&2
+    exit "$status"
+}
+
+if [ "$installer" = uv ]; then
+    export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
+    # The build mounts the host's CA bundle over the system one: trust the system store.
+    export UV_SYSTEM_CERTS=1
+    if [ -z "$own_config" ] && [ -f "$settings/uv.toml" ]; then
+        export UV_CONFIG_FILE="$settings/uv.toml"
+    else
+        export UV_NO_CONFIG=1
+    fi
+    if [ -d /var/cache/codestudio/uv ]; then
+        export UV_CACHE_DIR=/var/cache/codestudio/uv
+    else
+        export UV_NO_CACHE=1
+    fi
+    "$tools/uv/bin/uv" pip install --python "$python" "$@" || failed
+else
+    if [ -z "$own_config" ] && [ -f "$settings/pip.conf" ]; then
+        export PIP_CONFIG_FILE="$settings/pip.conf"
+    fi
+    if [ -d /var/cache/codestudio/pip ]; then
+        export PIP_CACHE_DIR=/var/cache/codestudio/pip
+    else
+        export PIP_NO_CACHE_DIR=1
+    fi
+    "$python" -m pip install --disable-pip-version-check --no-input "$@" || failed
+fi

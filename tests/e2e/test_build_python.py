@@ -1,0 +1,109 @@
+"""Python envs built with uv (default) and pip (fallback), on the real base image.
+
+Small on purpose (one code env with one small package and its dependency):
+what differs between installers is proven on it; full-size images are the
+standard blocks' own e2e tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from codestudio import containers
+from codestudio.images import BuildFailed
+from codestudio.templates_store import build_template
+
+pytestmark = pytest.mark.e2e
+
+# python-dateutil pins nothing of six: the resolver picks six's version itself.
+PACKAGES = "[python-dateutil==2.9.0.post0]"
+
+
+def run_in(image: str, *command: str) -> str:
+    return containers.podman("run", "--rm", "--network", "none", "--entrypoint", command[0], image, *command[1:]).stdout
+
+
+@pytest.fixture
+def code_env_template(tmp_path, debian_base, image_cleanup):
+    run = uuid.uuid4().hex[:8]
+
+    def write(name: str, build: str = "", packages: str = PACKAGES):
+        template_id = f"test-py-{name}-{run}"
+        image_cleanup(template_id)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"id: {template_id}\n{build}"
+            "blocks:\n"
+            "  - type: codeenv\n"
+            # A name of its own: buildah's layer cache (shared by the machine) must not
+            # answer for this step, the installer has to run.
+            f"    name: py-{name}-{run}\n"
+            "    path: /opt/codestudio/code-envs/py\n"
+            f"    packages: {packages}\n"
+        )
+        return path
+
+    return write
+
+
+def freeze(image: str) -> list[str]:
+    return run_in(image, "/opt/codestudio/code-envs/py/bin/python", "-m", "pip", "freeze", "--all").split()
+
+
+def test_uv_and_pip_install_the_same_versions(code_env_template, codestudio_home):
+    uv = build_template(str(code_env_template("uv")), quiet=True)
+    pip = build_template(str(code_env_template("pip", build="build:\n  python_installer: pip\n")), quiet=True)
+    assert freeze(uv.image) == freeze(pip.image)
+    assert any(line.startswith("six==") for line in freeze(uv.image))
+    log = uv.log_path.read_text()
+    assert "Installed 2 packages" in log and f"uv=={__import__('codestudio.buildenv').buildenv.UV_VERSION}" in log
+    # The installer is recorded where pip and uv record it (the image is otherwise the same).
+    installer = run_in(uv.image, "sh", "-c", "cat /opt/codestudio/code-envs/py/lib/python3*/site-packages/six-*.dist-info/INSTALLER")
+    assert installer.strip() == "uv"
+
+
+def test_cache_is_mounted_not_baked_and_build_tools_stay_out(code_env_template, codestudio_home):
+    result = build_template(str(code_env_template("cache")), quiet=True)
+    cache = codestudio_home / "cache" / "build"
+    wheels = [p for p in cache.rglob("*") if p.is_file() and "six" in p.name.lower()]
+    assert wheels, f"uv's cache in the data dir holds nothing of six: {sorted(cache.rglob('*'))[:20]}"
+    # Inside the image: no cached file, no build tool, no index settings.
+    found = run_in(result.image, "sh", "-c",
+                   "find /var/cache/codestudio /opt/codestudio-build /run/codestudio-build -type f 2>/dev/null | head; true")
+    assert found == ""
+    history = containers.image_inspect(result.image)["Docker"]["history"]
+    env_step = next(h["created_by"] for h in history if "code-envs/py" in h.get("created_by", ""))
+    assert "--mount=type=cache,id=codestudio-uv" in env_step
+    # Every layer's files: none under the cache or tools folders.
+    layers = run_in(result.image, "sh", "-c", "ls -A /var/cache/codestudio/uv 2>/dev/null | wc -l")
+    assert layers.strip() == "0"
+
+
+def test_second_build_downloads_from_the_cache(code_env_template, codestudio_home):
+    first = build_template(str(code_env_template("warm")), quiet=True)
+    # Another template (a cold layer cache) with one more package: only that one is downloaded.
+    second = build_template(str(code_env_template("warm2", packages="[python-dateutil==2.9.0.post0, six==1.16.0]")),
+                            quiet=True)
+    assert first.outcome == second.outcome == "succeeded"
+    log = second.log_path.read_text()
+    # python-dateutil comes from the cache; only six 1.16.0 (the first build resolved the newest six) is fetched.
+    assert "Installed 2 packages" in log and "Prepared 1 package" in log
+    assert run_in(second.image, "/opt/codestudio/code-envs/py/bin/python", "-c", "import six; print(six.__version__)") == "1.16.0\n"
+
+
+def test_unreachable_index_names_the_block_and_the_index(code_env_template, codestudio_home, monkeypatch):
+    # The tools stage comes from the layer cache once built; build it with the real settings first.
+    build_template(str(code_env_template("good")), quiet=True)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    monkeypatch.setenv("PIP_INDEX_URL", "https://someone:hunter2@index.invalid/simple")
+    with pytest.raises(BuildFailed) as info:
+        build_template(str(code_env_template("bad-index", packages="[six==1.15.0]")), quiet=True)
+    message = str(info.value)
+    assert "blocks[0] (type: codeenv)" in message
+    assert "package indexes: https://***@index.invalid/simple" in message
+    assert "hunter2" not in message and "hunter2" not in info.value.log_path.read_text()

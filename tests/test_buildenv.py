@@ -1,0 +1,180 @@
+"""Python installs through the build tools: uv by default, pip as the fallback; index settings.
+
+Pure tests (no container tool): what the renderer writes for Python envs,
+how the installer is chosen, how the host's pip settings are read and
+turned into files for the build, and how step numbers follow stages.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from codestudio import buildenv
+from codestudio.blockhelpers import pip_install, python_env
+from codestudio.errors import UsageError
+from codestudio.images import indexes
+from codestudio.images.progress import StepTracker
+from codestudio.render import render_template
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+CODE_ENV = """\
+id: py-env
+{build}blocks:
+  - type: codeenv
+    name: py
+    packages: [six==1.16.0]
+  - type: dockerfile
+    run_as_root: true
+    statements: |
+      RUN echo plain
+"""
+
+
+def test_pip_install_calls_the_build_tools_with_quoted_words():
+    text = pip_install("/opt/env/bin/python", ["a==1", "b[x]>=2"], ["/opt/env/req.txt"])
+    assert text == "/opt/codestudio-build/bin/install-python /opt/env/bin/python -r /opt/env/req.txt a==1 'b[x]>=2'"
+    (run,) = python_env("/opt/env", packages=["six"])
+    assert run.script == "python3 -m venv /opt/env\n/opt/codestudio-build/bin/install-python /opt/env/bin/python six"
+
+
+def test_uv_is_the_default_installer_in_its_own_stage(tmp_path, codestudio_home):
+    rendered = render_template(write(tmp_path, CODE_ENV.format(build="")))
+    text = rendered.dockerfile
+    tools, image = text.split("# [image]")
+    # uv is installed with pip from the package index, in a stage of the same base.
+    assert "FROM ${CODESTUDIO_BASE_IMAGE} AS codestudio-build-tools" in tools
+    assert f"uv=={buildenv.UV_VERSION}" in tools and "--mount=type=cache,id=codestudio-pip" in tools
+    assert f"ARG CODESTUDIO_BUILD_TOOLS={buildenv.tools_id('uv')}" in image
+    env_run = next(line for line in image.splitlines() if "code-envs/py" in line)
+    assert env_run.startswith("RUN --mount=type=bind,from=codestudio-build-tools,source=/opt/codestudio-build,"
+                              "target=/opt/codestudio-build --mount=type=cache,id=codestudio-uv,"
+                              "target=/var/cache/codestudio/uv,sharing=shared [")
+    # A step that does not use the tools gets no mount.
+    assert 'RUN echo plain' in image and "--mount" not in next(l for l in image.splitlines() if "echo plain" in l)
+    assert rendered.context_files[".codestudio/build-tools/install-python"][1] == 0o755
+
+
+def test_pip_fallback_per_template(tmp_path, codestudio_home):
+    rendered = render_template(write(tmp_path, CODE_ENV.format(build="build:\n  python_installer: pip\n")))
+    tools, image = rendered.dockerfile.split("# [image]")
+    # No uv: the tools stage only carries install-python, which then uses the env's own pip.
+    assert "FROM scratch AS codestudio-build-tools" in tools and "uv==" not in tools
+    assert f"ARG CODESTUDIO_BUILD_TOOLS={buildenv.tools_id('pip')}" in image
+    assert "id=codestudio-pip,target=/var/cache/codestudio/pip" in image and "codestudio-uv" not in image
+
+
+def test_pip_fallback_from_the_data_dir_and_template_wins(tmp_path, codestudio_home):
+    (codestudio_home / "config").mkdir(exist_ok=True)
+    (codestudio_home / "config" / "build.toml").write_text('python_installer = "pip"\n')
+    assert "FROM scratch AS" in render_template(write(tmp_path, CODE_ENV.format(build=""))).dockerfile
+    chosen = render_template(write(tmp_path, CODE_ENV.format(build="build:\n  python_installer: uv\n")))
+    assert "uv==" in chosen.dockerfile
+    (codestudio_home / "config" / "build.toml").write_text('python_installer = "poetry"\n')
+    with pytest.raises(UsageError, match=r"build.toml: python_installer = 'poetry': use one of 'uv', 'pip'"):
+        render_template(write(tmp_path, CODE_ENV.format(build="")))
+
+
+def test_bad_installer_in_template_names_the_field(tmp_path, codestudio_home):
+    from codestudio.errors import TemplateError
+
+    with pytest.raises(TemplateError, match="build.python_installer"):
+        render_template(write(tmp_path, CODE_ENV.format(build="build:\n  python_installer: conda\n")))
+
+
+def test_the_installer_choice_changes_the_image_hash_and_layers(tmp_path, codestudio_home):
+    uv = render_template(write(tmp_path, CODE_ENV.format(build="")))
+    pip = render_template(write(tmp_path, CODE_ENV.format(build="build:\n  python_installer: pip\n")))
+    assert uv.dockerfile != pip.dockerfile
+    assert buildenv.tools_id("uv") != buildenv.tools_id("pip")
+
+
+def test_no_python_env_no_tools_stage(tmp_path, codestudio_home):
+    rendered = render_template(write(tmp_path, """\
+        id: plain
+        blocks:
+          - type: dockerfile
+            run_as_root: true
+            statements: RUN echo plain
+        """))
+    assert "codestudio-build-tools" not in rendered.dockerfile and "CODESTUDIO_BUILD_TOOLS" not in rendered.dockerfile
+    assert [s.stage for s in rendered.steps] == [1] * len(rendered.steps)
+
+
+def test_step_numbers_run_over_stages_and_the_tracker_maps_them(tmp_path, codestudio_home):
+    rendered = render_template(write(tmp_path, CODE_ENV.format(build="")))
+    steps = rendered.steps
+    assert [s.number for s in steps] == list(range(1, len(steps) + 1))
+    assert steps[0].instruction.startswith("FROM ${CODESTUDIO_BASE_IMAGE} AS codestudio-build-tools")
+    assert steps[0].label == "codestudio build tools" and steps[0].stage == 1
+    main_from = next(s for s in steps if s.stage == 2)
+    assert main_from.stage_number == 1 and main_from.instruction.startswith("FROM") and main_from.label == "codestudio"
+    env_step = next(s for s in steps if "code-envs/py" in s.instruction)
+    tracker = StepTracker(steps={s.number: s for s in steps})
+    tracker.feed(f"[2/2] STEP {env_step.stage_number}/{sum(s.stage == 2 for s in steps)}: RUN ...")
+    assert (tracker.number, tracker.total) == (env_step.number, len(steps))
+    assert tracker.where() == "blocks[0] (type: codeenv) 'codeenv'"
+
+
+# --------------------------------------------------------------------------
+# Index settings
+
+
+def test_index_settings_are_read_as_pip_reads_them(tmp_path):
+    low = tmp_path / "global.conf"
+    low.write_text("[global]\nindex-url = https://low.example/simple\nfind-links = /nowhere\n")
+    high = tmp_path / "user.conf"
+    high.write_text("[global]\nindex-url = https://user:secret@mirror.example/simple\n"
+                    "[install]\nextra-index-url = https://extra.example/simple https://two.example/simple\n")
+    settings = indexes.host_settings([low, high], {"PIP_FIND_LINKS": "file:///srv/wheels", "PIP_TRUSTED_HOST": "mirror.example"})
+    assert settings.index_url == "https://user:secret@mirror.example/simple"
+    assert settings.extra_index_urls == ["https://extra.example/simple", "https://two.example/simple"]
+    assert settings.find_links == ["file:///srv/wheels"]  # the environment wins over files
+    assert settings.sources["index_url"] == f"{high} [global] index-url"
+    assert settings.urls()[0] == "https://***@mirror.example/simple"
+    uv = indexes.uv_toml(settings)
+    assert 'index-url = "https://user:secret@mirror.example/simple"' in uv
+    assert 'index-strategy = "unsafe-best-match"' in uv and 'allow-insecure-host = ["mirror.example"]' in uv
+    pip = indexes.pip_conf(settings)
+    assert "extra-index-url = https://extra.example/simple https://two.example/simple" in pip
+
+
+def test_invalid_index_url_is_refused_naming_where_it_was_set(tmp_path):
+    with pytest.raises(UsageError) as info:
+        indexes.host_settings([], {"PIP_INDEX_URL": "ftp://user:pw@mirror.example/simple"})
+    message = str(info.value)
+    assert "PIP_INDEX_URL: 'ftp://***@mirror.example/simple' is not an http://, https:// or file:// URL" in message
+    assert "pw" not in message
+    with pytest.raises(UsageError, match="PIP_EXTRA_INDEX_URL: 'https:///simple' has no host"):
+        indexes.host_settings([], {"PIP_EXTRA_INDEX_URL": "https:///simple"})
+
+
+def test_local_indexes_and_find_links_are_mounted_at_their_path(tmp_path):
+    (tmp_path / "mirror" / "simple").mkdir(parents=True)
+    (tmp_path / "wheels").mkdir()
+    settings = indexes.host_settings([], {
+        "PIP_EXTRA_INDEX_URL": f"file://{tmp_path}/mirror/simple https://remote.example/simple",
+        "PIP_FIND_LINKS": f"{tmp_path}/wheels {tmp_path}/missing",
+    })
+    # The index's parent holds the files its pages link to; missing folders are not mounted.
+    assert indexes.local_paths(settings) == [tmp_path / "mirror", tmp_path / "wheels"]
+
+
+def test_settings_files_are_private_and_hold_masked_names_for_messages(tmp_path):
+    settings = indexes.host_settings([], {"PIP_INDEX_URL": "https://u:p@m.example/simple"})
+    folder = tmp_path / "s"
+    indexes.write_settings(folder, settings)
+    assert {p.name for p in folder.iterdir()} == {"pip.conf", "uv.toml", "indexes.txt"}
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in folder.iterdir())
+    assert (folder / "indexes.txt").read_text() == "https://***@m.example/simple\n"
+    default = tmp_path / "d"
+    indexes.write_settings(default, indexes.IndexSettings())
+    assert (default / "indexes.txt").read_text() == "https://pypi.org/simple (the default)\n"
