@@ -37,11 +37,15 @@ from codestudio.types import (
     ContainerPath,
     CpuQuantity,
     EnvName,
+    KubeName,
     Label,
+    LabelKey,
+    LabelValue,
     MemoryQuantity,
     Port,
     ProxiedSubpath,
     RelativePath,
+    ResourceName,
     Text,
     Zone,
     ZoneSubfolder,
@@ -63,6 +67,7 @@ __all__ = [
     "Entrypoint",
     "Env",
     "PodSettings",
+    "Toleration",
     "Probe",
     "Raw",
     "Run",
@@ -284,6 +289,42 @@ class Probe(BaseModel):
     url: str | None = None
 
 
+class Toleration(BaseModel):
+    """A Kubernetes toleration of the studio's pod (tainted nodes it may run on).
+
+    ``key`` is required unless ``operator`` is ``Exists`` (then an empty key
+    tolerates every taint); ``value`` only goes with ``Equal``;
+    ``toleration_seconds`` only with the ``NoExecute`` effect.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: LabelKey | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: LabelValue | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0, strict=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Equal" and not self.key:
+            raise ValueError("key is required (unless operator is Exists)")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("toleration_seconds only goes with effect NoExecute")
+        return self
+
+    def manifest(self) -> dict:
+        """The toleration as the pod spec writes it."""
+        out: dict = {"operator": self.operator}
+        for field, name in (("key", "key"), ("value", "value"), ("effect", "effect"),
+                            ("toleration_seconds", "tolerationSeconds")):
+            if getattr(self, field) is not None:
+                out[name] = getattr(self, field)
+        return out
+
+
 class PodSettings(BaseModel):
     """What the studio's pod asks of the runtime besides its image (``adjust_pod``).
 
@@ -301,6 +342,21 @@ class PodSettings(BaseModel):
     cpu: CpuQuantity | None = None
     memory: MemoryQuantity | None = None
     memory_needed: dict[Label, MemoryQuantity] = Field(default_factory=dict)
+    #: GPUs the studio's container gets (the limit of ``gpu_resource``); None: none.
+    gpu: int | None = Field(default=None, ge=1, le=64, strict=True)
+    #: The extended resource GPUs are counted in (the device plugin's name).
+    gpu_resource: ResourceName | None = "nvidia.com/gpu"
+    #: Nodes the pod may run on: every label must match.
+    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    #: The pod's service account (its API token is mounted only then).
+    service_account: KubeName | None = None
+
+    @model_validator(mode="after")
+    def _gpu_needs_a_resource(self) -> PodSettings:
+        if self.gpu is not None and not self.gpu_resource:
+            raise ValueError("gpu needs gpu_resource (the GPU's extended resource name, e.g. nvidia.com/gpu)")
+        return self
 
     def with_memory_needed(self, tool: str, quantity: str) -> PodSettings:
         """A copy that also says ``tool`` needs ``quantity`` of memory to start (for IDE blocks)."""

@@ -135,6 +135,55 @@ CpuQuantity = Annotated[str, BeforeValidator(quantities.cpu_text)]
 MemoryQuantity = Annotated[str, BeforeValidator(quantities.memory_text)]
 #: A duration with a unit (``30s``, ``90m``, ``8h``, ``1h30m``), kept as written.
 Duration = Annotated[str, BeforeValidator(lambda v: (quantities.duration_seconds(v), v.strip())[1])]
+
+# Kubernetes names (k8s.io/apimachinery validation): what node selectors, tolerations,
+# extended resources and service accounts may be named.
+_DNS_SUBDOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _qualified_name(value: str) -> str:
+    """``[prefix/]name``: prefix a DNS subdomain, name 1-63 of ``[A-Za-z0-9_.-]``, alphanumeric at both ends."""
+    prefix, _, name = value.rpartition("/")
+    if (prefix and not _DNS_SUBDOMAIN_RE.match(prefix)) or not _QUALIFIED_NAME_RE.match(name):
+        raise ValueError(f"{value!r} is not a valid Kubernetes label key ([prefix/]name, e.g. "
+                         "kubernetes.io/arch, gpu-type): the name is 1-63 letters, digits, '-', '_' or '.', "
+                         "starting and ending with a letter or digit; the prefix a DNS subdomain")
+    return value
+
+
+def _label_value(value: str) -> str:
+    if not _LABEL_VALUE_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes label value (at most 63 letters, digits, '-', '_' or "
+                         "'.', starting and ending with a letter or digit)")
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    if not _DNS_SUBDOMAIN_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes name (lowercase letters, digits, '-' and '.', "
+                         "at most 253 characters)")
+    return value
+
+
+def _resource_name(value: str) -> str:
+    """An extended resource: ``domain/name`` (``nvidia.com/gpu``, ``amd.com/gpu``); never a native one."""
+    prefix, _, name = value.rpartition("/")
+    if not prefix or not _DNS_SUBDOMAIN_RE.match(prefix) or not _QUALIFIED_NAME_RE.match(name) \
+            or prefix == "kubernetes.io" or prefix.endswith(".kubernetes.io") or "." not in prefix:
+        raise ValueError(f"{value!r} is not an extended resource name (vendor-domain/resource, e.g. nvidia.com/gpu)")
+    return value
+
+
+#: A label key (``kubernetes.io/arch``, ``gpu-type``).
+LabelKey = Annotated[str, AfterValidator(_qualified_name)]
+#: A label value (may be empty).
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+#: A DNS-1123 subdomain: names of service accounts and other objects.
+KubeName = Annotated[str, AfterValidator(_dns_subdomain)]
+#: An extended resource name (``nvidia.com/gpu``).
+ResourceName = Annotated[str, AfterValidator(_resource_name)]
 Zone = Literal[
     "code_studio-versioned",
     "code_studio-resources",

@@ -470,9 +470,29 @@ def container_env(state: BuildState, studio: StudioContext, template_id: str) ->
 
 
 def pod_resources(state: BuildState) -> dict:
-    """The container's ``resources``: each quantity the blocks set is both its request and its limit."""
+    """The container's ``resources``: each quantity the blocks set is both its request and its limit;
+    GPUs are a limit of their extended resource (Kubernetes sets the request equal)."""
     values = {k: v for k, v in (("cpu", state.pod.cpu), ("memory", state.pod.memory)) if v is not None}
-    return {"requests": dict(values), "limits": dict(values)} if values else {}
+    out = {"requests": dict(values), "limits": dict(values)} if values else {}
+    if state.pod.gpu is not None and state.pod.gpu_resource:
+        out.setdefault("limits", {})[state.pod.gpu_resource] = str(state.pod.gpu)
+    return out
+
+
+def pod_scheduling(state: BuildState) -> dict:
+    """Pod spec fields from the blocks: node selector, tolerations, service account (and its token)."""
+    pod = state.pod
+    out: dict = {}
+    if pod.node_selector:
+        out["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        out["tolerations"] = [t.manifest() for t in pod.tolerations]
+    if pod.service_account:
+        out["serviceAccountName"] = pod.service_account
+    else:
+        # No API token in a studio unless the template asks for an account.
+        out["automountServiceAccountToken"] = False
+    return out
 
 
 def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: str) -> list[dict]:
@@ -496,7 +516,9 @@ def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: s
         "imagePullPolicy": "IfNotPresent",
         "env": container_env(state, studio, template_id),
         "ports": ports,
-        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False},
+        # DESIGN.md: uid 1000, non-root, no privilege escalation, every capability dropped, RuntimeDefault seccomp.
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
     }
     resources = pod_resources(state)
     if resources:
@@ -526,7 +548,8 @@ def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: s
                 "spec": {
                     "containers": [container],
                     "terminationGracePeriodSeconds": 30,
-                    "securityContext": {"fsGroup": 1000},
+                    "securityContext": {"fsGroup": 1000, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    **pod_scheduling(state),
                 },
             },
         },

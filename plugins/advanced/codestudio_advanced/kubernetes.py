@@ -1,4 +1,4 @@
-"""``kubernetes``: readiness probe, extra ports and resources (CPU, memory) of the studio's Deployment."""
+"""``kubernetes``: readiness probe, extra ports, resources (CPU, memory, GPU) and scheduling of the studio's Deployment."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 from pydantic import Field, field_validator
 
 from codestudio import hookimpl
-from codestudio.blockapi import Block, BlockParams, BlockProblem, Probe
-from codestudio.types import CpuQuantity, MemoryQuantity, Port
+from codestudio.blockapi import Block, BlockParams, BlockProblem, Probe, Toleration
+from codestudio.types import CpuQuantity, KubeName, LabelKey, LabelValue, MemoryQuantity, Port, ResourceName
 
 _URL_RE = re.compile(r"^(\$\{baseUrl\})?(/[A-Za-z0-9._~!&'()*+,;=:@%/?-]*)?$")
 
@@ -24,6 +24,20 @@ class KubernetesParams(BlockParams):
     #: Memory request and limit (``512Mi``, ``4Gi``); past it the kernel kills processes
     #: ("killed for memory").
     memory: MemoryQuantity | None = None
+    #: GPUs (a count) of ``gpu_resource``, as the container's limit.
+    gpu: int | None = Field(default=None, ge=1, le=64, strict=True)
+    gpu_resource: ResourceName | None = "nvidia.com/gpu"
+    #: Labels a node must have to run the studio.
+    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    service_account: KubeName | None = None
+
+    @field_validator("gpu_resource")
+    @classmethod
+    def _gpu_resource(cls, value, info):
+        if value is None and info.data.get("gpu") is not None:
+            raise ValueError("a GPU count needs a GPU resource name (e.g. nvidia.com/gpu)")
+        return value
 
     @field_validator("readiness_url")
     @classmethod
@@ -41,7 +55,7 @@ class KubernetesBlock(Block):
     limit; a later ``kubernetes`` block's value replaces an earlier one."""
 
     Params = KubernetesParams
-    summary = "Readiness probe, extra ports, CPU and memory for the studio"
+    summary = "Readiness probe, extra ports, CPU, memory, GPUs and scheduling for the studio"
 
     @hookimpl
     def contribute_ports(self, block, state):
@@ -63,5 +77,12 @@ class KubernetesBlock(Block):
     @hookimpl
     def adjust_pod(self, block, state, pod):
         p: KubernetesParams = block.params
-        update = {k: v for k, v in (("cpu", p.cpu), ("memory", p.memory)) if v is not None}
+        update = {k: v for k, v in (("cpu", p.cpu), ("memory", p.memory), ("service_account", p.service_account))
+                  if v is not None}
+        if p.gpu is not None:
+            update.update(gpu=p.gpu, gpu_resource=p.gpu_resource)
+        if p.node_selector:
+            update["node_selector"] = {**pod.node_selector, **p.node_selector}
+        if p.tolerations:
+            update["tolerations"] = (*pod.tolerations, *p.tolerations)
         return pod.model_copy(update=update) if update else None

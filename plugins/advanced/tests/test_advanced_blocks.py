@@ -251,3 +251,79 @@ def test_kubernetes_bad_quantity_names_the_field(plan, field, value):
     with pytest.raises(TemplateError) as info:
         plan(f"- {{type: kubernetes, {field}: {json.dumps(value)}}}\n")
     assert f"field {field!r}" in str(info.value) and info.value.exit_code == 2
+
+
+KUBE_VERSIONS = [f"1.{minor}" for minor in range(28, 38)]
+
+
+def test_kubernetes_gpu_node_selector_tolerations_service_account(plan):
+    import kubernetes_validate
+    import yaml
+
+    template, state = plan(
+        """
+        - {type: entrypoint, label: api, command: [api], port: 8081}
+        - type: kubernetes
+          cpu: 4
+          memory: 8Gi
+          gpu: 2
+          node_selector: {kubernetes.io/arch: amd64, gpu-type: a100}
+          tolerations:
+            - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
+            - {key: dedicated, value: studios, effect: NoExecute, toleration_seconds: 30}
+            - {operator: Exists}
+          service_account: studio-runner
+        - {type: kubernetes, gpu: 1, gpu_resource: amd.com/gpu, node_selector: {zone: eu-1}}
+        """
+    )
+    docs = list(yaml.safe_load_all(render_state(template, state).kubernetes_yaml))
+    for version in KUBE_VERSIONS:
+        for doc in docs:
+            kubernetes_validate.validate(doc, version, strict=True)
+    pod = docs[0]["spec"]["template"]["spec"]
+    limits = pod["containers"][0]["resources"]["limits"]
+    # The later block's GPU (count and resource) wins; selectors and tolerations add up.
+    assert limits == {"cpu": "4", "memory": "8Gi", "amd.com/gpu": "1"}
+    assert pod["nodeSelector"] == {"kubernetes.io/arch": "amd64", "gpu-type": "a100", "zone": "eu-1"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Equal", "value": "studios", "effect": "NoExecute", "tolerationSeconds": 30},
+        {"operator": "Exists"},
+    ]
+    assert pod["serviceAccountName"] == "studio-runner" and "automountServiceAccountToken" not in pod
+
+
+def test_kubernetes_gpu_defaults_to_nvidia_and_no_account_means_no_token(plan):
+    import yaml
+
+    template, state = plan("- {type: entrypoint, label: api, command: [api], port: 8081}\n- {type: kubernetes, gpu: 1}\n")
+    pod = next(yaml.safe_load_all(render_state(template, state).kubernetes_yaml))["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+    assert pod["automountServiceAccountToken"] is False
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
+@pytest.mark.parametrize(("snippet", "field", "words"), [
+    ("gpu: 1, gpu_resource: null", "gpu_resource", "GPU resource name"),
+    ("gpu: 1, gpu_resource: ''", "gpu_resource", "extended resource name"),
+    ("gpu: 1, gpu_resource: cpu", "gpu_resource", "extended resource name"),
+    ("gpu: 0", "gpu", ""),
+    ("gpu: '2'", "gpu", ""),
+    ("tolerations: [{value: x, effect: NoSchedule}]", "tolerations", "key is required"),
+    ("tolerations: [{key: a, operator: Exists, value: x}]", "tolerations", "value must be empty"),
+    ("tolerations: [{key: a, effect: NoSchedule, toleration_seconds: 5}]", "tolerations", "NoExecute"),
+    ("tolerations: [{key: a, operator: Like}]", "tolerations", ""),
+    ("tolerations: [{key: 'a b'}]", "tolerations", "label key"),
+    ("node_selector: {'bad key!': x}", "node_selector", "label key"),
+    ("node_selector: {zone: 'eu 1'}", "node_selector", "label value"),
+    ("node_selector: {'-zone': x}", "node_selector", "label key"),
+    ("node_selector: {'Bad_Prefix/zone': x}", "node_selector", "label key"),
+    ("node_selector: {zone: '" + "x" * 64 + "'}", "node_selector", "label value"),
+    ("service_account: 'Default Account'", "service_account", "Kubernetes name"),
+])
+def test_kubernetes_bad_scheduling_input_names_the_field(plan, snippet, field, words):
+    with pytest.raises(TemplateError) as info:
+        plan(f"- {{type: kubernetes, {snippet}}}\n")
+    text = str(info.value)
+    assert f"field {field!r}" in text or f"field '{field}." in text, text
+    assert words in text and info.value.exit_code == 2
