@@ -330,6 +330,17 @@ def test_ui_and_content_on_one_host_name_are_refused(codestudio_home):
     ServerSettings(public_url="http://localhost:8000", content_url="http://content.localhost:8800").check_origins()
 
 
+def test_ui_and_webapps_on_one_host_name_are_refused(codestudio_home, monkeypatch):
+    from codestudio.errors import UsageError
+    from codestudio.server.settings import ServerSettings
+
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_WEBAPP_HOST", "localhost")
+    with pytest.raises(UsageError, match="webapp origin"):
+        ServerSettings(public_url="http://localhost:8000").check_origins("http://127.0.0.1:8800")
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_WEBAPP_HOST", "webapps.localhost")
+    ServerSettings(public_url="http://localhost:8000").check_origins("http://127.0.0.1:8800")
+
+
 # --------------------------------------------------------------------------- API
 
 

@@ -139,6 +139,15 @@ class ServerSettings:
                 "would reach studio pages. Use another host name for one of them "
                 "(e.g. http://localhost:8801 for the UI, http://127.0.0.1:8800 or http://content.localhost:8800 for content)"
             )
+        from codestudio.gateway.config import GatewaySettings
+
+        webapp_host = GatewaySettings.from_env().webapp_host
+        if ui_host and webapp_host and webapp_host == ui_host.lower():
+            raise UsageError(
+                f"server: the UI ({self.ui_url}) and the webapp origin (CODESTUDIO_GATEWAY_WEBAPP_HOST={webapp_host}) "
+                "share the host name; webapp pages would be sent the UI's session cookie. Use another host name "
+                "for the webapps (e.g. webapps.localhost)"
+            )
 
     def is_trusted_proxy(self, address: str | None) -> bool:
         if not address:
