@@ -196,3 +196,22 @@ def test_stored_id_resolves_for_template_build(as_os_user, template_dir):
     stored, _ = add_template(access.identify(), template_dir / "advanced.yaml")
     assert resolve_template("advanced-example") == (stored.path, 1)
     assert resolve_template(str(template_dir / "advanced.yaml")) == (template_dir / "advanced.yaml", None)
+
+
+@pytest.mark.parametrize("share,admitted", [
+    ("owner", {"alice", "admin"}),
+    ("group:team", {"alice", "admin", "tess"}),
+    ("users", {"alice", "admin", "tess", "bob"}),
+    ("public", {"alice", "admin", "tess", "bob", "dora"}),
+])
+def test_who_may_view_a_webapp(as_os_user, share, admitted):
+    from codestudio import signin
+
+    as_os_user("admin")
+    admin = access.identify()
+    access.add_member(admin, "team", "tess")
+    signin.disable_user(admin, "dora", store=access.Store.default())  # disabled: a signed-in user no more
+    viewers = {u for u in ("alice", "admin", "tess", "bob", "dora") if access.may_view_webapp(u, "alice", share)}
+    assert viewers == admitted
+    with pytest.raises(UsageError, match="share"):
+        access.may_view_webapp("bob", "alice", "group:")

@@ -14,6 +14,9 @@ Rules (documented for users in docs/studios.md):
 - A user may create a studio from a template when they are an admin, the
   template is granted to everybody (``*``), or it is granted to one of
   their groups.
+- A webapp is viewed by whom its share admits (:func:`may_view_webapp`): ``public``
+  anybody; otherwise its owner and admins, plus for ``users`` every user who is
+  not disabled, for ``group:G`` the members of G.
 - A user's role in a project (``member`` or ``admin``) is the highest role
   granted to them or to one of their groups (:func:`project_role`). Creating,
   starting and syncing a studio's project zones need the studio owner to hold
@@ -148,6 +151,32 @@ def db_groups(user: str, *, store: Store | None = None) -> set[str]:
 def groups_of(user: str, *, store: Store | None = None) -> set[str]:
     """Every group ``user`` is in: the state DB's memberships and the OS groups (unless turned off)."""
     return db_groups(user, store=store) | (os_groups(user) if _use_os_groups else set())
+
+
+def is_disabled(user: str, *, store: Store | None = None) -> bool:
+    """Whether an admin disabled ``user`` (``codestudio login --user U --disable``)."""
+    store = store or Store.default()
+    with store.connect() as conn:
+        return conn.execute("SELECT 1 FROM disabled_users WHERE user = ?", (user,)).fetchone() is not None
+
+
+def may_view_webapp(user: str, owner: str, share: str, *, admin: bool | None = None,
+                    store: Store | None = None) -> bool:
+    """Whether ``user`` may view a webapp of ``owner`` shared as ``share`` (docs/webapps.md, "Sharing")."""
+    from codestudio.gateway.webapps import SHARE_PUBLIC, SHARE_USERS, parse_share, share_group
+
+    store = store or Store.default()
+    share = parse_share(share)
+    if share == SHARE_PUBLIC:
+        return True
+    if user == owner or (admin if admin is not None else is_admin(user, store=store)):
+        return True
+    if is_disabled(user, store=store):
+        return False
+    if share == SHARE_USERS:
+        return True
+    group = share_group(share)
+    return group is not None and group in groups_of(user, store=store)
 
 
 def template_grants(template_id: str, *, store: Store | None = None) -> list[str]:
