@@ -263,7 +263,11 @@ class KubernetesRuntime(Runtime):
             exc.args = (f"{exc.args[0]}{where}",)
 
     def pods(self, name: str) -> list[Pod]:
-        return [self._pod(name, p) for p in self._pod_objects(name)]
+        pods = [self._pod(name, p) for p in self._pod_objects(name)]
+        if self.settings.gateway == "port-forward" and any(p.running for p in pods):
+            # A forwarder that died (a reboot) comes back on its ports: the gateway's upstreams stay right.
+            _portforward().ensure_forwards(self, name, workdir=self._workdir(name))
+        return pods
 
     def events(self, name: str, *, timeout: float | None = None, _until_started: int | None = None) -> Iterator[RuntimeEvent]:
         from codestudio.runtime.kubernetes.watching import follow
