@@ -549,6 +549,25 @@ def test_action_killed_by_signal_exits_128_plus_signal(tmp_path):
     assert run_cmd(tmp_path, config, "action", "die").returncode == 128 + signal.SIGTERM
 
 
+@pytest.mark.parametrize(("kills", "said"), [((0, 1), True), ((2, 2), False), ((None, None), False)])
+def test_action_killed_for_memory_says_so(tmp_path, monkeypatch, capsys, kills, said):
+    import argparse
+
+    from codestudio.runner import runner as rmod
+
+    cfg = tmp_path / "runner.json"
+    cfg.write_text(json.dumps({"schema": 1, "template": "t", "actions": [
+        {"name": "big", "label": "Big", "command": "kill -KILL $$"}]}))
+    counts = iter(kills)
+    monkeypatch.setattr(rmod, "oom_kills", lambda: next(counts))
+    monkeypatch.setattr(rmod, "memory_limit", lambda: 64 << 20)
+    monkeypatch.setattr(rmod.signal, "signal", lambda *a: None)  # keep pytest's own handlers
+    code = rmod.cmd_action(argparse.Namespace(name="big"), base_env(tmp_path, cfg))
+    assert code == 128 + signal.SIGKILL
+    err = capsys.readouterr().err
+    assert ("action 'big' was killed for memory" in err and "64 MiB" in err) is said
+
+
 def test_unknown_action_lists_the_actions(tmp_path):
     result = run_cmd(tmp_path, ACTIONS, "action", "nope")
     assert result.returncode == 2

@@ -321,3 +321,99 @@ def test_runner_run_starts_the_guard_and_hides_its_variables(tmp_path):
         proc.terminate()
         proc.wait(timeout=DEADLINE)
         server.close()
+
+
+# --------------------------------------------------------------------------
+# Activity: what the guard counts (docs/lifecycle.md, "Activity")
+
+
+def ws_frame(opcode: int, payload: bytes, mask: bytes = b"\x01\x02\x03\x04") -> bytes:
+    """A masked client frame (RFC 6455)."""
+    n = len(payload)
+    if n < 126:
+        length = bytes([0x80 | n])
+    elif n < 65536:
+        length = bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        length = bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode]) + length + mask + masked
+
+
+LONG_AGO = -1e9
+
+
+def report(port: int) -> dict:
+    import json
+
+    with connect(port) as s:
+        s.sendall(head(f"X-Codestudio-Guard: {SECRET}", "X-Codestudio-Probe: activity"))
+        answer = recv_all(s)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+def test_frames_split_anywhere_count_data_frames_only():
+    ping, text = ws_frame(0x9, b"p" * 10), ws_frame(0x1, b"t" * 300)
+    big, pong = ws_frame(0x2, b"b" * 70000), ws_frame(0xA, b"")
+    frames = rmod.WebSocketFrames()
+    assert frames.feed(ping) is False and frames.feed(pong) is False
+    stream = ping + text + pong
+    frames = rmod.WebSocketFrames()
+    assert [frames.feed(stream[i:i + 1]) for i in range(len(stream))].count(True) == 1
+    frames = rmod.WebSocketFrames()
+    assert frames.feed(big[:5]) is False  # header not complete yet
+    assert frames.feed(big[5:]) is True and frames.feed(ping + pong) is False
+
+
+def test_activity_report_counts_requests_not_probes_or_quiet_ones(guarded):
+    up, port = guarded
+    first = report(port)
+    assert first["ports"] == {str(up.port): None} and first["idle"] is None
+    with connect(port) as s:  # the engine's own requests to a tool
+        s.sendall(head(f"X-Codestudio-Guard: {SECRET}", "X-Codestudio-Probe: quiet"))
+        recv_until(s, b"GET")
+    with connect(port) as s:
+        s.sendall(head(f"X-Codestudio-Guard: {SECRET}", "X-Codestudio-Probe: tcp"))
+        recv_all(s)
+    with connect(port) as s:  # refused: not activity either
+        s.sendall(head("X-Codestudio-Guard: wrong"))
+        recv_all(s)
+    assert report(port)["ports"][str(up.port)] is None
+    with connect(port) as s:
+        s.sendall(head(f"X-Codestudio-Guard: {SECRET}"))
+        recv_until(s, b"GET")
+    age = report(port)["ports"][str(up.port)]
+    assert age is not None and age >= 0
+    # The quiet request reached the server without the probe header.
+    assert any(b"GET /x" in r and b"X-Codestudio-Probe" not in r for r in up.all_received())
+
+
+def test_a_silent_websocket_is_not_activity_a_message_is():
+    up = Upstream("websocket")
+    guard = start_guard(up.port)
+    try:
+        with connect(guard.ports[up.port]) as s:
+            s.sendall(head(f"X-Codestudio-Guard: {SECRET}", "Upgrade: websocket", "Connection: Upgrade"))
+            assert recv_until(s, b"server-push").startswith(b"HTTP/1.1 101 ")
+            guard.last_activity[up.port] = LONG_AGO
+            # The upstream echoes every byte: once a frame is back, the guard has seen it.
+            for _ in range(3):  # keep-alive pings and pongs: the websocket is open but silent
+                frames = ws_frame(0x9, b"ping") + ws_frame(0xA, b"")
+                s.sendall(frames)
+                recv_until(s, frames)
+            assert guard.last_activity[up.port] == LONG_AGO
+            msg = ws_frame(0x1, b"hello")
+            s.sendall(msg)
+            recv_until(s, msg)
+            assert guard.last_activity[up.port] > LONG_AGO
+    finally:
+        guard.close()
+        up.close()
+
+
+def test_activity_report_carries_the_memory_counters(guarded):
+    up, port = guarded
+    got = report(port)
+    assert set(got) == {"uptime", "idle", "ports", "oom_kills", "memory_limit"}
+    assert got["oom_kills"] is None or got["oom_kills"] >= 0

@@ -662,7 +662,11 @@ GUARD_VARS = (GUARD_PORTS_VAR, GUARD_SECRET_VAR)
 GUARD_HEADER = "X-Codestudio-Guard"
 #: With a valid secret, ``X-Codestudio-Probe: tcp`` asks the guard whether its server
 #: accepts connections (the engine's TCP readiness probe); nothing reaches the server.
+#: ``activity`` asks for the guard's activity report (answered by the guard itself);
+#: ``quiet`` passes the request on without counting it as activity (the engine's own
+#: requests to a tool, e.g. JupyterLab's kernel list).
 PROBE_HEADER = "X-Codestudio-Probe"
+PROBE_VERDICTS = {b"tcp": "probe", b"activity": "activity", b"quiet": "quiet"}
 MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT = 30.0
 UPSTREAM_HOSTS = ("127.0.0.1", "::1")
@@ -690,15 +694,16 @@ def check_head(head: bytes, secret: bytes | None) -> tuple[str, bytes]:
     """Judge one request head (up to and including the blank line).
 
     Returns ``(verdict, head without the guard header)``; ``verdict`` is
-    ``"pass"``, ``"probe"`` or ``"refuse"``. It passes only when every
-    guard header line carries the secret and there is at least one.
+    ``"pass"``, ``"refuse"`` or one of :data:`PROBE_VERDICTS` (``"probe"``,
+    ``"activity"``, ``"quiet"``). It passes only when every guard header line
+    carries the secret and there is at least one.
     """
     import hmac
 
     lines = head.split(b"\r\n")
     kept: list[bytes] = []
     good = bad = 0
-    probe = False
+    probe: str | None = None
     guard = GUARD_HEADER.lower().encode()
     probe_name = PROBE_HEADER.lower().encode()
     for i, line in enumerate(lines):
@@ -709,13 +714,99 @@ def check_head(head: bytes, secret: bytes | None) -> tuple[str, bytes]:
             else:
                 bad += 1
             continue
-        if i and sep and name.lower() == probe_name and value.strip(_OWS).lower() == b"tcp":
-            probe = True
+        if i and sep and name.lower() == probe_name and value.strip(_OWS).lower() in PROBE_VERDICTS:
+            probe = PROBE_VERDICTS[value.strip(_OWS).lower()]
             continue
         kept.append(line)
     if good == 0 or bad:
         return "refuse", head
-    return ("probe" if probe else "pass"), b"\r\n".join(kept)
+    return (probe or "pass"), b"\r\n".join(kept)
+
+
+def is_websocket_upgrade(head: bytes) -> bool:
+    """Whether a request head asks to upgrade the connection to a websocket."""
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
+            return True
+    return False
+
+
+class WebSocketFrames:
+    """Follows the frames of one direction of a websocket, fed in chunks as they arrive.
+
+    :meth:`feed` says whether a data frame (text, binary or continuation)
+    started in the chunk: that is activity. Control frames (ping, pong,
+    close), which browsers and servers exchange on an open but silent
+    websocket, are not. Payloads are skipped, never copied.
+    """
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.skip = 0
+
+    def _header_size(self) -> int | None:
+        if len(self.head) < 2:
+            return None
+        length = self.head[1] & 0x7F
+        return 2 + (2 if length == 126 else 8 if length == 127 else 0) + (4 if self.head[1] & 0x80 else 0)
+
+    def feed(self, data: bytes) -> bool:
+        active = False
+        i, n = 0, len(data)
+        while i < n:
+            if self.skip:
+                take = min(self.skip, n - i)
+                self.skip -= take
+                i += take
+                continue
+            self.head += data[i:i + 1]  # a header is 2-14 bytes
+            i += 1
+            size = self._header_size()
+            if size is None or len(self.head) < size:
+                continue
+            length = self.head[1] & 0x7F
+            if length == 126:
+                length = int.from_bytes(self.head[2:4], "big")
+            elif length == 127:
+                length = int.from_bytes(self.head[2:10], "big")
+            if self.head[0] & 0x0F < 8:
+                active = True
+            self.skip, self.head = length, b""
+        return active
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel killed for memory in this container's cgroup (None: unknown).
+
+    cgroup v2 (``memory.events``, the container's own with a cgroup
+    namespace) or v1 (``memory.oom_control``, podman on cgroups v1/hybrid).
+    """
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+    return None
+
+
+def memory_limit() -> int | None:
+    """The container's memory limit in bytes (None: no limit or unknown)."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # v1 says "no limit" with a huge number
+            return int(text)
+        return None
+    return None
 
 
 def _response(status: str) -> bytes:
@@ -742,6 +833,21 @@ class Guard:
         self.sockets: list[Any] = []
         self.loop: Any = None
         self.thread: threading.Thread | None = None
+        self.started = time.monotonic()
+        #: server port -> time.monotonic() of the last request or websocket message from a client.
+        self.last_activity: dict[int, float] = {}
+
+    def activity_report(self) -> dict:
+        """What ``X-Codestudio-Probe: activity`` answers: seconds since each port's last activity.
+
+        Ages, not clock times, so the engine needs no clock in common with the pod.
+        """
+        now = time.monotonic()
+        ports = {str(server): (round(now - self.last_activity[server], 3) if server in self.last_activity else None)
+                 for server, _ in self.pairs}
+        ages = [a for a in ports.values() if a is not None]
+        return {"uptime": round(now - self.started, 3), "idle": min(ages) if ages else None, "ports": ports,
+                "oom_kills": oom_kills(), "memory_limit": memory_limit()}
 
     @property
     def ports(self) -> dict[int, int]:
@@ -826,6 +932,14 @@ class Guard:
             if verdict == "refuse":
                 writer.write(_response("403 Forbidden"))
                 return
+            if verdict == "activity":
+                body = json.dumps(self.activity_report()).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+                return
+            counted = verdict == "pass"
+            if counted:
+                self.last_activity[server] = time.monotonic()
             upstream = await self._open_upstream(server)
             if verdict == "probe" or upstream is None:
                 ok = upstream is not None
@@ -838,8 +952,18 @@ class Guard:
                 return
             upstream_reader, upstream_writer = upstream
             upstream_writer.write(head)
+            seen = None
+            if counted:
+                # After a websocket upgrade only data frames are activity; on plain HTTP,
+                # every byte from the client is (bodies, later keep-alive requests).
+                frames = WebSocketFrames() if is_websocket_upgrade(head) else None
+
+                def seen(data: bytes) -> None:
+                    if frames is None or frames.feed(data):
+                        self.last_activity[server] = time.monotonic()
+
             await asyncio.gather(
-                self._pipe(reader, upstream_writer, writer), self._pipe(upstream_reader, writer, upstream_writer)
+                self._pipe(reader, upstream_writer, writer, seen), self._pipe(upstream_reader, writer, upstream_writer)
             )
         except Exception as e:  # one connection's trouble never stops the guard
             if not isinstance(e, (ConnectionError, OSError)):
@@ -864,13 +988,17 @@ class Guard:
         return None
 
     @staticmethod
-    async def _pipe(src: Any, dst: Any, other: Any) -> None:
-        """Copy until EOF, then half-close ``dst``; on an error, drop both connections."""
+    async def _pipe(src: Any, dst: Any, other: Any, seen: Callable[[bytes], None] | None = None) -> None:
+        """Copy until EOF, then half-close ``dst``; on an error, drop both connections.
+
+        ``seen`` is told of every chunk (the client's side: activity)."""
         try:
             while True:
                 data = await src.read(65536)
                 if not data:
                     break
+                if seen is not None:
+                    seen(data)
                 dst.write(data)
                 await dst.drain()
             if dst.can_write_eof():
@@ -951,6 +1079,7 @@ def cmd_action(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"unknown action {args.name!r}; actions: {names}", file=sys.stderr)
         return EXIT_USAGE
     action_env = global_env(config, env)
+    kills_before = oom_kills()
     try:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", action["command"]], env=action_env, cwd=default_cwd(action_env)
@@ -969,7 +1098,13 @@ def cmd_action(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, relay)
     code = proc.wait()
-    return 128 - code if code < 0 else code
+    code = 128 - code if code < 0 else code
+    if code == 128 + signal.SIGKILL and (oom_kills() or 0) > (kills_before or 0):
+        limit = memory_limit()
+        shown = f" of {limit // (1 << 20)} MiB" if limit else ""
+        print(f"runner: action {args.name!r} was killed for memory: the kernel killed it (or a process it "
+              f"started) when the studio reached its memory limit{shown}", file=sys.stderr, flush=True)
+    return code
 
 
 def cmd_env(args: argparse.Namespace, env: Mapping[str, str]) -> int:
