@@ -36,7 +36,7 @@ def test_blocks_lists_the_advanced_types_with_distribution_and_version():
 def test_blocks_lists_every_standard_block_from_nine_distributions():
     result = cs("blocks", "--json")
     rows = [r for r in json.loads(result.stdout) if r["distribution"].startswith("codestudio-")]
-    assert len(rows) == 14
+    assert len(rows) == 15
     assert len({r["distribution"] for r in rows}) == 9
     for t in ("gradio", "dash", "voila"):
         assert {r["type"]: r["distribution"] for r in rows}[t] == f"codestudio-{t}"

@@ -66,6 +66,10 @@ class FakeIde(Block):
         return pod.with_memory_needed("IDE", "256Mi")
 
     @hookimpl
+    def adjust_lifecycle(self, block, state, policy):
+        return policy.model_copy(update={"max_lifetime": "1d"})
+
+    @hookimpl
     def register_code_env(self, block, code_env, state):
         self.seen.append(("kernel", code_env.name))
         return [Run(script=f"register {code_env.name}")]
@@ -133,6 +137,14 @@ def test_adjust_pod_each_block_refines_the_last(temp_blocks, write_template):
                           "  - {type: kubernetes, cpu: 250m}\n")
     _, state = plan_template(path, blocks)
     assert (state.pod.cpu, state.pod.memory, state.pod.memory_needed) == ("250m", "1Gi", {"IDE": "256Mi"})
+
+
+def test_adjust_lifecycle_later_blocks_replace_the_fields_they_set(temp_blocks, write_template):
+    blocks, _ = temp_blocks
+    path = write_template("id: t\nblocks:\n  - {type: lifecycle, idle_timeout: 30m, max_lifetime: 8h}\n"
+                          "  - {type: fake-ide}\n  - {type: lifecycle, idle_timeout: 2h}\n")
+    _, state = plan_template(path, blocks)
+    assert (state.lifecycle.idle_timeout, state.lifecycle.max_lifetime) == ("2h", "1d")
 
 
 def test_default_probe_is_tcp_on_first_exposed_port(blocks, write_template):

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from codestudio.types import (
     ContainerPath,
     CpuQuantity,
+    Duration,
     EnvName,
     KubeName,
     Label,
@@ -66,7 +67,10 @@ __all__ = [
     "Copy",
     "Entrypoint",
     "Env",
+    "Activity",
+    "LifecyclePolicy",
     "PodSettings",
+    "StudioConnection",
     "Toleration",
     "Probe",
     "Raw",
@@ -363,6 +367,52 @@ class PodSettings(BaseModel):
         return PodSettings.model_validate({**self.model_dump(), "memory_needed": {**self.memory_needed, tool: quantity}})
 
 
+class LifecyclePolicy(BaseModel):
+    """When the engine stops a studio by itself (``adjust_lifecycle``; docs/lifecycle.md).
+
+    ``idle_timeout``: stop after this long without activity; ``max_lifetime``:
+    stop this long after it started, active or not. Durations with a unit
+    (``30s``, ``90m``, ``8h``); ``None`` falls back to the data dir's default
+    (``codestudio lifecycle set``), which is off unless set.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idle_timeout: Duration | None = None
+    max_lifetime: Duration | None = None
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Tool-level activity a block reports (``report_activity``).
+
+    ``at``: when the tool was last active (epoch seconds, the engine's clock:
+    convert the tool's own timestamps); ``busy``: it is working right now
+    (a kernel executing), which counts as activity now; ``detail``: what
+    ``studio status`` shows as the source ("1 kernel busy").
+    """
+
+    at: float | None = None
+    busy: bool = False
+    detail: str = ""
+
+
+class StudioConnection:
+    """How a ``report_activity`` hook asks the running studio's tool about itself.
+
+    Requests go through the pod's guard like the gateway's, but marked as the
+    engine's own, so they never count as activity themselves.
+    """
+
+    def browser_path(self, port: int) -> str:
+        """``DKU_CODE_STUDIO_BROWSER_PATH_<port>`` of the studio (what a ``$request_uri`` server sees)."""
+        raise NotImplementedError
+
+    def get(self, port: int, path: str, *, timeout: float = 2.0) -> tuple[int, bytes]:
+        """GET ``path`` from the server on ``port``: (HTTP status, body). Raises OSError when unreachable."""
+        raise NotImplementedError
+
+
 class StarterFile(BaseModel):
     """A file written into a zone once, when the studio is created."""
 
@@ -450,6 +500,8 @@ class BuildState:
     pod: PodSettings = field(default_factory=lambda: PodSettings())
     #: The block that set ``pod.memory`` last (errors about the limit name it).
     memory_block: BlockInstance | None = None
+    #: Idle timeout and maximum lifetime: what ``adjust_lifecycle`` returned last.
+    lifecycle: LifecyclePolicy = field(default_factory=lambda: LifecyclePolicy())
 
     def find_code_env(self, name: str) -> CodeEnv | None:
         for _, env in self.code_envs:

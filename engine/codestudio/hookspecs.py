@@ -20,7 +20,7 @@ so an IDE's install layer does not change when a later code env changes.
 Order of the block hooks for one block: ``contribute_dockerfile``,
 ``contribute_code_env``, ``contribute_entrypoint``, ``contribute_action``,
 ``contribute_starter_files``, ``contribute_sync``, ``contribute_env``,
-``contribute_ports``, ``adjust_probe``, ``adjust_pod``, then ``register_code_env`` as above.
+``contribute_ports``, ``adjust_probe``, ``adjust_pod``, ``adjust_lifecycle``, then ``register_code_env`` as above.
 Once every block has applied, ``validate_block`` is called for each block
 with the final state. Entry-point load order never matters: only the
 template's order does.
@@ -172,6 +172,45 @@ def adjust_pod(block, state, pod):
         blocks (all fields unset at first).
     :return: a new :class:`~codestudio.blockapi.PodSettings`, or ``None`` to
         keep ``pod``.
+    """
+
+
+@hookspec
+def adjust_lifecycle(block, state, policy):
+    """Replace the studio's idle timeout and maximum lifetime.
+
+    Each returned policy replaces the previous one (the last block that
+    returns one wins); fields left ``None`` fall back to the data dir's
+    defaults. The ``lifecycle`` block returns its own.
+
+    :param block: the block being applied.
+    :param state: the build state so far.
+    :param policy: the :class:`~codestudio.blockapi.LifecyclePolicy` set by
+        earlier blocks (both fields ``None`` at first).
+    :return: a new :class:`~codestudio.blockapi.LifecyclePolicy`, or ``None``
+        to keep ``policy``.
+    """
+
+
+@hookspec
+def report_activity(block, studio):
+    """Say when this block's tool was last active in a running studio.
+
+    Not a build hook: the engine calls it on each block of a running studio's
+    template whenever it looks at the studio's activity (the culler every
+    minute, ``studio status``). The studio's last activity is the latest of
+    the gateway's (requests and websocket messages through the pod's guard)
+    and every block's report, so a tool working with no tab open (a busy
+    kernel) keeps the studio from being culled. Keep it fast (one or two
+    requests with the default timeout); an exception or an unreachable tool
+    counts as no report (logged, never fatal).
+
+    :param block: the block (its ``params`` say the tool's port).
+    :param studio: a :class:`~codestudio.blockapi.StudioConnection` to ask
+        the tool through the pod's guard (the engine's requests are not
+        counted as activity).
+    :return: an :class:`~codestudio.blockapi.Activity`, or ``None`` when the
+        block has nothing to say.
     """
 
 

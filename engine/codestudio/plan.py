@@ -23,7 +23,9 @@ from codestudio.blockapi import (
     BlockProblem,
     BuildState,
     CodeEnv,
+    Activity,
     Entrypoint,
+    LifecyclePolicy,
     PodSettings,
     Probe,
     Raw,
@@ -135,6 +137,21 @@ def _pod_return(value: object) -> PodSettings | None:
         raise _WrongReturn(f"PodSettings with {'.'.join(map(str, first['loc']))} {_short(first.get('input'))}") from None
 
 
+def _lifecycle_return(value: object) -> LifecyclePolicy | None:
+    if value is not None and not isinstance(value, LifecyclePolicy):
+        raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+    return value
+
+
+def _activity_return(value: object) -> Activity | None:
+    if value is None:
+        return None
+    if (not isinstance(value, Activity) or not isinstance(value.busy, bool) or not isinstance(value.detail, str)
+            or not (value.at is None or (isinstance(value.at, int | float) and not isinstance(value.at, bool)))):
+        raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+    return value
+
+
 def _problems_return(value: object) -> list[tuple[str | None, str]]:
     if value is None:
         return []
@@ -165,6 +182,8 @@ HOOK_RETURNS: dict[str, tuple[str, Callable[[object], object]]] = {
     "contribute_ports": ("a list of port numbers (int 1-65535) or None", _ports_return),
     "adjust_probe": ("a Probe or None", _probe_return),
     "adjust_pod": ("a PodSettings or None", _pod_return),
+    "adjust_lifecycle": ("a LifecyclePolicy or None", _lifecycle_return),
+    "report_activity": ("an Activity (at: float or None, busy: bool, detail: str) or None", _activity_return),
     "register_code_env": ("a list of Step or None", _items(Step)),
     "validate_block": ("a list of (field or None, message) tuples, or None", _problems_return),
 }
@@ -359,6 +378,10 @@ def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem,
         if pod.memory != state.pod.memory:
             state.memory_block = block
         state.pod = pod
+
+    policy = call("adjust_lifecycle", policy=state.lifecycle)
+    if policy is not None:
+        state.lifecycle = policy
 
     # Envs announced before this block reach it now; steps join its own group.
     if _listens(blocks, block):

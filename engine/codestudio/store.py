@@ -196,6 +196,15 @@ MIGRATIONS: list[str] = [
     INSERT OR IGNORE INTO project_members (project, kind, name, role)
         SELECT DISTINCT project, 'user', owner, 'member' FROM studios;
     """,
+    # 6: the studio lifecycle (docs/lifecycle.md): when the running pod started (max_lifetime
+    # counts from it), the last activity seen and where it came from (the guard, a tool), and
+    # why the studio last stopped (idle, lifetime, memory, user) for list/status/UI.
+    """
+    ALTER TABLE studios ADD COLUMN started_at REAL;
+    ALTER TABLE studios ADD COLUMN last_activity REAL;
+    ALTER TABLE studios ADD COLUMN activity_source TEXT;
+    ALTER TABLE studios ADD COLUMN stop_reason TEXT;
+    """,
 ]
 
 

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "project": ("codestudio.cli.project:project", "Create projects and manage their members."),
     "doctor": ("codestudio.cli.doctor:doctor", "Reconcile studio states with what runs; --fix removes orphan pods."),
     "runtime": ("codestudio.cli.runtime:runtime", "Show or choose where studios run (local or kubernetes)."),
+    "cull": ("codestudio.cli.lifecycle:cull", "Stop studios past their idle timeout or lifetime (--dry-run: say which)."),
+    "lifecycle": ("codestudio.cli.lifecycle:lifecycle", "Idle and lifetime defaults, running-studio quotas."),
 }
 
 

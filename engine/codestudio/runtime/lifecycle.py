@@ -338,7 +338,8 @@ def _reconcile_locked(studio: Studio, runtime: Runtime, store: Store, *, pods=No
             if note is None and runtime.pods(name):
                 return get_studio(studio.id, store=store), get_studio(studio.id, store=store).message
             fixed = f"studio {studio.id} stopped by itself ({why})" + (f"; {note}" if note else "")
-            set_state(store, studio.id, FAILED, fixed[:1000], ports={}, token=None)
+            set_state(store, studio.id, FAILED, fixed[:1000], ports={}, token=None,
+                      stop_reason=why[:300] if "killed for memory" in why else None)
         apply_gateway_quietly()
     elif studio.state in (STOPPING, STARTING):
         # The command was killed. Its pod is stopped by the stop's rules: files are
@@ -433,6 +434,9 @@ def start_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, q
             if not quiet:
                 _log(f"studio {studio.id} is already running")
             return studio
+        from codestudio.runtime.limits import check_quotas
+
+        check_quotas(studio, store)  # fail fast, before an image build; checked again before STARTING
         leftover = runtime.pods(pod_set_name(studio))
         if leftover:
             # FAILED, or a stopped studio whose pod was left behind: stopped by the stop's
@@ -477,8 +481,13 @@ def _start_locked(studio: Studio, runtime: Runtime, *, timeout: float, quiet: bo
         workdir=studio.dir,
     )
     save_routes(studio, routes)
-    set_state(store, studio.id, STARTING, "starting", ports={}, token=secret, image=build.image,
-              image_id=build.image_id, template_version=plan.version)
+    from codestudio.runtime.limits import check_quotas, quota_lock
+
+    with quota_lock():  # the check and taking the place are one step: two starts never share the last one
+        check_quotas(studio, store)
+        set_state(store, studio.id, STARTING, "starting", ports={}, token=secret, image=build.image,
+                  image_id=build.image_id, template_version=plan.version, started_at=now(), last_activity=None,
+                  activity_source=None, stop_reason=None)
     started = time.monotonic()
     try:
         say(f"starting studio {studio.id} ({build.image})")

@@ -319,11 +319,17 @@ class LocalRuntime(Runtime):
         return Pod(pod, phase, endpoints, message)
 
     def _exit_message(self, container: str) -> str:
-        proc = containers.podman("container", "inspect", "--format", "{{.State.ExitCode}} {{.State.Error}}", container,
-                                 check=False, timeout=30)
+        proc = containers.podman("container", "inspect", "--format",
+                                 "{{.State.OOMKilled}} {{.HostConfig.Memory}} {{.State.ExitCode}} {{.State.Error}}",
+                                 container, check=False, timeout=30)
         if proc.returncode != 0:
             return "the container is gone"
-        code, _, error = proc.stdout.strip().partition(" ")
+        oom, memory, code, error = (proc.stdout.strip().split(" ", 3) + ["", "", "", ""])[:4]
+        if oom == "true":  # its main process went past the memory limit (docs/lifecycle.md)
+            from codestudio.quantities import format_bytes
+
+            limit = f" (memory limit {format_bytes(int(memory))})" if memory.isdigit() and int(memory) > 0 else ""
+            return f"killed for memory{limit}: the container exited with status {code}"
         return f"the container exited with status {code}" + (f": {error}" if error else "")
 
     # --- Runtime -------------------------------------------------------------------

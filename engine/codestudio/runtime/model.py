@@ -64,6 +64,13 @@ class Studio:
     ports: dict[int, int]
     token: str | None
     created_at: float
+    #: When the current (or last) pod started; ``max_lifetime`` counts from it.
+    started_at: float | None = None
+    #: The last activity seen (epoch seconds) and its source ("gateway", "JupyterLab: 1 kernel busy").
+    last_activity: float | None = None
+    activity_source: str | None = None
+    #: Why it last stopped, for people: "stopped after 2 h idle", "killed for memory (limit 64Mi)".
+    stop_reason: str | None = None
 
     @classmethod
     def from_row(cls, row) -> Studio:

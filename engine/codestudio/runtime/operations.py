@@ -70,6 +70,8 @@ def studio_status(who: Identity, ref: str, *, store: Store | None = None) -> dic
             })
     except Exception as exc:  # noqa: BLE001 - status must work even when the template no longer renders
         zones = [{"zone": "?", "server": f"unavailable: {exc}", "target": "", "one_way": False}]
+        plan = None
+    studio, lifecycle = _lifecycle_status(studio, plan, store)
     return {
         "id": studio.id,
         "project": studio.project,
@@ -87,7 +89,39 @@ def studio_status(who: Identity, ref: str, *, store: Store | None = None) -> dic
         "zones": zones,
         "ports": {str(k): v for k, v in studio.ports.items()},
         "logs": str(studio.logs_dir),
+        **lifecycle,
     }
+
+
+def _lifecycle_status(studio, plan, store: Store):
+    """Activity, culling policy, memory kills and why it last stopped (docs/lifecycle.md)."""
+    from codestudio.quantities import format_bytes, format_duration
+    from codestudio.runtime.activity import describe_activity, read_activity, record_activity
+    from codestudio.runtime.limits import effective_policy, load_settings
+
+    out: dict = {}
+    killed = None
+    if studio.state == RUNNING:
+        pods = get_runtime().pods(pod_set_name(studio))
+        if pods and pods[0].running:
+            from codestudio.plugins import load_plugins
+
+            reading = read_activity(studio, pods[0], template=plan.template if plan else None,
+                                    blocks=load_plugins() if plan else None)
+            studio = record_activity(store, studio, reading)
+            if reading.oom_kills:
+                limit = f" (memory limit {format_bytes(reading.memory_limit)})" if reading.memory_limit else ""
+                killed = f"{reading.oom_kills} process(es) since the studio started{limit}"
+    out["last_activity"] = describe_activity(studio) or ("none yet" if studio.state == RUNNING else None)
+    try:
+        policy = effective_policy(plan.state, load_settings()) if plan else {}
+    except UsageError:
+        policy = {}
+    for field in ("idle_timeout", "max_lifetime"):
+        out[field] = format_duration(policy[field]) if policy.get(field) else "off"
+    out["killed_for_memory"] = killed
+    out["stop_reason"] = studio.stop_reason
+    return studio, out
 
 
 def access_url(who: Identity, ref: str, *, port: int | None = None, ttl: int | None = None,

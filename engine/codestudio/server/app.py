@@ -53,7 +53,8 @@ def _wants_json(request: Request) -> bool:
 
 
 def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None = None,
-               start_timeout: float | None = None, poll_interval: float = 1.0) -> FastAPI:
+               start_timeout: float | None = None, poll_interval: float = 1.0, culler: bool = True) -> FastAPI:
+    """The app; with ``culler`` it also runs the studio culler every ``cull_interval`` while it serves."""
     from codestudio.home import data_dir as default_data_dir
 
     data_dir = data_dir or default_data_dir()
@@ -72,9 +73,12 @@ def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         jobs.install_capture()  # job output is captured only while serving
+        stop_culler = _start_culler(store) if culler else None
         try:
             yield
         finally:
+            if stop_culler is not None:
+                stop_culler()
             jobs.shutdown()
 
     app = FastAPI(
@@ -137,6 +141,23 @@ def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None 
     mount_ui(app, state)
 
     return app
+
+
+def _start_culler(store: Store):
+    """Run :func:`codestudio.runtime.culler.serve_forever` in a thread; returns what stops it."""
+    import threading
+
+    from codestudio.runtime.culler import serve_forever
+
+    stop = threading.Event()
+    thread = threading.Thread(target=serve_forever, args=(stop,), kwargs={"store": store}, name="culler", daemon=True)
+    thread.start()
+
+    def stop_it() -> None:
+        stop.set()
+        thread.join(timeout=30)  # a stop in progress finishes (files pulled) before the server exits
+
+    return stop_it
 
 
 def _error_response(request: Request, status: int, body: dict, state: AppState):

@@ -79,6 +79,45 @@ def kernel_spec(code_env) -> str:
     return json.dumps(spec, indent=1, sort_keys=True) + "\n"
 
 
+def _epoch(value) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def jupyter_activity(status: tuple[int, bytes], kernels: tuple[int, bytes]):
+    """An :class:`~codestudio.blockapi.Activity` from Jupyter Server's ``/api/status`` and ``/api/kernels`` answers.
+
+    Busy kernels are activity now; otherwise the server's own ``last_activity``
+    (kernel messages, terminals, API use) and each kernel's.
+    """
+    from codestudio.blockapi import Activity
+
+    times: list[float] = []
+    busy = 0
+    if status[0] == 200:
+        doc = json.loads(status[1])
+        if isinstance(doc, dict) and doc.get("last_activity"):
+            times += [t for t in [_epoch(doc["last_activity"])] if t is not None]
+    if kernels[0] == 200:
+        listed = json.loads(kernels[1])
+        for kernel in listed if isinstance(listed, list) else []:
+            if not isinstance(kernel, dict):
+                continue
+            if kernel.get("execution_state") == "busy":
+                busy += 1
+            if kernel.get("last_activity"):
+                times += [t for t in [_epoch(kernel["last_activity"])] if t is not None]
+    if busy:
+        return Activity(busy=True, detail=f"{busy} kernel{'s' if busy > 1 else ''} busy")
+    if times:
+        return Activity(at=max(times), detail="Jupyter Server last_activity")
+    return None
+
+
 class JupyterLabBlock(Block):
     Params = JupyterLabParams
     summary = "JupyterLab (own environment), every code env as a kernel"
@@ -131,6 +170,15 @@ class JupyterLabBlock(Block):
     def adjust_pod(self, block, pod):
         # An estimate of the memory the server and one kernel take at start (a memory limit below it is refused at start).
         return pod.with_memory_needed(block.params.label or "JupyterLab", "256Mi")
+
+    @hookimpl
+    def report_activity(self, block, studio):
+        # /api/status is not counted as activity by Jupyter itself, and no_track_activity
+        # keeps the kernel list from counting: asking never makes the studio look used.
+        p: JupyterLabParams = block.params
+        base = studio.browser_path(p.port)
+        return jupyter_activity(studio.get(p.port, f"{base}/api/status"),
+                                studio.get(p.port, f"{base}/api/kernels?no_track_activity=1"))
 
     @hookimpl
     def register_code_env(self, block, code_env, state):

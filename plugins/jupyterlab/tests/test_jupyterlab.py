@@ -124,3 +124,19 @@ def test_changing_a_later_code_env_keeps_the_jupyterlab_layers(render):
     assert a.dockerfile != b.dockerfile
     # The kernel registration lives with the code env, after the JupyterLab layers.
     assert "ipykernel" not in _prefix_through_group(a.dockerfile, 0)
+
+
+def test_jupyter_activity_busy_kernels_win_then_the_latest_time():
+    import json as _json
+
+    from codestudio_jupyterlab import jupyter_activity
+
+    status = (200, _json.dumps({"last_activity": "2026-01-01T10:00:00.000000Z", "kernels": 2}).encode())
+    kernels = [{"id": "a", "execution_state": "idle", "last_activity": "2026-01-01T11:00:00Z"},
+               {"id": "b", "execution_state": "busy", "last_activity": "2026-01-01T09:00:00Z"}]
+    busy = jupyter_activity(status, (200, _json.dumps(kernels).encode()))
+    assert busy.busy and busy.detail == "1 kernel busy"
+    kernels[1]["execution_state"] = "idle"
+    idle = jupyter_activity(status, (200, _json.dumps(kernels).encode()))
+    assert not idle.busy and idle.at == 1767265200.0  # 11:00Z, the newest of the three
+    assert jupyter_activity((503, b""), (404, b"")) is None

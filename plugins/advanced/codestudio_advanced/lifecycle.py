@@ -1,0 +1,31 @@
+"""``lifecycle``: when the engine stops a studio by itself (idle timeout, maximum lifetime)."""
+
+from __future__ import annotations
+
+from codestudio import hookimpl
+from codestudio.blockapi import Block, BlockParams, LifecyclePolicy
+from codestudio.types import Duration
+
+
+class LifecycleParams(BlockParams):
+    #: Stop the studio after this long without activity (``30s``, ``90m``, ``8h``).
+    idle_timeout: Duration | None = None
+    #: Stop it this long after it started, active or not.
+    max_lifetime: Duration | None = None
+
+
+class LifecycleBlock(Block):
+    """Sets the studio's idle timeout and maximum lifetime (docs/lifecycle.md).
+
+    A field left out falls back to the data dir's default (``codestudio
+    lifecycle set``; off unless set). A later ``lifecycle`` block replaces
+    the fields it sets."""
+
+    Params = LifecycleParams
+    summary = "Idle timeout and maximum lifetime of the studio"
+
+    @hookimpl
+    def adjust_lifecycle(self, block, policy):
+        p: LifecycleParams = block.params
+        update = {k: v for k, v in (("idle_timeout", p.idle_timeout), ("max_lifetime", p.max_lifetime)) if v is not None}
+        return policy.model_copy(update=update) if update else None
