@@ -296,7 +296,7 @@ def test_a_busy_jupyterlab_kernel_keeps_a_studio_with_no_tab_open(lc):
             ws.close()  # no tab open any more: nothing goes through the gateway
         wait_until("the gateway to be idle past the timeout", lambda: (gateway_idle(lab) or 0) > 5)
         [mine] = [d for d in cull() if d.studio == lab.studio_id]
-        assert mine.action == "keep" and mine.activity_source == "JupyterLab: 1 kernel busy"
+        assert mine.action == "keep" and mine.activity_source == "jupyterlab: 1 kernel busy"
         assert stored(lc, lab).state == "RUNNING"
         # Interrupted (through the gateway), the kernel goes idle: then the culler stops the studio.
         status, _, _ = browser.request(f"{lab.base}/8888/api/kernels/{kernel}/interrupt", method="POST",

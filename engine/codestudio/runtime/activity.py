@@ -38,7 +38,7 @@ class Reading:
 
     #: The latest activity known (epoch seconds), or None when nothing was ever active.
     last: float | None
-    #: Where it came from: "gateway" (requests, websocket messages) or a block ("JupyterLab: 1 kernel busy").
+    #: Where it came from: "gateway" (requests, websocket messages) or a block ("jupyterlab: 1 kernel busy").
     source: str | None
     #: Processes the kernel killed for memory in the studio's container since it started (None: unknown).
     oom_kills: int | None = None

@@ -66,7 +66,7 @@ class Studio:
     created_at: float
     #: When the current (or last) pod started; ``max_lifetime`` counts from it.
     started_at: float | None = None
-    #: The last activity seen (epoch seconds) and its source ("gateway", "JupyterLab: 1 kernel busy").
+    #: The last activity seen (epoch seconds) and its source ("gateway", "jupyterlab: 1 kernel busy").
     last_activity: float | None = None
     activity_source: str | None = None
     #: Why it last stopped, for people: "stopped after 2 h idle", "killed for memory (limit 64Mi)".
