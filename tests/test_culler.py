@@ -241,3 +241,19 @@ def test_bad_lifecycle_block_durations_name_the_field(write_template):
         path = write_template(f"id: t\nblocks:\n  - {{type: lifecycle, idle_timeout: {value!r}}}\n")
         with pytest.raises(TemplateError, match="field 'idle_timeout'"):
             plan_template(path)
+
+
+def test_the_server_runs_the_culler_while_it_serves(codestudio_home, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import codestudio.runtime.culler as culler
+    from codestudio.server.app import create_app
+    from codestudio.server.settings import ServerSettings
+
+    calls = threading.Event()
+    monkeypatch.setattr(culler, "cull", lambda **kw: calls.set() or [])
+    app = create_app(ServerSettings(content_url="http://127.0.0.1:8800"), data_dir=codestudio_home)
+    assert not calls.is_set()
+    with TestClient(app):  # the lifespan: serving
+        assert calls.wait(30)
+    assert not any(t.name == "culler" and t.is_alive() for t in threading.enumerate())
