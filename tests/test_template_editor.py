@@ -312,3 +312,59 @@ def test_bad_save_bodies_name_the_request_field(admin):
                                                              "origins": origins})
         assert r.status_code == 422 and _err(r)["field"] == field, (field, r.text)
     assert admin.get("/api/v1/templates/bb-t").json()["version"] == 1
+
+
+# --------------------------------------------------------------------------- the engine's located problems
+
+
+def test_template_errors_locate_each_problem_at_block_and_field(tmp_path, blocks):
+    from codestudio.errors import TemplateError
+
+    path = tmp_path / "t.yaml"
+    path.write_text("id: Bad Id\nblocks:\n  - type: file-sync\n    mappings:\n      - {zone: nowhere}\n"
+                    "  - type: nope\n  - type: jupyterlab\n    port: 0\n")
+    with pytest.raises(TemplateError) as info:
+        from codestudio.template import load_template
+
+        load_template(path, blocks)
+    located = {(d["block"], d["type"], d["field"]) for d in info.value.details}
+    assert {(None, None, "id"), (0, "file-sync", "mappings.0.zone"), (1, "nope", "type"), (2, "jupyterlab", "port")} <= located
+    assert [d["message"] for d in info.value.details] == info.value.problems
+    # Problems found while applying the blocks (two blocks on one port) are located too.
+    path.write_text("id: ok\nblocks:\n  - type: jupyterlab\n  - type: entrypoint\n    label: x\n    command: [a]\n    port: 8888\n")
+    problems = te.problems_of(path)
+    assert any(p["block"] == 1 and p["type"] == "entrypoint" and p["field"] == "port" for p in problems), problems
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(port=st.integers(1, 65535), label=st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF,
+                                                               blacklist_categories=("Cs",)), min_size=1, max_size=30))
+def test_an_edit_changes_only_its_own_lines(port, label):
+    doc, origins = te.document_of(CLI_TEMPLATE)
+    doc["blocks"][0]["port"] = port
+    doc["blocks"][0]["label"] = label
+    after = te.apply_document(CLI_TEMPLATE, doc, origins)
+    again, _ = te.document_of(after)
+    assert again["blocks"][0]["port"] == port and again["blocks"][0]["label"] == label
+    assert again["blocks"][1:] == te.document_of(CLI_TEMPLATE)[0]["blocks"][1:]
+    changed = [line for line in _changed_lines(CLI_TEMPLATE, after) if line.startswith("+")]
+    assert all(line.startswith(("+    label:", "+    port:")) or line.startswith("+     ") for line in changed), changed
+
+
+def test_editor_pages_run_only_their_own_scripts_and_escape_template_text(srv, admin):
+    r = admin.post("/api/v1/templates/create", json={"id": "csp-t", "label": "<script>alert(1)</script>",
+                                                     "description": "a & b <i>"})
+    assert r.status_code == 201, r.text
+    for path in ("/admin/templates", "/admin/templates/csp-t"):
+        page = admin.get(path)
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        scripts = re.findall(r"<script[^>]*>", page.text)
+        assert scripts and all('src="/static/' in s for s in scripts), scripts
+        assert "<script>alert(1)</script>" not in page.text
+    page = admin.get("/admin/templates/csp-t").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "a &amp; b &lt;i&gt;" in page
+    assert admin.get("/static/editor.js").status_code == 200
