@@ -516,6 +516,7 @@
         renderBlocks();
         status(r.new_version ? `Saved as version ${r.version}.` : `No change: version ${r.version} is still the latest.`, "saved");
         showYaml(r.yaml);
+        $("download").href = `${base}/yaml?version=${r.version}&download=true`;
         $("t-label").textContent = E.doc.label || "";
         $("t-description").textContent = E.doc.description || "";
       }
