@@ -368,3 +368,10 @@ def test_editor_pages_run_only_their_own_scripts_and_escape_template_text(srv, a
     page = admin.get("/admin/templates/csp-t").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "a &amp; b &lt;i&gt;" in page
     assert admin.get("/static/editor.js").status_code == 200
+
+
+def test_round_trip_keeps_a_document_start_and_a_zero_offset_list_style():
+    text = "---\n# about\nid: x\nlabel: a\nblocks:\n- type: jupyterlab\n- {type: codeenv, name: e}  # env\n"
+    doc, origins = te.document_of(text)
+    doc["label"] = "b"
+    assert te.apply_document(text, doc, origins) == text.replace("label: a", "label: b")

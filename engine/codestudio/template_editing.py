@@ -114,6 +114,9 @@ def _yaml(text: str):
     y.preserve_quotes = True
     y.width = 1 << 16  # never re-wrap long lines
     offset = offset or 0
+    # A "---" starting the document is kept.
+    first = next((line for line in text.splitlines() if line.strip() and not line.startswith("#")), "")
+    y.explicit_start = first.startswith("---")
     y.indent(mapping=_mapping_indent(text), sequence=max(sequence or 2, offset + 2), offset=offset)
     return y
 

@@ -142,7 +142,9 @@ def ed(tmp_path_factory):
 
 
 def _editor(d, ed, template_id: str) -> None:
-    d.get(f"{ed.ui}/admin/templates/{template_id}#definition")
+    d.get(f"{ed.ui}/admin/templates/{template_id}")
+    d.refresh()  # a fresh page even when the browser was on one of its tabs (only the #fragment differs)
+    _tab(d, "definition")
     WebDriverWait(d, 30).until(lambda drv: drv.find_elements(By.CSS_SELECTOR, "[data-editor][data-ready]"))
 
 

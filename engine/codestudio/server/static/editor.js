@@ -90,6 +90,7 @@
   if (tabs.length) {
     tabs.forEach((t) => t.addEventListener("click", () => { showTab(t.dataset.tab); history.replaceState(null, "", `#${t.dataset.tab}`); }));
     showTab(location.hash.slice(1) || "definition");
+    window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "definition"));
   }
 
   const root = document.querySelector("[data-editor]");
