@@ -178,3 +178,54 @@ def test_settings_files_are_private_and_hold_masked_names_for_messages(tmp_path)
     default = tmp_path / "d"
     indexes.write_settings(default, indexes.IndexSettings())
     assert (default / "indexes.txt").read_text() == "https://pypi.org/simple (the default)\n"
+
+
+# --------------------------------------------------------------------------
+# The download caches: show, clear, and the lock builds hold
+
+
+def test_cache_show_and_clear(codestudio_home):
+    from codestudio.images import cache
+
+    folder = codestudio_home / "cache" / "build" / "buildah-cache" / "codestudio-uv"
+    (folder / "archive-v0" / "x").mkdir(parents=True)
+    (folder / "archive-v0" / "x" / "six.py").write_bytes(b"x" * 100)
+    rows = {row["tool"]: row for row in cache.show()}
+    assert set(rows) == {"uv", "pip", "npm", "apt"}
+    assert (rows["uv"]["bytes"], rows["uv"]["files"], rows["uv"]["path"]) == (100, 1, str(folder))
+    assert rows["apt"]["sharing"] == "locked" and rows["pip"]["bytes"] == 0
+    with pytest.raises(UsageError, match="no download cache named 'conda'"):
+        cache.clear(["conda"])
+    assert [r["tool"] for r in cache.clear(["uv"])] == ["uv"]
+    assert not folder.exists()
+
+
+def test_cache_clear_waits_for_running_builds(codestudio_home):
+    import threading
+
+    from codestudio.images import cache
+
+    (codestudio_home / "cache" / "build" / "buildah-cache" / "codestudio-pip").mkdir(parents=True)
+    waited = threading.Event()
+    done = threading.Event()
+    with cache.cache_lock(shared=True), cache.cache_lock(shared=True):  # two builds share it
+        worker = threading.Thread(target=lambda: (cache.clear(waiting=waited.set), done.set()))
+        worker.start()
+        assert waited.wait(10)
+        assert not done.is_set()
+    worker.join(10)
+    assert done.is_set() and cache.cache_folders("pip") == []
+
+
+def test_cache_cli(codestudio_home):
+    import json
+
+    from click.testing import CliRunner
+
+    from codestudio.cli import make_cli
+
+    runner = CliRunner()
+    shown = runner.invoke(make_cli(), ["cache", "show", "--json"])
+    assert shown.exit_code == 0 and [r["tool"] for r in json.loads(shown.output)] == ["uv", "pip", "npm", "apt"]
+    cleared = runner.invoke(make_cli(), ["cache", "clear", "--json", "npm"])
+    assert cleared.exit_code == 0 and json.loads(cleared.output) == {"removed": []}

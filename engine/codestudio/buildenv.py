@@ -57,9 +57,19 @@ DEFAULT_INSTALLER = "uv"
 SETTINGS_FILE = "config/build.toml"
 
 
+#: The build tools, as files of the tools stage's ``bin/`` (name -> file in ``codestudio/files``).
+TOOL_FILES = {"install-python": "install-python.sh", "verify-record.py": "verify-record.py"}
+
+
+def tool_files() -> dict[str, bytes]:
+    """The build tools' files (``install-python`` (POSIX sh), ``verify-record.py``)."""
+    root = resources.files("codestudio").joinpath("files")
+    return {name: root.joinpath(source).read_bytes() for name, source in TOOL_FILES.items()}
+
+
 def install_python_script() -> bytes:
     """The ``install-python`` tool (POSIX sh)."""
-    return resources.files("codestudio").joinpath("files", "install-python.sh").read_bytes()
+    return tool_files()["install-python"]
 
 
 def tools_id(installer: str) -> str:
@@ -69,7 +79,8 @@ def tools_id(installer: str) -> str:
     not by what a mounted stage holds: this id goes into a build argument of
     every stage that mounts the tools.
     """
-    digest = hashlib.sha256(install_python_script()).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join(hashlib.sha256(data).digest() for _, data in sorted(tool_files().items())))
+    digest = digest.hexdigest()[:12]
     return f"{installer}-{UV_VERSION}-{digest}" if installer == "uv" else f"{installer}-{digest}"
 
 

@@ -16,22 +16,25 @@ from pathlib import Path
 
 
 @contextmanager
-def file_lock(path: Path, *, waiting: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created with mode 0600, parents too) for the block.
+def file_lock(path: Path, *, waiting: Callable[[], None] | None = None, shared: bool = False) -> Iterator[None]:
+    """Hold an exclusive (or, with ``shared``, a shared) lock on ``path`` (created with mode 0600, parents too).
 
     :param path: the lock file; its content is never read or written.
     :param waiting: called once, before blocking, when another process holds
         the lock (to say "waiting for ..."); without it the call just waits.
+    :param shared: many holders at once (e.g. builds using a cache), none while
+        an exclusive holder has it (e.g. clearing that cache).
     """
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             if waiting is not None:
                 waiting()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, mode)
         try:
             yield
         finally:

@@ -38,10 +38,9 @@ def code_env_template(tmp_path, debian_base, image_cleanup):
             f"id: {template_id}\n{build}"
             "blocks:\n"
             "  - type: codeenv\n"
-            # A name of its own: buildah's layer cache (shared by the machine) must not
-            # answer for this step, the installer has to run.
+            # A name (so a path) of its own: buildah's layer cache (shared by the machine)
+            # must not answer for this step, the installer has to run.
             f"    name: py-{name}-{run}\n"
-            "    path: /opt/codestudio/code-envs/py\n"
             f"    packages: {packages}\n"
         )
         return path
@@ -49,8 +48,13 @@ def code_env_template(tmp_path, debian_base, image_cleanup):
     return write
 
 
+def env_python(image: str, *args: str) -> str:
+    """Run the image's one code env's interpreter (its path carries the test's unique name)."""
+    return run_in(image, "sh", "-c", 'exec /opt/codestudio/code-envs/*/bin/python "$@"', "sh", *args)
+
+
 def freeze(image: str) -> list[str]:
-    return run_in(image, "/opt/codestudio/code-envs/py/bin/python", "-m", "pip", "freeze", "--all").split()
+    return env_python(image, "-m", "pip", "freeze", "--all").split()
 
 
 def test_uv_and_pip_install_the_same_versions(code_env_template, codestudio_home):
@@ -61,7 +65,7 @@ def test_uv_and_pip_install_the_same_versions(code_env_template, codestudio_home
     log = uv.log_path.read_text()
     assert "Installed 2 packages" in log and f"uv=={__import__('codestudio.buildenv').buildenv.UV_VERSION}" in log
     # The installer is recorded where pip and uv record it (the image is otherwise the same).
-    installer = run_in(uv.image, "sh", "-c", "cat /opt/codestudio/code-envs/py/lib/python3*/site-packages/six-*.dist-info/INSTALLER")
+    installer = run_in(uv.image, "sh", "-c", "cat /opt/codestudio/code-envs/*/lib/python3*/site-packages/six-*.dist-info/INSTALLER")
     assert installer.strip() == "uv"
 
 
@@ -75,7 +79,7 @@ def test_cache_is_mounted_not_baked_and_build_tools_stay_out(code_env_template, 
                    "find /var/cache/codestudio /opt/codestudio-build /run/codestudio-build -type f 2>/dev/null | head; true")
     assert found == ""
     history = containers.image_inspect(result.image)["Docker"]["history"]
-    env_step = next(h["created_by"] for h in history if "code-envs/py" in h.get("created_by", ""))
+    env_step = next(h["created_by"] for h in history if "code-envs/py-" in h.get("created_by", ""))
     assert "--mount=type=cache,id=codestudio-uv" in env_step
     # Every layer's files: none under the cache or tools folders.
     layers = run_in(result.image, "sh", "-c", "ls -A /var/cache/codestudio/uv 2>/dev/null | wc -l")
@@ -91,7 +95,7 @@ def test_second_build_downloads_from_the_cache(code_env_template, codestudio_hom
     log = second.log_path.read_text()
     # python-dateutil comes from the cache; only six 1.16.0 (the first build resolved the newest six) is fetched.
     assert "Installed 2 packages" in log and "Prepared 1 package" in log
-    assert run_in(second.image, "/opt/codestudio/code-envs/py/bin/python", "-c", "import six; print(six.__version__)") == "1.16.0\n"
+    assert env_python(second.image, "-c", "import six; print(six.__version__)") == "1.16.0\n"
 
 
 def test_unreachable_index_names_the_block_and_the_index(code_env_template, codestudio_home, monkeypatch):
@@ -107,3 +111,38 @@ def test_unreachable_index_names_the_block_and_the_index(code_env_template, code
     assert "blocks[0] (type: codeenv)" in message
     assert "package indexes: https://***@index.invalid/simple" in message
     assert "hunter2" not in message and "hunter2" not in info.value.log_path.read_text()
+
+
+def test_two_concurrent_builds_share_the_cache(code_env_template, codestudio_home):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).with_name("codestudio"))
+    paths = [code_env_template(name) for name in ("left", "right")]
+    procs = [subprocess.Popen([cli, "template", "build", "--json", str(p)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=os.environ.copy()) for p in paths]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    for result in results:
+        assert any(line.startswith("six==") for line in freeze(result["image"]))
+    # One cache in the data dir served both.
+    assert len(list((codestudio_home / "cache" / "build").glob("buildah-cache*/codestudio-uv"))) == 1
+
+
+def test_a_damaged_cache_entry_is_downloaded_again_not_baked_in(code_env_template, codestudio_home):
+    build_template(str(code_env_template("fill", packages="[six==1.16.0]")), quiet=True)
+    cached = [p for p in (codestudio_home / "cache" / "build").rglob("six.py") if p.is_file()]
+    assert cached, "six.py is not in uv's cache"
+    for path in cached:
+        path.write_text("raise SystemExit('damaged cache entry')\n")
+    result = build_template(str(code_env_template("reuse", packages="[six==1.16.0]")), quiet=True)
+    log = result.log_path.read_text()
+    assert "damaged files from the download cache in: six" in log
+    assert env_python(result.image, "-c", "import six; print(six.__version__)") == "1.16.0\n"
+    # The fresh download replaced the damaged entry in the cache too.
+    assert all("damaged" not in p.read_text() for p in (codestudio_home / "cache" / "build").rglob("six.py"))

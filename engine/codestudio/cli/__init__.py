@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logout": ("codestudio.cli.server:logout", "End web sessions (admins: disable a user)."),
     "token": ("codestudio.cli.server:token", "Personal API tokens for scripts."),
     "project": ("codestudio.cli.project:project", "Create projects and manage their members."),
+    "cache": ("codestudio.cli.cache:cache", "Show and clear the download caches of builds."),
     "doctor": ("codestudio.cli.doctor:doctor", "Reconcile studio states with what runs; --fix removes orphan pods."),
     "runtime": ("codestudio.cli.runtime:runtime", "Show or choose where studios run (local or kubernetes)."),
     "cull": ("codestudio.cli.lifecycle:cull", "Stop studios past their idle timeout or lifetime (--dry-run: say which)."),

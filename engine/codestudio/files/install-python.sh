@@ -60,7 +60,26 @@ if [ "$installer" = uv ]; then
     else
         export UV_NO_CACHE=1
     fi
+    start=$(date +%s)
     "$tools/uv/bin/uv" pip install --python "$python" "$@" || failed
+    # uv copies files from its cache without checking them again: a damaged cache
+    # entry would end up in the image. Check what was installed against RECORD,
+    # and fetch anything damaged afresh.
+    if ! bad=$("$python" "$tools/bin/verify-record.py" "$((start - 1))"); then
+        echo "codestudio: damaged files from the download cache in: $bad; downloading them again" >&2
+        refresh=
+        for dist in $bad; do
+            "$tools/uv/bin/uv" cache clean "$dist" >&2 || true
+            refresh="$refresh --reinstall-package $dist --refresh-package $dist"
+        done
+        start=$(date +%s)
+        # shellcheck disable=SC2086
+        "$tools/uv/bin/uv" pip install --python "$python" $refresh "$@" || failed
+        if ! bad=$("$python" "$tools/bin/verify-record.py" "$((start - 1))"); then
+            echo "codestudio: installed files of $bad do not match their RECORD after a fresh download" >&2
+            exit 1
+        fi
+    fi
 else
     if [ -z "$own_config" ] && [ -f "$settings/pip.conf" ]; then
         export PIP_CONFIG_FILE="$settings/pip.conf"

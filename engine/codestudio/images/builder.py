@@ -319,8 +319,13 @@ def _bud(rendered, work: Path, base_id: str, log_path: Path, *, no_cache: bool, 
     cache = buildenv.cache_root()
     cache.mkdir(parents=True, exist_ok=True)
     env["TMPDIR"] = str(cache)
+    from codestudio.images.cache import cache_lock
+
+    def waiting() -> None:
+        reporter.note("waiting for `codestudio cache clear` to finish")
+
     try:
-        with open(log_path, "w", encoding="utf-8") as log:
+        with cache_lock(shared=True, waiting=waiting), open(log_path, "w", encoding="utf-8") as log:
             log.write(f"# codestudio build of {rendered.template.id}\n# command: {' '.join(argv)}\n")
             proxies = sorted(containers.proxy_env())
             # Names only: proxy URLs may carry credentials.

@@ -248,8 +248,9 @@ def _tools_stage(installer: str, files: dict[str, tuple[bytes, int]]) -> dict:
     """The stage making the build tools: install-python, and uv (installed with pip) unless pip is chosen."""
     from codestudio import buildenv
 
-    files[f"{CONTEXT_DIR}/build-tools/install-python"] = (buildenv.install_python_script(), 0o755)
-    steps = [{"kind": "copy", "src": f"{CONTEXT_DIR}/build-tools/install-python", "dest": buildenv.INSTALL_PYTHON}]
+    for name, data in buildenv.tool_files().items():
+        files[f"{CONTEXT_DIR}/build-tools/{name}"] = (data, 0o755)
+    steps = [{"kind": "copy", "src": f"{CONTEXT_DIR}/build-tools/", "dest": f"{buildenv.TOOLS_DIR}/bin/"}]
     if installer == "uv":
         venv = f"{buildenv.TOOLS_DIR}/uv"
         script = (f"python3 -m venv {venv}\n"

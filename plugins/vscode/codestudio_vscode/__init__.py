@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 
 from codestudio import hookimpl
 from codestudio.blockapi import Block, BlockParams, BlockProblem, Copy, Entrypoint, Run, shell_quote
-from codestudio.blockhelpers import ide_probe, python_env, resolve_resource
+from codestudio.blockhelpers import cache_dir, ide_probe, python_env, resolve_resource
 from codestudio.types import WORKSPACE, ContainerPath, Port, default_target
 
 DEFAULT_VERSION = "4.139.1"
@@ -49,6 +49,9 @@ VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 BUILD_PACKAGES = ("g++", "make", "pkg-config", "libkrb5-dev")
 # Runtime library of the kerberos module: kept when the build packages go.
 RUNTIME_PACKAGES = ("libgssapi-krb5-2",)
+# Download caches the build mounts into the install step (kept in the data dir, never in the image).
+NPM_CACHE = cache_dir("npm")
+APT_CACHE = cache_dir("apt")
 
 
 def _file(name: str) -> str:
@@ -93,9 +96,11 @@ printf '#!/bin/sh\\nexec %s/bin/node %s/lib/node_modules/npm/bin/npm-cli.js "$@"
 chmod 0755 {HOME}/bin/npm
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y --no-install-recommends {build} {' '.join(RUNTIME_PACKAGES)}
+# The .debs come from (and go to) the build's apt download cache, never this layer.
+mkdir -p {APT_CACHE}/partial
+apt-get install -y --no-install-recommends -o Dir::Cache::Archives={APT_CACHE} {build} {' '.join(RUNTIME_PACKAGES)}
 # node-gyp builds against the headers shipped in the Node.js wheel instead of downloading them.
-PATH="{HOME}/bin:$PATH" npm_config_nodedir="$node_root" \\
+PATH="{HOME}/bin:$PATH" npm_config_nodedir="$node_root" npm_config_cache={NPM_CACHE} \\
     npm install --prefix {HOME}/lib --omit=dev --no-audit --no-fund --no-update-notifier \\
     {shell_quote('code-server@' + p.version)}
 # Without RecommendsImportant=false, binutils (33 MB, pulled in by g++) stays:
