@@ -391,7 +391,7 @@ class StandInKubelet:
     """
 
     def __init__(self, server: EmulatorServer, namespace: str = "studios", *, failure: str | None = None,
-                 delay: float = 0.01, pod_ip: str = "10.0.0.7"):
+                 delay: float = 0.01, pod_ip: str = "10.0.0.7", service_ip: str | None = None):
         from kubernetes import client
 
         cfg = client.Configuration()
@@ -404,6 +404,7 @@ class StandInKubelet:
         self.failure = failure
         self.delay = delay
         self.pod_ip = pod_ip
+        self.service_ip = service_ip
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stand-in-kubelet", daemon=True)
         self.pods: dict[str, str] = {}  # deployment -> pod
@@ -426,6 +427,11 @@ class StandInKubelet:
                     if name not in self.pods:
                         self.pods[name] = f"{name}-6d9f7c8b5-x{len(self.pods)}q2z"
                         threading.Thread(target=self._run_pod, args=(dep, self.pods[name]), daemon=True).start()
+                if self.service_ip:  # the Service controller's part: a cluster address
+                    for svc in self.server.objects("services", self.namespace):
+                        if not svc["spec"].get("clusterIP"):
+                            self.core.patch_namespaced_service(svc["metadata"]["name"], self.namespace,
+                                                               {"spec": {"clusterIP": self.service_ip}})
                 for name in [n for n in self.pods if n not in deployments]:
                     pod = self.pods.pop(name)
                     self.server.run(self.server.emulator.remove, ("", "v1", "pods"), self.namespace, pod)

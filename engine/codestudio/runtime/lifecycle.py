@@ -493,6 +493,9 @@ def _start_locked(studio: Studio, runtime: Runtime, *, timeout: float, quiet: bo
         say(f"starting studio {studio.id} ({build.image})")
         pod = runtime.start(spec).pods[0]
         host_ports = {port: e.port for port, e in pod.endpoints.items()}
+        hosts = {e.host for e in pod.endpoints.values()}
+        if len(hosts) == 1 and hosts != {"127.0.0.1"}:  # e.g. a Service address (kubernetes, in-cluster)
+            save_routes(studio, routes, upstream_host=hosts.pop())
         set_state(store, studio.id, STARTING, "starting", ports=host_ports, token=secret)
         if sync_studio.mappings:
             _push_files(pod.name, sync_studio, runtime, say)
@@ -508,6 +511,8 @@ def _start_locked(studio: Studio, runtime: Runtime, *, timeout: float, quiet: bo
             remaining = max(0.1, timeout - (time.monotonic() - started))
             ok, detail = wait_ready(target, remaining, alive=lambda: runtime.running(name))
             if not ok:
+                # The runtime may know why in words (Kubernetes: CrashLoopBackOff, an image pull).
+                detail = next((p.message for p in runtime.pods(name) if not p.running and p.message), None) or detail
                 raise NotReady(f"studio {studio.id} did not become ready within {timeout:g}s: {detail}")
         set_state(store, studio.id, RUNNING, None)
     except BaseException as exc:

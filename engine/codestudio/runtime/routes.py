@@ -17,14 +17,21 @@ from codestudio.runtime.model import RUNNING, STARTING, Studio
 from codestudio.store import Store
 
 
-def save_routes(studio: Studio, routes) -> None:
-    """Write ``routes.json`` from a :class:`~codestudio.gateway.config.StudioRoutes` (no secret in it)."""
+def save_routes(studio: Studio, routes, *, upstream_host: str | None = None) -> None:
+    """Write ``routes.json`` from a :class:`~codestudio.gateway.config.StudioRoutes` (no secret in it).
+
+    ``upstream_host`` is where the runtime's endpoints are when not on loopback
+    (the Kubernetes runtime's in-cluster mode: the Service's cluster address).
+    """
     studio.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (studio.dir / "routes.json").write_text(json.dumps({
+    doc = {
         "ports": [{"port": r.port, "proxied_subpath": r.proxied_subpath, "label": r.label, "listed": r.listed}
                   for r in routes.ports],
         "actions": [list(a) for a in routes.actions],
-    }, indent=2) + "\n")
+    }
+    if upstream_host is not None:
+        doc["upstream_host"] = upstream_host
+    (studio.dir / "routes.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def saved_routes(studio: Studio) -> dict | None:
@@ -63,6 +70,7 @@ def running_studio_routes(store: Store | None = None) -> list:
                 session_secret=studio.token,
                 ports=ports,
                 actions=tuple(tuple(a) for a in saved.get("actions", [])),
+                upstream_host=saved.get("upstream_host") or "127.0.0.1",
             )
         )
     return out
