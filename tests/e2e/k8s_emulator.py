@@ -409,6 +409,8 @@ class StandInKubelet:
         self._thread = threading.Thread(target=self._loop, name="stand-in-kubelet", daemon=True)
         self.pods: dict[str, str] = {}  # deployment -> pod
         self.events_posted: list[str] = []
+        #: pod -> {"running": t, "ready": t}: when (time.monotonic()) the kubelet reported each.
+        self.marks: dict[str, dict[str, float]] = {}
 
     def __enter__(self) -> StandInKubelet:
         self._thread.start()
@@ -495,6 +497,7 @@ class StandInKubelet:
         running = {**waiting, "started": True, "state": {"running": {"startedAt": _now()}}}
         self._status(pod, {"phase": "Running", "podIP": self.pod_ip, "containerStatuses": [running],
                            "conditions": [{"type": "PodScheduled", "status": "True"}]})
+        self.marks.setdefault(pod, {})["running"] = time.monotonic()
         time.sleep(self.delay)
         if self.failure == "CrashLoopBackOff":
             self.server.run(self.server.emulator.logs.__setitem__, (self.namespace, pod),
@@ -510,3 +513,4 @@ class StandInKubelet:
         self._status(pod, {"phase": "Running", "podIP": self.pod_ip,
                            "containerStatuses": [{**running, "ready": True}],
                            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]})
+        self.marks.setdefault(pod, {})["ready"] = time.monotonic()

@@ -512,7 +512,8 @@ def _start_locked(studio: Studio, runtime: Runtime, *, timeout: float, quiet: bo
             ok, detail = wait_ready(target, remaining, alive=lambda: runtime.running(name))
             if not ok:
                 # The runtime may know why in words (Kubernetes: CrashLoopBackOff, an image pull).
-                detail = next((p.message for p in runtime.pods(name) if not p.running and p.message), None) or detail
+                why = next((p.message for p in runtime.pods(name) if not p.running and p.message), None)
+                detail = f"{why} (last probe: {detail})" if why else detail
                 raise NotReady(f"studio {studio.id} did not become ready within {timeout:g}s: {detail}")
         set_state(store, studio.id, RUNNING, None)
     except BaseException as exc:
