@@ -64,6 +64,8 @@ class FakeRuntime:
         self.on_start = None  # called with the spec, inside start()
         self.fail_commands = False  # commands other than the sync agent exit 2
         self._servers: dict[str, list] = {}
+        self.scaled: list[tuple] = []
+        self._next: dict[str, int] = {}
 
     # The interface --------------------------------------------------------
     def start(self, spec):
@@ -168,8 +170,32 @@ class FakeRuntime:
                     server.shutdown()
                     server.server_close()
 
-    def scale(self, name, replicas):
-        raise NotImplementedError
+    def scale(self, name, replicas, *, remove=()):
+        """As the local runtime: ``remove`` and stopped pods go first, then the newest; new pods get new names."""
+        import dataclasses
+
+        from codestudio.errors import RuntimeFailure
+        from codestudio.runtime.base import Endpoint, Pod
+
+        ps = self.podsets.get(name)
+        if ps is None:
+            raise RuntimeFailure(f"pod set {name} does not exist")
+        spec = next(s for s in reversed(self.started) if s.name == name)
+        kept = [p for p in ps.pods if p.running and p.name not in remove][:replicas]
+        for pod in ps.pods:
+            if pod not in kept:
+                for server in self._servers.pop(pod.name, []):
+                    server.shutdown()
+                    server.server_close()
+        self.scaled.append((name, replicas, tuple(remove)))
+        pods = list(kept)
+        while len(pods) < replicas:
+            self._next[name] = index = self._next.get(name, spec.replicas) + 1
+            pod = f"{name}-pod-{index}"
+            pods.append(Pod(pod, "running", {p: Endpoint("127.0.0.1", self._listen(pod)) for p in spec.ports}))
+            (self.base / pod).mkdir(parents=True, exist_ok=True)
+        self.podsets[name] = dataclasses.replace(ps, pods=tuple(pods))
+        return self.podsets[name]
 
     def list(self):
         return list(self.podsets.values())

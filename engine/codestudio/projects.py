@@ -281,6 +281,10 @@ def delete_project(who: Identity, key: str, *, force: bool = False, purge: bool 
         raise UsageError(f"project {key} still has {len(ids)} studio(s): {', '.join(ids)}; delete them first, "
                          f"or pass --force to stop and delete them")
     deleted = rt.delete_project_studios(key, purge=purge, store=store) if ids else []
+    # Webapps of the project go with it (their snapshots are copies; nothing of a zone is lost).
+    from codestudio.webapps import delete_project_webapps
+
+    webapps = delete_project_webapps(key, store=store)
     with store.connect() as conn:
         # Checked again in the deleting transaction: a studio created meanwhile keeps the project.
         left = [r["id"] for r in conn.execute("SELECT id FROM studios WHERE project = ?", (key,))]
@@ -290,7 +294,7 @@ def delete_project(who: Identity, key: str, *, force: bool = False, purge: bool 
     root = zones_root(key)
     if purge:
         shutil.rmtree(root, ignore_errors=True)
-    return {"studios": deleted, "zones": str(root), "purged": purge, "zones_kept": root.exists()}
+    return {"studios": deleted, "webapps": webapps, "zones": str(root), "purged": purge, "zones_kept": root.exists()}
 
 
 def ensure_project(who: Identity, key: str, *, store: Store | None = None) -> tuple[Project, bool]:

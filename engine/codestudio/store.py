@@ -205,6 +205,44 @@ MIGRATIONS: list[str] = [
     ALTER TABLE studios ADD COLUMN activity_source TEXT;
     ALTER TABLE studios ADD COLUMN stop_reason TEXT;
     """,
+    # 7: webapps (docs/webapps.md): a definition per project and id, and one row per
+    # replica (pod) the engine runs and probes; the gateway routes the ``ready`` ones.
+    """
+    CREATE TABLE webapps (
+        project          TEXT NOT NULL,
+        id               TEXT NOT NULL,
+        owner            TEXT NOT NULL,
+        template_id      TEXT NOT NULL,
+        template_version INTEGER NOT NULL,
+        image            TEXT,
+        image_id         TEXT,
+        replicas         INTEGER NOT NULL,          -- the desired count
+        share            TEXT NOT NULL DEFAULT 'owner',  -- owner | group:G | users | public
+        session_secret   TEXT,                      -- viewers' access secret (the gateway derives cookie and link key)
+        source_studio    TEXT,                      -- the studio the snapshot came from
+        snapshot_commit  TEXT,                      -- its code_studio-versioned commit
+        generation       INTEGER NOT NULL DEFAULT 0,  -- the pod set now serving
+        state            TEXT NOT NULL,
+        state_since      REAL NOT NULL,
+        message          TEXT,
+        created_at       REAL NOT NULL,
+        PRIMARY KEY (project, id)
+    );
+    CREATE TABLE webapp_replicas (
+        project      TEXT NOT NULL,
+        webapp_id    TEXT NOT NULL,
+        pod          TEXT NOT NULL,
+        podset       TEXT NOT NULL,
+        generation   INTEGER NOT NULL,
+        state        TEXT NOT NULL,     -- starting | ready | not-ready | draining | dead
+        reason       TEXT,
+        endpoints    TEXT NOT NULL DEFAULT '{}',  -- JSON {container port: [host, port]}
+        guard_secret TEXT NOT NULL,
+        since        REAL NOT NULL,
+        PRIMARY KEY (project, webapp_id, pod),
+        FOREIGN KEY (project, webapp_id) REFERENCES webapps (project, id) ON DELETE CASCADE
+    );
+    """,
 ]
 
 

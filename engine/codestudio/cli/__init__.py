@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "base": ("codestudio.cli.base:base", "Build and inspect the base image."),
     "template": ("codestudio.cli.template:template", "Add, list, build and grant templates."),
     "studio": ("codestudio.cli.studio:studio", "Create, start, stop and use Code Studios."),
+    "webapp": ("codestudio.cli.webapp:webapp", "Publish templates as replicated webapps behind one URL."),
     "gateway": ("codestudio.cli.gateway:gateway", "Start, stop and inspect the gateway."),
     "admin": ("codestudio.cli.admin:admin", "Manage admins and group memberships."),
     "server": ("codestudio.cli.server:server", "Run the web UI and the REST API."),

@@ -447,6 +447,14 @@ def probe_path(state: BuildState, studio: StudioContext, template_id: str) -> st
     return path if path.startswith("/") else "/" + path
 
 
+def guard_secret_name(studio: StudioContext, template_id: str) -> str:
+    """The Secret holding the guard secret: ``<kube name>-guard`` (a webapp's never shares a studio's)."""
+    studio_id = studio.studio_id or template_id
+    if studio.mode == "webapp":
+        studio_id = f"webapp:{studio.webapp_id or studio_id}"
+    return f"{kube_name(studio.project_key, studio_id, studio.instance)}-guard"
+
+
 def container_env(state: BuildState, studio: StudioContext, template_id: str) -> list[dict]:
     base = browser_path(studio, template_id)
     env = [
@@ -460,8 +468,7 @@ def container_env(state: BuildState, studio: StudioContext, template_id: str) ->
         {"name": "CODESTUDIO_GUARD_PORTS",
          "value": ",".join(f"{p}:{g}" for p, g in guard_ports(state.all_ports).items())},
         {"name": "CODESTUDIO_GUARD_SECRET", "valueFrom": {"secretKeyRef": {
-            "name": f"{kube_name(studio.project_key, studio.studio_id or template_id, studio.instance)}-guard",
-            "key": GUARD_SECRET_KEY}}},
+            "name": guard_secret_name(studio, template_id), "key": GUARD_SECRET_KEY}}},
         {"name": "K8S_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "K8S_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "K8S_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -526,9 +533,11 @@ def kubernetes_manifest(state: BuildState, studio: StudioContext, template_id: s
         container["resources"] = resources
     probe = state.effective_probe()
     if probe is not None:
+        # A webapp's HTTP probe is the engine's (per replica, at its own prefix); rollouts
+        # need a probe that passes at the pod level, so its Kubernetes probe is TCP.
         action = (
             {"httpGet": {"path": probe_path(state, studio, template_id), "port": probe.port}}
-            if probe.kind == "http"
+            if probe.kind == "http" and studio.mode != "webapp"
             else {"tcpSocket": {"port": probe.port}}
         )
         container["readinessProbe"] = {**action, "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 3}

@@ -287,9 +287,17 @@ class Runtime(ABC):
         """
 
     @abstractmethod
-    def scale(self, name: str, replicas: int) -> PodSet:
-        """Change the number of pods; running pods are kept, new ones get endpoints.
+    def scale(self, name: str, replicas: int, *, remove: Sequence[str] = ()) -> PodSet:
+        """Keep ``replicas`` pods: running pods are kept, stopped ones replaced, new ones get endpoints.
 
+        Scaling to the current count replaces pods that stopped (what a
+        Kubernetes Deployment does by itself). When pods must go, the ones
+        named in ``remove`` go first (the webapp lifecycle drains them from
+        the gateway before), then stopped ones, then the newest; a runtime
+        that cannot choose which pod goes (a Deployment without deletion
+        costs) says so in its docs.
+
+        :param remove: pod names to remove whatever the count.
         :raises RuntimeFailure: the pod set does not exist or the runtime refused.
         """
 

@@ -14,7 +14,7 @@ import copy
 import os
 import socket
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from codestudio import containers
@@ -255,6 +255,23 @@ def replica_name(name: str, index: int) -> str:
     return name if index == 0 else f"{name}-r{index}"
 
 
+def _replica_index(name: str, pod: str) -> int:
+    """The replica index of ``pod`` in pod set ``name`` (the inverse of :func:`replica_name`)."""
+    deployment = pod.removesuffix("-pod-0")
+    tail = deployment[len(name):]
+    return int(tail[2:]) if tail.startswith("-r") and tail[2:].isdigit() else 0
+
+
+#: The spec a pod set was started with, kept (0600) in its workdir so scale() can play more replicas.
+SPEC_FILE = "podset.json"
+
+
+def _json_dumps(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
+
+
 class LocalRuntime(Runtime):
     """:class:`~codestudio.runtime.base.Runtime` on this machine with podman (``kube play``).
 
@@ -335,46 +352,21 @@ class LocalRuntime(Runtime):
     # --- Runtime -------------------------------------------------------------------
 
     def start(self, spec: PodSetSpec) -> PodSet:
-        import json
-
-        import yaml
-
-        from codestudio.locks import file_lock
-
         if spec.replicas < 1:
             raise RuntimeFailure(f"pod set {spec.name}: replicas must be at least 1, not {spec.replicas}")
         workdir = self._workdir(spec.name)
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         labels = {**spec.labels, MANAGED_BY: MANAGED_BY_VALUE, INSTANCE_LABEL: self.instance, PODSET_LABEL: spec.name}
+        # What scale() replays for a new replica (it holds the guard secret: private like the manifest).
+        saved = {"manifest": list(spec.manifest), "labels": labels, "secrets": {k: dict(v) for k, v in spec.secrets.items()},
+                 "ports": list(spec.ports), "next_index": spec.replicas}
+        write_private(workdir / SPEC_FILE, _json_dumps(saved))
         played: list[Path] = []
         pods: list[Pod] = []
         try:
             for index in range(spec.replicas):
-                deployment = replica_name(spec.name, index)
-                manifest = workdir / f"{deployment}.yaml"
-                pod = pod_name(deployment)
-                played.append(manifest)
-                for attempt in range(1, PLAY_ATTEMPTS + 1):
-                    # Ports are chosen under one lock per data dir and reserved in the pod's
-                    # ports.json before it is let go; the play itself runs unlocked, so
-                    # concurrent starts overlap in podman instead of queueing behind each
-                    # other's play (0.3-0.9 s each).
-                    with file_lock(self.data_dir / "locks" / "local-ports.lock"):
-                        host_ports = dict(zip(spec.ports, free_ports(len(spec.ports), avoid=self._reserved_ports()),
-                                              strict=True))
-                        (workdir / f"{pod}.ports.json").write_text(json.dumps({str(k): v for k, v in host_ports.items()}))
-                    docs = _relabel(copy.deepcopy(list(spec.manifest)), deployment, labels, spec.secrets)
-                    docs = adapt_for_podman(docs, host_ports)
-                    write_private(manifest, yaml.safe_dump_all(docs, sort_keys=True))
-                    try:
-                        play(manifest)
-                        break
-                    except RuntimeFailure:
-                        # Another process (another data dir) took a chosen port between our
-                        # choice and podman's bind: podman fails rather than share it.
-                        if attempt == PLAY_ATTEMPTS or not ports_taken(host_ports.values()):
-                            raise
-                pods.append(Pod(pod, "running", {p: Endpoint(LOOPBACK, h) for p, h in host_ports.items()}))
+                played.append(workdir / f"{replica_name(spec.name, index)}.yaml")
+                pods.append(self._play_replica(spec.name, index, saved))
         except BaseException:
             for manifest in played:
                 down(manifest, pod_name(manifest.stem))
@@ -392,6 +384,40 @@ class LocalRuntime(Runtime):
             except (OSError, ValueError, AttributeError):
                 continue
         return out
+
+    def _play_replica(self, name: str, index: int, saved: dict) -> Pod:
+        """Play replica ``index`` of the pod set from its saved spec (start and scale)."""
+        import json
+
+        import yaml
+
+        from codestudio.locks import file_lock
+
+        workdir = self._workdir(name)
+        deployment = replica_name(name, index)
+        manifest = workdir / f"{deployment}.yaml"
+        pod = pod_name(deployment)
+        ports = [int(p) for p in saved["ports"]]
+        for attempt in range(1, PLAY_ATTEMPTS + 1):
+            # Ports are chosen under one lock per data dir and reserved in the pod's
+            # ports.json before it is let go; the play itself runs unlocked, so
+            # concurrent starts overlap in podman instead of queueing behind each
+            # other's play (0.3-0.9 s each).
+            with file_lock(self.data_dir / "locks" / "local-ports.lock"):
+                host_ports = dict(zip(ports, free_ports(len(ports), avoid=self._reserved_ports()), strict=True))
+                (workdir / f"{pod}.ports.json").write_text(json.dumps({str(k): v for k, v in host_ports.items()}))
+            docs = _relabel(copy.deepcopy(list(saved["manifest"])), deployment, saved["labels"], saved["secrets"])
+            docs = adapt_for_podman(docs, host_ports)
+            write_private(manifest, yaml.safe_dump_all(docs, sort_keys=True))
+            try:
+                play(manifest)
+                break
+            except RuntimeFailure:
+                # Another process (another data dir) took a chosen port between our
+                # choice and podman's bind: podman fails rather than share it.
+                if attempt == PLAY_ATTEMPTS or not ports_taken(host_ports.values()):
+                    raise
+        return Pod(pod, "running", {p: Endpoint(LOOPBACK, h) for p, h in host_ports.items()})
 
     def pods(self, name: str) -> list[Pod]:
         found = self._pod_json(f"label={PODSET_LABEL}={name}", f"label={INSTANCE_LABEL}={self.instance}")
@@ -481,10 +507,57 @@ class LocalRuntime(Runtime):
             time.sleep(0.05)
         for leftover in workdir.glob("*.ports.json") if workdir.is_dir() else ():
             leftover.unlink(missing_ok=True)
+        (workdir / SPEC_FILE).unlink(missing_ok=True)
+        # The played manifests hold the guard secret; a stopped pod set needs none of it.
+        for played in workdir.glob("*.yaml") if workdir.is_dir() else ():
+            played.unlink(missing_ok=True)
+        try:
+            workdir.rmdir()
+        except OSError:
+            pass
 
-    def scale(self, name: str, replicas: int) -> PodSet:
-        raise RuntimeFailure("the local runtime changes replica counts by restarting the pod set (scale is not "
-                             "supported yet)")
+    def scale(self, name: str, replicas: int, *, remove: Sequence[str] = ()) -> PodSet:
+        """Keep ``replicas`` pods: the ``remove`` ones and pods that stopped go first, then the newest.
+
+        Running pods that are kept are not touched; each new pod is a new
+        ``podman kube play`` of the saved spec under the next replica index
+        (names are never reused within a pod set, as Kubernetes names a
+        replacement pod anew).
+        """
+        import json
+
+        from codestudio.locks import file_lock
+
+        if replicas < 0:
+            raise RuntimeFailure(f"pod set {name}: replicas must be at least 0, not {replicas}")
+        workdir = self._workdir(name)
+        try:
+            saved = json.loads((workdir / SPEC_FILE).read_text())
+        except (OSError, ValueError):
+            raise RuntimeFailure(f"pod set {name} does not exist (or was started before scale was supported)") from None
+        # One scale at a time per pod set (ports are reserved per replica by _play_replica).
+        with file_lock(self.data_dir / "locks" / f"podset-{name}.lock"):
+            pods = self.pods(name)
+            doomed = [p for p in pods if p.name in remove or not p.running]
+            kept = [p for p in pods if p not in doomed]
+            kept.sort(key=lambda p: _replica_index(name, p.name))
+            doomed += kept[replicas:]
+            kept = kept[:replicas]
+            remove_pods([pod.name for pod in doomed])
+            for pod in doomed:
+                (workdir / f"{pod.name}.ports.json").unlink(missing_ok=True)
+                (workdir / f"{pod.name.removesuffix('-pod-0')}.yaml").unlink(missing_ok=True)
+            added: list[Pod] = []
+            try:
+                while len(kept) + len(added) < replicas:
+                    index = max([int(saved.get("next_index", 1))] + [_replica_index(name, p.name) + 1 for p in pods])
+                    saved["next_index"] = index + 1
+                    write_private(workdir / SPEC_FILE, _json_dumps(saved))
+                    added.append(self._play_replica(name, index, saved))
+            except BaseException:
+                remove_pods([pod.name for pod in added])
+                raise
+        return PodSet(name, saved["labels"], tuple(sorted(kept + added, key=lambda p: _replica_index(name, p.name))))
 
     def list(self) -> list[PodSet]:
         groups: dict[str, list[dict]] = {}

@@ -1,0 +1,80 @@
+"""What a webapp looks like from outside: list, status, URLs, logs (each reconciles first).
+
+Who sees a webapp here: its owner and admins (the viewers a share admits
+reach its content through the gateway, not these commands).
+"""
+
+from __future__ import annotations
+
+from codestudio.access import Identity
+from codestudio.errors import NotFound, PermissionDenied
+from codestudio.store import Store
+from codestudio.webapps import records
+from codestudio.webapps.lifecycle import check_actor
+from codestudio.webapps.model import Webapp
+from codestudio.webapps.supervise import reconcile, reconcile_all
+
+
+def list_webapps(who: Identity, *, all_users: bool = False, store: Store | None = None) -> list[dict]:
+    """``who``'s webapps (every user's with ``all_users``, admins only), reconciled, with replica counts."""
+    store = store or Store.default()
+    if all_users and not who.is_admin:
+        raise PermissionDenied(f"only admins may list every user's webapps (--all); {who.name} is not an admin")
+    webapps = [w for w in reconcile_all(store) if all_users or w.owner == who.name]
+    out = []
+    for w in webapps:
+        reps = records.replicas_of(store, w)
+        out.append({**summary(w), "ready": sum(r.routed for r in reps), "running": len(reps)})
+    return out
+
+
+def summary(w: Webapp) -> dict:
+    return {
+        "webapp": w.key, "project": w.project, "id": w.id, "owner": w.owner, "template_id": w.template_id,
+        "template_version": w.template_version, "image": w.image, "replicas": w.replicas, "share": w.share,
+        "source_studio": w.source_studio, "snapshot_commit": w.snapshot_commit, "generation": w.generation,
+        "state": w.state, "message": w.message, "url": w.stable_path,
+    }
+
+
+def status(who: Identity, ref: str, *, store: Store | None = None) -> dict:
+    """The webapp and each replica's state and reason (reconciled: dead replicas replaced, all probed)."""
+    store = store or Store.default()
+    w = records.get_webapp(ref, store=store)
+    check_actor(who, w, "see the status of")
+    w = reconcile(w, store=store)
+    replicas = [{"pod": r.pod, "generation": r.generation, "state": r.state, "reason": r.reason,
+                 "routed": r.routed, "backend": r.backend_path() + "/", "since": r.since}
+                for r in records.replicas_of(store, w)]
+    return {**summary(w), "replicas_detail": replicas}
+
+
+def urls(who: Identity, ref: str, *, store: Store | None = None) -> dict:
+    """The stable URL and every replica's backend URL, on the gateway's content origin."""
+    from codestudio.runtime.routes import gateway
+
+    store = store or Store.default()
+    w = records.get_webapp(ref, store=store)
+    check_actor(who, w, "get the URL of")
+    w = reconcile(w, store=store)
+    base = gateway().settings.base_url.rstrip("/")
+    return {"url": base + w.stable_path,
+            "replicas": {r.pod: base + r.backend_path() + "/" for r in records.replicas_of(store, w)}}
+
+
+def logs_target(who: Identity, ref: str, replica: str | None = None, *, store: Store | None = None) -> str:
+    """The pod whose logs to show: ``replica`` (a pod name, or its index in status order), else the first."""
+    store = store or Store.default()
+    w = records.get_webapp(ref, store=store)
+    check_actor(who, w, "read the logs of")
+    w = reconcile(w, store=store)
+    pods = [r.pod for r in records.replicas_of(store, w)]
+    if not pods:
+        raise NotFound(f"webapp {w.key} has no replica running (it is {w.state}); saved logs are in {w.logs_dir}")
+    if replica is None:
+        return pods[0]
+    if replica.isdigit() and int(replica) < len(pods):
+        return pods[int(replica)]
+    if replica in pods:
+        return replica
+    raise NotFound(f"webapp {w.key} has no replica {replica!r}; replicas: {', '.join(pods)}")
