@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -327,3 +326,24 @@ def test_from_studio_snapshot_is_the_zone_as_on_the_server_with_its_commit(who, 
     assert status(who, w.key)["snapshot_commit"] == w.snapshot_commit
     with tarfile.open(w.dir / "snapshots" / "1.tar") as tar:
         assert tar.extractfile("app/version.txt").read() == b"edited on the server\n"
+
+
+def test_gateway_rows_list_each_replica_with_readiness_secret_and_ports(who, fake_runtime):
+    from codestudio.store import Store
+    from codestudio.webapps import publish, records
+    from codestudio.webapps.routes import webapp_routes
+
+    w = publish(who, "PROJ", "app", "wa-unit", replicas=2, share="public", quiet=True)
+    reps = records.replicas_of(Store.default(), w)
+    records.set_replica(Store.default(), reps[1], "not-ready", "probe failed: HTTP 500")
+    [routes] = webapp_routes()
+    assert (routes.project_key, routes.webapp_id, routes.owner, routes.share, routes.main_port) == (
+        "PROJ", "app", "alice", "public", 8080)
+    assert routes.session_secret == w.session_secret
+    assert [(r.pod_name, r.ready, r.guard_secret) for r in routes.replicas] == [
+        (reps[0].pod, True, reps[0].guard_secret), (reps[1].pod, False, reps[1].guard_secret)]
+    # Only the webapp's own ports (not the studio-only entrypoint's 9000), with their path mode.
+    assert [(p.port, p.proxied_subpath, p.upstream_port) for p in routes.replicas[0].ports] == [
+        (8080, "$request_uri", reps[0].endpoints[8080][1])]
+    records.set_replica(Store.default(), reps[0], "draining", "removing")
+    assert [r.pod_name for r in webapp_routes()[0].replicas] == [reps[1].pod]

@@ -282,7 +282,7 @@ def delete_project(who: Identity, key: str, *, force: bool = False, purge: bool 
                          f"or pass --force to stop and delete them")
     deleted = rt.delete_project_studios(key, purge=purge, store=store) if ids else []
     # Webapps of the project go with it (their snapshots are copies; nothing of a zone is lost).
-    from codestudio.webapps import delete_project_webapps
+    from codestudio.webapps.lifecycle import delete_project_webapps
 
     webapps = delete_project_webapps(key, store=store)
     with store.connect() as conn:

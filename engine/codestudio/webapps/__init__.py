@@ -15,10 +15,23 @@ The engine API in one import, what the CLI and the server call:
 
 from __future__ import annotations
 
-from codestudio.webapps.lifecycle import delete, delete_project_webapps, publish, start, stop
-from codestudio.webapps.rollout import scale, update
-from codestudio.webapps.supervise import reconcile, reconcile_all, supervise
-from codestudio.webapps.views import list_webapps, logs_target, status, urls
+import importlib
+
+#: Public name -> the module that defines it. Imported on first use, so the gateway can
+#: read :mod:`.routes` without loading the lifecycle (and the lifecycle's imports).
+_EXPORTS = {
+    "delete": "lifecycle", "delete_project_webapps": "lifecycle", "publish": "lifecycle", "start": "lifecycle",
+    "stop": "lifecycle", "scale": "rollout", "update": "rollout", "reconcile": "supervise",
+    "reconcile_all": "supervise", "supervise": "supervise", "list_webapps": "views", "logs_target": "views",
+    "status": "views", "urls": "views",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"codestudio.webapps.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'codestudio.webapps' has no attribute {name!r}")
+
 
 __all__ = [
     "delete",

@@ -34,7 +34,6 @@ from codestudio.webapps.model import (
     check_share,
     check_webapp_name,
 )
-from codestudio.webapps.routes import apply_gateway, apply_gateway_quietly
 
 DEFAULT_TIMEOUT = 300.0
 #: Seconds a drained replica keeps serving requests already in flight before its pod goes.
@@ -120,6 +119,25 @@ def take_snapshot(who: Identity, w: Webapp, plan, number: int, store: Store, *, 
                                      message=f"Snapshot for webapp {w.key}")
 
 
+def apply_gateway(*, start: bool = False) -> None:
+    """Make the gateway serve the replicas as now recorded (studios and webapps from the DB).
+
+    Returns once every new request sees the new config (the gateway's
+    apply waits for the old workers to stop accepting), which is what lets
+    a rolling update drain a replica before its pod is removed.
+    """
+    from codestudio.runtime.routes import apply_gateway as apply
+
+    apply(start=start)
+
+
+def apply_gateway_quietly() -> None:
+    try:
+        apply_gateway()
+    except Exception as exc:  # noqa: BLE001 - the failure being handled is the news
+        print(f"warning: gateway not updated: {exc}", file=sys.stderr, flush=True)
+
+
 # --------------------------------------------------------------------------
 # Publish
 
@@ -135,10 +153,12 @@ def publish(who: Identity, project: str, name: str, template_id: str, *, replica
     later command and the supervisor.
     """
     from codestudio.gateway.config import new_session_secret
-    from codestudio.projects import check_key
+    from codestudio.types import PROJECT_KEY_RE
 
     store = store or Store.default()
-    check_key(project)
+    if not PROJECT_KEY_RE.match(project):
+        raise UsageError(f"invalid project key {project!r}: letters, digits, '_' and '-', starting with a letter "
+                         "or digit, at most 63 characters")
     check_webapp_name(name)
     check_replicas(replicas)
     share = check_share(share)

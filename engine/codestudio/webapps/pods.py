@@ -1,12 +1,5 @@
 """A webapp generation's pods: the pod set spec, its replicas, the snapshot push and the engine's probe.
 
-One **generation** is one pod set (one Deployment on Kubernetes) run from
-one image and one snapshot. What the engine needs to manage it after the
-command that started it has exited -- its pod set name, guard secret,
-ports, probe and snapshot targets -- is kept in ``<webapp dir>/gen-<n>.json``
-(0600: it holds the guard secret), so a later ``scale``, ``status`` or the
-supervisor can add and probe replicas without planning the template again.
-
 Readiness is the engine's own HTTP probe of each replica at its own prefix:
 ``readiness_url`` with ``${baseUrl}`` expanded to that replica's
 ``/web-apps-backends/<project>/<webapp>_<pod>/<port>`` (the empty string for a
@@ -18,76 +11,24 @@ webapp, is probed with ``GET ${baseUrl}/`` on its first exposed webapp port.
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from codestudio.errors import RuntimeFailure, UsageError
 from codestudio.runtime.base import ID_LABEL, KIND_LABEL, OWNER_LABEL, PROJECT_LABEL, PodSetSpec, Runtime
 from codestudio.store import Store, now
 from codestudio.webapps import records
+from codestudio.webapps.generation import Generation, PortInfo
 from codestudio.webapps.model import Replica, ReplicaState, Webapp, podset_name
 
 
-@dataclass
-class PortInfo:
-    """A port the webapp serves (a ``launch_in_webapp`` entrypoint's)."""
+def spec_of(w: Webapp, gen: Generation, replicas: int) -> PodSetSpec:
+    """The pod set spec of generation ``gen`` with ``replicas`` pods."""
+    from codestudio.render import GUARD_SECRET_KEY
 
-    port: int
-    proxied_subpath: str
-    label: str
-    exposed: bool
-
-
-@dataclass
-class Generation:
-    """What one generation runs; saved as ``gen-<n>.json``."""
-
-    number: int
-    podset: str
-    image: str
-    image_id: str | None
-    template_version: int
-    guard_secret: str
-    ports: list[int]               # every container port of the template (the guard's)
-    webapp_ports: list[PortInfo]   # the ones the webapp serves, in template order
-    probe_port: int
-    probe_path: str                # may contain ${K8S_POD_NAME}
-    targets: list[tuple[str | None, str]]
-    snapshot: str                  # path of the snapshot tar
-    manifest: list[dict]
-
-    def save(self, w: Webapp) -> None:
-        w.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = w.dir / f"gen-{self.number}.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, sort_keys=True)
-
-    @classmethod
-    def load(cls, w: Webapp, number: int) -> Generation | None:
-        try:
-            d = json.loads((w.dir / f"gen-{number}.json").read_text())
-        except (OSError, ValueError):
-            return None
-        d["webapp_ports"] = [PortInfo(**p) for p in d["webapp_ports"]]
-        d["targets"] = [tuple(t) for t in d["targets"]]
-        return cls(**d)
-
-    def forget(self, w: Webapp) -> None:
-        (w.dir / f"gen-{self.number}.json").unlink(missing_ok=True)
-
-    def probe_for(self, pod: str) -> str:
-        return self.probe_path.replace("${K8S_POD_NAME}", pod)
-
-    def spec(self, w: Webapp, replicas: int) -> PodSetSpec:
-        from codestudio.render import GUARD_SECRET_KEY
-
-        return PodSetSpec(name=self.podset, manifest=self.manifest, labels=labels(w), replicas=replicas,
-                          secrets={_secret_name(w, self): {GUARD_SECRET_KEY: self.guard_secret}},
-                          ports=tuple(self.ports), workdir=w.dir)
+    return PodSetSpec(name=gen.podset, manifest=gen.manifest, labels=labels(w), replicas=replicas,
+                      secrets={_secret_name(w, gen): {GUARD_SECRET_KEY: gen.guard_secret}},
+                      ports=tuple(gen.ports), workdir=w.dir)
 
 
 def labels(w: Webapp) -> dict[str, str]:
@@ -177,7 +118,7 @@ def _push(w: Webapp, gen: Generation, replica: Replica, runtime: Runtime, store:
 def launch(w: Webapp, gen: Generation, replicas: int, runtime: Runtime, store: Store) -> list[Replica]:
     """Start the generation's pod set with ``replicas`` pods, record them STARTING, push the snapshot."""
     gen.save(w)
-    podset = runtime.start(gen.spec(w, replicas))
+    podset = runtime.start(spec_of(w, gen, replicas))
     rows = [_row(w, gen, pod) for pod in podset.pods]
     for r in rows:
         records.put_replica(store, r)

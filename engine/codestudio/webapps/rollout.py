@@ -26,7 +26,7 @@ from codestudio.webapps import lifecycle as L
 from codestudio.webapps import pods as P
 from codestudio.webapps import records
 from codestudio.webapps.model import ReplicaState, Webapp, WebappState, check_replicas
-from codestudio.webapps.routes import apply_gateway, apply_gateway_quietly
+from codestudio.webapps.lifecycle import apply_gateway, apply_gateway_quietly
 
 #: Removal order when scaling down: replicas that serve nobody go first.
 _REMOVE_FIRST = {ReplicaState.DEAD: 0, ReplicaState.NOT_READY: 1, ReplicaState.STARTING: 2, ReplicaState.READY: 3}

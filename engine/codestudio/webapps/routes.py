@@ -51,7 +51,7 @@ def routes_of(w: Webapp, replicas, generations: dict) -> object | None:
 
 def webapp_routes(store: Store | None = None) -> list:
     """Routes of every webapp with listed replicas (the gateway's webapp source)."""
-    from codestudio.webapps.pods import Generation
+    from codestudio.webapps.generation import Generation
 
     store = store or Store.default()
     by_webapp: dict[tuple[str, str], list] = {}
@@ -67,26 +67,11 @@ def webapp_routes(store: Store | None = None) -> list:
             gen = Generation.load(w, number)
             if gen is not None:
                 generations[number] = gen
-        routes = routes_of(w, replicas, generations)
+        try:
+            routes = routes_of(w, replicas, generations)
+        except Exception as exc:  # noqa: BLE001 - one bad row must not take every studio's routes down
+            print(f"warning: webapp {w.key} is not served: {exc}", file=sys.stderr, flush=True)
+            continue
         if routes is not None:
             out.append(routes)
     return out
-
-
-def apply_gateway(*, start: bool = False) -> None:
-    """Make the gateway serve the replicas as now recorded (studios and webapps from the DB).
-
-    Returns once every new request sees the new config (the gateway's
-    apply waits for the old workers to stop accepting), which is what lets
-    a rolling update drain a replica before its pod is removed.
-    """
-    from codestudio.runtime.routes import apply_gateway as apply
-
-    apply(start=start)
-
-
-def apply_gateway_quietly() -> None:
-    try:
-        apply_gateway()
-    except Exception as exc:  # noqa: BLE001 - the failure being handled is the news
-        print(f"warning: gateway not updated: {exc}", file=sys.stderr, flush=True)

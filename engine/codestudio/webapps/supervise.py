@@ -33,7 +33,7 @@ from codestudio.webapps import lifecycle as L
 from codestudio.webapps import pods as P
 from codestudio.webapps import records
 from codestudio.webapps.model import ReplicaState, Webapp, WebappState
-from codestudio.webapps.routes import apply_gateway_quietly
+from codestudio.webapps.lifecycle import apply_gateway_quietly
 
 #: Probes a ready replica must fail in a row before it is unrouted (as Kubernetes' failureThreshold).
 FAILURES = 3
