@@ -439,10 +439,15 @@ class KubernetesRuntime(Runtime):
         for leftover in workdir.glob("*.ports.json") if workdir.is_dir() else ():
             leftover.unlink(missing_ok=True)
 
-    def scale(self, name: str, replicas: int) -> PodSet:
+    def scale(self, name: str, replicas: int, *, remove=()) -> PodSet:
         if replicas < 0:
             raise RuntimeFailure(f"pod set {name}: replicas must be at least 0, not {replicas}")
         c = self.cluster
+        # The ReplicaSet removes the pods with the lowest deletion cost first (Kubernetes >= 1.22).
+        for pod in remove:
+            self._raw(c.core.patch_namespaced_pod, pod, self.namespace,
+                      {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-1000"}}},
+                      doing=f"mark pod {pod} to go first")
         dep = self._raw(c.apps.patch_namespaced_deployment_scale, name, self.namespace, {"spec": {"replicas": replicas}},
                         doing=f"scale Deployment {name}")
         labels = (dep.get("metadata") or {}).get("labels") or {}
