@@ -158,6 +158,11 @@ def test_save_valid_makes_a_version_invalid_a_draft_located_at_block_and_field(s
     assert "70000" in admin.get("/api/v1/templates/ed-t/yaml?draft=true").text
     r = admin.post("/api/v1/templates/ed-t/build")
     assert r.status_code == 422 and _err(r)["code"] == "template_invalid" and "draft" in _err(r)["message"]
+    from codestudio.errors import TemplateError
+    from codestudio.templates_store import build_template
+
+    with pytest.raises(TemplateError, match="draft"):  # `codestudio template build ed-t` too, before any build work
+        build_template("ed-t")
     # Fixed: a new version, the draft gone.
     fixed = opened["document"]
     fixed["blocks"][1].update(label="Two", port=8090)

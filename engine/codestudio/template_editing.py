@@ -40,6 +40,7 @@ from typing import Any
 from codestudio.access import Identity, require_admin
 from codestudio.errors import PluginError, TemplateError, UsageError
 from codestudio.store import Store, now
+from codestudio.templates_store import DRAFT_DIR
 from codestudio.types import SLUG_RE
 
 #: Largest file an upload may add to a template.
@@ -51,7 +52,6 @@ STANDARD_DISTRIBUTIONS = frozenset({
     "codestudio-codeenv", "codestudio-jupyterlab", "codestudio-vscode", "codestudio-rstudio", "codestudio-streamlit",
     "codestudio-gradio", "codestudio-dash", "codestudio-voila",
 })
-DRAFT_DIR = ".draft"
 FILES_DIR = ".files"
 _NAME_PART_RE = re.compile(r"^[A-Za-z0-9._+@=-][A-Za-z0-9 ._+@=-]*$")
 _BLOCK_RE = re.compile(r"blocks\[(\d+)\]")
@@ -85,8 +85,9 @@ def _draft_file(template_id: str) -> Path | None:
 
 
 def _draft_meta(template_id: str) -> dict | None:
-    meta = _root(template_id) / DRAFT_DIR / "draft.json"
-    return json.loads(meta.read_text()) if meta.is_file() else None
+    from codestudio.templates_store import draft_info
+
+    return draft_info(template_id)
 
 
 def revision(template_id: str, *, store: Store | None = None) -> str:
@@ -162,7 +163,7 @@ def _same(a: Any, b: Any) -> bool:
 def _node(value: Any) -> Any:
     """A new value as ruamel nodes: multi-line strings as literal blocks (``|``)."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
-    from ruamel.yaml.scalarstring import LiteralScalarString
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
     if isinstance(value, dict):
         m = CommentedMap()
@@ -171,9 +172,18 @@ def _node(value: Any) -> Any:
         return m
     if isinstance(value, list):
         return CommentedSeq([_node(v) for v in value])
+    if isinstance(value, str) and _needs_escapes(value):
+        return DoubleQuotedScalarString(value)
     if isinstance(value, str) and "\n" in value:
         return LiteralScalarString(value)
     return value
+
+
+def _needs_escapes(text: str) -> bool:
+    """Characters a plain or block scalar would not carry as they are (YAML reads NEL, LS, PS as line breaks)."""
+    import unicodedata
+
+    return any(c != "\n" and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs") for c in text)
 
 
 def _merge(old: Any, new: Any) -> Any:
@@ -193,7 +203,7 @@ def _merge(old: Any, new: Any) -> Any:
         for extra in new[len(old):]:
             old.append(_node(extra))
         return old
-    if isinstance(new, str):
+    if isinstance(new, str) and not _needs_escapes(new):
         for style in (LiteralScalarString, FoldedScalarString, DoubleQuotedScalarString, SingleQuotedScalarString):
             if isinstance(old, style):
                 return style(new)
@@ -475,19 +485,6 @@ def discard_draft(who: Identity, template_id: str, *, store: Store | None = None
     existed = folder.exists()
     shutil.rmtree(folder, ignore_errors=True)
     return existed
-
-
-def check_buildable(template_id: str) -> None:
-    """Refuse to build a template whose draft has problems (the last valid version would not be what was edited)."""
-    meta = _draft_meta(template_id)
-    if meta is not None:
-        raise TemplateError(
-            f"template {template_id}",
-            [f"the draft saved by {meta['saved_by']} has {len(meta['problems'])} problem(s); fix them and save "
-             "(or discard the draft) before building"] + [p["message"] for p in meta["problems"]],
-            [{"block": None, "type": None, "field": None, "line": None,
-              "message": "the draft has problems: fix them and save before building"}] + meta["problems"],
-        )
 
 
 def stored_text(template_id: str, *, version: int | None = None, draft: bool = False,

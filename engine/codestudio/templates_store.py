@@ -57,6 +57,29 @@ class StoredTemplate:
         }
 
 
+#: The web editor's draft of a template (:mod:`codestudio.template_editing`): saved with problems, never built.
+DRAFT_DIR = ".draft"
+
+
+def draft_info(template_id: str) -> dict | None:
+    """The editor's draft of a stored template (who saved it, its problems), or None."""
+    meta = templates_dir() / template_id / DRAFT_DIR / "draft.json"
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
+def check_buildable(template_id: str) -> None:
+    """Refuse to build a template whose draft has problems: what the admin edited is not what would be built."""
+    meta = draft_info(template_id)
+    if meta is None:
+        return
+    from codestudio.errors import TemplateError
+
+    head = (f"template {template_id!r} has a draft saved by {meta['saved_by']} with {len(meta['problems'])} problem(s); "
+            "fix them and save in the template editor (or discard the draft) before building")
+    raise TemplateError(f"template {template_id}", [head] + [p["message"] for p in meta["problems"]],
+                        [{"block": None, "type": None, "field": None, "line": None, "message": head}] + meta["problems"])
+
+
 def templates_dir() -> Path:
     from codestudio.home import data_dir
 
@@ -348,6 +371,8 @@ def build_template(ref: str, *, no_cache: bool = False, quiet: bool = False, sto
     from codestudio.images import build_template_file
 
     path, version = resolve_template(ref, store=store)
+    if version is not None:  # a stored id: the editor's draft, if any, must be valid first
+        check_buildable(ref)
     result = build_template_file(path, template_version=version, no_cache=no_cache, quiet=quiet, store=store)
     warn_memory_shortfall(path)
     return result

@@ -471,10 +471,10 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
     def template_build(template_id: str, no_cache: bool = False, caller: Caller = me_dep):
         access.require_admin(caller.who, "build templates")
         ts.get_template(template_id, store=store())
-        from codestudio.template_editing import check_buildable, reused_blocks
-        from codestudio.templates_store import build_template
+        from codestudio.template_editing import reused_blocks
+        from codestudio.templates_store import build_template, check_buildable
 
-        check_buildable(template_id)  # a draft with problems is what the admin sees: build it once fixed
+        check_buildable(template_id)  # now, so the refusal is a 422 rather than a failed job
 
         def run(job):
             result = build_template(template_id, no_cache=no_cache, store=store()).as_dict()
