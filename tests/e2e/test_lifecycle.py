@@ -35,6 +35,15 @@ id: lc-e2e-{run}
 base_image: {base}
 permissions: {{all: true}}
 blocks:
+  - type: dockerfile
+    label: websocket echo
+    run_as_root: true
+    statements: COPY ws_echo.py /opt/lc/ws_echo.py
+    resources: [ws_echo.py]
+  - type: entrypoint
+    label: WebSocket echo
+    command: [python3, /opt/lc/ws_echo.py, "8103"]
+    port: 8103
   - type: entrypoint
     label: Files
     command: [python3, -m, http.server, "8101", --bind, 127.0.0.1]
@@ -70,7 +79,10 @@ def stored_base(session_home):
 
 @pytest.fixture(scope="module")
 def lc(tmp_path_factory, stored_base):
+    from test_runtime import WS_ECHO  # the stdlib websocket echo server of the runtime tests
+
     folder = tmp_path_factory.mktemp("lc-template")
+    (folder / "ws_echo.py").write_text(WS_ECHO)
     (folder / "small.yaml").write_text(TEMPLATE.format(run=RUN, base=stored_base, idle=IDLE))
     with S.block_studios(tmp_path_factory, "lc") as env:
         yield {"env": env, "template": folder / "small.yaml"}
@@ -126,6 +138,53 @@ def gateway_idle(studio) -> float | None:
     reading = read_activity(s, pod)
     assert reading.reachable
     return None if reading.last is None else time.time() - reading.last
+
+
+def _ws_frame(data: bytes, op: int = 1) -> bytes:
+    import os
+
+    mask = os.urandom(4)
+    return bytes([0x80 | op, 0x80 | len(data)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(data))
+
+
+def test_an_open_silent_websocket_is_not_activity_a_message_is(lc):
+    import base64
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    from codestudio.runtime.culler import cull
+
+    studio = start(lc, "ws")
+    browser = studio.login(8103)
+    url = urlsplit(f"{studio.base}/8103/ws")
+    key = base64.b64encode(os.urandom(16)).decode()
+    try:
+        with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+            s.sendall((f"GET {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nCookie: {browser.cookie()}\r\n\r\n").encode())
+            reader = s.makefile("rb")
+            assert b" 101 " in reader.readline()
+            while reader.readline() not in (b"\r\n", b""):
+                pass
+
+            def ping() -> bool:
+                s.sendall(_ws_frame(b"ping", op=9))
+                head = reader.read(2)
+                assert head[0] & 0x0F == 10 and reader.read(head[1] & 0x7F) == b"ping"  # the pong
+                return (gateway_idle(studio) or 0) > IDLE
+
+            # Open, pinged through the gateway, but silent: idle past the timeout all the same.
+            wait_until("the pinged websocket to be idle past the timeout", ping)
+            assert [d.action for d in cull(dry_run=True) if d.studio == studio.studio_id] == ["stop"]
+            s.sendall(_ws_frame(b"a message"))
+            head = reader.read(2)
+            assert reader.read(head[1] & 0x7F) == b"a message"
+            [mine] = [d for d in cull(dry_run=True) if d.studio == studio.studio_id]
+            assert mine.action == "keep" and mine.activity_source == "gateway"
+            s.sendall(_ws_frame(b"", op=8))
+    finally:
+        lc["env"].rts.stop_studio(lc["env"].who, studio.studio_id, quiet=True)
 
 
 def test_limits_are_enforced_by_podman(lc):
