@@ -301,3 +301,17 @@ def test_list_finds_what_a_crashed_engine_left_by_label(emu, runtime, tmp_path):
         assert found.name == spec.name and found.running
         fresh.stop(spec.name, timeout=1)
     assert runtime.list() == []
+
+
+def test_a_container_killed_for_memory_says_so():
+    """OOMKilled is reported as killed for memory with the limit (docs/lifecycle.md), not a bare exit status."""
+    from codestudio.runtime.kubernetes.events import from_pod, waiting_words
+
+    pod = {"metadata": {"name": "p"},
+           "spec": {"containers": [{"image": "x", "resources": {"limits": {"memory": "64Mi"}}}]},
+           "status": {"phase": "Failed", "containerStatuses": [
+               {"state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}}
+    event = from_pod(pod)
+    assert event.kind == "failed" and event.reason.startswith("killed for memory (memory limit 64Mi)")
+    pod["status"]["containerStatuses"][0]["lastState"] = pod["status"]["containerStatuses"][0].pop("state")
+    assert "killed for memory (memory limit 64Mi)" in waiting_words("CrashLoopBackOff", "", pod)

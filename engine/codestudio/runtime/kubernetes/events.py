@@ -68,11 +68,20 @@ def waiting_words(reason: str, message: str, pod: dict) -> str:
     if reason == "CrashLoopBackOff":
         statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
         last = ((statuses[0].get("lastState") or {}).get("terminated") or {})
+        if last.get("reason") == "OOMKilled":
+            return f"the studio's container keeps being {_oom_words(pod)} (CrashLoopBackOff); its logs are kept"
         code = f", last exit status {last['exitCode']}" if "exitCode" in last else ""
         return f"the studio's container keeps crashing (CrashLoopBackOff{code}); its logs are kept"
     if reason == "CreateContainerConfigError":
         return f"the container could not be configured (CreateContainerConfigError{detail})"
     return f"the container could not be started ({reason}{detail})"
+
+
+def _oom_words(pod: dict) -> str:
+    """``killed for memory (memory limit 64Mi)``: the kernel's OOM killer ended the container."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    limit = ((containers[0].get("resources") or {}).get("limits") or {}).get("memory")
+    return f"killed for memory (memory limit {limit})" if limit else "killed for memory"
 
 
 def from_pod(pod: dict) -> RuntimeEvent | None:
@@ -90,8 +99,10 @@ def from_pod(pod: dict) -> RuntimeEvent | None:
                                 reason=waiting_words(waiting["reason"], waiting.get("message") or "", pod))
         terminated = (cs.get("state") or {}).get("terminated")
         if terminated and status.get("phase") in ("Failed", "Succeeded"):
-            return RuntimeEvent("failed", f"pod {name} ended", pod=name,
-                                reason=f"the container exited with status {terminated.get('exitCode')}")
+            why = f"the container exited with status {terminated.get('exitCode')}"
+            if terminated.get("reason") == "OOMKilled":  # docs/lifecycle.md: not a vague crash
+                why = f"{_oom_words(pod)}: {why}"
+            return RuntimeEvent("failed", f"pod {name} ended", pod=name, reason=why)
     if any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
         return RuntimeEvent("ready", f"pod {name} is ready", pod=name)
     return None
