@@ -323,3 +323,22 @@ def test_log_refusals_are_clear_errors(log_api):
         PodTransport(log_api.api_client(), "elsewhere", connect_timeout=5).logs("cs-s1-abc")
     with pytest.raises(ExecFailure, match=r"not found \(404\)"):
         PodTransport(log_api.api_client(), "cs", connect_timeout=5).logs("gone")
+
+
+def test_the_kubernetes_runtime_syncs_and_runs_through_this_transport(cluster, tmp_path):
+    """The wiring: KubernetesRuntime.exec/exec_framed/exec_detached/copy_out go through PodTransport."""
+    from codestudio.runtime.kubernetes.client import Cluster
+    from codestudio.runtime.kubernetes.runtime import KubernetesRuntime
+    from codestudio.runtime.kubernetes.settings import RuntimeSettings
+
+    runtime = KubernetesRuntime(RuntimeSettings("kubernetes", None, "cs", "r.example", None, "in-cluster"),
+                                data_dir=tmp_path / "data",
+                                cluster=Cluster(context=None, namespace="cs", api_client=cluster.api_client()))
+    result = runtime.run("cs-s1-abc", ["sh", "-c", "echo hi; exit 5"])
+    assert (result.returncode, result.stdout) == (5, "hi\n")
+    studio = _studio()
+    (studio.zone_path(ZONE) / "a.txt").write_text("from the server\n")
+    report = push_on_start(studio, ExecTransport(runtime, "cs-s1-abc"))
+    assert report.mappings[0].pushed == ["a.txt"]
+    assert (cluster.pod_dir / TARGET.lstrip("/") / "a.txt").read_text() == "from the server\n"
+    assert cluster.execs[-1]["protocol"] == cluster.expected and cluster.execs[-1]["stdin"]
