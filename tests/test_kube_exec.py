@@ -224,6 +224,8 @@ def test_real_sync_push_pull_and_conflict(cluster, transport):
     assert {"server side\n", "studio side\n"} <= texts
     assert {e["protocol"] for e in cluster.execs} == {cluster.expected}
     assert all(e["stdin"] for e in cluster.execs)
+    # The agent's 48 KB source travelled over stdin: the exec URLs fit an 8 KiB request line.
+    assert all(sum(len(a) for a in e["argv"]) < 2048 for e in cluster.execs)
 
 
 def test_an_action_runs_with_its_exit_status_and_a_detached_one_starts(cluster, transport):

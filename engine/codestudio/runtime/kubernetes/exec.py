@@ -245,7 +245,7 @@ class KubeExecProcess:
     a local process), so big outputs never pile up in memory.
     """
 
-    def __init__(self, ws, *, stdin: bool, framed_stdin: bool, description: str):
+    def __init__(self, ws, *, stdin: bool, framed_stdin: bool, description: str, stdin_prefix: bytes = b""):
         from codestudio.sync import agent
 
         self.ws = ws
@@ -270,6 +270,8 @@ class KubeExecProcess:
         self._reader = threading.Thread(target=self._read, name=f"exec-read {description}", daemon=True)
         self._writer = (threading.Thread(target=self._write, name=f"exec-write {description}", daemon=True)
                         if stdin else None)
+        for i in range(0, len(stdin_prefix), STDIN_CHUNK):
+            self._send(STDIN, stdin_prefix[i : i + STDIN_CHUNK])
         if self.framed:
             self._send(STDIN, agent.FRAMED_STDIN)
         self._reader.start()
@@ -458,6 +460,24 @@ def exec_path(namespace: str, pod: str) -> str:
     return f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}/exec"
 
 
+#: A ``python -c`` program longer than this travels over stdin, not in the exec URL (proxies in front
+#: of API servers often refuse request lines over 8-64 KiB; the sync agent is about 90 KiB encoded).
+INLINE_PROGRAM_MAX = 4096
+#: What runs instead: reads the program's length and the program from stdin, then runs it as ``__main__``
+#: (``sys.argv`` stays the command's own arguments; the rest of stdin is the program's input).
+BOOTSTRAP = ("import sys;b=sys.stdin.buffer;n=int(b.readline());"
+             "exec(compile(b.read(n),'<codestudio program>','exec'),{'__name__':'__main__'})")
+
+
+def program_over_stdin(argv: Sequence[str]) -> tuple[list[str], bytes]:
+    """``python3 -I -c LONG_PROGRAM args`` -> (``python3 -I -c BOOTSTRAP args``, the stdin prefix)."""
+    argv = list(argv)
+    if len(argv) >= 4 and argv[1:3] == ["-I", "-c"] and len(argv[3]) > INLINE_PROGRAM_MAX:
+        program = argv[3].encode()
+        return argv[:3] + [BOOTSTRAP] + argv[4:], b"%d\n" % len(program) + program
+    return argv, b""
+
+
 def exec_in_pod(cfg, namespace: str, pod: str, argv: Sequence[str], *, container: str = MAIN_CONTAINER,
                 stdin: bool = False, framed_stdin: bool = False, protocols: Sequence[str] = EXEC_PROTOCOLS,
                 timeout: float = CONNECT_TIMEOUT) -> KubeExecProcess:
@@ -471,6 +491,9 @@ def exec_in_pod(cfg, namespace: str, pod: str, argv: Sequence[str], *, container
     """
     if not argv:
         raise RuntimeFailure("exec: no command")
+    prefix = b""
+    if stdin:
+        argv, prefix = program_over_stdin(argv)
     query = [("command", str(a)) for a in argv]
     query += [("container", container), ("stdout", "true"), ("stderr", "true")]
     if stdin:
@@ -486,7 +509,7 @@ def exec_in_pod(cfg, namespace: str, pod: str, argv: Sequence[str], *, container
         raise ExecFailure(f"could not {doing} with input: the API server speaks only {V4}, where a command's stdin "
                           "cannot be closed; only commands that read framed stdin (the sync agent) can take input "
                           "there (Kubernetes 1.30 and later speak v5)")
-    return KubeExecProcess(ws, stdin=stdin, framed_stdin=framed_stdin, description=f"pod {pod}")
+    return KubeExecProcess(ws, stdin=stdin, framed_stdin=framed_stdin, description=f"pod {pod}", stdin_prefix=prefix)
 
 
 def exec_process(cluster, namespace: str, pod: str, argv: Sequence[str], *, container: str = MAIN_CONTAINER,
