@@ -257,6 +257,7 @@ class FakeGateway:
 
     class settings:  # noqa: N801 - stands in for GatewaySettings
         base_url = "http://127.0.0.1:8800"
+        webapp_base_url = "http://127.0.0.1:8800"
 
     def __init__(self):
         self.running = False

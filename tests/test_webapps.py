@@ -347,3 +347,18 @@ def test_gateway_rows_list_each_replica_with_readiness_secret_and_ports(who, fak
         (8080, "$request_uri", reps[0].endpoints[8080][1])]
     records.set_replica(Store.default(), reps[0], "draining", "removing")
     assert [r.pod_name for r in webapp_routes()[0].replicas] == [reps[1].pod]
+
+
+def test_url_is_a_signed_link_for_the_owner_and_plain_when_public(who, fake_runtime):
+    from codestudio.webapps import publish, status, urls
+
+    w = publish(who, "PROJ", "app", "wa-unit", replicas=2, quiet=True)
+    links = urls(who, w.key)
+    assert links["url"].startswith("http://127.0.0.1:8800/webapps/PROJ/app/?") and "token=" in links["url"]
+    assert sorted(links["replicas"]) == sorted(r["pod"] for r in status(who, w.key)["replicas_detail"])
+    for pod, link in links["replicas"].items():
+        assert link.startswith(f"http://127.0.0.1:8800/web-apps-backends/PROJ/app_{pod}/8080/?")
+    with pytest.raises(PermissionDenied):
+        urls(_bob(), w.key)
+    publish(who, "PROJ", "pub", "wa-unit", share="public", quiet=True)
+    assert urls(who, "PROJ/pub")["url"] == "http://127.0.0.1:8800/webapps/PROJ/pub/"

@@ -120,13 +120,15 @@ def update(ctx, ref: str, from_studio: str | None, keep_snapshot: bool, timeout:
 
 @webapp.command()
 @click.argument("ref", metavar="WEBAPP")
+@click.option("--ttl", type=click.IntRange(min=10, max=604800), default=None,
+              help="Seconds the link stays valid (default 600, at most 604800 = 7 days).")
 @JSON
 @click.pass_context
-def url(ctx, ref: str, as_json: bool) -> None:
-    """Print WEBAPP's stable URL (and with --json, each replica's backend URL)."""
+def url(ctx, ref: str, ttl: int | None, as_json: bool) -> None:
+    """Print a link to WEBAPP's stable URL (with --json, also one per replica's backend prefix)."""
     from codestudio.webapps import urls
 
-    data = urls(_who(ctx), ref)
+    data = urls(_who(ctx), ref, ttl=ttl)
     if as_json:
         output.data(data, as_json=True)
     else:

@@ -54,7 +54,8 @@ def _wants_json(request: Request) -> bool:
 
 def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None = None,
                start_timeout: float | None = None, poll_interval: float = 1.0, culler: bool = True) -> FastAPI:
-    """The app; with ``culler`` it also runs the studio culler every ``cull_interval`` while it serves."""
+    """The app; with ``culler`` it also runs the studio culler every ``cull_interval`` and the webapp
+    supervisor (:mod:`codestudio.webapps.supervise`) while it serves."""
     from codestudio.home import data_dir as default_data_dir
 
     data_dir = data_dir or default_data_dir()
@@ -74,11 +75,14 @@ def create_app(settings: ServerSettings | None = None, *, data_dir: Path | None 
     async def lifespan(_app):
         jobs.install_capture()  # job output is captured only while serving
         stop_culler = _start_culler(store) if culler else None
+        stop_supervisor = _start_webapp_supervisor(store) if culler else None
         try:
             yield
         finally:
             if stop_culler is not None:
                 stop_culler()
+            if stop_supervisor is not None:
+                stop_supervisor()
             jobs.shutdown()
 
     app = FastAPI(
@@ -156,6 +160,23 @@ def _start_culler(store: Store):
     def stop_it() -> None:
         stop.set()
         thread.join(timeout=30)  # a stop in progress finishes (files pulled) before the server exits
+
+    return stop_it
+
+
+def _start_webapp_supervisor(store: Store):
+    """Run :func:`codestudio.webapps.supervise` in a thread (dead replicas replaced, probes); returns what stops it."""
+    import threading
+
+    from codestudio.webapps.supervise import supervise
+
+    stop = threading.Event()
+    thread = threading.Thread(target=supervise, kwargs={"stop": stop, "store": store}, name="webapps", daemon=True)
+    thread.start()
+
+    def stop_it() -> None:
+        stop.set()
+        thread.join(timeout=30)
 
     return stop_it
 

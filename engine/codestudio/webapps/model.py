@@ -52,8 +52,6 @@ ROUTED = frozenset({ReplicaState.READY})
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 DEFAULT_MAX_REPLICAS = 10
-SHARE_KINDS = ("owner", "group", "users", "public")
-_GROUP_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
 def check_webapp_name(name: str) -> str:
@@ -65,13 +63,13 @@ def check_webapp_name(name: str) -> str:
 
 
 def check_share(share: str) -> str:
-    """``owner`` (default), ``group:G``, ``users`` (every signed-in user) or ``public`` (anybody)."""
-    kind, sep, group = share.partition(":")
-    if kind in ("owner", "users", "public") and not sep:
-        return share
-    if kind == "group" and sep and _GROUP_RE.match(group):
-        return share
-    raise UsageError(f"invalid --share {share!r}: owner, group:GROUP, users or public")
+    """``owner`` (default), ``group:G``, ``users`` (every signed-in user) or ``public`` (anybody): the gateway's rule."""
+    from codestudio.gateway.webapps import parse_share
+
+    try:
+        return parse_share(share)
+    except UsageError as exc:
+        raise UsageError(f"invalid --share: {exc}") from None
 
 
 def settings_path(data_dir: Path) -> Path:
@@ -225,7 +223,6 @@ __all__ = [
     "ROUTED",
     "Replica",
     "ReplicaState",
-    "SHARE_KINDS",
     "Webapp",
     "WebappState",
     "check_replicas",

@@ -15,9 +15,10 @@ What a reconcile of a webapp does (when no command holds its lock):
   a generation an interrupted update left behind is removed.
 
 Who calls it: every ``codestudio webapp`` command that reads a webapp
-(``list``, ``status``, ``url``, ``logs``...), and ``codestudio webapp
-supervise``, a foreground loop over every webapp (run it next to the
-server, or as a service). Podman itself restarts an entrypoint's container
+(``list``, ``status``, ``url``, ``logs``...), the web server's supervisor
+thread (``codestudio server`` runs :func:`supervise` while it serves), and
+``codestudio webapp supervise``, the same loop in the foreground for data
+dirs served without the web server. Podman itself restarts an entrypoint's container
 per the pod's restart policy; the runner restarts crashed entrypoints
 inside a container.
 """
@@ -142,15 +143,18 @@ def reconcile_all(store: Store, runtime=None) -> list[Webapp]:
     return [reconcile(w, store=store, runtime=runtime) for w in records.all_webapps(store)]
 
 
-def supervise(*, interval: float = 5.0, once: bool = False, store: Store | None = None) -> None:
-    """Reconcile every webapp every ``interval`` seconds until interrupted (``once``: one round)."""
+def supervise(*, interval: float = 5.0, once: bool = False, stop=None, store: Store | None = None) -> None:
+    """Reconcile every webapp every ``interval`` seconds until interrupted, ``stop`` (an Event) is set, or ``once``."""
+    import threading
+
     store = store or Store.default()
-    while True:
+    stop = stop or threading.Event()
+    while not stop.is_set():
         started = time.monotonic()
         try:
             reconcile_all(store)
         except Exception as exc:  # noqa: BLE001 - a loop that must keep going; say what failed
-            L._log(f"webapp supervisor: {exc}")
+            L._log(f"webapp supervisor: {type(exc).__name__}: {exc}")
         if once:
             return
-        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+        stop.wait(max(0.0, interval - (time.monotonic() - started)))

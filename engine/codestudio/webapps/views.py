@@ -49,17 +49,33 @@ def status(who: Identity, ref: str, *, store: Store | None = None) -> dict:
     return {**summary(w), "replicas_detail": replicas}
 
 
-def urls(who: Identity, ref: str, *, store: Store | None = None) -> dict:
-    """The stable URL and every replica's backend URL, on the gateway's content origin."""
+def urls(who: Identity, ref: str, *, ttl: int | None = None, store: Store | None = None) -> dict:
+    """The owner's signed link to the stable URL and to each replica's backend prefix, on the webapp origin.
+
+    A ``public`` webapp needs no link: its plain URLs are returned. The
+    gateway swaps a link's token for the viewer cookie of this webapp.
+    """
+    from codestudio.gateway.config import DEFAULT_TOKEN_TTL
+    from codestudio.gateway.webapps import make_webapp_access_url
     from codestudio.runtime.routes import gateway
+    from codestudio.webapps.generation import Generation
+    from codestudio.webapps.routes import routes_of
 
     store = store or Store.default()
     w = records.get_webapp(ref, store=store)
     check_actor(who, w, "get the URL of")
     w = reconcile(w, store=store)
-    base = gateway().settings.base_url.rstrip("/")
-    return {"url": base + w.stable_path,
-            "replicas": {r.pod: base + r.backend_path() + "/" for r in records.replicas_of(store, w)}}
+    base = gateway().settings.webapp_base_url
+    replicas = records.replicas_of(store, w)
+    generations = {n: g for n in {r.generation for r in replicas} | {w.generation}
+                   if (g := Generation.load(w, n)) is not None}
+    routes = routes_of(w, replicas, generations)
+    if routes is None:
+        return {"url": base + w.stable_path, "replicas": {}, "note": f"webapp {w.key} is {w.state}: nothing serves it"}
+    ttl = ttl or DEFAULT_TOKEN_TTL
+    return {"url": make_webapp_access_url(routes, base, ttl),
+            "replicas": {r.pod_name: make_webapp_access_url(routes, base, ttl, pod=r.pod_name) for r in routes.replicas
+                         if r.port(routes.main_port) is not None}}
 
 
 def logs_target(who: Identity, ref: str, replica: str | None = None, *, store: Store | None = None) -> str:
