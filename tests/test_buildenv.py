@@ -12,12 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from codestudio import buildenv
+from codestudio import buildenv, hookimpl
+from codestudio.blockapi import Block, Run
 from codestudio.blockhelpers import pip_install, python_env
 from codestudio.errors import UsageError
 from codestudio.images import indexes
 from codestudio.images.progress import StepTracker
 from codestudio.render import render_template
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -229,3 +233,90 @@ def test_cache_cli(codestudio_home):
     assert shown.exit_code == 0 and [r["tool"] for r in json.loads(shown.output)] == ["uv", "pip", "npm", "apt"]
     cleared = runner.invoke(make_cli(), ["cache", "clear", "--json", "npm"])
     assert cleared.exit_code == 0 and json.loads(cleared.output) == {"removed": []}
+
+
+# --------------------------------------------------------------------------
+# Independent blocks as parallel stages (contribute_stage)
+
+
+def test_leading_independent_blocks_become_stages_copied_in_template_order(codestudio_home):
+    from codestudio.render import render_template
+
+    rendered = render_template(REPO / "examples" / "data-science.yaml")
+    text = rendered.dockerfile
+    assert "FROM ${CODESTUDIO_BASE_IMAGE} AS codestudio-block-00" in text  # vscode
+    assert "FROM ${CODESTUDIO_BASE_IMAGE} AS codestudio-block-01" in text  # jupyterlab
+    image = text.split("# [image]")[1]
+    copies = [line for line in image.splitlines() if line.startswith("COPY --from=")]
+    assert copies == ['COPY --from=codestudio-block-00 ["/opt/codestudio/vscode", "/opt/codestudio/vscode"]',
+                      'COPY --from=codestudio-block-01 ["/opt/codestudio/jupyterlab", "/opt/codestudio/jupyterlab"]']
+    # The code env (not independent) and everything after it run in the image's stage.
+    assert "code-envs/py-ml" in image and "AS codestudio-block-02" not in text
+    # Steps of a stage still name their block.
+    vscode_steps = [s for s in rendered.steps if s.stage == 2]
+    assert {s.block_type for s in vscode_steps} == {"vscode"} and vscode_steps[0].instruction.startswith("FROM")
+    assert {s.block_type for s in rendered.steps if s.instruction.startswith("COPY --from=codestudio-block-01")} == {"jupyterlab"}
+
+
+def test_a_block_before_them_or_the_serial_option_keeps_blocks_in_place(tmp_path, codestudio_home):
+    from codestudio.render import render_template
+
+    after_dockerfile = write(tmp_path, """\
+        id: ordered
+        blocks:
+          - type: dockerfile
+            run_as_root: true
+            statements: RUN echo '[global]' > /etc/pip.conf
+          - type: jupyterlab
+        """)
+    assert "codestudio-block-" not in render_template(after_dockerfile).dockerfile
+    serial = write(tmp_path, """\
+        id: serial
+        build:
+          parallel_stages: false
+        blocks:
+          - type: jupyterlab
+        """)
+    assert "codestudio-block-" not in render_template(serial).dockerfile
+
+
+def test_contribute_stage_return_is_checked(codestudio_home):
+    from codestudio.plan import HOOK_RETURNS, _WrongReturn
+
+    _, check = HOOK_RETURNS["contribute_stage"]
+    assert check(None) == () and check(["/opt/tool"]) == ("/opt/tool",)
+    for bad in (["/"], ["/usr"], ["relative"], "/opt/tool", [3]):
+        with pytest.raises(_WrongReturn):
+            check(bad)
+
+
+class StagedTool(Block):
+    """A third-party block building its own folder, as contribute_stage describes."""
+
+    @hookimpl
+    def contribute_dockerfile(self, block):
+        return [Run(script="mkdir -p /opt/tool && echo built > /opt/tool/marker")]
+
+    @hookimpl
+    def contribute_stage(self, block):
+        return ["/opt/tool"]
+
+
+def test_a_third_party_block_builds_as_a_stage(tmp_path, codestudio_blocks, codestudio_block):
+    from codestudio.render import render_template
+
+    codestudio_block("staged-tool", StagedTool())
+    path = write(tmp_path, """\
+        id: staged
+        blocks:
+          - type: staged-tool
+          - type: dockerfile
+            run_as_root: true
+            statements: RUN cat /opt/tool/marker
+        """)
+    text = render_template(path, blocks=codestudio_blocks).dockerfile
+    stage, image = text.split("# [image]")
+    assert "AS codestudio-block-00" in stage and "echo built" in stage and "echo built" not in image
+    assert image.index('COPY --from=codestudio-block-00 ["/opt/tool", "/opt/tool"]') < image.index("cat /opt/tool/marker")
+    # Labels and the step's block survive: the stage ends in a LABEL (see the tools stage's note).
+    assert 'LABEL io.codestudio.stage="codestudio-block-00"' in stage

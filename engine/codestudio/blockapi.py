@@ -470,6 +470,8 @@ class StepGroup:
     block: BlockInstance | None
     title: str
     steps: list[Step] = field(default_factory=list)
+    #: Folders the block's steps write (``contribute_stage``): they may build as a stage of their own.
+    stage_paths: tuple[str, ...] = ()
 
 
 @dataclass

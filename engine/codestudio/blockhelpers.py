@@ -315,6 +315,11 @@ class WebAppBlock:
         return steps
 
     @hookimpl
+    def contribute_stage(self, block):
+        p = block.params
+        return None if p.code_env else sorted({p.path, self.home})
+
+    @hookimpl
     def register_code_env(self, block, code_env):
         p = block.params
         if code_env.name != p.code_env or code_env.language != "python":

@@ -18,7 +18,7 @@ steps it returns join the group of whichever of the two blocks comes later,
 so an IDE's install layer does not change when a later code env changes.
 
 Order of the block hooks for one block: ``contribute_dockerfile``,
-``contribute_code_env``, ``contribute_entrypoint``, ``contribute_action``,
+``contribute_stage``, ``contribute_code_env``, ``contribute_entrypoint``, ``contribute_action``,
 ``contribute_starter_files``, ``contribute_sync``, ``contribute_env``,
 ``contribute_ports``, ``adjust_probe``, ``adjust_pod``, ``adjust_lifecycle``, then ``register_code_env`` as above.
 Once every block has applied, ``validate_block`` is called for each block
@@ -50,6 +50,27 @@ def contribute_dockerfile(block, state):
         ``Env``, ``Workdir``, ``Raw``) in the order they run, or ``None`` to
         contribute nothing. Steps are emitted in one group, after every
         earlier block's group.
+    """
+
+
+@hookspec
+def contribute_stage(block, state):
+    """Let this block's steps build in a stage of their own, in parallel with other blocks.
+
+    A block whose ``contribute_dockerfile`` steps need nothing that other
+    blocks produce, and write only below a few folders (an IDE in its own
+    environment), returns those folders. When it is part of the template's
+    leading run of such blocks, its steps build as their own stage ``FROM``
+    the base image, in parallel with the others, and the image takes the
+    folders (``COPY --from``) in template order; otherwise, and with
+    ``build: {parallel_stages: false}``, its steps run in place as usual.
+    Steps that ``register_code_env`` adds to the block's group must write
+    below those folders too.
+
+    :param block: the block being applied.
+    :param state: the build state so far.
+    :return: a list of absolute folder paths in the image, or ``None`` (the
+        steps need earlier blocks' output or write elsewhere).
     """
 
 

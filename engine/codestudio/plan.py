@@ -119,6 +119,25 @@ def _ports_return(value: object) -> list[int]:
     return list(value)
 
 
+def _stage_return(value: object) -> tuple[str, ...]:
+    from codestudio.types import _container_path
+
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
+    paths = []
+    for path in value:
+        try:
+            checked = _container_path(path) if isinstance(path, str) else None
+        except ValueError:
+            checked = None
+        if checked is None or checked in ("/", "/opt", "/opt/codestudio", "/usr", "/etc", "/home", "/home/codestudio"):
+            raise _WrongReturn(f"the folder {_short(path)}")
+        paths.append(checked)
+    return tuple(paths)
+
+
 def _probe_return(value: object) -> Probe | None:
     if value is not None and not isinstance(value, Probe):
         raise _WrongReturn(f"{type(value).__name__} {_short(value)}")
@@ -173,6 +192,7 @@ def _short(value: object) -> str:
 #: hook in :mod:`codestudio.hookspecs` has a row (a test checks this).
 HOOK_RETURNS: dict[str, tuple[str, Callable[[object], object]]] = {
     "contribute_dockerfile": ("a list of Step (Run, Copy, Env, Workdir, Raw) or None", _items(Step)),
+    "contribute_stage": ("a list of absolute folder paths (not / or a system folder) or None", _stage_return),
     "contribute_code_env": ("a CodeEnv, a list of them, or None", _items(CodeEnv)),
     "contribute_entrypoint": ("an Entrypoint, a list of them, or None", _items(Entrypoint)),
     "contribute_action": ("an Action, a list of them, or None", _items(Action)),
@@ -315,6 +335,7 @@ def _apply_one(block: BlockInstance, state: BuildState, blocks: Blocks, problem,
     group = StepGroup(block=block, title=block.label)
 
     group.steps += call("contribute_dockerfile")
+    group.stage_paths = call("contribute_stage")
     _check_resource_names(block, group, state, problem, index.resource_names)
 
     for env in call("contribute_code_env"):

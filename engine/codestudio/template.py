@@ -64,6 +64,8 @@ class BuildOptions(BaseModel):
 
     #: What installs Python packages: ``uv`` or ``pip``; default: the data dir's setting, else uv.
     python_installer: Literal["uv", "pip"] | None = None
+    #: Build independent blocks (``contribute_stage``) as parallel stages; false: one stage, in order.
+    parallel_stages: bool = True
 
 
 class TemplateHeader(BaseModel):

@@ -266,7 +266,7 @@ def build_rendered(
 
 
 def bud_args(render_dir: Path, base_id: str, iidfile: Path, *, no_cache: bool,
-             settings_dir: Path | None = None, local_paths: tuple[Path, ...] = ()) -> list[str]:
+             settings_dir: Path | None = None, local_paths: tuple[Path, ...] = (), jobs: int = 1) -> list[str]:
     """The ``buildah bud`` arguments of a template build (without the global flags).
 
     ``settings_dir`` (the index settings of :mod:`codestudio.images.indexes`)
@@ -297,6 +297,9 @@ def bud_args(render_dir: Path, base_id: str, iidfile: Path, *, no_cache: bool,
         args += ["-v", f"{settings_dir}:{buildenv.SETTINGS_DIR}:ro"]
     for path in local_paths:
         args += ["-v", f"{path}:{path}:ro"]
+    if jobs > 1:
+        # Stages that do not depend on each other (the build tools, contribute_stage blocks) build at once.
+        args += ["--jobs", str(jobs)]
     if no_cache:
         args.append("--no-cache")
     args.append(str(render_dir / "context"))
@@ -312,7 +315,8 @@ def _bud(rendered, work: Path, base_id: str, log_path: Path, *, no_cache: bool, 
     indexes.write_settings(settings_dir, settings)
     local = tuple(indexes.local_paths(settings))
     argv = containers.buildah_command(*bud_args(work / "render", base_id, work / "iid", no_cache=no_cache,
-                                                settings_dir=settings_dir, local_paths=local))
+                                                settings_dir=settings_dir, local_paths=local,
+                                                jobs=max((s.stage for s in rendered.steps), default=1)))
     tracker = StepTracker(steps={s.number: s for s in rendered.steps})
     env = containers.tool_env()
     # buildah keeps RUN --mount=type=cache folders under its temporary folder: the data dir's.

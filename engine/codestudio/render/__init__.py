@@ -129,10 +129,17 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
     current_user = None  # the base image's user is unknown: always set it once
     installer = python_installer(template)
     uses_tools = False
+    stages = []
+    # The leading run of blocks that build on their own (contribute_stage) becomes parallel stages.
+    leading = getattr(getattr(template, "build", None), "parallel_stages", True)
     for gi, group in enumerate(state.groups):
         block = group.block
         prefix = f"{CONTEXT_DIR}/blocks/{gi:02d}-{_safe_name(block.type if block else 'engine')}"
         rendered_steps = []
+        staged = leading = leading and bool(group.stage_paths) and block is not None
+        if staged:
+            # A stage starts from the base image: its first step says its user.
+            image_user, current_user = current_user, None
         for si, step in enumerate(group.steps):
             item: dict = {"user_line": None}
             if step.user != current_user:
@@ -176,7 +183,14 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
             else:
                 raise PluginError(f"unknown step type {type(step).__name__}")
             rendered_steps.append(item)
-        groups.append({"title": group.title + (f" ({block.type})" if block and group.title != block.type else ""), "steps": rendered_steps})
+        title = group.title + (f" ({block.type})" if block and group.title != block.type else "")
+        if staged:
+            name = f"codestudio-block-{gi:02d}"
+            stages.append({"index": gi, "name": name, "title": title, "steps": rendered_steps})
+            current_user = image_user
+            rendered_steps = [{"user_line": None, "kind": "copy_from", "stage": name, "path": path}
+                              for path in group.stage_paths]
+        groups.append({"title": title, "steps": rendered_steps})
 
     # The runner and its plan go last: editing an entrypoint must not rebuild the blocks.
     files[f"{CONTEXT_DIR}/runner/runner.py"] = (RUNNER_PATH.read_bytes(), 0o755)
@@ -209,6 +223,7 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
         base_image=state.base_image,
         ca_args=CA_ARGS,
         tools=tools,
+        stages=stages,
         groups=groups,
         labels=labels,
     )

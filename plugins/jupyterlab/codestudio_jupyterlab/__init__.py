@@ -133,6 +133,11 @@ class JupyterLabBlock(Block):
         ]
 
     @hookimpl
+    def contribute_stage(self, block):
+        # Its own env only: it can build in parallel with other such blocks.
+        return [block.params.path]
+
+    @hookimpl
     def contribute_entrypoint(self, block):
         p: JupyterLabParams = block.params
         return Entrypoint(

@@ -78,6 +78,12 @@ class StreamlitBlock(Block):
         return steps
 
     @hookimpl
+    def contribute_stage(self, block):
+        p: StreamlitParams = block.params
+        # In a code env, Streamlit is installed when the env is announced: nothing to stage.
+        return None if p.code_env else sorted({p.path, HOME})
+
+    @hookimpl
     def register_code_env(self, block, code_env):
         p: StreamlitParams = block.params
         if code_env.name != p.code_env or code_env.language != "python":

@@ -166,6 +166,12 @@ class VSCodeBlock(Block):
         return steps
 
     @hookimpl
+    def contribute_stage(self, block):
+        # Everything lands below HOME (the build packages are purged in the step that
+        # uses them; the runtime library libgssapi-krb5-2 is part of the codestudio base).
+        return [HOME]
+
+    @hookimpl
     def contribute_entrypoint(self, block):
         p: VSCodeParams = block.params
         return Entrypoint(
