@@ -57,7 +57,7 @@ def test_uv_is_the_default_installer_in_its_own_stage(tmp_path, codestudio_home)
     # uv is installed with pip from the package index, in a stage of the same base.
     assert "FROM ${CODESTUDIO_BASE_IMAGE} AS codestudio-build-tools" in tools
     assert f"uv=={buildenv.UV_VERSION}" in tools and "--mount=type=cache,id=codestudio-pip" in tools
-    assert f"ARG CODESTUDIO_BUILD_TOOLS={buildenv.tools_id('uv')}" in image
+    assert f" CODESTUDIO_BUILD_TOOLS={buildenv.tools_id('uv')}" in image
     env_run = next(line for line in image.splitlines() if "code-envs/py" in line)
     assert env_run.startswith("RUN --mount=type=bind,from=codestudio-build-tools,source=/opt/codestudio-build,"
                               "target=/opt/codestudio-build --mount=type=cache,id=codestudio-uv,"
@@ -72,7 +72,7 @@ def test_pip_fallback_per_template(tmp_path, codestudio_home):
     tools, image = rendered.dockerfile.split("# [image]")
     # No uv: the tools stage only carries install-python, which then uses the env's own pip.
     assert "FROM scratch AS codestudio-build-tools" in tools and "uv==" not in tools
-    assert f"ARG CODESTUDIO_BUILD_TOOLS={buildenv.tools_id('pip')}" in image
+    assert f" CODESTUDIO_BUILD_TOOLS={buildenv.tools_id('pip')}" in image
     assert "id=codestudio-pip,target=/var/cache/codestudio/pip" in image and "codestudio-uv" not in image
 
 

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""codestudio vs the devcontainers CLI building the same image, side by side, in one process.
+
+The image: JupyterLab 4.6.6 in its own venv plus one code env with ``six``
+registered as a kernel, on the codestudio base image, with the same storage
+driver (both tools use the host's container storage). codestudio builds the
+template (uv, download cache, parallel stages); the devcontainers CLI (from
+npm, installed into a cached prefix) builds a Dockerfile doing the same with
+pip, through podman (``--docker-path podman``), with the host CA bundle lent
+to its RUN steps as codestudio does.
+
+Cases, each the median of ``--rounds`` rounds (the tool that goes first
+alternates between rounds):
+
+- cold: no layer cache (``--no-cache``) and no download cache
+  (``codestudio cache clear``; the Dockerfile's pip uses ``--no-cache-dir``);
+- add one package to the code env (``idna``), after a warm build;
+- no change.
+
+Then the data-science example (VS Code + JupyterLab + Streamlit on a code
+env) built cold by codestudio with its independent blocks as parallel
+stages and serially (``build: {parallel_stages: false}``), unless
+``--no-data-science``.
+
+``--small`` replaces JupyterLab by nothing (only the code env with six and
+ipykernel) and skips the data-science case: a quick check that the script
+works. Needs root, buildah, podman, npm and PyPI. Uses a temporary data dir;
+removes the images it built.
+
+    python bench/builds.py --rounds 3
+    python bench/builds.py --rounds 1 --small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEVCONTAINERS_VERSION = "0.89.0"
+REPO = Path(__file__).resolve().parents[1]
+KERNEL = json.dumps({"argv": ["/opt/codestudio/code-envs/py/bin/python", "-m", "ipykernel_launcher", "-f",
+                              "{connection_file}"], "display_name": "py", "language": "python"})
+
+
+def template_text(template_id: str, packages: list[str], small: bool, serial: bool = False) -> str:
+    blocks = "" if small else "  - type: jupyterlab\n"
+    if small:
+        packages = [*packages, "ipykernel"]
+    build = "build:\n  parallel_stages: false\n" if serial else ""
+    return (f"id: {template_id}\n{build}blocks:\n{blocks}"
+            f"  - type: codeenv\n    name: py\n    packages: [{', '.join(packages)}]\n")
+
+
+def dockerfile_text(base: str, packages: list[str], small: bool) -> str:
+    lines = [f"FROM {base}", "ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt", "USER root"]
+    if not small:
+        lines.append("RUN python3 -m venv /opt/codestudio/jupyterlab && /opt/codestudio/jupyterlab/bin/pip install "
+                     "--no-cache-dir --disable-pip-version-check jupyterlab==4.6.6")
+    lines.append("RUN python3 -m venv /opt/codestudio/code-envs/py && /opt/codestudio/code-envs/py/bin/pip install "
+                 f"--no-cache-dir --disable-pip-version-check {' '.join(packages)} ipykernel")
+    if not small:
+        lines.append("RUN mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/py && "
+                     f"echo '{KERNEL}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/py/kernel.json")
+    lines.append("USER codestudio")
+    return "\n".join(lines) + "\n"
+
+
+def devcontainers_cli(cache: Path) -> Path:
+    """The devcontainers CLI from npm, installed once into ``cache``."""
+    binary = cache / "node_modules" / ".bin" / "devcontainer"
+    if not binary.exists():
+        subprocess.run(["npm", "install", "--prefix", str(cache), "--no-audit", "--no-fund",
+                        f"@devcontainers/cli@{DEVCONTAINERS_VERSION}"], check=True, capture_output=True)
+    return binary
+
+
+class Tools:
+    def __init__(self, work: Path, small: bool):
+        from codestudio import containers
+        from codestudio.images import build_base
+
+        self.containers = containers
+        self.work = work
+        self.small = small
+        self.base = build_base(quiet=True).image
+        self.cli = str(Path(sys.executable).with_name("codestudio"))
+        self.devcontainer = devcontainers_cli(Path(tempfile.gettempdir()) / "codestudio-bench-devcontainers")
+        self.env = containers.tool_env()  # podman with the engine's containers.conf, as codestudio runs it
+        self.images: list[str] = []
+
+    # codestudio --------------------------------------------------------
+    def codestudio(self, template_id: str, packages: list[str], *, cold: bool, serial: bool = False) -> float:
+        path = self.work / f"{template_id}.yaml"
+        path.write_text(template_text(template_id, packages, self.small, serial))
+        if cold:
+            subprocess.run([self.cli, "cache", "clear"], check=True, capture_output=True)
+        argv = [self.cli, "template", "build", "--json", *(["--no-cache"] if cold else []), str(path)]
+        start = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"codestudio build failed:\n{proc.stderr[-3000:]}")
+        self.images.append(f"localhost/codestudio/{template_id}")
+        return elapsed
+
+    # devcontainers CLI ---------------------------------------------------
+    def devcontainers(self, name: str, packages: list[str], *, cold: bool) -> float:
+        folder = self.work / name
+        (folder / ".devcontainer").mkdir(parents=True, exist_ok=True)
+        (folder / ".devcontainer" / "Dockerfile").write_text(dockerfile_text(self.base, packages, self.small))
+        options = ["--isolation", "chroot", "--pull=never"]
+        ca = self.containers.host_ca_bundle()
+        if ca is not None:
+            options += ["-v", f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro"]
+        (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps(
+            {"name": name, "build": {"dockerfile": "Dockerfile", "options": options}}, indent=1))
+        image = f"localhost/bench-devcontainers/{name}:latest"
+        argv = [str(self.devcontainer), "build", "--workspace-folder", str(folder), "--docker-path", "podman",
+                "--buildkit", "never", "--image-name", image, *(["--no-cache"] if cold else [])]
+        start = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"devcontainers build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        self.images.append(image)
+        return elapsed
+
+    def cleanup(self) -> None:
+        for ref in self.images:
+            repo = ref.rsplit(":", 1)[0] if ref.count(":") else ref
+            for tagged in self.containers.image_refs(repo):
+                self.containers.remove_image(tagged)
+
+
+def side_by_side(tools: Tools, rounds: int) -> list[dict]:
+    times: dict[tuple[str, str], list[float]] = {}
+    for r in range(rounds):
+        order = ["codestudio", "devcontainers"] if r % 2 == 0 else ["devcontainers", "codestudio"]
+        name = f"bench-builds-{os.getpid()}-{r}"
+        for case, packages, cold in (("cold", ["six"], True), ("add one package", ["six", "idna"], False),
+                                     ("no change", ["six", "idna"], False)):
+            for tool in order:
+                if tool == "codestudio":
+                    seconds = tools.codestudio(name, packages, cold=cold)
+                else:
+                    seconds = tools.devcontainers(name, packages, cold=cold)
+                times.setdefault((case, tool), []).append(seconds)
+                print(f"  round {r + 1} {case:16} {tool:14} {seconds:7.1f} s", file=sys.stderr, flush=True)
+    rows = []
+    for case in ("cold", "add one package", "no change"):
+        ours = statistics.median(times[(case, "codestudio")])
+        theirs = statistics.median(times[(case, "devcontainers")])
+        rows.append({"case": case, "codestudio_s": round(ours, 2), "devcontainers_s": round(theirs, 2),
+                     "ratio": round(ours / theirs, 2) if theirs else None, "rounds": rounds})
+    return rows
+
+
+def data_science(tools: Tools, rounds: int) -> list[dict]:
+    source = (REPO / "examples" / "data-science.yaml").read_text()
+    times: dict[str, list[float]] = {"parallel stages": [], "serial": []}
+    for r in range(rounds):
+        order = ["parallel stages", "serial"] if r % 2 == 0 else ["serial", "parallel stages"]
+        for mode in order:
+            template_id = f"bench-ds-{'par' if mode == 'parallel stages' else 'ser'}-{os.getpid()}"
+            text = source.replace("id: data-science", f"id: {template_id}", 1)
+            if mode == "serial":
+                text = text.replace("blocks:", "build:\n  parallel_stages: false\nblocks:", 1)
+            path = tools.work / f"{template_id}.yaml"
+            path.write_text(text)
+            subprocess.run([tools.cli, "cache", "clear"], check=True, capture_output=True)
+            start = time.perf_counter()
+            proc = subprocess.run([tools.cli, "template", "build", "--json", "--no-cache", str(path)],
+                                  capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            if proc.returncode != 0:
+                sys.exit(f"data-science build failed:\n{proc.stderr[-3000:]}")
+            tools.images.append(f"localhost/codestudio/{template_id}")
+            times[mode].append(seconds)
+            print(f"  round {r + 1} data-science {mode:16} {seconds:7.1f} s", file=sys.stderr, flush=True)
+    serial = statistics.median(times["serial"])
+    return [{"case": f"data-science cold, {mode}", "seconds": round(statistics.median(t), 2),
+             "vs serial": round(statistics.median(t) / serial, 2), "rounds": rounds} for mode, t in times.items()]
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--small", action="store_true", help="a code env only (no JupyterLab), no data-science case")
+    parser.add_argument("--no-data-science", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    tmp = tempfile.TemporaryDirectory(prefix="bench-builds-")
+    os.environ["CODESTUDIO_HOME"] = str(Path(tmp.name) / "home")
+    from codestudio import containers
+
+    containers.require_tools("buildah", "podman")
+    if shutil.which("npm") is None:
+        sys.exit("npm is needed for the devcontainers CLI: apt-get install -y npm")
+    tools = Tools(Path(tmp.name), args.small)
+    load_before = load()
+    try:
+        rows = side_by_side(tools, args.rounds)
+        ds = [] if args.small or args.no_data_science else data_science(tools, args.rounds)
+    finally:
+        tools.cleanup()
+    result = {"side_by_side": rows, "data_science": ds, "load_before": load_before, "load_after": load(),
+              "small": args.small}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"\ncodestudio vs devcontainers CLI {DEVCONTAINERS_VERSION} ({'small: code env only' if args.small else 'JupyterLab + code env'}),"
+          f" medians of {args.rounds} round(s); load average before {load_before}, after {result['load_after']}")
+    print(f"{'case':18} {'codestudio s':>13} {'devcontainers s':>16} {'ratio':>7}")
+    for row in rows:
+        print(f"{row['case']:18} {row['codestudio_s']:13.1f} {row['devcontainers_s']:16.1f} {row['ratio']:7.2f}")
+    if ds:
+        print(f"\n{'case':36} {'seconds':>8} {'vs serial':>10}")
+        for row in ds:
+            print(f"{row['case']:36} {row['seconds']:8.1f} {row['vs serial']:10.2f}")
+
+
+if __name__ == "__main__":
+    main()
