@@ -257,3 +257,37 @@ def test_the_server_runs_the_culler_while_it_serves(codestudio_home, monkeypatch
     with TestClient(app):  # the lifespan: serving
         assert calls.wait(30)
     assert not any(t.name == "culler" and t.is_alive() for t in threading.enumerate())
+
+
+WEBAPP_TEMPLATE = """\
+id: wa-life
+permissions: {all: true}
+blocks:
+  - type: entrypoint
+    label: App
+    command: [python3, -m, http.server, "8080"]
+    port: 8080
+    launch_in_webapp: true
+  - type: lifecycle
+    idle_timeout: 1m
+    max_lifetime: 1h
+"""
+
+
+def test_webapps_are_stopped_after_max_lifetime_never_for_idleness(env, tmp_path):
+    from codestudio.runtime.culler import cull_webapps
+    from codestudio.templates_store import add_template
+    from codestudio.webapps import publish
+    from codestudio.webapps.records import get_webapp
+
+    (tmp_path / "tpl" / "wa.yaml").write_text(WEBAPP_TEMPLATE)
+    add_template(env.me, tmp_path / "tpl" / "wa.yaml")
+    w = publish(env.me, "PROJ", "app", "wa-life", quiet=True)
+    # Past its idle_timeout but not its max_lifetime: kept (nobody's idleness stops a webapp).
+    [keep] = cull_webapps(now=time.time() + 30 * 60)
+    assert keep.action == "keep" and "running 30 min of 1 h" in keep.reason
+    [dry] = cull_webapps(dry_run=True, now=time.time() + 2 * 3600)
+    assert dry.action == "stop" and not dry.stopped and get_webapp(w.key, store=env.s.Store.default()).state == "RUNNING"
+    [stop] = cull_webapps(now=time.time() + 2 * 3600)
+    after = get_webapp(w.key, store=env.s.Store.default())
+    assert stop.stopped and after.state == "STOPPED" and "(max_lifetime 1 h)" in after.message

@@ -18,15 +18,17 @@ def _who(ctx: click.Context):
 @click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
 @click.pass_context
 def cull(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
-    """Stop running studios past their idle_timeout or max_lifetime (admins; for cron).
+    """Stop running studios past their idle_timeout or max_lifetime, and webapps past their max_lifetime
+    (admins; for cron).
 
-    Each is stopped the normal way: files pulled back first, conflicts kept.
+    Each studio is stopped the normal way: files pulled back first, conflicts kept.
     """
     from codestudio.access import require_admin
     from codestudio.runtime.culler import cull as run
+    from codestudio.runtime.culler import cull_webapps
 
     require_admin(_who(ctx), "cull studios")
-    decisions = run(dry_run=dry_run, say=output.info)
+    decisions = run(dry_run=dry_run, say=output.info) + cull_webapps(dry_run=dry_run, say=output.info)
     rows = [d.as_dict() for d in decisions]
     for row in rows:
         row["result"] = "stopped" if row["stopped"] else ("would stop" if row["action"] == "stop" else row["action"])

@@ -183,6 +183,63 @@ def _stop_culled(studio: Studio, decision: Decision, settings, blocks, store: St
     return True
 
 
+# --------------------------------------------------------------------------
+# Webapps: max_lifetime only (they serve other people: never culled for idleness)
+
+
+def webapp_started(w) -> float:
+    """When the webapp's current generation was launched (publish, start or update), else its state's start."""
+    try:
+        return (w.dir / f"gen-{w.generation}.json").stat().st_mtime
+    except OSError:
+        return w.state_since
+
+
+def cull_webapps(*, dry_run: bool = False, now: float | None = None, store: Store | None = None,
+                 say=None) -> list[Decision]:
+    """Stop RUNNING webapps past their template's (or the data dir's default) ``max_lifetime``."""
+    from codestudio.access import Identity
+    from codestudio.errors import CodestudioError
+    from codestudio.runtime.limits import effective_policy, load_settings
+
+    try:
+        from codestudio.webapps import lifecycle as webapp_lifecycle
+        from codestudio.webapps import records as webapp_records
+    except ModuleNotFoundError:
+        return []
+    store = store or Store.default()
+    say = say or (lambda m: None)
+    settings = load_settings()
+    moment = time.time() if now is None else now
+    out = []
+    for w in webapp_records.all_webapps(store):
+        if w.state != "RUNNING":  # a rollout, a start or a stop in progress: the next round decides
+            continue
+        try:
+            state = webapp_lifecycle._plan(w.template_id, store).state
+        except CodestudioError:
+            state = _NoTemplate
+        lifetime = effective_policy(state, settings)["max_lifetime"]
+        decision = Decision(f"webapp {w.id}", w.project, w.owner, "keep", "no max_lifetime")
+        started = webapp_started(w)
+        if lifetime is not None:
+            if moment - started >= lifetime:
+                decision.action = "stop"
+                decision.reason = (f"stopped after {format_duration(moment - started)} running "
+                                   f"(max_lifetime {format_duration(lifetime)})")
+            else:
+                decision.reason = f"running {format_duration(moment - started)} of {format_duration(lifetime)}"
+        if decision.action == "stop" and not dry_run:
+            # As its owner would: the webapp's own stop (replicas drained, definition kept).
+            stopped = webapp_lifecycle.stop(Identity(w.owner, False, w.owner), w.key, store=store)
+            if stopped.state == "STOPPED":
+                webapp_records.update_webapp(store, stopped, message=decision.reason)
+                decision.stopped = True
+                say(f"webapp {w.key} ({w.owner}): {decision.reason}")
+        out.append(decision)
+    return out
+
+
 def serve_forever(stop_event, *, interval: float | None = None, store: Store | None = None) -> None:
     """The server's culler loop (a thread): :func:`cull` every ``cull_interval`` until ``stop_event`` is set."""
     from codestudio.quantities import duration_seconds
@@ -192,6 +249,7 @@ def serve_forever(stop_event, *, interval: float | None = None, store: Store | N
         try:
             every = interval or duration_seconds(load_settings().cull_interval)
             cull(store=store, say=_log)
+            cull_webapps(store=store, say=_log)
         except Exception as exc:  # noqa: BLE001 - one bad round never stops the loop
             _log(f"culler: {type(exc).__name__}: {exc}")
             every = interval or 60.0
