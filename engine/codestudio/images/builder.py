@@ -219,16 +219,26 @@ def build_rendered(
             **fields,
         )
 
+    def skipped(existing: str) -> BuildResult:
+        build_id = record(outcome="skipped", image_id=existing)
+        return BuildResult(template_id, "skipped", image, latest, existing, digest, build_id,
+                           seconds=time.monotonic() - started)
+
+    if not no_cache:
+        # Up to date and tagged: nothing to build or tag, so no need to queue on the
+        # template's lock (every start of a studio passes here; ten at once waited
+        # for each other's look-ups, about half a second each on a busy machine).
+        existing = containers.image_id(image)
+        if existing and containers.image_id(latest) == existing:
+            return skipped(existing)
+
     with Reporter(f"building {template_id}", quiet=quiet) as reporter, template_lock(template_id, reporter):
         if not no_cache:
             existing = containers.image_id(image)
             if existing:
                 if containers.image_id(latest) != existing:
                     containers.tag_image(existing, latest)
-                build_id = record(outcome="skipped", image_id=existing)
-                return BuildResult(
-                    template_id, "skipped", image, latest, existing, digest, build_id, seconds=time.monotonic() - started
-                )
+                return skipped(existing)
 
         build_id = record()
         work = builds_dir(template_id) / str(build_id)
