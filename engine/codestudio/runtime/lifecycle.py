@@ -276,11 +276,14 @@ def _save_logs(studio: Studio, pod: str, reason: str, runtime: Runtime) -> Path 
     return target if runtime.save_logs(pod, target) else None
 
 
-def remove_pods(studio: Studio, reason: str, runtime: Runtime) -> Path | None:
-    """Save the logs of the studio's pods (if any), then remove them; the saved log file or None."""
+def remove_pods(studio: Studio, reason: str, runtime: Runtime, *, pods=None) -> Path | None:
+    """Save the logs of the studio's pods (if any), then remove them; the saved log file or None.
+
+    ``pods``: the studio's pods if the caller just listed them (one runtime call less).
+    """
     name = pod_set_name(studio)
     saved = None
-    for pod in runtime.pods(name):
+    for pod in runtime.pods(name) if pods is None else pods:
         saved = _save_logs(studio, pod.name, reason, runtime) or saved
     runtime.stop(name)
     return saved
@@ -425,7 +428,8 @@ def start_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, q
     runtime = get_runtime()
     with studio_lock(studio.id):
         studio = get_studio(studio.id, store=store)
-        studio, fixed = _reconcile_locked(studio, runtime, store, raise_unsaved=True)
+        pods = runtime.pods(pod_set_name(studio))
+        studio, fixed = _reconcile_locked(studio, runtime, store, pods=pods, raise_unsaved=True)
         if fixed and not quiet:
             _log(f"note: {fixed}")
         if studio.state == RUNNING:
@@ -437,7 +441,8 @@ def start_studio(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, q
         from codestudio.runtime.limits import check_quotas
 
         check_quotas(studio, store)  # fail fast, before an image build; checked again before STARTING
-        leftover = runtime.pods(pod_set_name(studio))
+        # Reconciliation that fixed nothing left the pods as listed (one runtime call less).
+        leftover = runtime.pods(pod_set_name(studio)) if fixed else pods
         if leftover:
             # FAILED, or a stopped studio whose pod was left behind: stopped by the stop's
             # rules, so its files are pulled or saved (even from a dead container), never dropped.
@@ -611,7 +616,7 @@ def _stop_locked(studio: Studio, runtime: Runtime, store: Store, *, say, force: 
             raise RuntimeFailure(f"studio {studio.id} was {message}") from None
         note = f"removed with --force although {exc}: its unsynced changes are lost"
         say(f"warning: {note}")
-    remove_pods(studio, reason, runtime)
+    remove_pods(studio, reason, runtime, pods=pods)
     set_state(store, studio.id, STOPPED, note[:1000] if note else None, ports={}, token=None)
     apply_gateway(start=False)
 

@@ -420,10 +420,17 @@ class LocalRuntime(Runtime):
         return Pod(pod, "running", {p: Endpoint(LOOPBACK, h) for p, h in host_ports.items()})
 
     def pods(self, name: str) -> list[Pod]:
-        found = self._pod_json(f"label={PODSET_LABEL}={name}", f"label={INSTANCE_LABEL}={self.instance}")
-        # Pods played before labels existed: look them up by name.
-        if not found:
-            found = [p for p in self._pod_json(f"name=^{name}-pod-0$") if p.get("Name") == pod_name(name)]
+        # One podman call (each costs 50 ms here, far more on a busy machine; a start and a
+        # stop ask several times): every pod named after the pod set's replicas, kept when
+        # it carries this pod set's labels, or none (pods played before labels existed).
+        found = []
+        for info in self._pod_json(f"name=^{name}(-r[0-9]+)?-pod-0$"):
+            labels = info.get("Labels") or {}
+            if PODSET_LABEL in labels:
+                if labels[PODSET_LABEL] == name and labels.get(INSTANCE_LABEL) == self.instance:
+                    found.append(info)
+            elif info.get("Name") == pod_name(name):
+                found.append(info)
         return sorted((self._pod_from(p) for p in found), key=lambda p: p.name)
 
     def events(self, name: str, *, timeout: float | None = None) -> Iterator[RuntimeEvent]:
