@@ -297,3 +297,24 @@ def test_template_build_warns_when_the_memory_limit_is_below_the_tools_need(tmp_
     assert "warning:" in capsys.readouterr().err
     path.write_text("id: t\nblocks:\n  - {type: jupyterlab}\n  - {type: kubernetes, memory: 1Gi}\n")
     assert warn_memory_shortfall(path) is None
+
+
+def test_a_gateway_that_refuses_the_new_routes_fails_the_start_and_removes_the_pod(rt):
+    """The gateway reload runs while the studio boots; its failure is still the start's failure."""
+    gateway = rt.runtime.gateway
+    calls = []
+
+    def refuse(studios=None):
+        calls.append(len(calls))
+        if len(calls) == 1:  # the start's apply; the clean-up's applies go through
+            raise RuntimeFailure("the new gateway config was rejected by nginx -t")
+        return "ok"
+
+    gateway.apply = refuse
+    s = rt.create()
+    with pytest.raises(RuntimeFailure, match="rejected by nginx -t"):
+        rt.start(s.id)
+    s = rt.s.get_studio(s.id)
+    assert s.state == "FAILED" and s.ports == {} and rt.runtime.list() == []
+    del gateway.apply  # the class's own again
+    assert rt.start(s.id).state == "RUNNING" and gateway.served == [s.id]

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -502,24 +503,31 @@ def _start_locked(studio: Studio, runtime: Runtime, *, timeout: float, quiet: bo
         if len(hosts) == 1 and hosts != {"127.0.0.1"}:  # e.g. a Service address (kubernetes, in-cluster)
             save_routes(studio, routes, upstream_host=hosts.pop())
         set_state(store, studio.id, STARTING, "starting", ports=host_ports, token=secret)
-        if sync_studio.mappings:
-            _push_files(pod.name, sync_studio, runtime, say)
-        apply_gateway(start=True)
-        probe = state.effective_probe()
-        if probe is not None:
-            from codestudio.runtime.readiness import ProbeTarget, wait_ready
+        # The gateway reload (a few tenths of a second, more when many studios start) runs
+        # while files are pushed and the studio boots: it only has to be live before RUNNING.
+        routing = _Background(apply_gateway, start=True)
+        try:
+            if sync_studio.mappings:
+                _push_files(pod.name, sync_studio, runtime, say)
+            probe = state.effective_probe()
+            if probe is not None:
+                from codestudio.runtime.readiness import ProbeTarget, wait_ready
 
-            path = probe_path(state, ctx, plan.template.id) if probe.kind == "http" else None
-            endpoint = pod.endpoints[probe.port]
-            target = ProbeTarget(probe.kind, endpoint.host, endpoint.port, path, guard_secret=routes.guard_secret)
-            say(f"waiting up to {timeout:g}s for readiness ({target.describe()})")
-            remaining = max(0.1, timeout - (time.monotonic() - started))
-            ok, detail = wait_ready(target, remaining, alive=lambda: runtime.running(name))
-            if not ok:
-                # The runtime may know why in words (Kubernetes: CrashLoopBackOff, an image pull).
-                why = next((p.message for p in runtime.pods(name) if not p.running and p.message), None)
-                detail = f"{why} (last probe: {detail})" if why else detail
-                raise NotReady(f"studio {studio.id} did not become ready within {timeout:g}s: {detail}")
+                path = probe_path(state, ctx, plan.template.id) if probe.kind == "http" else None
+                endpoint = pod.endpoints[probe.port]
+                target = ProbeTarget(probe.kind, endpoint.host, endpoint.port, path, guard_secret=routes.guard_secret)
+                say(f"waiting up to {timeout:g}s for readiness ({target.describe()})")
+                remaining = max(0.1, timeout - (time.monotonic() - started))
+                ok, detail = wait_ready(target, remaining, alive=lambda: runtime.running(name))
+                if not ok:
+                    # The runtime may know why in words (Kubernetes: CrashLoopBackOff, an image pull).
+                    why = next((p.message for p in runtime.pods(name) if not p.running and p.message), None)
+                    detail = f"{why} (last probe: {detail})" if why else detail
+                    raise NotReady(f"studio {studio.id} did not become ready within {timeout:g}s: {detail}")
+        except BaseException:
+            routing.wait()  # never left running behind the failure, which is the one reported
+            raise
+        routing.result()
         set_state(store, studio.id, RUNNING, None)
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -534,6 +542,30 @@ def _start_locked(studio: Studio, runtime: Runtime, *, timeout: float, quiet: bo
             raise RuntimeFailure(f"{exc}; the studio was stopped and marked FAILED{where}") from None
         raise RuntimeFailure(f"studio {studio.id} failed to start: {exc}{where}") from exc
     return get_studio(studio.id, store=store)
+
+
+class _Background:
+    """``fn(**kwargs)`` in a thread; :meth:`result` waits and raises what it raised."""
+
+    def __init__(self, fn, **kwargs):
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn(**kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name=f"codestudio-{fn.__name__}", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        self.wait()
+        if self._error is not None:
+            raise self._error
 
 
 def _push_files(pod: str, sync_studio, runtime: Runtime, say) -> None:
