@@ -260,8 +260,14 @@ class Store:
         return cls(data_dir() / "state.db")
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in a transaction: committed on success, rolled back on error."""
+    def connect(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection in a transaction: committed on success, rolled back on error.
+
+        ``write=False`` for a transaction that only reads: it takes no write lock
+        (``BEGIN`` rather than ``BEGIN IMMEDIATE``), so in WAL mode it neither waits
+        for writers nor makes them wait (ten studios starting at once read their
+        rows dozens of times). A read transaction that writes fails.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self._migrated:
             _make_private(self.path)
@@ -272,7 +278,9 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             if not self._migrated:
                 self._migrate(conn)
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if not write:
+                conn.execute("PRAGMA query_only = ON")
             try:
                 yield conn
             except BaseException:
@@ -285,6 +293,9 @@ class Store:
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode = WAL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+            self._migrated = True  # up to date: no need for the write lock (checked again under it otherwise)
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             current = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -27,12 +27,12 @@ def _get(conn, ref: str) -> Studio:
 def get_studio(ref: str, *, store: Store | None = None) -> Studio:
     """The studio with id ``ref`` (or ``PROJECT/NAME``); raises NotFound (exit 2)."""
     store = store or Store.default()
-    with store.connect() as conn:
+    with store.connect(write=False) as conn:
         return _get(conn, ref)
 
 
 def all_studios(store: Store) -> list[Studio]:
-    with store.connect() as conn:
+    with store.connect(write=False) as conn:
         rows = conn.execute("SELECT * FROM studios ORDER BY project, id").fetchall()
     return [Studio.from_row(r) for r in rows]
 

@@ -46,7 +46,7 @@ def running_studio_routes(store: Store | None = None) -> list:
     from codestudio.gateway.config import PortRoute, StudioRoutes
 
     store = store or Store.default()
-    with store.connect() as conn:
+    with store.connect(write=False) as conn:
         rows = conn.execute(
             "SELECT * FROM studios WHERE state IN (?, ?) AND token IS NOT NULL ORDER BY project, id", (STARTING, RUNNING)
         ).fetchall()
