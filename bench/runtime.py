@@ -9,7 +9,8 @@
 (c) start and stop wall time for 1, 5 and 10 studios started (then stopped)
     concurrently: the median of ``--rounds`` rounds, and the ratio of each
     count's start to the start of one (issue 15 aims: 10 at most 3x one; a
-    stop of one under 1.5 s).
+    stop of one under 1.5 s); and, as the floor under it, the same manifests
+    played by ``podman kube play`` alone (no engine), 1 and N at once.
 
 Needs the base image (built if missing, which takes a few minutes once).
 Everything runs in a temporary data dir and is removed afterwards.
@@ -90,6 +91,31 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _replayable(root: Path, podset: str) -> Path:
+    """A copy of the running pod set's played manifest (kept 0600: it holds the guard secret)."""
+    from codestudio.home import data_dir
+
+    out = root / "floor" / f"{podset}.yaml"
+    out.parent.mkdir(exist_ok=True, mode=0o700)
+    out.write_text((data_dir() / "runtime" / "local" / podset / f"{podset}.yaml").read_text())
+    out.chmod(0o600)
+    return out
+
+
+def _fresh_ports(manifest: Path) -> Path:
+    """``manifest`` with every hostPort replaced by a port free now (the studio is stopped)."""
+    import yaml
+
+    docs = list(yaml.safe_load_all(manifest.read_text()))
+    for doc in docs:
+        if doc and doc.get("kind") == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                for port in container.get("ports", []):
+                    port["hostPort"] = _free_port()
+    manifest.write_text(yaml.safe_dump_all(docs))
+    return manifest
 
 
 def main() -> None:
@@ -183,12 +209,15 @@ def main() -> None:
                 created.append(st.id)
         starts: dict[int, list[float]] = {n: [] for n in counts}
         stops: dict[int, list[float]] = {n: [] for n in counts}
+        replay: dict[int, list[Path]] = {}
         for _ in range(args.rounds):
             for n in counts:
                 with ThreadPoolExecutor(max_workers=n) as pool:
                     t0 = time.perf_counter()
                     list(pool.map(lambda sid: rts.start_studio(who, sid, quiet=True), ids_of[n]))
                     starts[n].append(time.perf_counter() - t0)
+                    if n not in replay:  # the played manifests, kept for the floor below
+                        replay[n] = [_replayable(Path(tmp.name), rts.pod_set_name(rts.get_studio(sid))) for sid in ids_of[n]]
                     t0 = time.perf_counter()
                     list(pool.map(lambda sid: rts.stop_studio(who, sid, quiet=True), ids_of[n]))
                     stops[n].append(time.perf_counter() - t0)
@@ -199,6 +228,22 @@ def main() -> None:
                          f"start {start:.2f} s ({start / one:.1f}x one), stop {stop:.2f} s"
                          f"  [starts {', '.join(f'{x:.2f}' for x in starts[n])}; "
                          f"stops {', '.join(f'{x:.2f}' for x in stops[n])}]"))
+        # The floor under (c): podman alone playing the same adapted manifests (fresh ports),
+        # with no engine around it. What the engine adds is the difference.
+        floor: dict[int, list[float]] = {n: [] for n in counts}
+        for _ in range(args.rounds):
+            for n in counts:
+                manifests = [_fresh_ports(m) for m in replay[n]]
+                with ThreadPoolExecutor(max_workers=n) as pool:
+                    t0 = time.perf_counter()
+                    list(pool.map(lambda m: containers.podman("kube", "play", "--network", local.NETWORK, str(m)), manifests))
+                    floor[n].append(time.perf_counter() - t0)
+                local.remove_pods([local.pod_name(m.stem) for m in manifests])
+        one = statistics.median(floor[1])
+        for n in counts:
+            start = statistics.median(floor[n])
+            rows.append((f"(c) floor: podman kube play alone, {n} at once",
+                         f"{start:.2f} s ({start / one:.1f}x one)  [{', '.join(f'{x:.2f}' for x in floor[n])}]"))
         rows.append(("load average (1, 5, 15 min) at the end", " ".join(f"{x:.1f}" for x in os.getloadavg())))
     finally:
         for sid in created:
