@@ -120,19 +120,45 @@ def update(ctx, ref: str, from_studio: str | None, keep_snapshot: bool, timeout:
 
 @webapp.command()
 @click.argument("ref", metavar="WEBAPP")
+@click.option("--replica", default=None, metavar="POD", help="Open this replica's own prefix (owner and admins).")
 @click.option("--ttl", type=click.IntRange(min=10, max=604800), default=None,
               help="Seconds the link stays valid (default 600, at most 604800 = 7 days).")
 @JSON
 @click.pass_context
-def url(ctx, ref: str, ttl: int | None, as_json: bool) -> None:
-    """Print a link to WEBAPP's stable URL (with --json, also one per replica's backend prefix)."""
+def url(ctx, ref: str, replica: str | None, ttl: int | None, as_json: bool) -> None:
+    """Print a link into WEBAPP for you, if its share admits you (--json: also one per replica, owner and admins).
+
+    A public webapp's link is its stable URL; any other's is signed, valid for
+    --ttl seconds: opening it gives your browser the webapp's cookie.
+    """
     from codestudio.webapps import urls
 
-    data = urls(_who(ctx), ref, ttl=ttl)
+    data = urls(_who(ctx), ref, replica=replica, ttl=ttl)
     if as_json:
         output.data(data, as_json=True)
     else:
         output.line(data["url"])
+
+
+@webapp.command()
+@click.argument("ref", metavar="WEBAPP")
+@click.argument("share", metavar="SHARE")
+@JSON
+@click.pass_context
+def share(ctx, ref: str, share: str, as_json: bool) -> None:
+    """Share WEBAPP with SHARE: owner, group:GROUP, users (signed-in) or public (owner and admins).
+
+    Every viewer's cookie and link stop working (the webapp's secret is renewed,
+    also when SHARE does not change): viewers get new links with `webapp url`.
+    """
+    from codestudio.webapps.sharing import describe, set_share
+
+    w = set_share(_who(ctx), ref, share)
+    if as_json:
+        output.data({"webapp": w.key, "share": w.share}, as_json=True)
+    else:
+        output.info(f"webapp {w.key} is now shared with {describe(w.share)}; earlier links and cookies no longer work")
+        output.line(w.share)
 
 
 @webapp.command()

@@ -1,7 +1,7 @@
 """What a webapp looks like from outside: list, status, URLs, logs (each reconciles first).
 
-Who sees a webapp here: its owner and admins (the viewers a share admits
-reach its content through the gateway, not these commands).
+Who sees a webapp here: its owner and admins; the viewers its share admits
+get a link (:func:`urls`) and reach its content through the gateway.
 """
 
 from __future__ import annotations
@@ -49,33 +49,38 @@ def status(who: Identity, ref: str, *, store: Store | None = None) -> dict:
     return {**summary(w), "replicas_detail": replicas}
 
 
-def urls(who: Identity, ref: str, *, ttl: int | None = None, store: Store | None = None) -> dict:
-    """The owner's signed link to the stable URL and to each replica's backend prefix, on the webapp origin.
+def urls(who: Identity, ref: str, *, replica: str | None = None, ttl: int | None = None,
+         store: Store | None = None) -> dict:
+    """A link into the webapp for ``who`` (if its share admits them), on the webapp origin.
 
-    A ``public`` webapp needs no link: its plain URLs are returned. The
-    gateway swaps a link's token for the viewer cookie of this webapp.
+    ``url``: the stable URL, signed unless the webapp is ``public``
+    (:mod:`.sharing`); with ``replica``, that replica's own prefix instead (owner
+    and admins). The owner and admins also get a link to each replica's backend
+    prefix (``replicas``). The gateway swaps a link's token for the viewer cookie
+    of this webapp.
     """
-    from codestudio.gateway.config import DEFAULT_TOKEN_TTL
+    from codestudio.gateway.common import DEFAULT_TOKEN_TTL
     from codestudio.gateway.webapps import make_webapp_access_url
     from codestudio.runtime.routes import gateway
-    from codestudio.webapps.generation import Generation
-    from codestudio.webapps.routes import routes_of
+    from codestudio.webapps.sharing import access_url, require_view, served_routes
 
     store = store or Store.default()
     w = records.get_webapp(ref, store=store)
-    check_actor(who, w, "get the URL of")
-    w = reconcile(w, store=store)
-    base = gateway().settings.webapp_base_url
-    replicas = records.replicas_of(store, w)
-    generations = {n: g for n in {r.generation for r in replicas} | {w.generation}
-                   if (g := Generation.load(w, n)) is not None}
-    routes = routes_of(w, replicas, generations)
+    require_view(who, w, store=store)
+    manager = who.name == w.owner or who.is_admin
+    if manager:
+        w = reconcile(w, store=store)
+    ttl = DEFAULT_TOKEN_TTL if ttl is None else ttl
+    out = {"webapp": w.key, "share": w.share, "url": access_url(who, ref, pod=replica, ttl=ttl, store=store)}
+    routes = served_routes(w, store)
     if routes is None:
-        return {"url": base + w.stable_path, "replicas": {}, "note": f"webapp {w.key} is {w.state}: nothing serves it"}
-    ttl = ttl or DEFAULT_TOKEN_TTL
-    return {"url": make_webapp_access_url(routes, base, ttl),
-            "replicas": {r.pod_name: make_webapp_access_url(routes, base, ttl, pod=r.pod_name) for r in routes.replicas
-                         if r.port(routes.main_port) is not None}}
+        out["note"] = f"webapp {w.key} is {w.state}: nothing serves it"
+    if manager:
+        base = gateway().settings.webapp_base_url
+        out["replicas"] = {} if routes is None else {
+            r.pod_name: make_webapp_access_url(routes, base, ttl, pod=r.pod_name) for r in routes.replicas
+            if r.port(routes.main_port) is not None}
+    return out
 
 
 def logs_target(who: Identity, ref: str, replica: str | None = None, *, store: Store | None = None) -> str:
