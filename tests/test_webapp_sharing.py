@@ -152,3 +152,33 @@ def test_cli_share_and_url(alice, fake_runtime, capsys):
     assert code == 0 and "cs_token=" in out
     code, out = run("--user", "olga", "webapp", "share", "PROJ/app", "group:a b")
     assert code == 2 and "share" in out
+
+
+def test_the_web_api_issues_links_and_changes_shares(alice, fake_runtime, codestudio_home):
+    from fastapi.testclient import TestClient
+
+    from codestudio import signin
+    from codestudio.server.app import create_app
+    from codestudio.server.settings import ServerSettings
+    from codestudio.store import Store
+
+    publish(alice, "group:team")
+    app = create_app(ServerSettings(content_url="http://127.0.0.1:8800"), data_dir=codestudio_home, poll_interval=0.05)
+
+    def as_user(name: str) -> TestClient:
+        who = signin.identity_of(name, store=Store.default())
+        _row, token = signin.create_token(who, "test", store=Store.default())
+        c = TestClient(app, base_url="http://localhost:8801", raise_server_exceptions=False)
+        c.headers["Authorization"] = f"Bearer {token}"
+        return c
+
+    tess, bob, olga = as_user("tess"), as_user("bob"), as_user("olga")
+    r = tess.get("/api/v1/webapps/PROJ/app/open")
+    assert r.status_code == 200 and r.json()["url"].startswith("http://webapps.localhost:8800/webapps/PROJ/app/?cs_expires=")
+    assert "replicas" not in r.json()
+    assert bob.get("/api/v1/webapps/PROJ/app/open").status_code == 403
+    assert bob.put("/api/v1/webapps/PROJ/app/share", json={"share": "public"}).status_code == 403
+    assert olga.put("/api/v1/webapps/PROJ/app/share", json={"share": "nobody"}).status_code in (400, 422)
+    r = olga.put("/api/v1/webapps/PROJ/app/share", json={"share": "public"})
+    assert r.status_code == 200 and r.json()["share"] == "public"
+    assert bob.get("/api/v1/webapps/PROJ/app/open").json()["url"] == "http://webapps.localhost:8800/webapps/PROJ/app/"

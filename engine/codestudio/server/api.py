@@ -59,6 +59,10 @@ class ProjectCreate(_Body):
     key: str = Field(description="project key")
 
 
+class WebappShare(_Body):
+    share: str = Field(description="owner, group:GROUP, users or public")
+
+
 class ProjectGrant(_Body):
     users: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
@@ -200,6 +204,23 @@ def make_router(app_state) -> APIRouter:  # noqa: C901 - one place lists every r
     def studio_open(studio_id: str, port: int | None = None, caller: Caller = me_dep) -> dict:
         url = rt.access_url(caller.who, studio_id, port=port, store=store())
         return {"url": rebase(url, rt.get_studio(studio_id, store=store()).id)}
+
+    # ------------------------------------------------------------------ webapps (sharing)
+
+    @router.get("/webapps/{project}/{name}/open", tags=["webapps"],
+                summary="A link into a webapp for you, on the webapp origin (if its share admits you)")
+    def webapp_open(project: str, name: str, caller: Caller = me_dep) -> dict:
+        from codestudio.webapps import urls
+
+        return urls(caller.who, f"{project}/{name}", store=store())
+
+    @router.put("/webapps/{project}/{name}/share", tags=["webapps"],
+                summary="Who may view a webapp (owner and admins); every earlier link and cookie stops working")
+    def webapp_share(project: str, name: str, body: WebappShare, caller: Caller = me_dep) -> dict:
+        from codestudio.webapps.sharing import set_share
+
+        w = set_share(caller.who, f"{project}/{name}", body.share, store=store())
+        return {"webapp": w.key, "share": w.share}
 
     def studio_job(kind: str, studio_id: str, caller: Caller, fn):
         s = rt.get_studio(studio_id, store=store())
