@@ -174,11 +174,11 @@ def test_the_web_api_issues_links_and_changes_shares(alice, fake_runtime, codest
 
     tess, bob, olga = as_user("tess"), as_user("bob"), as_user("olga")
     r = tess.get("/api/v1/webapps/PROJ/app/open")
-    assert r.status_code == 200 and r.json()["url"].startswith("http://webapps.localhost:8800/webapps/PROJ/app/?cs_expires=")
+    assert r.status_code == 200 and r.json()["url"].startswith("http://127.0.0.1:8800/webapps/PROJ/app/?cs_expires=")
     assert "replicas" not in r.json()
     assert bob.get("/api/v1/webapps/PROJ/app/open").status_code == 403
     assert bob.put("/api/v1/webapps/PROJ/app/share", json={"share": "public"}).status_code == 403
     assert olga.put("/api/v1/webapps/PROJ/app/share", json={"share": "nobody"}).status_code in (400, 422)
     r = olga.put("/api/v1/webapps/PROJ/app/share", json={"share": "public"})
     assert r.status_code == 200 and r.json()["share"] == "public"
-    assert bob.get("/api/v1/webapps/PROJ/app/open").json()["url"] == "http://webapps.localhost:8800/webapps/PROJ/app/"
+    assert bob.get("/api/v1/webapps/PROJ/app/open").json()["url"] == "http://127.0.0.1:8800/webapps/PROJ/app/"
