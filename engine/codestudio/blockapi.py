@@ -408,7 +408,7 @@ class StudioConnection:
         """``DKU_CODE_STUDIO_BROWSER_PATH_<port>`` of the studio (what a ``$request_uri`` server sees)."""
         raise NotImplementedError
 
-    def get(self, port: int, path: str, *, timeout: float = 2.0) -> tuple[int, bytes]:
+    def get(self, port: int, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
         """GET ``path`` from the server on ``port``: (HTTP status, body). Raises OSError when unreachable."""
         raise NotImplementedError
 

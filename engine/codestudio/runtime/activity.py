@@ -28,7 +28,7 @@ from codestudio.runtime.model import Studio
 
 GUARD_HEADER = "X-Codestudio-Guard"
 PROBE_HEADER = "X-Codestudio-Probe"
-TIMEOUT = 2.0
+TIMEOUT = 5.0  # generous: a busy host answers late, and an unanswered guard means "not culled for idleness"
 GATEWAY_SOURCE = "gateway"
 
 
