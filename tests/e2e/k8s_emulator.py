@@ -428,7 +428,7 @@ class StandInKubelet:
                 for name, dep in deployments.items():
                     if name not in self.pods:
                         self.pods[name] = f"{name}-6d9f7c8b5-x{len(self.pods)}q2z"
-                        threading.Thread(target=self._run_pod, args=(dep, self.pods[name]), daemon=True).start()
+                        threading.Thread(target=self._run_pod_quietly, args=(dep, self.pods[name]), daemon=True).start()
                 if self.service_ip:  # the Service controller's part: a cluster address
                     for svc in self.server.objects("services", self.namespace):
                         if not svc["spec"].get("clusterIP"):
@@ -454,6 +454,15 @@ class StandInKubelet:
 
     def _status(self, pod: str, status: dict) -> None:
         self.core.patch_namespaced_pod_status(pod, self.namespace, {"status": status})
+
+    def _run_pod_quietly(self, dep: dict, pod: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._run_pod(dep, pod)
+        except ApiException as exc:
+            if exc.status != 404:  # 404: the engine deleted the pod meanwhile (a failed start's clean-up)
+                raise
 
     def _run_pod(self, dep: dict, pod: str) -> None:
         template = dep["spec"]["template"]

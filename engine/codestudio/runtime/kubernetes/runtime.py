@@ -342,6 +342,12 @@ class KubernetesRuntime(Runtime):
                     if not involved.startswith(prefix) or uid in seen_events:
                         continue
                     seen_events.add(uid)
+                    if involved not in pods and obj.get("reason") == "FailedScheduling":
+                        # The event can come before the pod's own watch does: its requests make the words.
+                        found = self._raw(self.cluster.core.read_namespaced_pod, involved, self.namespace,
+                                          doing=f"read pod {involved}", not_found_ok=True)
+                        if found:
+                            pods[involved] = found
                     derived = kevents.from_event(obj, pods.get(involved))
                     if derived is not None:
                         out.append(derived)
