@@ -341,3 +341,17 @@ def test_doctor_finds_and_removes_what_a_crashed_engine_left(emu, runtime, tmp_p
         doctor(who, fix=True)
         assert runtime.list() == []
     assert emu.objects("deployments", NS) == [] and emu.objects("pods", NS) == []
+
+
+def test_wait_rollout_returns_when_the_deployment_is_available_and_says_why_not(emu, runtime, tmp_path):
+    spec = spec_for(tmp_path)
+    with StandInKubelet(emu, NS):
+        runtime.start(spec)
+        runtime.wait_rollout(spec.name, timeout=10)
+        assert any("rollout of" in line and "complete (1/1 available)" in line for line in runtime.lines)
+        runtime.stop(spec.name, timeout=1)
+    with StandInKubelet(emu, NS, failure="NeverReady"):
+        runtime.start(spec)
+        with pytest.raises(RuntimeFailure, match="did not complete within 0.5s .0/1 available"):
+            runtime.wait_rollout(spec.name, timeout=0.5)
+        runtime.stop(spec.name, timeout=1)

@@ -523,3 +523,8 @@ class StandInKubelet:
                            "containerStatuses": [{**running, "ready": True}],
                            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]})
         self.marks.setdefault(pod, {})["ready"] = time.monotonic()
+        # The Deployment controller's part: the rollout is complete.
+        current = self.apps.read_namespaced_deployment(dep["metadata"]["name"], self.namespace)
+        self.apps.patch_namespaced_deployment_status(dep["metadata"]["name"], self.namespace, {"status": {
+            "observedGeneration": current.metadata.generation, "replicas": 1, "updatedReplicas": 1,
+            "readyReplicas": 1, "availableReplicas": 1}})

@@ -331,6 +331,16 @@ class Runtime(ABC):
         pods = self.pods(name)
         return bool(pods) and all(p.running for p in pods)
 
+    def wait_rollout(self, name: str, *, timeout: float) -> None:
+        """Return once the runtime itself counts the pod set as ready (after the engine's own probe passed).
+
+        The local runtime has nothing more to wait for; the Kubernetes runtime
+        waits for the Deployment's rollout (every replica Ready by its
+        readiness probe).
+
+        :raises RuntimeFailure: it did not complete within ``timeout`` seconds, or a pod failed.
+        """
+
 
 __all__ = [
     "EVENT_KINDS",

@@ -524,6 +524,10 @@ def _start_locked(studio: Studio, runtime: Runtime, *, timeout: float, quiet: bo
                     why = next((p.message for p in runtime.pods(name) if not p.running and p.message), None)
                     detail = f"{why} (last probe: {detail})" if why else detail
                     raise NotReady(f"studio {studio.id} did not become ready within {timeout:g}s: {detail}")
+                # Kubernetes: the Deployment's rollout too. (Runtimes registered as virtual subclasses may lack it.)
+                wait_rollout = getattr(runtime, "wait_rollout", None)
+                if wait_rollout is not None:
+                    wait_rollout(name, timeout=max(0.1, timeout - (time.monotonic() - started)))
         except BaseException:
             routing.wait()  # never left running behind the failure, which is the one reported
             raise

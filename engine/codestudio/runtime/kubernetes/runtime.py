@@ -262,6 +262,33 @@ class KubernetesRuntime(Runtime):
             where = f"; logs and events kept in {saved[0]}" if saved else ""
             exc.args = (f"{exc.args[0]}{where}",)
 
+    def wait_rollout(self, name: str, *, timeout: float) -> None:
+        """Wait until the Deployment's rollout is complete (every replica updated and available)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            dep = self._raw(self.cluster.apps.read_namespaced_deployment, name, self.namespace,
+                            doing=f"read Deployment {name}", not_found_ok=True)
+            if not dep:
+                raise RuntimeFailure(f"Deployment {name} is gone")
+            want = (dep.get("spec") or {}).get("replicas", 1)
+            status = dep.get("status") or {}
+            generation = (dep.get("metadata") or {}).get("generation", 0)
+            if (status.get("observedGeneration", 0) >= generation and status.get("updatedReplicas", 0) >= want
+                    and status.get("availableReplicas", 0) >= want and status.get("replicas", 0) <= want):
+                self.progress(f"rollout of {name} complete ({want}/{want} available)")
+                return
+            for obj in self._pod_objects(name):
+                failed = kevents.from_pod(obj)
+                if failed is not None and failed.kind == "failed":
+                    raise RuntimeFailure(failed.reason or failed.message)
+            if time.monotonic() >= deadline:
+                raise RuntimeFailure(f"the rollout of Deployment {name} did not complete within {timeout:g}s "
+                                     f"({status.get('availableReplicas', 0)}/{want} available: the pod's readiness "
+                                     "probe did not pass)")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.5)
+
     def pods(self, name: str) -> list[Pod]:
         pods = [self._pod(name, p) for p in self._pod_objects(name)]
         if self.settings.gateway == "port-forward" and any(p.running for p in pods):
