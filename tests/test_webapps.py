@@ -362,3 +362,40 @@ def test_url_is_a_signed_link_for_the_owner_and_plain_when_public(who, fake_runt
         urls(_bob(), w.key)
     publish(who, "PROJ", "pub", "wa-unit", share="public", quiet=True)
     assert urls(who, "PROJ/pub")["url"] == "http://127.0.0.1:8800/webapps/PROJ/pub/"
+
+
+def test_webapp_replicas_count_toward_the_running_quotas_everywhere(who, fake_runtime):
+    """A webapp holds one place per replica: at publish, start, scale and update, and against a studio's start."""
+    from codestudio.runtime import studios
+    from codestudio.runtime.limits import QuotaReached, set_settings
+    from codestudio.webapps import publish, scale, start, stop, update
+
+    set_settings(who, {"max_running_per_user": "2"})
+    with pytest.raises(QuotaReached) as info:
+        publish(who, "PROJ", "big", "wa-unit", replicas=3, quiet=True)
+    assert info.value.exit_code == 1 and "max_running_per_user = 2" in str(info.value)
+    assert "publish webapp PROJ/big (3 replicas)" in str(info.value)
+    _nothing_started(fake_runtime)
+    w = publish(who, "PROJ", "app", "wa-unit", replicas=2, quiet=True)
+    s = studios.create_studio(who, "PROJ", "dev", "studio-only")
+    with pytest.raises(QuotaReached, match=r"user alice already has 0 running studios and 2 webapp replicas.*"
+                                           r"webapp PROJ/app \(alice, RUNNING, 2 replicas\)"):
+        studios.start_studio(who, s.id, quiet=True)
+    assert studios.get_studio(s.id).state == "STOPPED"
+    with pytest.raises(QuotaReached, match="scale webapp PROJ/app"):
+        scale(who, w.key, 3, quiet=True)
+    assert len(fake_runtime.pods(next(iter(fake_runtime.podsets)))) == 2
+    scale(who, w.key, 1, quiet=True)
+    assert studios.start_studio(who, s.id, quiet=True).state == "RUNNING"
+    with pytest.raises(QuotaReached, match=r"1 running studio and 1 webapp replica"):
+        publish(who, "PROJ", "two", "wa-unit", quiet=True)
+    set_settings(who, {"max_running_per_user": "off", "max_running_total": "1"})
+    with pytest.raises(QuotaReached, match="update webapp PROJ/app.*max_running_total = 1"):
+        update(who, w.key, keep_snapshot=True, quiet=True)
+    stop(who, w.key)
+    with pytest.raises(QuotaReached, match="start webapp PROJ/app.*max_running_total = 1"):
+        start(who, w.key, quiet=True)
+    assert not fake_runtime.podsets or all("app" not in name for name in fake_runtime.podsets)
+    studios.stop_studio(who, s.id, quiet=True)
+    assert start(who, w.key, quiet=True).state == "RUNNING"
+

@@ -136,41 +136,87 @@ def effective_policy(state, settings: LifecycleSettings) -> dict[str, int | None
 # Quotas
 
 
-def check_quotas(studio, store, settings: LifecycleSettings | None = None) -> None:
-    """Refuse to start ``studio`` when a running-studio quota is reached (RuntimeFailure, exit 1).
+#: The webapp states that hold their replicas' places (pods run or are being started/removed).
+WEBAPP_ACTIVE_STATES = ("STARTING", "RUNNING", "UPDATING", "STOPPING")
 
-    The message names the quota and the studios holding it. Call it under
-    :func:`quota_lock` together with the state change to STARTING, so two
-    starts cannot both take the last place.
-    """
-    from codestudio.runtime.model import ACTIVE_STATES
 
-    settings = settings or load_settings()
-    limits = [(settings.max_running_per_user, "max_running_per_user", f"user {studio.owner}",
-               lambda s: s.owner == studio.owner),
-              (settings.max_running_per_template, "max_running_per_template", f"template {studio.template_id}",
-               lambda s: s.template_id == studio.template_id),
-              (settings.max_running_total, "max_running_total", "this codestudio", lambda s: True)]
-    if all(limit is None for limit, *_ in limits):
-        return
-    placeholders = ", ".join("?" for _ in ACTIVE_STATES)
-    with store.connect() as conn:
-        rows = conn.execute(f"SELECT id, project, owner, template_id, state FROM studios WHERE state IN ({placeholders}) "
-                            "AND id != ? ORDER BY project, id", (*[str(s) for s in ACTIVE_STATES], studio.id)).fetchall()
+def _holders(store, *, skip_studio: str | None = None, skip_webapp: tuple[str, str] | None = None) -> list:
+    """What holds a place now: active studios (1 each) and active webapps (their replica count each)."""
     from types import SimpleNamespace
 
-    active = [SimpleNamespace(**dict(r)) for r in rows]
+    from codestudio.runtime.model import ACTIVE_STATES
+
+    placeholders = ", ".join("?" for _ in ACTIVE_STATES)
+    with store.connect() as conn:
+        studios = conn.execute(f"SELECT id, project, owner, template_id, state FROM studios WHERE state IN ({placeholders}) "
+                               "AND id != ? ORDER BY project, id",
+                               (*[str(s) for s in ACTIVE_STATES], skip_studio or "")).fetchall()
+        webapps = conn.execute("SELECT project, id, owner, template_id, state, replicas FROM webapps WHERE state IN "
+                               f"({', '.join('?' for _ in WEBAPP_ACTIVE_STATES)}) ORDER BY project, id",
+                               WEBAPP_ACTIVE_STATES).fetchall()
+    out = [SimpleNamespace(owner=r["owner"], template_id=r["template_id"], weight=1,
+                           label=f"{r['project']}/{r['id']} ({r['owner']}, {r['state']})") for r in studios]
+    out += [SimpleNamespace(owner=r["owner"], template_id=r["template_id"], weight=max(int(r["replicas"]), 1),
+                            label=f"webapp {r['project']}/{r['id']} ({r['owner']}, {r['state']}, "
+                                  f"{r['replicas']} replica{'s' if r['replicas'] != 1 else ''})")
+            for r in webapps if skip_webapp != (r["project"], r["id"])]
+    return out
+
+
+def _enforce(what: str, owner: str, template_id: str, count: int, holders: list, settings: LifecycleSettings,
+             hint: str) -> None:
+    limits = [(settings.max_running_per_user, "max_running_per_user", f"user {owner}", lambda h: h.owner == owner),
+              (settings.max_running_per_template, "max_running_per_template", f"template {template_id}",
+               lambda h: h.template_id == template_id),
+              (settings.max_running_total, "max_running_total", "this codestudio", lambda h: True)]
     for limit, field, scope, counts in limits:
         if limit is None:
             continue
-        holding = [s for s in active if counts(s)]
-        if len(holding) >= limit:
-            listed = ", ".join(f"{s.project}/{s.id} ({s.owner}, {s.state})" for s in holding[:10])
+        holding = [h for h in holders if counts(h)]
+        used = sum(h.weight for h in holding)
+        if used + count > limit:
+            studios = sum(1 for h in holding if not h.label.startswith("webapp "))
+            replicas = used - studios
+            held = f"{studios} running studio{'s' if studios != 1 else ''}"
+            if replicas:
+                held += f" and {replicas} webapp replica{'s' if replicas != 1 else ''}"
+            listed = ", ".join(h.label for h in holding[:10]) or "nothing"
             more = f" and {len(holding) - 10} more" if len(holding) > 10 else ""
             raise QuotaReached(
-                f"cannot start studio {studio.id}: {scope} already has {len(holding)} running studio"
-                f"{'s' if len(holding) != 1 else ''}, the limit {field} = {limit} (codestudio lifecycle show); "
-                f"running: {listed}{more}. Stop one first: codestudio studio stop STUDIO")
+                f"cannot {what}: {scope} already has {held}, the limit {field} = {limit} (codestudio lifecycle show; "
+                f"a studio counts 1, a webapp its replica count); running: {listed}{more}. {hint}")
+
+
+_HINT = "Stop one first: codestudio studio stop STUDIO, or codestudio webapp stop|scale WEBAPP"
+
+
+def check_quotas(studio, store, settings: LifecycleSettings | None = None) -> None:
+    """Refuse to start ``studio`` when a running quota is reached (RuntimeFailure, exit 1).
+
+    Studios count 1 each, webapps their replica count (each replica is a
+    pod using the machine). The message names the quota and what holds it.
+    Call it under :func:`quota_lock` together with the state change to
+    STARTING, so two starts cannot both take the last place.
+    """
+    settings = settings or load_settings()
+    if all(getattr(settings, f) is None for f in QUOTA_FIELDS):
+        return
+    _enforce(f"start studio {studio.id}", studio.owner, studio.template_id, 1, _holders(store, skip_studio=studio.id),
+             settings, _HINT)
+
+
+def check_webapp_quotas(project: str, webapp_id: str, owner: str, template_id: str, replicas: int, store, *,
+                        verb: str = "start", settings: LifecycleSettings | None = None) -> None:
+    """Refuse (QuotaReached, exit 1) when ``replicas`` replicas of this webapp would pass a running quota.
+
+    The webapp's own current places do not count (a scale asks for its new
+    total, a start or update for its replica count).
+    """
+    settings = settings or load_settings()
+    if all(getattr(settings, f) is None for f in QUOTA_FIELDS):
+        return
+    what = f"{verb} webapp {project}/{webapp_id} ({replicas} replica{'s' if replicas != 1 else ''})"
+    _enforce(what, owner, template_id, replicas, _holders(store, skip_webapp=(project, webapp_id)), settings, _HINT)
 
 
 class QuotaReached(RuntimeFailure):
@@ -185,5 +231,5 @@ def quota_lock():
     return file_lock(data_dir() / "locks" / "quotas.lock")
 
 
-__all__ = ["LifecycleSettings", "QuotaReached", "check_quotas", "effective_policy", "format_duration", "load_settings",
+__all__ = ["LifecycleSettings", "QuotaReached", "check_quotas", "check_webapp_quotas", "effective_policy", "format_duration", "load_settings",
            "quota_lock", "set_settings"]

@@ -23,6 +23,7 @@ from codestudio.access import Identity, require_project_use, require_template_us
 from codestudio.errors import NotFound, PermissionDenied, RuntimeFailure, UsageError
 from codestudio.locks import file_lock
 from codestudio.runtime.current import get_runtime
+from codestudio.runtime.limits import check_webapp_quotas, quota_lock
 from codestudio.store import Store, now
 from codestudio.webapps import pods as P
 from codestudio.webapps import records
@@ -171,6 +172,7 @@ def publish(who: Identity, project: str, name: str, template_id: str, *, replica
     plan = _plan(template_id, store)
     P.webapp_entrypoints(plan.state, template_id)
     studio = _source_studio(who, project, from_studio, store) if from_studio else None
+    check_webapp_quotas(project, name, who.name, template_id, replicas, store, verb="publish")  # fail fast
     t = now()
     w = Webapp(project=project, id=name, owner=who.name, template_id=template_id, template_version=plan.version,
                image=None, image_id=None, replicas=replicas, share=share, session_secret=new_session_secret(),
@@ -181,7 +183,9 @@ def publish(who: Identity, project: str, name: str, template_id: str, *, replica
     snap = take_snapshot(who, w, plan, 1, store, quiet=quiet)
     build = _image(plan, quiet, store)
     w.snapshot_commit, w.image, w.image_id = snap.commit, build.image, getattr(build, "image_id", None)
-    records.insert_webapp(store, w)
+    with quota_lock():  # the check and taking the places are one step (the row is STARTING from here)
+        check_webapp_quotas(project, name, who.name, template_id, replicas, store, verb="publish")
+        records.insert_webapp(store, w)
     if not quiet:
         _log(f"publishing webapp {w.key}: {replicas} replica(s) of {build.image}, snapshot: {snap.source}"
              + (f" commit {snap.commit}" if snap.commit else ""))
@@ -278,10 +282,14 @@ def start(who: Identity, ref: str, *, timeout: float = DEFAULT_TIMEOUT, quiet: b
             if not quiet:
                 _log(f"webapp {w.key} is already running")
             return w
+        check_webapp_quotas(w.project, w.id, w.owner, w.template_id, w.replicas, store)  # fail fast
         _remove_all(w, get_runtime(), store)
         plan = _plan(w.template_id, store)
         P.webapp_entrypoints(plan.state, w.template_id)
         build = _image(plan, quiet, store)
+        with quota_lock():  # STARTING takes the places
+            check_webapp_quotas(w.project, w.id, w.owner, w.template_id, w.replicas, store)
+            w = records.update_webapp(store, w, state=WebappState.STARTING, message="starting")
         snapshot = _current_snapshot(w)
         number = w.generation + 1
         shutil.copyfile(snapshot, w.dir / "snapshots" / f"{number}.tar")

@@ -21,6 +21,7 @@ import time
 from codestudio.access import Identity, require_project_use
 from codestudio.errors import RuntimeFailure, UsageError
 from codestudio.runtime.current import get_runtime
+from codestudio.runtime.limits import check_webapp_quotas, quota_lock
 from codestudio.store import Store
 from codestudio.webapps import lifecycle as L
 from codestudio.webapps import pods as P
@@ -69,8 +70,11 @@ def scale(who: Identity, ref: str, replicas: int, *, timeout: float = L.DEFAULT_
         if gen is None:
             raise RuntimeFailure(f"webapp {w.key}: generation {w.generation} is not recorded; restart it")
         rows = [r for r in records.replicas_of(store, w, generation=gen.number) if r.state != ReplicaState.DRAINING]
-        w = records.update_webapp(store, w, replicas=replicas, state=WebappState.UPDATING,
-                                  message=f"scaling {len(rows)} -> {replicas}")
+        with quota_lock():  # a scale up takes its new places in the same step as the check
+            if replicas > w.replicas:
+                check_webapp_quotas(w.project, w.id, w.owner, w.template_id, replicas, store, verb="scale")
+            w = records.update_webapp(store, w, replicas=replicas, state=WebappState.UPDATING,
+                                      message=f"scaling {len(rows)} -> {replicas}")
         try:
             if replicas > len(rows):
                 new = P.rescale(w, gen, replicas, runtime, store)
@@ -111,6 +115,7 @@ def update(who: Identity, ref: str, *, from_studio: str | None = None, keep_snap
         old = P.Generation.load(w, w.generation)
         if old is None:
             raise RuntimeFailure(f"webapp {w.key}: generation {w.generation} is not recorded; restart it")
+        check_webapp_quotas(w.project, w.id, w.owner, w.template_id, w.replicas, store, verb="update")
         plan = L._plan(w.template_id, store)
         P.webapp_entrypoints(plan.state, w.template_id)
         number = w.generation + 1
