@@ -320,3 +320,19 @@ def test_a_third_party_block_builds_as_a_stage(tmp_path, codestudio_blocks, code
     assert image.index('COPY --from=codestudio-block-00 ["/opt/tool", "/opt/tool"]') < image.index("cat /opt/tool/marker")
     # Labels and the step's block survive: the stage ends in a LABEL (see the tools stage's note).
     assert 'LABEL io.codestudio.stage="codestudio-block-00"' in stage
+
+
+def test_a_failure_is_blamed_on_the_step_buildah_names_not_the_last_one_printed(tmp_path, codestudio_home):
+    rendered = render_template(write(tmp_path, CODE_ENV.format(build="")))
+    env_step = next(s for s in rendered.steps if "code-envs/py" in s.instruction)
+    tools_step = next(s for s in rendered.steps if s.stage == 1 and s.instruction.startswith("LABEL"))
+    tracker = StepTracker(steps={s.number: s for s in rendered.steps})
+    tracker.feed(f"[2/2] STEP {env_step.stage_number}/9: RUN ...")
+    tracker.feed(f"[1/2] STEP {tools_step.stage_number}/{tools_step.stage_number}: LABEL ...")  # printed in between
+    tracker.feed("error: Request failed after 3 retries")
+    tracker.feed('Error: building at STEP "RUN --mount=type=bind,from=codestudio-build-tools,source=/opt/codestudio-build,'
+                 'target=/opt/codestudio-build --mount=type=cache,id=codestudio-uv,target=/var/cache/codestudio/uv,'
+                 'sharing=shared /bin/sh -e -c python3 -m venv /opt/codestudio/code-envs/py')
+    assert tracker.number == env_step.number
+    assert tracker.where() == "blocks[0] (type: codeenv) 'codeenv'"
+    assert list(tracker.tail) == ["error: Request failed after 3 retries"]

@@ -146,3 +146,23 @@ def test_a_damaged_cache_entry_is_downloaded_again_not_baked_in(code_env_templat
     assert env_python(result.image, "-c", "import six; print(six.__version__)") == "1.16.0\n"
     # The fresh download replaced the damaged entry in the cache too.
     assert all("damaged" not in p.read_text() for p in (codestudio_home / "cache" / "build").rglob("six.py"))
+
+
+def test_an_image_with_its_own_pip_conf_is_installed_with_pip(tmp_path, debian_base, image_cleanup, codestudio_home):
+    run = uuid.uuid4().hex[:8]
+    template_id = f"test-py-pipconf-{run}"
+    image_cleanup(template_id)
+    path = tmp_path / "pipconf.yaml"
+    path.write_text(
+        f"id: {template_id}\nblocks:\n"
+        "  - type: dockerfile\n    run_as_root: true\n    statements: |\n"
+        "      RUN printf '[global]\\ndisable-pip-version-check = true\\n' > /etc/pip.conf\n"
+        f"  - type: codeenv\n    name: py-{run}\n    packages: [six==1.16.0]\n"
+    )
+    result = build_template(str(path), quiet=True)
+    log = result.log_path.read_text()
+    # The template's own pip configuration applies, as it did before uv.
+    assert "/etc/pip.conf in the image configures pip: installing with pip" in log
+    assert "Successfully installed six-1.16.0" in log
+    installer = run_in(result.image, "sh", "-c", "cat /opt/codestudio/code-envs/*/lib/python3*/site-packages/six-*.dist-info/INSTALLER")
+    assert installer.strip() == "pip"

@@ -16,6 +16,8 @@ from typing import Protocol
 #: ``STEP n/m: ...``, with ``[stage/stages] `` in front when the Dockerfile has several stages.
 STEP_RE = re.compile(r"^(?:\[(\d+)/(\d+)\] )?STEP (\d+)/(\d+): (.*)$")
 CACHE_RE = re.compile(r"^--> Using cache ([0-9a-f]{12,64})")
+#: buildah's last word on a failed build: the failing instruction (exec form words joined, up to a newline).
+FAILED_RE = re.compile(r'^(?:Error: |error )building at STEP "(.*)$')
 
 
 class StepLike(Protocol):
@@ -61,8 +63,22 @@ class StepTracker:
             return True
         if CACHE_RE.match(line) and self.number:
             self.cached.add(self.number)
+        failed = FAILED_RE.match(line)
+        if failed:
+            # Stages build in parallel: the last STEP line seen may be another stage's.
+            self._blame(failed.group(1))
+            return False
         self.tail.append(line)
         return False
+
+    def _blame(self, text: str) -> None:
+        """Make the step buildah names as failed the current one, when exactly one step matches."""
+        wanted = " ".join(text.split())
+        matches = [number for number, info in self.steps.items()
+                   if wanted and _as_buildah_says(getattr(info, "instruction", "")).startswith(wanted)]
+        if len(matches) == 1 and matches[0] != self.number:
+            self.number = matches[0]
+            self.instruction = getattr(self.steps[matches[0]], "instruction", self.instruction)
 
     def _by_stage(self) -> dict[tuple[int, int], int]:
         if self._stage_index is None:
@@ -173,6 +189,21 @@ class Reporter:
 
     def output(self, line: str) -> None:
         """A line of step output: only the spinner moves; the full text is in the log."""
+
+
+def _as_buildah_says(instruction: str) -> str:
+    """An instruction as buildah's error names it: an exec-form array becomes its words."""
+    import json
+
+    start = instruction.find(' ["')
+    if start != -1:
+        try:
+            words = json.loads(instruction[start + 1:])
+        except ValueError:
+            words = None
+        if isinstance(words, list) and all(isinstance(w, str) for w in words):
+            instruction = instruction[:start] + " " + " ".join(words)
+    return " ".join(instruction.split())
 
 
 def _short(instruction: str, width: int = 70) -> str:
