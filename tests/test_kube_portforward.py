@@ -149,5 +149,8 @@ def test_the_forwarder_process_outlives_its_caller_and_is_restarted_on_its_ports
         stop_forwards(runtime, "cs-s1", workdir=workdir)
     assert not list(workdir.glob("forward-*.json"))
     with socket.socket() as s:
+        # SO_REUSEADDR: the test's own closed connections may sit in TIME_WAIT on that
+        # port; a listener still holding it would make the bind fail all the same.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", local))  # free again
     stop_forwards(runtime, "cs-s1", workdir=workdir)  # idempotent
