@@ -355,3 +355,41 @@ def test_wait_rollout_returns_when_the_deployment_is_available_and_says_why_not(
         with pytest.raises(RuntimeFailure, match="did not complete within 0.5s .0/1 available"):
             runtime.wait_rollout(spec.name, timeout=0.5)
         runtime.stop(spec.name, timeout=1)
+
+
+def _with_service_account(spec: PodSetSpec, name: str) -> PodSetSpec:
+    import copy
+    import dataclasses
+
+    docs = copy.deepcopy(list(spec.manifest))
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            doc["spec"]["template"]["spec"]["serviceAccountName"] = name
+    return dataclasses.replace(spec, manifest=docs)
+
+
+def test_the_engines_own_service_account_is_refused_before_anything_is_applied(emu, runtime, tmp_path, monkeypatch):
+    import base64
+    import json
+
+    from codestudio.errors import UsageError
+    from codestudio.runtime.kubernetes import manifests
+
+    pushed = []
+    runtime._push = lambda image: pushed.append(image) or DIGEST
+    with pytest.raises(UsageError) as info:
+        runtime.start(_with_service_account(spec_for(tmp_path), "codestudio-engine"))
+    assert info.value.exit_code == 2 and "'service_account'" in str(info.value) and "codestudio-engine" in str(info.value)
+    assert pushed == [] and emu.objects("deployments", NS) == [] and emu.objects("secrets", NS) == []
+    # The account the engine really runs as (its in-cluster token's subject), and a named one, are refused too.
+    claims = base64.urlsafe_b64encode(json.dumps({"sub": f"system:serviceaccount:{NS}:ops-engine"}).encode())
+    token = tmp_path / "token"
+    token.write_text(f"e30.{claims.decode().rstrip('=')}.sig")
+    spec = _with_service_account(spec_for(tmp_path), "ops-engine")
+    with pytest.raises(UsageError, match="'service_account' is 'ops-engine'"):
+        manifests.check_service_account(spec, NS, token_path=str(token))
+    manifests.check_service_account(spec, "elsewhere", token_path=str(token))  # another namespace's: not ours
+    monkeypatch.setenv(manifests.ENGINE_SERVICE_ACCOUNT_ENV, "ops-engine")
+    with pytest.raises(UsageError, match="ops-engine"):
+        manifests.check_service_account(spec, NS, token_path=str(tmp_path / "none"))
+    manifests.check_service_account(_with_service_account(spec, "studio-runner"), NS, token_path=str(token))

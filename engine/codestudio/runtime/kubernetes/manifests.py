@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 
-from codestudio.errors import RuntimeFailure
+from codestudio.errors import RuntimeFailure, UsageError
 from codestudio.runtime.base import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_VALUE, PodSetSpec
 
 FIELD_MANAGER = "codestudio"
@@ -61,6 +61,56 @@ def prepare(spec: PodSetSpec, *, namespace: str, instance: str, image: str | Non
             _deployment(doc, spec, labels, image, pull_secret)
         docs.append(doc)
     return sorted(docs, key=lambda d: ORDER.index(d["kind"]))
+
+
+#: The engine's own service account in docs/kubernetes.md's sample manifest: never a studio's.
+ENGINE_SERVICE_ACCOUNT = "codestudio-engine"
+#: Names another engine service account to refuse as well (docs/kubernetes.md).
+ENGINE_SERVICE_ACCOUNT_ENV = "CODESTUDIO_ENGINE_SERVICE_ACCOUNT"
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def _in_cluster_account(token_path: str) -> tuple[str, str] | None:
+    """(namespace, name) of the service account the engine runs as, from its token's ``sub`` claim."""
+    import base64
+    import json
+
+    try:
+        token = open(token_path).read().strip()  # noqa: SIM115 - a tiny file; never logged
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        parts = str(claims.get("sub", "")).split(":")
+    except (OSError, IndexError, ValueError):
+        return None
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        return parts[2], parts[3]
+    return None
+
+
+def engine_service_accounts(namespace: str, *, token_path: str = IN_CLUSTER_TOKEN) -> set[str]:
+    """Service-account names in ``namespace`` that are the engine's own (a studio must never get its token)."""
+    import os
+
+    names = {ENGINE_SERVICE_ACCOUNT}
+    if os.environ.get(ENGINE_SERVICE_ACCOUNT_ENV):
+        names.add(os.environ[ENGINE_SERVICE_ACCOUNT_ENV].strip())
+    own = _in_cluster_account(token_path)
+    if own is not None and own[0] == namespace:
+        names.add(own[1])
+    return names
+
+
+def check_service_account(spec: PodSetSpec, namespace: str, *, token_path: str = IN_CLUSTER_TOKEN) -> None:
+    """Refuse (UsageError, exit 2) a pod set whose ``service_account`` is the engine's own: its API token."""
+    for doc in spec.manifest:
+        if doc.get("kind") != "Deployment":
+            continue
+        name = ((doc.get("spec") or {}).get("template") or {}).get("spec", {}).get("serviceAccountName")
+        if name and name in engine_service_accounts(namespace, token_path=token_path):
+            raise UsageError(
+                f"pod set {spec.name}: the kubernetes block's field 'service_account' is {name!r}, the engine's "
+                f"own service account in namespace {namespace}: a studio or webapp running as it would hold the "
+                "engine's API token. Create a service account for studios and name that one (docs/kubernetes.md)")
 
 
 def _deployment(doc: dict, spec: PodSetSpec, labels: dict, image: str | None, pull_secret: str | None) -> None:

@@ -172,6 +172,7 @@ class KubernetesRuntime(Runtime):
     def start(self, spec: PodSetSpec) -> PodSet:
         if spec.replicas < 1:
             raise RuntimeFailure(f"pod set {spec.name}: replicas must be at least 1, not {spec.replicas}")
+        manifests.check_service_account(spec, self.namespace)  # before anything is written, pushed or applied
         workdir = self._workdir(spec.name)
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         deployment = next((d for d in spec.manifest if d.get("kind") == "Deployment"), None)
