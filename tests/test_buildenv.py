@@ -336,3 +336,17 @@ def test_a_failure_is_blamed_on_the_step_buildah_names_not_the_last_one_printed(
     assert tracker.number == env_step.number
     assert tracker.where() == "blocks[0] (type: codeenv) 'codeenv'"
     assert list(tracker.tail) == ["error: Request failed after 3 retries"]
+
+
+def test_a_token_in_an_index_urls_query_is_masked_wherever_it_is_shown(tmp_path):
+    assert indexes.mask("https://idx.example/simple?token=abc") == "https://idx.example/simple?token=***"
+    assert indexes.mask("https://u:pw@idx.example/simple?a=1&key=s3cr3t#frag") == "https://***@idx.example/simple?a=***&key=***#***"
+    assert indexes.mask("https://idx.example/simple") == "https://idx.example/simple"
+    settings = indexes.host_settings([], {"PIP_INDEX_URL": "https://idx.example/simple?token=abc",
+                                          "PIP_EXTRA_INDEX_URL": "https://x.example/simple?access_token=zzz"})
+    assert "abc" not in " ".join(settings.urls()) and "zzz" not in " ".join(settings.urls())
+    indexes.write_settings(tmp_path / "s", settings)
+    assert "abc" not in (tmp_path / "s" / "indexes.txt").read_text()
+    with pytest.raises(UsageError) as info:
+        indexes.host_settings([], {"PIP_INDEX_URL": "ftp://idx.example/simple?token=abc"})
+    assert "abc" not in str(info.value) and "token=***" in str(info.value)

@@ -51,15 +51,22 @@ class IndexSettings:
 
 
 def mask(url: str) -> str:
-    """``url`` with any user and password replaced by ``***``."""
+    """``url`` with any user and password, and every query value (``?token=...``), replaced by ``***``."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "(unparsable URL)"
-    if "@" not in parts.netloc:
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        # Keys stay (they say what is set), values go: an index token often rides in the query.
+        query = "&".join(f"{item.partition('=')[0]}=***" if "=" in item else "***" for item in query.split("&") if item)
+    fragment = "***" if parts.fragment else ""
+    if netloc == parts.netloc and query == parts.query and fragment == parts.fragment:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
 def pip_config_files() -> list[Path]:
