@@ -125,7 +125,7 @@ def test_create_checks_the_id_and_stores_version_1(srv, admin):
     stored = admin.get("/api/v1/templates/ok-t/yaml").text
     assert stored == "id: ok-t\nlabel: OK\ndescription: made in the UI\nblocks: []\n"
     r = admin.post("/api/v1/templates/create", json={"id": "ok-t"})
-    assert r.status_code == 422 and "already exists" in _err(r)["message"]
+    assert r.status_code == 409 and "already exists" in _err(r)["message"] and _err(r)["field"] == "id"
     alice = srv.signed_in("alice")
     assert alice.post("/api/v1/templates/create", json={"id": "x-t"}).status_code == 403
 
@@ -380,3 +380,74 @@ def test_round_trip_keeps_a_document_start_and_a_zero_offset_list_style():
     doc, origins = te.document_of(text)
     doc["label"] = "b"
     assert te.apply_document(text, doc, origins) == text.replace("label: a", "label: b")
+
+
+# --------------------------------------------------------------------------- races and edge cases
+
+
+def test_two_creates_of_one_id_at_once_make_one_template_and_a_409(srv, admin, monkeypatch):
+    import threading
+
+    from codestudio import templates_store
+
+    real = templates_store.add_template
+    both_checked = threading.Barrier(2, timeout=5)
+
+    def slow_add(*args, **kw):  # both creates have passed any check made before the add
+        try:
+            both_checked.wait()
+        except threading.BrokenBarrierError:
+            pass  # the second is held by the lock: it never gets here before the first is stored
+        return real(*args, **kw)
+
+    monkeypatch.setattr(templates_store, "add_template", slow_add)
+    statuses = []
+    other = srv.signed_in(srv.root.name)
+
+    def create(client):
+        statuses.append(client.post("/api/v1/templates/create", json={"id": "race-t"}).status_code)
+
+    threads = [threading.Thread(target=create, args=(c,)) for c in (admin, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [201, 409]
+    assert [v["version"] for v in admin.get("/api/v1/templates").json() if v["id"] == "race-t"] == [1]
+    from codestudio.templates_store import get_template
+
+    assert get_template("race-t").version == 1
+
+
+def test_a_cli_template_add_takes_the_editors_lock(srv, admin, write_template):
+    import threading
+
+    from codestudio.home import data_dir
+    from codestudio.locks import file_lock
+
+    _cli_add(srv, write_template)
+    done = threading.Event()
+    with file_lock(data_dir() / "locks" / "edit-cli-t.lock"):  # as a save between its revision check and its add
+        t = threading.Thread(target=lambda: (_cli_add(srv, write_template,
+                                                      CLI_TEMPLATE.replace("From the CLI", "CLI v2")), done.set()))
+        t.start()
+        assert not done.wait(1.0)  # the CLI add waits for the save
+    t.join(10)
+    assert done.is_set()
+
+
+def test_an_upload_under_an_uploaded_file_is_a_4xx_naming_name(admin):
+    admin.post("/api/v1/templates/create", json={"id": "nest-t"})
+    assert admin.put("/api/v1/templates/nest-t/files", params={"name": "a"}, content=b"x").status_code == 201
+    r = admin.put("/api/v1/templates/nest-t/files", params={"name": "a/b"}, content=b"y")
+    assert r.status_code == 422 and _err(r)["field"] == "name" and "'a' is an uploaded file" in _err(r)["message"]
+    assert [f["name"] for f in admin.get("/api/v1/templates/nest-t/files").json()] == ["a"]
+
+
+def test_an_upload_with_the_csrf_token_in_a_form_body_is_never_a_500(srv, admin):
+    admin.post("/api/v1/templates/create", json={"id": "form-t"})
+    token = admin.headers.pop("X-CSRF-Token")
+    r = admin.put("/api/v1/templates/form-t/files", params={"name": "f.txt"},
+                  content=f"csrf_token={token}".encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and _err(r)["field"] == "file", r.text
+    assert admin.get("/api/v1/templates/form-t/files").json() == []

@@ -69,6 +69,10 @@ class EditError(UsageError):
         super().__init__(f"{field}: {message}")
 
 
+class AlreadyExists(EditError):
+    """A create for a template id that exists (HTTP 409), also when two creates race."""
+
+
 def _root(template_id: str) -> Path:
     from codestudio.templates_store import templates_dir
 
@@ -352,19 +356,13 @@ def open_template(template_id: str, *, store: Store | None = None) -> dict:
 def create_template(who: Identity, template_id: str, *, label: str | None = None, description: str | None = None,
                     base_image: str | None = None, store: Store | None = None):
     """A new template with no blocks (version 1), as if its file had been added."""
-    from codestudio.templates_store import add_template, get_template
     from codestudio.errors import NotFound
+    from codestudio.templates_store import add_template, edit_lock, get_template
 
     require_admin(who, "create templates")
     if not isinstance(template_id, str) or not SLUG_RE.match(template_id):
         raise EditError("id", f"{template_id!r} is not a template id: lowercase letters, digits and '-', "
                               "starting with a letter or digit, at most 63 characters")
-    try:
-        get_template(template_id, store=store)
-    except NotFound:
-        pass
-    else:
-        raise EditError("id", f"template {template_id!r} already exists")
     text = apply_document(f"id: {template_id}\n", {"label": label, "description": description, "base_image": base_image,
                                                     "blocks": []})
     if "blocks" not in text:
@@ -376,7 +374,16 @@ def create_template(who: Identity, template_id: str, *, label: str | None = None
         problems = problems_of(path)
         if problems:
             raise TemplateError("template", [p["message"] for p in problems], problems)
-        stored, _new = add_template(who, path, store=store)
+        # The existence check and the add are one step under the edit lock: of two creates of one id,
+        # the second is refused instead of becoming version 2.
+        with edit_lock(template_id):
+            try:
+                get_template(template_id, store=store)
+            except NotFound:
+                pass
+            else:
+                raise AlreadyExists("id", f"template {template_id!r} already exists")
+            stored, _new = add_template(who, path, store=store, edit_locked=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return stored
@@ -412,13 +419,11 @@ def save_template(who: Identity, template_id: str, document: dict, *, origins: l
     Refused with :class:`Conflict` when ``revision_seen`` is not the current
     revision; nothing is stored then.
     """
-    from codestudio.locks import file_lock
-    from codestudio.home import data_dir
-    from codestudio.templates_store import add_template, get_template
+    from codestudio.templates_store import add_template, edit_lock, get_template
 
     require_admin(who, "edit templates")
     _check_document(template_id, document, origins)
-    with file_lock(data_dir() / "locks" / f"edit-{template_id}.lock"):
+    with edit_lock(template_id):
         latest = get_template(template_id, store=store)
         current = revision(template_id, store=store)
         if revision_seen != current:
@@ -437,7 +442,7 @@ def save_template(who: Identity, template_id: str, document: dict, *, origins: l
                 _write_draft(template_id, name, text, problems, who, latest.version)
                 return {"saved": "draft", "version": latest.version, "new_version": False, "problems": problems,
                         "revision": revision(template_id, store=store), "yaml": text}
-            stored, new = add_template(who, path, store=store)
+            stored, new = add_template(who, path, store=store, edit_locked=True)
             shutil.rmtree(_root(template_id) / DRAFT_DIR, ignore_errors=True)
         finally:
             shutil.rmtree(path.parent, ignore_errors=True)
@@ -531,9 +536,13 @@ def upload_file(who: Identity, template_id: str, name: str, data: bytes, *, stor
     rel = check_upload_name(name)
     if len(data) > MAX_UPLOAD_BYTES:
         raise EditError("file", f"{len(data)} bytes: files are limited to {MAX_UPLOAD_BYTES} bytes")
-    target = _root(template_id) / FILES_DIR / rel
+    files = _root(template_id) / FILES_DIR
+    target = files / rel
     if target.is_dir():
         raise EditError("name", f"{rel!r} is a folder of uploaded files")
+    for parent in PurePosixPath(rel).parents:
+        if str(parent) != "." and (files / parent).is_file():
+            raise EditError("name", f"{rel!r}: {parent.as_posix()!r} is an uploaded file, not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.upload")
     tmp.write_bytes(data)

@@ -180,8 +180,24 @@ def _row_to_stored(row) -> StoredTemplate:
     )
 
 
-def add_template(who: Identity, file: Path | str, *, store: Store | None = None) -> tuple[StoredTemplate, bool]:
-    """Store a template file and its resources; return (stored, created_new_version)."""
+def edit_lock(template_id: str):
+    """The lock every new version of ``template_id`` is stored under (the editor's save and create, ``template add``).
+
+    The editor's revision check and its add are one step under it, so a
+    ``template add`` from the CLI lands before or after a save, never between.
+    """
+    from codestudio.home import data_dir
+    from codestudio.locks import file_lock
+
+    return file_lock(data_dir() / "locks" / f"edit-{template_id}.lock")
+
+
+def add_template(who: Identity, file: Path | str, *, store: Store | None = None,
+                 edit_locked: bool = False) -> tuple[StoredTemplate, bool]:
+    """Store a template file and its resources; return (stored, created_new_version).
+
+    Takes the template's :func:`edit_lock` unless the caller holds it (``edit_locked``).
+    """
     require_admin(who, "add templates")
     store = store or Store.default()
     file = Path(file)
@@ -189,6 +205,13 @@ def add_template(who: Identity, file: Path | str, *, store: Store | None = None)
         raise UsageError(f"{file}: no such template file")
     file = file.resolve()
     template, _state, used = _plan_recording(file)
+    if not edit_locked:
+        with edit_lock(template.id):
+            return _store_version(who, file, template, used, store)
+    return _store_version(who, file, template, used, store)
+
+
+def _store_version(who: Identity, file: Path, template, used, store: Store) -> tuple[StoredTemplate, bool]:
     root = templates_dir() / template.id
     root.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".add-", dir=root))

@@ -98,6 +98,11 @@ def make_editor_router(app_state) -> APIRouter:
                                    caller: Caller = me_dep) -> JSONResponse:
         access.require_admin(caller.who, "upload template files")
         te.check_upload_name(name)
+        if request.headers.get("content-type", "").startswith(("application/x-www-form-urlencoded",
+                                                               "multipart/form-data")):
+            # A form body is not a file (and the CSRF check may have read it already).
+            raise ApiError(415, "unsupported_media_type", "file: send the file as the raw request body "
+                           "(e.g. application/octet-stream) with the X-CSRF-Token header, not as a form", field="file")
         limit = te.MAX_UPLOAD_BYTES
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:

@@ -28,8 +28,11 @@ def describe(exc: BaseException) -> tuple[int, dict]:
             m = _LINE_RE.match(p)
             problems.append({**detail, "line": int(m.group(1)) if m else None, "message": p})
         return 422, {"code": "template_invalid", "message": str(exc), "problems": problems}
-    from codestudio.template_editing import Conflict, EditError
+    from codestudio.template_editing import AlreadyExists, Conflict, EditError
 
+    if isinstance(exc, AlreadyExists):
+        return 409, {"code": "already_exists", "message": str(exc), "field": exc.field,
+                     "fields": [{"field": exc.field, "message": str(exc)}]}
     if isinstance(exc, Conflict):
         return 409, {"code": "changed_since_opened", "message": str(exc)}
     if isinstance(exc, EditError):
