@@ -110,13 +110,17 @@ def test_rows_carry_only_ready_replicas_to_the_stable_url():
     assert f"{GUARD} /web-apps-backends/PROJ/app_w-2/8501/ w-0" in text  # $request_uri: its own prefix
     assert "50.00% " in text and text.count("split_clients") == 1
     assert w.cookie_value in text and w.link_key in text and w.session_secret not in text
+    # The owner's backend pair is its own: no viewer value opens a replica's prefix.
+    assert w.backend_cookie_value in text and w.backend_link_key in text
+    assert len({w.cookie_value, w.link_key, w.backend_cookie_value, w.backend_link_key}) == 4
 
 
 def test_public_and_secretless_webapps_carry_no_cookie_value():
     public = webapp(share="public")
-    assert '"/webapps/PROJ/app/ o - -"' in rendered(public)
+    # Only the backend pair (the owner's access to replicas' own prefixes).
+    assert f'"/webapps/PROJ/app/ o - - {public.backend_cookie_value} {public.backend_link_key}"' in rendered(public)
     preview = webapp(session_secret=None)
-    assert '"/webapps/PROJ/app/ p - -"' in rendered(preview)
+    assert '"/webapps/PROJ/app/ p - - - -"' in rendered(preview)
     with pytest.raises(UsageError, match="no session secret"):
         make_webapp_access_url(preview, "http://gw")
 
@@ -144,6 +148,15 @@ def test_access_links():
     assert url.startswith("http://gw:8800/webapps/PROJ/app/?cs_expires=1600&cs_token=")
     assert make_webapp_access_url(w, "http://gw", pod="w-0", now=0).startswith(
         "http://gw/web-apps-backends/PROJ/app_w-0/8501/?cs_expires=600&")
+    # A replica's link is signed with the backend key (a viewer's token does not fit it),
+    # and is signed even for a public webapp.
+    from codestudio.gateway.webapps import webapp_access_token
+
+    replica_url = make_webapp_access_url(w, "http://gw", pod="w-0", now=0)
+    assert replica_url.endswith(webapp_access_token(w, 600, backend=True))
+    assert webapp_access_token(w, 600) != webapp_access_token(w, 600, backend=True)
+    public = webapp(share="public", replicas=(replica("w-0"),))
+    assert "cs_token=" in make_webapp_access_url(public, "http://gw", pod="w-0")
     with pytest.raises(UsageError, match="no replica"):
         make_webapp_access_url(w, "http://gw", pod="w-9")
     with pytest.raises(UsageError, match="serves no port"):

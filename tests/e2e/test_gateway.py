@@ -549,6 +549,21 @@ def test_every_session_cookie_is_stripped(gateway, backends, cookies):
             assert other in sent
 
 
+@pytest.mark.parametrize("value", ["activity", "quiet", "tcp"])
+def test_a_clients_guard_control_header_never_reaches_the_studio(gateway, backends, value):
+    # The guard obeys X-Codestudio-Probe when the gateway's secret comes with it: a
+    # client's own must be dropped (or it gets the activity report, or goes uncounted).
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    with client() as c:
+        login(c, gateway, studio)
+        for port in (8888, 8080):
+            r = c.get(f"{gateway.settings.base_url}{studio.prefix}{port}/x",
+                      headers=[("X-Codestudio-Probe", value), ("x-codestudio-PROBE", value)])
+            assert r.status_code == 200, r.text
+            assert not [k for k in r.json()["headers"] if k.lower().strip() == "x-codestudio-probe"]
+
+
 def test_the_web_uis_session_cookie_never_reaches_a_studio(gateway, backends):
     # A UI on another port of the same host name gets its cookie (Path=/) sent here too.
     from codestudio.server.auth import COOKIE

@@ -100,6 +100,12 @@ def client() -> httpx.Client:
     return httpx.Client(trust_env=False, follow_redirects=False, timeout=10)
 
 
+def as_owner(c: httpx.Client, w: WebappRoutes, base: str, pod: str) -> None:
+    """Open the owner's link to ``pod``'s backend prefix (its cookie covers that prefix)."""
+    r = c.get(make_webapp_access_url(w, base, pod=pod))
+    assert r.status_code == 302 and r.headers["location"] == f"/web-apps-backends/PROJ/{w.webapp_id}_{pod}/8501/", r.text
+
+
 def served_by(c: httpx.Client, url: str) -> str:
     r = c.get(url)
     assert r.status_code == 200, (r.status_code, r.text[:300])
@@ -159,7 +165,8 @@ def test_request_uri_mode_gets_the_replicas_own_prefix(gateway, replicas):
         # ...and its redirects to that base path come back under the stable URL.
         a_redirect = c.get(base + w.prefix + "redirect")
         assert a_redirect.headers["location"] == "/landed"  # outside its base: left alone
-        # At its backend prefix the full path is passed.
+        # At its backend prefix (the owner's) the full path is passed.
+        as_owner(c, w, base, "app-a")
         r = c.get(base + "/web-apps-backends/PROJ/app_app-a/8501/st/x")
         assert r.json()["path"] == "/web-apps-backends/PROJ/app_app-a/8501/st/x"
         assert r.json()["headers"]["X-Codestudio-Guard"] == a.guard
@@ -171,13 +178,16 @@ def test_each_replica_answers_at_its_own_backend_prefix(gateway, replicas):
     gateway.apply([], [w])
     base = gateway.settings.base_url
     with client() as c:
-        for rep in (a, b):  # ready or not: the engine and the owner can look at each one
+        for rep in (a, b):  # ready or not: the owner can look at each one
+            as_owner(c, w, base, rep.name)
             r = c.get(f"{base}/web-apps-backends/PROJ/app_{rep.name}/8501/p?x=1")
             assert r.json()["name"] == rep.name and r.json()["path"] == "/p?x=1"
             assert r.json()["headers"]["X-Codestudio-Guard"] == rep.guard
         slash = c.get(f"{base}/web-apps-backends/PROJ/app_app-a/8501")
         assert slash.status_code == 301 and slash.headers["location"] == "/web-apps-backends/PROJ/app_app-a/8501/"
-        for missing in ("/web-apps-backends/PROJ/app_app-c/8501/", "/web-apps-backends/PROJ/app_app-a/9999/",
+        # A pod of this webapp that is not there: 401 like one that is (pod names cannot be probed).
+        assert c.get(base + "/web-apps-backends/PROJ/app_app-c/8501/").status_code == 401
+        for missing in ("/web-apps-backends/PROJ/app_app-a/9999/",
                         "/web-apps-backends/proj/app_app-a/8501/", "/web-apps-backends/PROJ/other_app-a/8501/",
                         "/webapps/PROJ/other/", "/webapps/proj/app/"):
             assert c.get(base + missing).status_code == 404, missing
@@ -247,10 +257,15 @@ def test_public_webapp_serves_without_sign_in(gateway, replicas):
     a, = replicas("app-a")
     w = webapp([a], share="public")
     gateway.apply([], [w])
-    assert make_webapp_access_url(w, gateway.settings.base_url) == gateway.settings.base_url + w.prefix
+    base = gateway.settings.base_url
+    assert make_webapp_access_url(w, base) == base + w.prefix
     with client() as c:
-        assert c.get(gateway.settings.base_url + w.prefix).status_code == 200
-        assert c.get(f"{gateway.settings.base_url}/web-apps-backends/PROJ/app_app-a/8501/").status_code == 200
+        assert c.get(base + w.prefix).status_code == 200
+        # A replica's own prefix is the owner's, even for a public webapp.
+        backend = f"{base}/web-apps-backends/PROJ/app_app-a/8501/"
+        assert c.get(backend).status_code == 401
+        as_owner(c, w, base, "app-a")
+        assert c.get(backend).json()["name"] == "app-a"
 
 
 @pytest.mark.parametrize("share", ["owner", "users", "group:team"])
@@ -273,11 +288,11 @@ def test_non_public_webapp_needs_a_link_then_its_cookie(gateway, replicas, share
         assert link.headers["set-cookie"] == f"cs_webapp={w.cookie_value}; Path=/webapps/PROJ/app/; HttpOnly; SameSite=Lax"
         r = c.get(base + w.prefix)
         assert r.status_code == 200
-        # The viewer's cookie for the replica's own prefix comes with the affinity cookie.
+        # Only the affinity cookie comes with it: no cookie for (nor name of) the replica's own prefix.
         cookies = r.headers.get_list("set-cookie")
-        assert f"cs_webapp={w.cookie_value}; Path=/web-apps-backends/PROJ/app_app-a/; HttpOnly; SameSite=Lax" in cookies
+        assert len(cookies) == 1 and cookies[0].startswith("cs_replica=app-a; Path=/webapps/PROJ/app/;"), cookies
         assert "cs_webapp" not in r.json()["headers"].get("Cookie", "")
-        assert c.get(backend).status_code == 200
+        assert c.get(backend).status_code == 401
         assert c.get(base + other.prefix).status_code == 401
         expired = make_webapp_access_url(w, base, now=time.time() - 3600)
         assert client().get(expired).status_code == 403
@@ -287,6 +302,40 @@ def test_non_public_webapp_needs_a_link_then_its_cookie(gateway, replicas, share
         assert link.status_code == 302 and link.headers["location"] == "/web-apps-backends/PROJ/app_app-a/8501/"
         assert c.get(backend).json()["name"] == "app-a"
         assert c.get(base + w.prefix).status_code == 401  # that cookie is for the replica's prefix only
+
+
+def test_a_clients_guard_control_header_never_reaches_a_replica(gateway, replicas):
+    a, = replicas("app-a")
+    w = webapp([a], share="public")
+    gateway.apply([], [w])
+    base = gateway.settings.base_url
+    with client() as c:
+        as_owner(c, w, base, "app-a")
+        for path in (w.prefix + "x", "/web-apps-backends/PROJ/app_app-a/8501/x"):
+            r = c.get(base + path, headers={"X-Codestudio-Probe": "activity"})
+            assert r.status_code == 200, r.text
+            assert "x-codestudio-probe" not in {k.lower() for k in r.json()["headers"]}, path
+
+
+def test_a_viewers_link_or_cookie_never_opens_a_replicas_own_prefix(gateway, replicas):
+    # Viewers are routed only to ready replicas: the stable URL's link and cookie, signed
+    # over the stable prefix, must not open a (not ready) replica at its backend prefix.
+    a, b = replicas("app-a", "app-b")
+    w = webapp([a, b], share="users", ready={"app-b": False})
+    gateway.apply([], [w])
+    base = gateway.settings.base_url
+    link = make_webapp_access_url(w, base)
+    query = link[link.index("?"):]
+    for pod in ("app-a", "app-b"):
+        backend = f"{base}/web-apps-backends/PROJ/app_{pod}/8501/"
+        with client() as c:
+            assert c.get(backend + query).status_code == 403
+            assert c.get(backend, headers={"Cookie": f"cs_webapp={w.cookie_value}"}).status_code == 401
+            # The owner's replica link opens it; that cookie does not open another replica.
+            as_owner(c, w, base, pod)
+            assert c.get(backend).json()["name"] == pod
+            other = "app-b" if pod == "app-a" else "app-a"
+            assert c.get(f"{base}/web-apps-backends/PROJ/app_{other}/8501/").status_code == 401
 
 
 def test_a_new_secret_ends_every_viewers_access(gateway, replicas):

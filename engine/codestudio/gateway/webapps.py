@@ -9,7 +9,10 @@ never reaches the config.
 URLs (DESIGN.md, "Webapps"):
 
 - each replica's port at ``/web-apps-backends/<project>/<webapp>_<pod>/<port>/``
-  (every replica, ready or not: the engine and the owner can look at one);
+  (every replica, ready or not, for the owner and admins only: their per-replica
+  link and cookie derive from their own purposes, so a viewer's stable-URL link or
+  cookie never opens a replica, ready or not; the engine probes each replica
+  through its published port and guard, not through the gateway);
 - the stable URL ``/webapps/<project>/<webapp>/``, which serves
   :attr:`WebappRoutes.main_port` of one *ready* replica, kept per browser by a
   cookie (docs/gateway.md, "Webapps").
@@ -40,8 +43,8 @@ from codestudio.types import PROJECT_KEY_RE, SLUG_RE
 
 STABLE_ROOT = "/webapps"
 BACKEND_ROOT = "/web-apps-backends"
-#: A viewer's access cookie (one per webapp path: the stable prefix, and a replica's
-#: backend prefix) and the affinity cookie naming the replica a browser is kept on.
+#: The access cookie (a viewer's for the stable prefix; the owner's, with another value,
+#: for a replica's backend prefix) and the affinity cookie naming a browser's replica.
 WEBAPP_COOKIE = "cs_webapp"
 REPLICA_COOKIE = "cs_replica"
 WEBAPP_COOKIE_NAMES = (WEBAPP_COOKIE, REPLICA_COOKIE)
@@ -108,7 +111,8 @@ class ReplicaRoutes:
     """One replica (pod) of a webapp.
 
     ``ready``: the engine's HTTP probe passed; only ready replicas get browsers at
-    the stable URL (every replica is reachable at its backend prefix).
+    the stable URL (every replica is reachable at its backend prefix, by the owner
+    and admins only).
     ``guard_secret``: what the gateway sends in ``X-Codestudio-Guard`` to this pod
     (the runner's guard compares it with its own; one per pod start, like a
     studio's).
@@ -218,6 +222,16 @@ class WebappRoutes:
         """Key signing access links (nginx secure_link), over the stable prefix."""
         return _derive(self, "webapp-link")
 
+    @property
+    def backend_cookie_value(self) -> str:
+        """The owner's (and admins') ``cs_webapp`` cookie for a replica's backend prefix."""
+        return _derive(self, "webapp-backend-cookie")
+
+    @property
+    def backend_link_key(self) -> str:
+        """Key signing per-replica links (``webapp url --replica``), issued to the owner and admins only."""
+        return _derive(self, "webapp-backend-link")
+
 
 def _derive(webapp: WebappRoutes, purpose: str) -> str:
     if webapp.session_secret is None:
@@ -257,8 +271,9 @@ WEBAPP_ERROR_PAGES = {
 class WebappTable:
     """The webapps' lines of the route table (see docs/gateway.md, "Webapps").
 
-    - ``webapp_rows``: map ``$cs_wkey -> "<prefix> <o|l|p> <cookie value> <link key>"``
-      (``o``: public, ``l``: cookie or link needed, ``p``: no secret, nobody gets in);
+    - ``webapp_rows``: map ``$cs_wkey -> "<prefix> <o|l|p> <cookie value> <link key>
+      <backend cookie value> <backend link key>"`` (``o``: public, ``l``: cookie or link
+      needed, ``p``: no secret, nobody gets in; the backend pair opens replicas' prefixes);
     - ``port_rows``: every replica's ports, in the studios' port map, with the pod's
       guard secret as a fifth field;
     - ``replica_rows``: map ``"<prefix>|<pod>" -> "<pod> <s|f> <pool> <pick> <address>
@@ -309,6 +324,8 @@ def webapp_table(webapps, place) -> WebappTable:
             row = f"{prefix} p - -"
         else:
             row = f"{prefix} l {w.cookie_value} {w.link_key}"
+        # Replicas' backend prefixes: the owner's and admins' own cookie and link key, whatever the share.
+        row += f" {w.backend_cookie_value} {w.backend_link_key}" if w.session_secret is not None else " - -"
         webapp_rows.append(f"        {_route_key(prefix, colliding)} {ngx_quote(row)};")
         targets: dict[str, str] = {}
         for r in sorted(w.replicas, key=lambda r: r.pod_name):
@@ -350,9 +367,11 @@ def _pair_key(prefix: str, pod: str, colliding: bool) -> str:
 # --- access links ------------------------------------------------------------------------
 
 
-def webapp_access_token(webapp: WebappRoutes, expires: int) -> str:
-    """The secure_link checksum the gateway expects: base64url(md5("<expires><stable prefix> <link key>"))."""
-    raw = f"{expires}{webapp.prefix} {webapp.link_key}".encode()
+def webapp_access_token(webapp: WebappRoutes, expires: int, *, backend: bool = False) -> str:
+    """The secure_link checksum the gateway expects: base64url(md5("<expires><stable prefix> <link key>")),
+    with the backend link key for a replica's prefix (``backend``)."""
+    key = webapp.backend_link_key if backend else webapp.link_key
+    raw = f"{expires}{webapp.prefix} {key}".encode()
     return base64.urlsafe_b64encode(hashlib.md5(raw).digest()).decode().rstrip("=")
 
 
@@ -370,7 +389,9 @@ def make_webapp_access_url(
     ``base_url`` is the webapp origin's (``GatewaySettings.webapp_base_url``). By
     default the link opens the stable URL; with ``pod`` (and ``port``, default the
     main port) it opens that replica's backend prefix. Valid for ``ttl`` seconds,
-    for this webapp only. A public webapp needs no link: its URL is returned as is.
+    for this webapp only. A public webapp's stable URL needs no link: it is returned as
+    is. A replica's link is signed with the backend link key, whatever the share: give
+    it to the owner and admins only (viewers are routed to ready replicas only).
     """
     if pod is not None:
         replica = next((r for r in webapp.replicas if r.pod_name == pod), None)
@@ -385,7 +406,8 @@ def make_webapp_access_url(
     else:
         path = webapp.prefix
     url = f"{base_url.rstrip('/')}{path}"
-    if webapp.public:
+    if webapp.public and pod is None:
         return url
     expires = int((time.time() if now is None else now) + ttl)
-    return f"{url}?{urlencode({EXPIRES_ARG: expires, TOKEN_ARG: webapp_access_token(webapp, expires)})}"
+    token = webapp_access_token(webapp, expires, backend=pod is not None)
+    return f"{url}?{urlencode({EXPIRES_ARG: expires, TOKEN_ARG: token})}"
