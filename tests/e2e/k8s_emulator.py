@@ -407,7 +407,10 @@ class StandInKubelet:
         self.service_ip = service_ip
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stand-in-kubelet", daemon=True)
-        self.pods: dict[str, str] = {}  # deployment -> pod
+        self.pods: dict[str, str] = {}  # deployment -> its first pod
+        self.replicas: dict[str, list[str]] = {}  # deployment -> its pods, oldest first
+        self._serial = 0
+        self._created: set[str] = set()
         self.events_posted: list[str] = []
         #: pod -> {"running": t, "ready": t}: when (time.monotonic()) the kubelet reported each.
         self.marks: dict[str, dict[str, float]] = {}
@@ -426,20 +429,46 @@ class StandInKubelet:
             try:
                 deployments = {d["metadata"]["name"]: d for d in self.server.objects("deployments", self.namespace)}
                 for name, dep in deployments.items():
-                    if name not in self.pods:
-                        self.pods[name] = f"{name}-6d9f7c8b5-x{len(self.pods)}q2z"
-                        threading.Thread(target=self._run_pod_quietly, args=(dep, self.pods[name]), daemon=True).start()
+                    want = int(dep["spec"].get("replicas", 1))
+                    mine = self.replicas.setdefault(name, [])
+                    existing = {p["metadata"]["name"] for p in self.server.objects("pods", self.namespace)}
+                    mine[:] = [p for p in mine if p in existing or p not in self._created]  # deleted: replace it
+                    while len(mine) < want:  # the ReplicaSet controller's part: a pod per missing replica
+                        pod = f"{name}-6d9f7c8b5-x{self._serial}q2z"
+                        self._serial += 1
+                        mine.append(pod)
+                        self.pods.setdefault(name, pod)
+                        threading.Thread(target=self._run_pod_quietly, args=(dep, pod), daemon=True).start()
+                    if len(mine) > want:  # the lowest pod-deletion-cost goes first, then the newest
+                        for pod in self._victims(mine, len(mine) - want):
+                            mine.remove(pod)
+                            self.server.run(self.server.emulator.remove, ("", "v1", "pods"), self.namespace, pod)
                 if self.service_ip:  # the Service controller's part: a cluster address
                     for svc in self.server.objects("services", self.namespace):
                         if not svc["spec"].get("clusterIP"):
                             self.core.patch_namespaced_service(svc["metadata"]["name"], self.namespace,
                                                                {"spec": {"clusterIP": self.service_ip}})
-                for name in [n for n in self.pods if n not in deployments]:
-                    pod = self.pods.pop(name)
-                    self.server.run(self.server.emulator.remove, ("", "v1", "pods"), self.namespace, pod)
+                for name in [n for n in self.replicas if n not in deployments]:
+                    self.pods.pop(name, None)
+                    for pod in self.replicas.pop(name):
+                        self.server.run(self.server.emulator.remove, ("", "v1", "pods"), self.namespace, pod)
             except Exception:  # noqa: BLE001 - the emulator is shutting down
                 pass
             self._stop.wait(0.02)
+
+    def _victims(self, pods: list[str], count: int) -> list[str]:
+        def cost(pod: str) -> int:
+            obj = next((p for p in self.server.objects("pods", self.namespace) if p["metadata"]["name"] == pod), {})
+            notes = (obj.get("metadata") or {}).get("annotations") or {}
+            return int(notes.get("controller.kubernetes.io/pod-deletion-cost", "0"))
+
+        order = sorted(range(len(pods)), key=lambda i: (cost(pods[i]), -i))
+        return [pods[i] for i in order[:count]]
+
+    def pod_ip_of(self, pod: str) -> str:
+        """The first pod of the kubelet gets ``pod_ip``, the next ones the addresses after it."""
+        base, last = self.pod_ip.rsplit(".", 1)
+        return f"{base}.{int(last) + int(pod.rsplit('-x', 1)[1][:-3])}"
 
     def event(self, pod: str, reason: str, message: str, type_: str = "Normal") -> None:
         self.events_posted.append(reason)
@@ -476,6 +505,7 @@ class StandInKubelet:
                                               "uid": str(uuid.uuid4()), "controller": True}]},
             "spec": spec, "status": {"phase": "Pending"},
         })
+        self._created.add(pod)
         self.server.run(self.server.emulator.logs.__setitem__, (self.namespace, pod), "runner: starting\n")
         time.sleep(self.delay)
         waiting = {"name": "studio", "ready": False, "restartCount": 0, "image": image, "imageID": ""}
@@ -504,7 +534,7 @@ class StandInKubelet:
         self.event(pod, "Created", "Created container studio")
         self.event(pod, "Started", "Started container studio")
         running = {**waiting, "started": True, "state": {"running": {"startedAt": _now()}}}
-        self._status(pod, {"phase": "Running", "podIP": self.pod_ip, "containerStatuses": [running],
+        self._status(pod, {"phase": "Running", "podIP": self.pod_ip_of(pod), "containerStatuses": [running],
                            "conditions": [{"type": "PodScheduled", "status": "True"}]})
         self.marks.setdefault(pod, {})["running"] = time.monotonic()
         time.sleep(self.delay)
@@ -519,12 +549,17 @@ class StandInKubelet:
             return
         if self.failure == "NeverReady":
             return
-        self._status(pod, {"phase": "Running", "podIP": self.pod_ip,
+        self._status(pod, {"phase": "Running", "podIP": self.pod_ip_of(pod),
                            "containerStatuses": [{**running, "ready": True}],
                            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]})
         self.marks.setdefault(pod, {})["ready"] = time.monotonic()
         # The Deployment controller's part: the rollout is complete.
         current = self.apps.read_namespaced_deployment(dep["metadata"]["name"], self.namespace)
+        n = int(current.spec.replicas or 1)
+        ready = sum(1 for p in self.server.objects("pods", self.namespace)
+                    if p["metadata"]["name"] in self.replicas.get(dep["metadata"]["name"], ())
+                    and any(c.get("type") == "Ready" and c.get("status") == "True"
+                            for c in (p.get("status") or {}).get("conditions") or ()))
         self.apps.patch_namespaced_deployment_status(dep["metadata"]["name"], self.namespace, {"status": {
-            "observedGeneration": current.metadata.generation, "replicas": 1, "updatedReplicas": 1,
-            "readyReplicas": 1, "availableReplicas": 1}})
+            "observedGeneration": current.metadata.generation, "replicas": n, "updatedReplicas": n,
+            "readyReplicas": min(ready, n), "availableReplicas": min(ready, n)}})

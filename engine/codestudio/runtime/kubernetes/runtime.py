@@ -31,6 +31,7 @@ from pathlib import Path
 from codestudio.errors import RuntimeFailure
 from codestudio.runtime.base import (
     INSTANCE_LABEL,
+    KIND_LABEL,
     MANAGED_BY,
     MANAGED_BY_VALUE,
     Endpoint,
@@ -157,11 +158,29 @@ class KubernetesRuntime(Runtime):
         return "pending", waiting.get("reason") or f"the pod is {str(phase or 'pending').lower()}"
 
     def _endpoints(self, name: str, pod: dict, ports) -> dict[int, Endpoint]:
+        """The pod's saved endpoints; a running pod the Deployment made after the start (a scale, a
+        replaced replica) gets its own now, from what the start saved of the pod set (``podset.json``)."""
         saved = self._workdir(name) / f"{pod['metadata']['name']}.ports.json"
         try:
             return {int(k): Endpoint(v[0], int(v[1])) for k, v in json.loads(saved.read_text()).items()}
         except (OSError, ValueError):
+            pass
+        if self._phase(pod)[0] != "running":
             return {}
+        try:
+            known = json.loads((self._workdir(name) / "podset.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        try:
+            endpoints = self._reach_pod(name, pod, [int(p) for p in known["ports"]], per_pod=bool(known["per_pod"]))
+        except RuntimeFailure:
+            return {}
+        self._save_endpoints(name, pod, endpoints)
+        return endpoints
+
+    def _save_endpoints(self, name: str, pod: dict, endpoints: dict[int, Endpoint]) -> None:
+        (self._workdir(name) / f"{pod['metadata']['name']}.ports.json").write_text(
+            json.dumps({str(k): [e.host, e.port] for k, e in endpoints.items()}))
 
     def _pod(self, name: str, obj: dict) -> Pod:
         phase, message = self._phase(obj)
@@ -184,6 +203,7 @@ class KubernetesRuntime(Runtime):
                                  pull_secret=self.settings.pull_secret)
         import yaml
 
+        (workdir / "podset.json").write_text(json.dumps({"ports": list(spec.ports), "per_pod": self._per_pod(spec)}))
         (workdir / "applied.yaml").write_text(yaml.safe_dump_all(manifests.without_secrets(docs), sort_keys=True))
         began = time.monotonic()
         try:
@@ -216,31 +236,39 @@ class KubernetesRuntime(Runtime):
         pods = []
         for obj in objects:
             endpoints = self._reach(spec, obj)
-            (self._workdir(spec.name) / f"{obj['metadata']['name']}.ports.json").write_text(
-                json.dumps({str(k): [e.host, e.port] for k, e in endpoints.items()}))
+            self._save_endpoints(spec.name, obj, endpoints)
             phase, message = self._phase(obj)
             pods.append(Pod(obj["metadata"]["name"], phase, endpoints, message))  # type: ignore[arg-type]
         return pods
 
+    @staticmethod
+    def _per_pod(spec: PodSetSpec) -> bool:
+        """Each replica is reached on its own (a webapp, or several replicas), never through the Service."""
+        return spec.replicas != 1 or spec.labels.get(KIND_LABEL) == "webapp"
+
     def _reach(self, spec: PodSetSpec, pod: dict) -> dict[int, Endpoint]:
-        """Where the gateway reaches each port of ``pod``: the Service (in-cluster) or a port-forward."""
+        return self._reach_pod(spec.name, pod, list(spec.ports), per_pod=self._per_pod(spec))
+
+    def _reach_pod(self, name: str, pod: dict, ports: list[int], *, per_pod: bool) -> dict[int, Endpoint]:
+        """Where the gateway reaches each port of ``pod``: the Service (in-cluster, one studio pod), the
+        pod's IP and guard port (in-cluster, a replica), or a port-forward to the pod (port-forward)."""
         from codestudio.render import guard_ports
 
-        guard = guard_ports(list(spec.ports))
+        guard = guard_ports(ports)
         if self.settings.gateway == "in-cluster":
-            if spec.replicas == 1:
-                svc = self._raw(self.cluster.core.read_namespaced_service, spec.name, self.namespace,
-                                doing=f"read Service {spec.name}")
+            if not per_pod:
+                svc = self._raw(self.cluster.core.read_namespaced_service, name, self.namespace,
+                                doing=f"read Service {name}")
                 host = (svc.get("spec") or {}).get("clusterIP")
                 if host and host != "None":
-                    return {p: Endpoint(host, p) for p in spec.ports}
+                    return {p: Endpoint(host, p) for p in ports}
             ip = (pod.get("status") or {}).get("podIP")
             if not ip:
                 raise RuntimeFailure(f"pod {pod['metadata']['name']} has no IP address yet")
-            return {p: Endpoint(ip, guard[p]) for p in spec.ports}
+            return {p: Endpoint(ip, guard[p]) for p in ports}
         portforward = _portforward()
-        forwards = portforward.forward_ports(self, pod["metadata"]["name"], {p: guard[p] for p in spec.ports},
-                                             workdir=self._workdir(spec.name))
+        forwards = portforward.forward_ports(self, pod["metadata"]["name"], {p: guard[p] for p in ports},
+                                             workdir=self._workdir(name))
         return {p: Endpoint("127.0.0.1", local) for p, local in forwards.items()}
 
     def _fail_cleanup(self, spec: PodSetSpec, exc: BaseException) -> None:
@@ -470,6 +498,7 @@ class KubernetesRuntime(Runtime):
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         workdir = self._workdir(name)
+        (workdir / "podset.json").unlink(missing_ok=True)
         for leftover in workdir.glob("*.ports.json") if workdir.is_dir() else ():
             leftover.unlink(missing_ok=True)
 
@@ -477,15 +506,38 @@ class KubernetesRuntime(Runtime):
         if replicas < 0:
             raise RuntimeFailure(f"pod set {name}: replicas must be at least 0, not {replicas}")
         c = self.cluster
-        # The ReplicaSet removes the pods with the lowest deletion cost first (Kubernetes >= 1.22).
-        for pod in remove:
+        live = [o["metadata"]["name"] for o in self._pod_objects(name) if self._phase(o)[0] != "gone"]
+        going = [pod for pod in remove if pod in live]
+        # The ReplicaSet removes the pods with the lowest deletion cost first (Kubernetes >= 1.22); named
+        # pods the lower count does not take are deleted, and the Deployment replaces them.
+        for pod in going:
             self._raw(c.core.patch_namespaced_pod, pod, self.namespace,
                       {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-1000"}}},
                       doing=f"mark pod {pod} to go first")
         dep = self._raw(c.apps.patch_namespaced_deployment_scale, name, self.namespace, {"spec": {"replicas": replicas}},
                         doing=f"scale Deployment {name}")
         labels = (dep.get("metadata") or {}).get("labels") or {}
-        return PodSet(name, labels, tuple(self.pods(name)))
+        for pod in going[max(0, len(live) - replicas):]:
+            c.call(c.core.delete_namespaced_pod, pod, self.namespace, not_found_ok=True,
+                   doing=f"delete pod {pod}", _preload_content=False)
+        # The Deployment adds and removes pods by itself: wait until it has (new pods running, with endpoints).
+        deadline = time.monotonic() + self.start_timeout
+        delay = 0.02
+        while True:
+            pods = [p for p in self.pods(name) if p.phase != "gone"]  # a pod being deleted is gone already
+            if (len(pods) == replicas and all(p.running and p.endpoints for p in pods)
+                    and not any(p.name in remove for p in pods)):
+                return PodSet(name, labels, tuple(pods))
+            for obj in self._pod_objects(name):
+                failed = kevents.from_pod(obj)
+                if failed is not None and failed.kind == "failed":
+                    raise RuntimeFailure(f"scaling {name}: {failed.reason or failed.message}")
+            if time.monotonic() >= deadline:
+                states = "; ".join(f"{p.name}: {p.message or p.phase}" for p in pods) or "no pod"
+                raise RuntimeFailure(f"Deployment {name} did not reach {replicas} running pods within "
+                                     f"{self.start_timeout:g}s ({states})")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.5)
 
     def list(self) -> list[PodSet]:
         deployments = self._raw(self.cluster.apps.list_namespaced_deployment, self.namespace,
