@@ -10,6 +10,7 @@ deleted pod replaced) and gives each pod its own IP.
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -276,6 +277,17 @@ def test_publish_status_scale_delete_on_the_kubernetes_runtime(who, fake_runtime
         assert emu.objects("deployments", NS)[0]["spec"]["replicas"] == 1
         (left,) = [r["pod"] for r in status(who, w.key)["replicas_detail"]]
         assert [p["metadata"]["name"] for p in emu.objects("pods", NS)] == [left]
+
+        # The Deployment replaces a pod that went away; the next reconcile (any read) adopts the new one.
+        emu.run(emu.emulator.remove, ("", "v1", "pods"), NS, left)
+        deadline = time.monotonic() + 20
+        rows = status(who, w.key)["replicas_detail"]
+        while not (len(rows) == 1 and rows[0]["pod"] != left and rows[0]["state"] == "ready"):
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.2)
+            rows = status(who, w.key)["replicas_detail"]
+        (again,) = rows
+        assert (rt.folder / again["pod"] / "tmp" / ".codestudio-sync-done").exists()
 
         delete(who, w.key)
         for plural in ("deployments", "services", "networkpolicies", "secrets", "pods"):
