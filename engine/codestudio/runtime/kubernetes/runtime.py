@@ -529,7 +529,7 @@ class KubernetesRuntime(Runtime):
                     and not any(p.name in remove for p in pods)):
                 return PodSet(name, labels, tuple(pods))
             for obj in self._pod_objects(name):
-                failed = kevents.from_pod(obj)
+                failed = kevents.from_pod(obj) if obj["metadata"]["name"] not in remove else None
                 if failed is not None and failed.kind == "failed":
                     raise RuntimeFailure(f"scaling {name}: {failed.reason or failed.message}")
             if time.monotonic() >= deadline:
