@@ -359,6 +359,19 @@ def test_an_edit_changes_only_its_own_lines(port, label):
     assert all(line.startswith(("+    label:", "+    port:")) or line.startswith("+     ") for line in changed), changed
 
 
+@pytest.mark.parametrize("label", ["a\x85b", "ab\x85", "a\u2028b", "a\u2029b", "a\x0bb"])
+def test_line_break_characters_of_yaml_are_written_escaped(label):
+    # YAML reads NEL (U+0085), LS and PS as line breaks: written as they are in a quoted
+    # scalar they were folded (NEL came back as a space) over two lines. The hypothesis
+    # test above found it once; this pins it.
+    doc, origins = te.document_of(CLI_TEMPLATE)
+    doc["blocks"][0]["label"] = label
+    after = te.apply_document(CLI_TEMPLATE, doc, origins)
+    assert te.document_of(after)[0]["blocks"][0]["label"] == label
+    changed = [line for line in _changed_lines(CLI_TEMPLATE, after) if line.startswith("+")]
+    assert len(changed) == 1 and changed[0].startswith('+    label: "'), changed
+
+
 def test_editor_pages_run_only_their_own_scripts_and_escape_template_text(srv, admin):
     r = admin.post("/api/v1/templates/create", json={"id": "csp-t", "label": "<script>alert(1)</script>",
                                                      "description": "a & b <i>"})
