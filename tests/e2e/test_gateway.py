@@ -271,6 +271,37 @@ def test_websocket_echo(gateway, backends):
         connect(ws_url, open_timeout=10)
 
 
+def test_requests_from_another_origin_are_refused(gateway, backends):
+    # A webapp host on a sibling subdomain is the same site: the studios' SameSite=Lax
+    # cookie rides the websockets and form POSTs its pages start towards studios.
+    from websockets.sync.client import connect
+
+    studio = make_studio(backends)
+    gateway.apply([studio])
+    base = gateway.settings.base_url
+    port = gateway.settings.port
+    cookie = {"Cookie": f"cs_session={studio.cookie_value}"}
+    foreign = (f"http://webapps.localhost:{port}", "http://evil.example", "null", f"https://127.0.0.1:{port}")
+    with client() as c:
+        for origin in foreign:
+            for method in ("GET", "POST"):
+                r = c.request(method, f"{base}{studio.prefix}8888/x", headers={**cookie, "Origin": origin})
+                assert r.status_code == 403, (origin, method, r.status_code)
+            assert c.get(f"{base}{studio.prefix}", headers={**cookie, "Origin": origin}).status_code == 403
+        # Its own origin (as configured, or as the request reached it), or no Origin at all: served.
+        for headers in ({"Origin": base}, {"Origin": base.upper().replace("HTTP", "http")}, {}):
+            r = c.post(f"{base}{studio.prefix}8888/x", headers={**cookie, **headers}, content=b"x")
+            assert r.status_code == 200, (headers, r.text)
+        on_localhost = {**cookie, "Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}
+        assert c.get(f"{base}{studio.prefix}8888/x", headers=on_localhost).status_code == 200
+    ws_url = base.replace("http://", "ws://") + f"{studio.prefix}9000/socket"
+    with pytest.raises(Exception, match="403"):
+        connect(ws_url, additional_headers={**cookie, "Origin": f"http://webapps.localhost:{port}"}, open_timeout=10)
+    with connect(ws_url, additional_headers={**cookie, "Origin": base}, open_timeout=10) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "echo:hi|/socket"
+
+
 def test_streamed_response_is_not_buffered(gateway, backends):
     studio = make_studio(backends)
     gateway.apply([studio])

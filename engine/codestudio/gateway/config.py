@@ -497,12 +497,19 @@ def render_gateway_config(
         generation="@@GENERATION@@",
         webapp_host=ngx_safe(settings.webapp_host) if settings.webapp_host else None,
         webapp_origin=ngx_safe(settings.webapp_base_url) if settings.webapp_host else None,
+        content_origin=ngx_safe(_origin(settings.base_url)),
         ui={"listen": _host_port(settings.host, settings.ui_port), "upstream": ngx_safe(settings.server_upstream),
             "identity_headers": [ngx_safe(h) for h in settings.identity_headers]}
         if settings.ui_port else None,
     )
     # The health endpoint reports which config is live, so apply() can tell when a reload took.
     return body.replace("@@GENERATION@@", config_generation(body))
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, as a browser sends it in ``Origin`` (lowercase)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def routed_studios(text: str) -> int | None:
