@@ -198,6 +198,9 @@ def test_every_studio_location_checks_the_cookie_first():
     assert len(served) == 3  # a port, the landing page, anything else under a studio
     for path, children in served.items():
         ifs = [(args, body) for name, args, body in children if name == "if" and args != ["($cs_port_slash)"]]
+        # Another origin's request first (docs/security.md, "Webapps"), then the owner's check.
+        assert ifs[0][0] == ["($cs_origin_refused)"] and directives(ifs[0][1], "return") == [["403"]]
+        ifs = ifs[1:]
         assert [args for args, _ in ifs[:5]] == [
             ["($cs_studio_state", "=", "", ")"],
             ["($cs_studio_state", "=", "p)"],
