@@ -383,10 +383,13 @@ def test_cookies_do_not_cross_between_webapps_and_studios(gateway, replicas):
 def browser_get(c: httpx.Client, url: str) -> httpx.Response:
     """GET as a browser does it: a kept-alive connection that the server closed before
     reading the request (an old nginx worker closes idle ones at a reload) is retried
-    once on a new connection; nothing had reached any server."""
+    once on a new connection; nothing had reached any server. The close can reach the
+    client as an EOF (RemoteProtocolError) or, when the request bytes arrived at a socket
+    the old worker had just closed, as a reset (ReadError/WriteError): browsers retry a
+    GET on a reused connection in both cases."""
     try:
         return c.get(url)
-    except httpx.RemoteProtocolError:
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
         return c.get(url)
 
 
