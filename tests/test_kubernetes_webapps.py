@@ -292,3 +292,55 @@ def test_publish_status_scale_delete_on_the_kubernetes_runtime(who, fake_runtime
         delete(who, w.key)
         for plural in ("deployments", "services", "networkpolicies", "secrets", "pods"):
             assert emu.objects(plural, NS) == [], plural
+
+
+def test_port_forward_mode_gives_each_replica_its_own_forward_and_a_removed_one_goes(emu, tmp_path, monkeypatch):
+    """Port-forward mode: a forwarder process per replica pod, on its own loopback port; scale ends the
+    removed pod's forwarder. (The forwarded traffic itself: tests/test_kube_portforward.py.)"""
+    import json
+
+    from kubernetes import client
+
+    monkeypatch.setenv("KUBECONFIG", emu.kubeconfig(tmp_path / "kubeconfig"))
+    cfg = client.Configuration()
+    cfg.host = emu.url
+    settings = RuntimeSettings("kubernetes", None, NS, "registry.example.com:5000", None, "port-forward")
+    rt = KubernetesRuntime(settings, data_dir=tmp_path / "data", pusher=lambda image: DIGEST, progress=lambda line: None,
+                           cluster=Cluster(context=None, namespace=NS, api_client=client.ApiClient(cfg)),
+                           start_timeout=20)
+    spec = webapp_spec(tmp_path, 2)
+
+    def pid_of(pod: str) -> int:
+        return json.loads((rt._workdir(spec.name) / f"forward-{pod}.json").read_text())["pid"]
+
+    def alive(pid: int) -> bool:  # a forwarder of ours runs with that pid (an ended child is a zombie: no cmdline)
+        from codestudio.runtime.kubernetes.portforward import _alive
+
+        return _alive(pid)
+
+    try:
+        with StandInKubelet(emu, NS):
+            podset = rt.start(spec)
+            a, b = podset.pods
+            assert {e.host for p in podset.pods for e in p.endpoints.values()} == {"127.0.0.1"}
+            ports_a = {e.port for e in a.endpoints.values()}
+            assert ports_a.isdisjoint(e.port for e in b.endpoints.values())
+            pids = {a.name: pid_of(a.name), b.name: pid_of(b.name)}
+            assert pids[a.name] != pids[b.name] and all(alive(p) for p in pids.values())
+            up = rt.scale(spec.name, 3)
+            (new,) = [p for p in up.pods if p.name not in pids]
+            assert new.endpoints and {e.port for e in new.endpoints.values()}.isdisjoint(ports_a)
+            down = rt.scale(spec.name, 2, remove=(a.name,))
+            assert a.name not in {p.name for p in down.pods}
+            deadline = time.monotonic() + 10
+            while alive(pids[a.name]):
+                assert time.monotonic() < deadline, "the removed replica's forwarder still runs"
+                time.sleep(0.05)
+            assert alive(pids[b.name])
+            rt.stop(spec.name, timeout=1)
+            assert not any(alive(p) for p in pids.values())
+    finally:
+        from codestudio.runtime.kubernetes.portforward import stop_forwards
+
+        stop_forwards(rt, spec.name, workdir=rt._workdir(spec.name))
+        rt.cluster.close()

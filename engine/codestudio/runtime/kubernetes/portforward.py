@@ -318,9 +318,23 @@ def _read(workdir: Path, pod: str) -> dict | None:
         return None
 
 
-def stop_forwards(runtime, name: str, *, workdir: Path, timeout: float = 10) -> None:
-    """End every forwarder of the pod set ``name`` and remove their state (idempotent)."""
+def forwarded_pods(workdir: Path) -> list[str]:
+    """The pods that have a forwarder (alive or not) in the pod set's folder."""
+    out = []
     for state in sorted(Path(workdir).glob("forward-*.json")) if Path(workdir).is_dir() else ():
+        try:
+            out.append(json.loads(state.read_text())["pod"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
+
+
+def stop_forwards(runtime, name: str, *, workdir: Path, timeout: float = 10, pod: str | None = None) -> None:
+    """End every forwarder of the pod set ``name`` (only ``pod``'s when given) and remove their state (idempotent)."""
+    states = [_state_file(Path(workdir), pod)] if pod is not None else sorted(Path(workdir).glob("forward-*.json"))
+    for state in states if Path(workdir).is_dir() else ():
+        if not state.exists():
+            continue
         try:
             pid = int(json.loads(state.read_text()).get("pid", -1))
         except (OSError, ValueError):

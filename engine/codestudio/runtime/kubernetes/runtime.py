@@ -241,6 +241,12 @@ class KubernetesRuntime(Runtime):
             pods.append(Pod(obj["metadata"]["name"], phase, endpoints, message))  # type: ignore[arg-type]
         return pods
 
+    def _replicas_apart(self, name: str) -> bool:
+        try:
+            return bool(json.loads((self._workdir(name) / "podset.json").read_text())["per_pod"])
+        except (OSError, ValueError, KeyError):
+            return False
+
     @staticmethod
     def _per_pod(spec: PodSetSpec) -> bool:
         """Each replica is reached on its own (a webapp, or several replicas), never through the Service."""
@@ -320,6 +326,13 @@ class KubernetesRuntime(Runtime):
 
     def pods(self, name: str) -> list[Pod]:
         pods = [self._pod(name, p) for p in self._pod_objects(name)]
+        if self.settings.gateway == "port-forward" and self._replicas_apart(name):
+            # A replica's forwarder goes with its pod (a studio's follows the pod that replaced it).
+            here = {p.name for p in pods if p.phase != "gone"}
+            for pod in _portforward().forwarded_pods(self._workdir(name)):
+                if pod not in here:
+                    _portforward().stop_forwards(self, name, workdir=self._workdir(name), pod=pod)
+                    (self._workdir(name) / f"{pod}.ports.json").unlink(missing_ok=True)
         if self.settings.gateway == "port-forward" and any(p.running for p in pods):
             # A forwarder that died (a reboot) comes back on its ports: the gateway's upstreams stay right.
             _portforward().ensure_forwards(self, name, workdir=self._workdir(name))
