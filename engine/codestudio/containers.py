@@ -21,7 +21,8 @@ Public interface for other modules: :func:`buildah`, :func:`podman`
 :func:`podman_command` (line by line), :func:`podman_env` /
 :func:`tool_env` (the environment to run them with), :func:`require_tools`,
 :func:`host_ca_bundle`, :func:`proxy_env`, and the image helpers
-:func:`image_inspect`, :func:`image_exists`, :func:`image_id`,
+:func:`image_inspect`, :func:`image_exists`, :func:`image_id` (from the storage's
+own image list where it can, see :func:`image_index`),
 :func:`image_labels`, :func:`image_refs`, :func:`tag_image`, :func:`remove_image`.
 """
 
@@ -530,13 +531,114 @@ def image_inspect(ref: str) -> dict | None:
 
 
 def image_exists(ref: str) -> bool:
-    return image_inspect(ref) is not None
+    return image_id(ref) is not None
 
 
 def image_id(ref: str) -> str | None:
-    """The full image id (hex, no ``sha256:``) of a stored image, or None."""
+    """The full image id (hex, no ``sha256:``) of a stored image, or None.
+
+    A fully qualified ``name:tag`` found in the storage's own image list
+    (:func:`indexed_image_id`) is answered without running buildah; anything
+    else (not found, an id, a short name, an unreadable list) is buildah's call.
+    """
+    found = indexed_image_id(ref)
+    if found is not None:
+        return found
     info = image_inspect(ref)
     return None if info is None else info["FromImageID"]
+
+
+# The image list of containers/storage: every template build and every studio start
+# asks for a few image ids by name, and a ``buildah inspect`` costs 50-100 ms (far
+# more on a busy machine, and the calls of concurrent starts queue on the CPU).
+# containers/storage keeps its images in ``<graph root>/<driver>-images/images.json``
+# and replaces that file atomically (write to a temporary file, rename) under its
+# lock whenever an image is added, removed or (re)tagged, so a plain read is one
+# consistent snapshot of what buildah itself would answer for a stored name.
+
+_index_lock = threading.Lock()
+_index_cache: dict[Path, tuple[tuple[int, int, int], dict[str, str]]] = {}
+
+
+def _storage_confs() -> list[Path]:
+    paths = [Path(os.environ["CONTAINERS_STORAGE_CONF"])] if os.environ.get("CONTAINERS_STORAGE_CONF") else []
+    user = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "containers" / "storage.conf"
+    return paths + [user, Path("/etc/containers/storage.conf"), Path("/usr/share/containers/storage.conf")]
+
+
+def _graph_root() -> Path | None:
+    """The storage's graph root (``buildah info``), cached in the data dir until a storage.conf changes."""
+
+    def stamp(path: Path) -> list | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return [str(path), st.st_mtime_ns, st.st_size]
+
+    key = {"uid": os.geteuid(), "confs": [stamp(p) for p in _storage_confs()],
+           "xdg": os.environ.get("XDG_DATA_HOME"), "home": str(Path.home())}
+    cache = config_dir() / "storage-location.json"
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key and saved.get("graph_root"):
+            return Path(saved["graph_root"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    root = _store_info().get("GraphRoot")
+    if not root:
+        return None
+    _write_if_changed(cache, json.dumps({"key": key, "graph_root": root}, indent=2) + "\n")
+    return Path(root)
+
+
+def _qualified_name(ref: str) -> str | None:
+    """``ref`` as containers/storage records names (``domain/path:tag``), or None if it is not that simple.
+
+    Short names (``debian:12``), digests and ids are left to buildah, which
+    knows the registries' rules for them.
+    """
+    if "@" in ref or ref != ref.strip() or not ref:
+        return None
+    domain, slash, _rest = ref.partition("/")
+    if not slash or not (domain == "localhost" or "." in domain or ":" in domain):
+        return None
+    return ref if ":" in ref.rsplit("/", 1)[1] else f"{ref}:latest"
+
+
+def image_index() -> dict[str, str] | None:
+    """Every stored image name -> its id, read from containers/storage's image list; None if unreadable."""
+    try:
+        root = _graph_root()
+        if root is None:
+            return None
+        path = root / f"{storage_driver()}-images" / "images.json"
+        st = path.stat()
+    except (OSError, RuntimeFailure):
+        return None
+    # A new file (rename) or a rewrite changes the inode, mtime or size: reread only then.
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    with _index_lock:
+        cached = _index_cache.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+    try:
+        images = json.loads(path.read_bytes())
+        index = {str(name): str(image["id"]) for image in images for name in image.get("names") or ()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    with _index_lock:
+        _index_cache[path] = (stamp, index)
+    return index
+
+
+def indexed_image_id(ref: str) -> str | None:
+    """The id of ``ref`` if the storage's image list names it; None when not found there (ask buildah)."""
+    name = _qualified_name(ref)
+    if name is None:
+        return None
+    index = image_index()
+    return None if index is None else index.get(name)
 
 
 def image_labels(ref: str) -> dict[str, str] | None:
