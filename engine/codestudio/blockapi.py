@@ -98,7 +98,11 @@ class BlockParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    label: Label | None = None
+    label: Label | None = Field(
+        default=None,
+        description="Display name of the block in progress output and error messages (for IDEs, their tab label); "
+        "one line, no control characters.",
+    )
 
 
 class Block:
@@ -303,11 +307,25 @@ class Toleration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    key: LabelKey | None = None
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: LabelValue | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(default=None, ge=0, strict=True)
+    key: LabelKey | None = Field(
+        default=None,
+        description="The taint key tolerated; required unless operator is Exists (no key: every taint).",
+        examples=["nvidia.com/gpu"],
+    )
+    operator: Literal["Equal", "Exists"] = Field(
+        default="Equal", description="Equal: the taint's value must be value; Exists: any value."
+    )
+    value: LabelValue | None = Field(default=None, description="The taint value tolerated (only with Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="The taint effect tolerated; none: every effect."
+    )
+    toleration_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        strict=True,
+        description="How long the pod stays on a node after a NoExecute taint appears (only with NoExecute); "
+        "none: for ever.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Toleration:

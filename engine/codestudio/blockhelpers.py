@@ -248,18 +248,22 @@ class WebAppParams(BlockParams):
     """The settings every :class:`WebAppBlock` takes; each block redeclares the defaults
     of ``port``, ``version``, ``app`` and ``path``."""
 
-    port: Port
-    #: The tool's version from PyPI.
-    version: PackageVersion
-    #: Extra packages installed with the tool.
-    packages: list[PipRequirement] = Field(default_factory=list)
-    #: A code env (defined before this block) that runs the app; default: the block's own env.
-    code_env: Slug | None = None
-    #: The zone holding the app, and the app's path in it.
-    zone: Zone = "code_studio-versioned"
-    app: RelativePath
-    #: The block's own environment (when ``code_env`` is not set).
-    path: ContainerPath
+    port: Port = Field(description="Container port the app listens on.")
+    version: PackageVersion = Field(description="The tool's version from PyPI.")
+    packages: list[PipRequirement] = Field(
+        default_factory=list,
+        description="Extra pip requirements installed with the tool.",
+        examples=[["pandas==2.2.3", "plotly"]],
+    )
+    code_env: Slug | None = Field(
+        default=None,
+        description="A code env, defined before this block, that runs the app (the tool is installed into it); "
+        "default: the block's own env at path.",
+        examples=["py-ml"],
+    )
+    zone: Zone = Field(default="code_studio-versioned", description="The zone holding the app.")
+    app: RelativePath = Field(description="The app's path in the zone.")
+    path: ContainerPath = Field(description="The block's own environment (when code_env is not set).")
 
 
 class WebAppBlock:

@@ -53,8 +53,12 @@ class Permissions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    groups: list[Slug] = Field(default_factory=list)
-    all: bool = False
+    groups: list[Slug] = Field(
+        default_factory=list,
+        description="Groups whose members may create studios from the template.",
+        examples=[["data-science"]],
+    )
+    all: bool = Field(default=False, description="Every signed-in user may create studios from the template.")
 
 
 class BuildOptions(BaseModel):
@@ -62,22 +66,38 @@ class BuildOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: What installs Python packages: ``uv`` or ``pip``; default: the data dir's setting, else uv.
-    python_installer: Literal["uv", "pip"] | None = None
-    #: Build independent blocks (``contribute_stage``) as parallel stages; false: one stage, in order.
-    parallel_stages: bool = True
+    python_installer: Literal["uv", "pip"] | None = Field(
+        default=None,
+        description="What installs Python packages; default: the data dir's setting, else uv.",
+    )
+    parallel_stages: bool = Field(
+        default=True,
+        description="Build independent blocks as parallel stages; false: one stage, blocks in order.",
+    )
 
 
 class TemplateHeader(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Slug
-    label: Label | None = None
-    description: Text | None = None
-    base_image: ImageRef | None = None
-    permissions: Permissions = Field(default_factory=Permissions)
-    build: BuildOptions = Field(default_factory=BuildOptions)
-    blocks: list[Any] = Field(default_factory=list)
+    id: Slug = Field(
+        description="The template's id: lowercase letters, digits and '-', at most 63 characters; "
+        "the image is localhost/codestudio/<id>.",
+        examples=["jupyter-lab-template"],
+    )
+    label: Label | None = Field(default=None, description="Display name shown in lists (one line).")
+    description: Text | None = Field(default=None, description="What the template is for, shown to users.")
+    base_image: ImageRef | None = Field(
+        default=None,
+        description="Image to start from; default: the codestudio base image (codestudio base build). "
+        "Another base must provide python3 and the user codestudio (uid 1000).",
+        examples=["registry.example.com/studio-base:2026.1"],
+    )
+    permissions: Permissions = Field(
+        default_factory=Permissions,
+        description="Who may create studios from the template (admins always may): the initial grants.",
+    )
+    build: BuildOptions = Field(default_factory=BuildOptions, description="How the image is built.")
+    blocks: list[Any] = Field(default_factory=list, description="Blocks, applied in this order.")
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from codestudio import hookimpl
 from codestudio.blockapi import Block, BlockParams, BlockProblem, Raw
 from codestudio.blockhelpers import check_dockerfile_statements, resolve_resource
@@ -9,9 +11,18 @@ from codestudio.types import Text
 
 
 class DockerfileParams(BlockParams):
-    statements: Text
-    run_as_root: bool = False
-    resources: list[str] = []
+    statements: Text = Field(
+        description="Dockerfile instructions added as written (RUN, COPY, ENV, WORKDIR, ...); "
+        "FROM, ENTRYPOINT, CMD, ONBUILD, heredocs and RUN flags are refused.",
+        examples=["RUN apt-get update && apt-get install -y --no-install-recommends git"],
+    )
+    run_as_root: bool = Field(default=False, description="Run the statements as root; false: as the studio user.")
+    resources: list[str] = Field(
+        default=[],
+        description="Files or folders put in the build context next to the Dockerfile under their own name "
+        "(COPY <name> /dest): relative to the template's folder, or under ${dku.install.dir} or ${dip.home}.",
+        examples=[["files/extra-ca.crt", "${dip.home}/config/pip.conf"]],
+    )
 
 
 class DockerfileBlock(Block):

@@ -10,14 +10,44 @@ from codestudio.types import ContainerPath, EnvName, Label, Port, ProxiedSubpath
 
 
 class EntrypointParams(BlockParams):
-    label: Label
-    command: list[Text] | Text
-    port: Port | None = None
-    expose_html: bool | None = None
-    launch_in_webapp: bool = False
-    proxied_subpath: ProxiedSubpath = "/"
-    env: dict[EnvName, Text] = Field(default_factory=dict)
-    cwd: ContainerPath | None = None
+    label: Label = Field(description="Name of the entrypoint: its tab's name when its port is exposed.",
+                         examples=["My API"])
+    command: list[Text] | Text = Field(
+        description="What to start: a list runs as is (argv), a text runs with /bin/sh -c. "
+        "${NAME} in a list item is expanded from the entrypoint's environment ($${NAME}: a literal).",
+        examples=[["/opt/myapi/run.sh", "--port", "8081"], "python3 -m http.server 8081"],
+    )
+    port: Port | None = Field(
+        default=None,
+        description="Container port the process listens on (1-65535, unique in the template), served at "
+        "/code-studios/<project>/<studio>/<port>/; none: not served.",
+        examples=[8081],
+    )
+    expose_html: bool | None = Field(
+        default=None,
+        description="Show the port as a tab; false: served, but reachable by its URL only. "
+        "Default: true when a port is set.",
+    )
+    launch_in_webapp: bool = Field(
+        default=False, description="Also start it when the image runs as a webapp (only such entrypoints start there)."
+    )
+    proxied_subpath: ProxiedSubpath = Field(
+        default="/",
+        description="/: the gateway strips /code-studios/<project>/<studio>/<port> before the request reaches "
+        "the server; $request_uri: the full path is passed and the server must serve under "
+        "DKU_CODE_STUDIO_BROWSER_PATH_<port>.",
+        examples=["/", "$request_uri"],
+    )
+    env: dict[EnvName, Text] = Field(
+        default_factory=dict,
+        description="Environment variables of this process, over the container's and the other blocks'.",
+        examples=[{"LOG_LEVEL": "info"}],
+    )
+    cwd: ContainerPath | None = Field(
+        default=None,
+        description="Working directory (an absolute path); default: the workspace, else the home directory.",
+        examples=["/home/codestudio/workspace"],
+    )
 
     @field_validator("command")
     @classmethod

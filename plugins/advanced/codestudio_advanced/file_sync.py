@@ -13,15 +13,31 @@ from codestudio.types import ContainerPath, Zone, ZoneSubfolder, default_target
 class MappingParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    zone: Zone
-    subfolder: ZoneSubfolder | None = None
-    target: ContainerPath | None = None
-    one_way: bool = False
+    zone: Zone = Field(description="The zone to sync.")
+    subfolder: ZoneSubfolder | None = Field(
+        default=None, description="Only this folder of the zone; default: the whole zone.", examples=["python"]
+    )
+    target: ContainerPath | None = Field(
+        default=None,
+        description="Folder in the studio; default: the zone's default target (plus the subfolder).",
+        examples=["/home/codestudio/workspace/project-lib-versioned/python"],
+    )
+    one_way: bool = Field(
+        default=False, description="Only server to studio: edits made in the studio are never written back."
+    )
 
 
 class FileSyncParams(BlockParams):
-    mappings: list[MappingParams] = Field(default_factory=list)
-    exclusions: list[str] = Field(default_factory=list)
+    mappings: list[MappingParams] = Field(
+        default_factory=list,
+        description="Zones (or their subfolders) and the studio folders they sync with; "
+        "without a file-sync block every zone maps two-way to its default target.",
+    )
+    exclusions: list[str] = Field(
+        default_factory=list,
+        description="Paths never synced, in gitignore syntax relative to each mapped folder; '!' is refused.",
+        examples=[["*.pyc", ".ipynb_checkpoints/", "node_modules/"]],
+    )
 
     @field_validator("exclusions")
     @classmethod

@@ -14,23 +14,64 @@ _URL_RE = re.compile(r"^(\$\{baseUrl\})?(/[A-Za-z0-9._~!&'()*+,;=:@%/?-]*)?$")
 
 
 class KubernetesParams(BlockParams):
-    tcp_probe: bool = False
-    readiness_url: str | None = None
-    #: Port the probe targets; default: the first exposed port.
-    probe_port: Port | None = None
-    extra_ports: list[Port] = Field(default_factory=list)
-    #: CPU request and limit of the studio's container (a Kubernetes quantity: ``500m``, ``2``).
-    cpu: CpuQuantity | None = None
-    #: Memory request and limit (``512Mi``, ``4Gi``); past it the kernel kills processes
-    #: ("killed for memory").
-    memory: MemoryQuantity | None = None
-    #: GPUs (a count) of ``gpu_resource``, as the container's limit.
-    gpu: int | None = Field(default=None, ge=1, le=64, strict=True)
-    gpu_resource: ResourceName | None = "nvidia.com/gpu"
-    #: Labels a node must have to run the studio.
-    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    service_account: KubeName | None = None
+    tcp_probe: bool = Field(
+        default=False,
+        description="Readiness is a TCP connection to the probe port (readiness_url wins when both are set).",
+    )
+    readiness_url: str | None = Field(
+        default=None,
+        description="HTTP readiness probe: a path, where ${baseUrl} is the probe port's browser path.",
+        examples=["${baseUrl}/api/status"],
+    )
+    probe_port: Port | None = Field(
+        default=None,
+        description="Port the probe targets; default: the first exposed port of the blocks before this one.",
+        examples=[8081],
+    )
+    extra_ports: list[Port] = Field(
+        default_factory=list,
+        description="More container ports (of processes started otherwise), served by the gateway at "
+        "/code-studios/<project>/<studio>/<port>/ like entrypoint ports, without a tab.",
+        examples=[[9090]],
+    )
+    cpu: CpuQuantity | None = Field(
+        default=None,
+        description="CPU request and limit of the studio's container, a Kubernetes quantity; "
+        "the local runtime enforces it too.",
+        examples=["500m", "2"],
+    )
+    memory: MemoryQuantity | None = Field(
+        default=None,
+        description="Memory request and limit, a Kubernetes quantity; a process past it is killed "
+        "(\"killed for memory\").",
+        examples=["512Mi", "4Gi"],
+    )
+    gpu: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        strict=True,
+        description="Number of GPUs (1-64), the container's limit of gpu_resource (Kubernetes runtime).",
+        examples=[1],
+    )
+    gpu_resource: ResourceName | None = Field(
+        default="nvidia.com/gpu",
+        description="The extended resource counted by gpu (vendor-domain/name).",
+        examples=["amd.com/gpu"],
+    )
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        description="Labels a node must have to run the studio (Kubernetes runtime).",
+        examples=[{"kubernetes.io/arch": "amd64", "gpu-type": "a100"}],
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints of nodes the studio's pod may run on (Kubernetes runtime)."
+    )
+    service_account: KubeName | None = Field(
+        default=None,
+        description="The pod's Kubernetes service account; none: the pod gets no API token.",
+        examples=["studio-runner"],
+    )
 
     @field_validator("gpu_resource")
     @classmethod

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from codestudio import hookimpl
 from codestudio.blockapi import Block, BlockParams, LifecyclePolicy
 from codestudio.types import Duration
 
 
 class LifecycleParams(BlockParams):
-    #: Stop the studio after this long without activity (``30s``, ``90m``, ``8h``).
-    idle_timeout: Duration | None = None
-    #: Stop it this long after it started, active or not.
-    max_lifetime: Duration | None = None
+    idle_timeout: Duration | None = Field(
+        default=None,
+        description="Stop the studio after this long without activity (a duration with a unit); "
+        "default: the data dir's (codestudio lifecycle set), off unless set.",
+        examples=["2h", "90m"],
+    )
+    max_lifetime: Duration | None = Field(
+        default=None,
+        description="Stop the studio this long after it started, active or not; default: the data dir's, "
+        "off unless set.",
+        examples=["12h", "1d"],
+    )
 
 
 class LifecycleBlock(Block):

@@ -19,10 +19,21 @@ def _not_git(path: str) -> str:
 
 
 class StarterFilesParams(BlockParams):
-    zone: Zone = "code_studio-versioned"
-    files: dict[Annotated[RelativePath, AfterValidator(_not_git)], Text] = Field(default_factory=dict)
-    #: Resource files or folders copied into the zone root under their own name.
-    resources: list[str] = Field(default_factory=list)
+    zone: Zone = Field(
+        default="code_studio-versioned",
+        description="The zone the files are written into, once, when a studio is created (never on restart).",
+    )
+    files: dict[Annotated[RelativePath, AfterValidator(_not_git)], Text] = Field(
+        default_factory=dict,
+        description="Files to write: their path in the zone and their text.",
+        examples=[{"notes/README.md": "Start here\n"}],
+    )
+    resources: list[str] = Field(
+        default_factory=list,
+        description="Resource files or folders copied into the zone's root under their own name: relative to "
+        "the template's folder, or under ${dku.install.dir} or ${dip.home}.",
+        examples=[["files/starter"]],
+    )
 
 
 class StarterFilesBlock(Block):

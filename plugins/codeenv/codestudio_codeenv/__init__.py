@@ -24,7 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from codestudio import hookimpl
 from codestudio.blockapi import Block, BlockParams, CodeEnv, Run, shell_quote
 from codestudio.blockhelpers import PipRequirement, PythonCommand, python_env, resolve_resource
-from codestudio.types import ContainerPath, Slug
+from codestudio.types import ContainerPath, Label, Slug
 
 CODE_ENVS_DIR = "/opt/codestudio/code-envs"
 R = "/usr/bin/R"
@@ -35,22 +35,56 @@ CRAN_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~
 
 
 class CodeEnvParams(BlockParams):
-    #: The env's name: kernel and interpreter ids use it.
-    name: Slug
-    #: python (a virtual env) or r (R from Debian with a library of its own).
-    language: Literal["python", "r"] = "python"
-    packages: list[PipRequirement] = Field(default_factory=list)
-    #: A requirements file among the template's resources.
-    requirements: str | None = None
-    #: The interpreter that creates the env (its version is the env's).
-    python: PythonCommand = "python3"
-    #: Where the env is installed; default ``/opt/codestudio/code-envs/<name>``.
-    path: ContainerPath | None = None
-    #: R envs: Debian packages (R libraries as ``r-cran-*``).
-    debian_packages: list[str] = Field(default_factory=list)
-    #: R envs: a CRAN-like repository (http or https URL) and packages installed from it.
-    cran_repository: str | None = None
-    cran_packages: list[str] = Field(default_factory=list)
+    name: Slug = Field(
+        description="The env's name, unique in the template (lowercase letters, digits, '-'): "
+        "kernel and interpreter ids use it.",
+        examples=["py-ml"],
+    )
+    label: Label | None = Field(
+        default=None, description="Display name: the kernel's and launch configuration's name; default: name."
+    )
+    language: Literal["python", "r"] = Field(
+        default="python",
+        description="python: a virtual env with pip packages; r: R from Debian with a library of its own.",
+    )
+    packages: list[PipRequirement] = Field(
+        default_factory=list,
+        description="pip requirements (PEP 508) installed into the env; pip options (-e, --index-url) are refused.",
+        examples=[["pandas==2.2.3", "scikit-learn", "requests[socks]>=2"]],
+    )
+    requirements: str | None = Field(
+        default=None,
+        description="A requirements file among the template's resources (relative to the template's folder, "
+        "or under ${dku.install.dir} or ${dip.home}); it may use pip options.",
+        examples=["files/requirements.txt"],
+    )
+    python: PythonCommand = Field(
+        default="python3",
+        description="The interpreter that creates the env (its version is the env's): "
+        "a name on the image's PATH or an absolute path.",
+        examples=["python3.11"],
+    )
+    path: ContainerPath | None = Field(
+        default=None,
+        description="Where the env is installed (its interpreter is <path>/bin/python); "
+        "default: /opt/codestudio/code-envs/<name>.",
+        examples=["/opt/envs/py-ml"],
+    )
+    debian_packages: list[str] = Field(
+        default_factory=list,
+        description="R envs: Debian packages installed system-wide (R libraries as r-cran-*).",
+        examples=[["r-cran-jsonlite", "r-cran-ggplot2"]],
+    )
+    cran_repository: str | None = Field(
+        default=None,
+        description="R envs: a CRAN-like repository (an http:// or https:// URL) for cran_packages.",
+        examples=["https://cloud.r-project.org/"],
+    )
+    cran_packages: list[str] = Field(
+        default_factory=list,
+        description="R envs: R packages installed from cran_repository into the env's library.",
+        examples=[["glue"]],
+    )
 
     @field_validator("debian_packages")
     @classmethod

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from pydantic import Field
+
 from codestudio.blockapi import Block
 from codestudio.blockhelpers import PackageVersion, WebAppBlock, WebAppParams
 from codestudio.types import ContainerPath, Port, RelativePath
@@ -29,10 +31,16 @@ def _file(name: str) -> bytes:
 
 
 class DashParams(WebAppParams):
-    port: Port = 8050
-    version: PackageVersion = DEFAULT_VERSION
-    app: RelativePath = "dash/app.py"
-    path: ContainerPath = HOME
+    port: Port = Field(
+        default=8050,
+        description="Container port Dash listens on; its tab is /code-studios/<project>/<studio>/<port>/.",
+    )
+    version: PackageVersion = Field(default=DEFAULT_VERSION, description="Dash version from PyPI.")
+    app: RelativePath = Field(
+        default="dash/app.py",
+        description="The app's path in the zone; a working example is written there when a studio is created.",
+    )
+    path: ContainerPath = Field(default=HOME, description="Dash's own environment (when code_env is not set).")
 
 
 class DashBlock(WebAppBlock, Block):

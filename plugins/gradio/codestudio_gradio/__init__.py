@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from pydantic import Field
+
 from codestudio.blockapi import Block
 from codestudio.blockhelpers import PackageVersion, WebAppBlock, WebAppParams
 from codestudio.types import ContainerPath, Port, RelativePath
@@ -31,10 +33,16 @@ def _file(name: str) -> bytes:
 
 
 class GradioParams(WebAppParams):
-    port: Port = 7860
-    version: PackageVersion = DEFAULT_VERSION
-    app: RelativePath = "gradio/app.py"
-    path: ContainerPath = HOME
+    port: Port = Field(
+        default=7860,
+        description="Container port Gradio listens on; its tab is /code-studios/<project>/<studio>/<port>/.",
+    )
+    version: PackageVersion = Field(default=DEFAULT_VERSION, description="Gradio version from PyPI.")
+    app: RelativePath = Field(
+        default="gradio/app.py",
+        description="The app's path in the zone; a working example is written there when a studio is created.",
+    )
+    path: ContainerPath = Field(default=HOME, description="Gradio's own environment (when code_env is not set).")
 
 
 class GradioBlock(WebAppBlock, Block):

@@ -42,15 +42,20 @@ def _version(value: str) -> str:
 
 
 class JupyterLabParams(BlockParams):
-    port: Port = 8888
-    #: JupyterLab version installed from PyPI.
-    version: str = DEFAULT_VERSION
-    #: Extra packages for JupyterLab's own environment (extensions, server plugins).
-    packages: list[PipRequirement] = Field(default_factory=list)
-    #: JupyterLab's environment in the image.
-    path: ContainerPath = "/opt/codestudio/jupyterlab"
-    #: The folder JupyterLab opens (its file browser root).
-    root_dir: ContainerPath = WORKSPACE
+    port: Port = Field(
+        default=8888,
+        description="Container port JupyterLab listens on; its tab is /code-studios/<project>/<studio>/<port>/.",
+    )
+    version: str = Field(default=DEFAULT_VERSION, description="JupyterLab version installed from PyPI.")
+    packages: list[PipRequirement] = Field(
+        default_factory=list,
+        description="Extra pip requirements for JupyterLab's own environment (extensions, server plugins).",
+        examples=[["jupyterlab-git", "jupyter-resource-usage>=1"]],
+    )
+    path: ContainerPath = Field(
+        default="/opt/codestudio/jupyterlab", description="JupyterLab's own environment in the image (not a code env)."
+    )
+    root_dir: ContainerPath = Field(default=WORKSPACE, description="The folder JupyterLab's file browser opens.")
 
     _check_version = field_validator("version")(lambda cls, v: _version(v))
 

@@ -21,7 +21,7 @@ import json
 import re
 from importlib import resources
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from codestudio import hookimpl
 from codestudio.blockapi import Block, BlockParams, BlockProblem, Copy, Entrypoint, Run, shell_quote
@@ -54,16 +54,29 @@ def _file(name: str) -> str:
 
 
 class RStudioParams(BlockParams):
-    port: Port = 8787
-    #: Where to download the RStudio Server .deb (with ``sha256``)...
-    deb_url: str | None = None
-    sha256: str | None = None
-    #: ...or the .deb among the template resources.
-    deb: str | None = None
-    #: Extra Debian packages (R libraries such as r-cran-ggplot2).
-    apt_packages: list[str] = []
-    #: The folder RStudio starts in.
-    folder: ContainerPath = WORKSPACE
+    port: Port = Field(
+        default=8787,
+        description="Container port RStudio Server listens on; its tab is /code-studios/<project>/<studio>/<port>/.",
+    )
+    deb_url: str | None = Field(
+        default=None,
+        description="Where to download the RStudio Server .deb (an http(s) URL, e.g. a mirror), with sha256; "
+        "default: the pinned official build.",
+        examples=["https://mirror.example.com/rstudio/rstudio-server-2026.09.0-174-amd64.deb"],
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the deb_url download (64 hex digits), checked before anything is installed.",
+    )
+    deb: str | None = Field(
+        default=None,
+        description="The RStudio Server .deb among the template resources (air-gapped sites); give this or deb_url.",
+        examples=["files/rstudio-server-amd64.deb"],
+    )
+    apt_packages: list[str] = Field(
+        default=[], description="Extra Debian packages, e.g. R libraries.", examples=[["r-cran-ggplot2"]]
+    )
+    folder: ContainerPath = Field(default=WORKSPACE, description="The folder RStudio starts in.")
 
     @model_validator(mode="after")
     def _source(self):

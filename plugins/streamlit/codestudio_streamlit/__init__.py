@@ -34,18 +34,28 @@ def _file(name: str) -> bytes:
 
 
 class StreamlitParams(BlockParams):
-    port: Port = 8501
-    #: Streamlit version from PyPI.
-    version: str = DEFAULT_VERSION
-    #: Extra packages installed with Streamlit.
-    packages: list[PipRequirement] = Field(default_factory=list)
-    #: A code env (defined before this block) that runs the app; default: Streamlit's own env.
-    code_env: Slug | None = None
-    #: The zone holding the app, and the app's path in it.
-    zone: Zone = "code_studio-versioned"
-    app: RelativePath = "streamlit/app.py"
-    #: Streamlit's own environment (when ``code_env`` is not set).
-    path: ContainerPath = HOME
+    port: Port = Field(
+        default=8501,
+        description="Container port Streamlit listens on; its tab is /code-studios/<project>/<studio>/<port>/.",
+    )
+    version: str = Field(default=DEFAULT_VERSION, description="Streamlit version from PyPI.")
+    packages: list[PipRequirement] = Field(
+        default_factory=list,
+        description="Extra pip requirements installed with Streamlit.",
+        examples=[["pandas==2.2.3", "altair"]],
+    )
+    code_env: Slug | None = Field(
+        default=None,
+        description="A code env, defined before this block, that runs the app (Streamlit is installed into it); "
+        "default: Streamlit's own env at path.",
+        examples=["py-ml"],
+    )
+    zone: Zone = Field(default="code_studio-versioned", description="The zone holding the app.")
+    app: RelativePath = Field(
+        default="streamlit/app.py",
+        description="The app's path in the zone; a working example is written there when a studio is created.",
+    )
+    path: ContainerPath = Field(default=HOME, description="Streamlit's own environment (when code_env is not set).")
 
     @field_validator("version")
     @classmethod

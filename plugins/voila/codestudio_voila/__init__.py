@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from pydantic import Field
+
 from codestudio.blockapi import Block
 from codestudio.blockhelpers import PackageVersion, WebAppBlock, WebAppParams
 from codestudio.types import ContainerPath, Port, RelativePath
@@ -33,11 +35,17 @@ def _file(name: str) -> bytes:
 
 
 class VoilaParams(WebAppParams):
-    port: Port = 8866
-    version: PackageVersion = DEFAULT_VERSION
-    #: The folder of notebooks Voilà serves, in the zone.
-    app: RelativePath = "voila"
-    path: ContainerPath = HOME
+    port: Port = Field(
+        default=8866,
+        description="Container port Voilà listens on; its tab is /code-studios/<project>/<studio>/<port>/.",
+    )
+    version: PackageVersion = Field(default=DEFAULT_VERSION, description="Voilà version from PyPI.")
+    app: RelativePath = Field(
+        default="voila",
+        description="The folder of notebooks Voilà serves, in the zone; an example notebook is written there "
+        "when a studio is created.",
+    )
+    path: ContainerPath = Field(default=HOME, description="Voilà's own environment (when code_env is not set).")
 
 
 class VoilaBlock(WebAppBlock, Block):

