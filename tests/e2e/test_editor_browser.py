@@ -60,6 +60,47 @@ class ElsewhereBlock(Block):
         return [Run(script="true")]
 '''
 
+# A block whose help text holds markup: the editor must show it as text.
+MARKUP = '''\
+from pydantic import Field
+
+from codestudio import hookimpl
+from codestudio.blockapi import Block, BlockParams, Run
+
+
+class P(BlockParams):
+    shade: str = Field(default="", description="Shown <b>as text</b> & <img src=x onerror=alert(1)>",
+                       examples=["<i>teal</i>"])
+
+
+class MarkupBlock(Block):
+    Params = P
+    summary = "A block whose help text holds markup"
+
+    @hookimpl
+    def contribute_dockerfile(self, block, state):
+        return [Run(script="true")]
+'''
+
+
+def _package(root: Path, name: str, entry: str, source: str) -> Path:
+    module = name.replace("-", "_")
+    (root / module).mkdir(parents=True)
+    (root / module / "__init__.py").write_text(source)
+    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "{name}"
+        version = "0.0.1"
+        [project.entry-points."codestudio.blocks"]
+        {entry}
+        [tool.setuptools]
+        packages = ["{module}"]
+        """))
+    return root
+
 
 def _pip_target(src: Path, target: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(src)],
@@ -79,6 +120,8 @@ def ed(tmp_path_factory):
 
     shutil.copytree(REPO / "tests" / "fixtures" / "codestudio-hello", hello)
     _pip_target(hello, site)
+    _pip_target(_package(work / "codestudio-markup", "codestudio-markup", 'markup = "codestudio_markup:MarkupBlock"',
+                         MARKUP), site)
     other = work / "codestudio-elsewhere"
     (other / "codestudio_elsewhere").mkdir(parents=True)
     (other / "codestudio_elsewhere" / "__init__.py").write_text(ELSEWHERE)
@@ -350,6 +393,63 @@ def test_forms_third_party_problems_at_fields_uploads_tabs_and_other_installatio
     assert "label: Edited here" in draft
     _tab(d, "build")
     assert d.find_element(By.ID, "build").get_attribute("disabled") is not None
+
+
+def test_help_text_from_the_schemas_linked_to_its_inputs_and_shown_as_text(ed, browser):
+    """Each field shows its schema description and examples: a standard block's, an advanced block's
+    (examples as placeholders), the held-out third-party block's (only the label it inherits is
+    described), and a description holding markup, shown as text."""
+    from codestudio.blockapi import BlockParams
+    from codestudio_advanced.kubernetes import KubernetesParams
+    from codestudio_jupyterlab import JupyterLabParams
+
+    d = browser
+    B._sign_in(d, ed.link(ed.admin))
+    _create(d, ed, f"help-{RUN}")
+    for block_type in ("jupyterlab", "kubernetes", "hello", "markup"):
+        _add_block(d, block_type)
+
+    def help_of(path: str) -> dict:
+        # The notes the input's aria-describedby names, by class, as the page's text.
+        return d.execute_script("""
+            const field = document.querySelector(`#panel-definition [data-path="${arguments[0]}"]`);
+            const input = field.querySelector(`[data-path-input="${arguments[0]}"]`) || field.querySelector(':scope > [role=group]');
+            const out = {};
+            for (const id of (input.getAttribute('aria-describedby') || '').split(' ').filter(Boolean)) {
+              const n = document.getElementById(id);
+              out[n.className] = n.textContent;
+            }
+            out.all = Array.from(field.querySelectorAll(':scope > small')).map((n) => n.className);
+            out.html = Array.from(field.querySelectorAll(':scope > small')).map((n) => n.innerHTML).join(' ');
+            out.markup = field.querySelectorAll(':scope > small b, :scope > small img, :scope > small i').length;
+            return out;""", path)
+
+    # A standard block: the description of its model's field, its default, tied to the input.
+    port = help_of("b0.port")
+    assert port["help"] == JupyterLabParams.model_fields["port"].description
+    assert port["default"] == "default: 8888" and port["all"] == ["help", "default"]
+    packages = help_of("b0.packages")  # a list: the group carries the help; its rows' placeholders are examples
+    assert packages["help"].startswith("Extra pip requirements") and "jupyterlab-git" in packages["examples"]
+    _field(d, "b0.packages").find_element(By.CSS_SELECTOR, "button.add-row").click()
+    assert _input(d, "b0.packages.0").get_attribute("placeholder") == "e.g. jupyterlab-git"
+
+    # An advanced block: Kubernetes quantities and a probe URL, their examples as placeholders.
+    cpu = help_of("b1.cpu")
+    assert cpu["help"] == KubernetesParams.model_fields["cpu"].description and cpu["examples"] == "e.g. 500m · 2"
+    assert _input(d, "b1.cpu").get_attribute("placeholder") == "e.g. 500m"
+    assert _input(d, "b1.readiness_url").get_attribute("placeholder") == "e.g. ${baseUrl}/api/status"
+    assert _input(d, "b1.gpu_resource").get_attribute("placeholder") == "default: nvidia.com/gpu"  # the default first
+
+    # The held-out third-party block has no descriptions of its own: only the label it inherits is described.
+    assert help_of("b2.label")["help"] == BlockParams.model_fields["label"].description
+    assert help_of("b2.greeting")["all"] == ["default"] and "help" not in help_of("b2.greeting")
+    assert help_of("b2.fail")["all"] == ["default"]  # its `#:` comment is not a description
+
+    # Markup in a description or an example is text, never HTML.
+    shade = help_of("b3.shade")
+    assert shade["help"] == "Shown <b>as text</b> & <img src=x onerror=alert(1)>" and shade["markup"] == 0
+    assert "&lt;b&gt;" in shade["html"] and shade["examples"] == "e.g. <i>teal</i>" and shade["all"] == ["help", "examples"]
+    assert _input(d, "b3.shade").get_attribute("placeholder") == "e.g. <i>teal</i>"
 
 
 # --------------------------------------------------------------------------- the admin's flow (containers)

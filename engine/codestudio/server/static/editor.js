@@ -119,7 +119,8 @@
     if (!alts) return [s];
     const kept = alts.map((v) => deref(v, defs)).filter((v) => v.type !== "null");
     return kept.map((v) => Object.assign({}, v, { default: s.default, description: s.description || v.description,
-                                                  title: s.title || v.title }));
+                                                  title: s.title || v.title,
+                                                  examples: fitting(v, s.examples) || v.examples }));
   }
 
   function kindOf(s) {
@@ -145,6 +146,37 @@
   }
 
   const shown = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+
+  // Help text comes from the schema's `description` and `examples` (JSON Schema annotations).
+  // The examples of `s` that are values of this alternative (a command's list example is not a text's).
+  function fitting(s, examples) {
+    if (!Array.isArray(examples)) return undefined;
+    const kept = examples.filter((e) => fits(s, e));
+    return kept.length ? kept : undefined;
+  }
+
+  // What an empty input shows: the default when there is one, else the first example.
+  function placeholderOf(s) {
+    if (s.default !== undefined && s.default !== null && s.default !== "") return `default: ${shown(s.default)}`;
+    if (Array.isArray(s.examples) && s.examples.length && s.examples[0] !== null && typeof s.examples[0] !== "object") {
+      return `e.g. ${shown(s.examples[0])}`;
+    }
+    return "";
+  }
+
+  // A list's examples are lists: its rows' placeholders come from their items; a map's from its entries.
+  function rowsSchema(itemSchema, examples) {
+    if (itemSchema.examples || !Array.isArray(examples)) return itemSchema;
+    const items = examples.flatMap((e) => (Array.isArray(e) ? e : []));
+    return items.length ? Object.assign({}, itemSchema, { examples: items }) : itemSchema;
+  }
+  function mapExamples(examples) {
+    const entries = (Array.isArray(examples) ? examples : []).flatMap((e) =>
+      (e && typeof e === "object" && !Array.isArray(e) ? Object.entries(e) : []));
+    return { key: entries.length ? `e.g. ${entries[0][0]}` : "name", values: entries.map((e) => e[1]) };
+  }
+
+  let helpIds = 0;
   const VARIANT_NAMES = { array: "a list", string: "a text", number: "a number", boolean: "yes/no", object: "fields", map: "named values", enum: "a choice", json: "JSON" };
 
   function emptyOf(s, defs) {
@@ -171,7 +203,7 @@
     if (k === "number") {
       const input = el("input", { type: "number", "data-path-input": path, min: s.minimum, max: s.maximum,
                                   step: s.type === "integer" ? 1 : "any",
-                                  placeholder: hasDefault ? `default: ${s.default}` : "" });
+                                  placeholder: placeholderOf(s) });
       input.value = value === undefined || value === null ? "" : String(value);
       input.addEventListener("input", () => {
         const raw = input.value.trim();
@@ -185,7 +217,7 @@
       // A textarea for every text: values may hold several lines (and a line break in a label is
       // something the engine must refuse at its field, so it can be typed here).
       const area = el("textarea", { rows: 1, cols: 60, spellcheck: "false", "data-path-input": path,
-                                    placeholder: hasDefault ? `default: ${s.default}` : "" });
+                                    placeholder: placeholderOf(s) });
       area.value = typeof value === "string" ? value : (value === undefined || value === null ? "" : shown(value));
       const fit = () => { area.rows = Math.min(20, Math.max(1, area.value.split("\n").length)); };
       fit();
@@ -195,7 +227,7 @@
     if (k === "array") {
       const box = el("div", { class: "rows" });
       const items = Array.isArray(value) ? value.slice() : [];
-      const itemSchema = s.items || {};
+      const itemSchema = rowsSchema(s.items || {}, s.examples);
       const commit = () => set(items.length === 0 && optional ? undefined : items.slice());
       const draw = () => {
         box.replaceChildren();
@@ -227,14 +259,16 @@
     }
     if (k === "map") {
       const pairs = value && typeof value === "object" && !Array.isArray(value) ? Object.entries(value) : [];
-      const valueSchema = typeof s.additionalProperties === "object" ? s.additionalProperties : {};
+      const mapHints = mapExamples(s.examples);
+      const valueSchema = rowsSchema(typeof s.additionalProperties === "object" ? s.additionalProperties : {},
+                                     mapHints.values.length ? [mapHints.values] : undefined);
       const box = el("div", { class: "rows map" });
       const commit = () => set(pairs.length === 0 && optional ? undefined : Object.fromEntries(pairs));
       const draw = () => {
         box.replaceChildren();
         pairs.forEach((pair, i) => {
           const row = el("div", { class: "row field", "data-path": `${path}.${pair[0]}` });
-          const key = el("input", { class: "map-key", placeholder: "name", "data-path-input": `${path}.#${i}` });
+          const key = el("input", { class: "map-key", placeholder: mapHints.key, "data-path-input": `${path}.#${i}` });
           key.value = pair[0];
           key.addEventListener("input", () => { pair[0] = key.value; row.dataset.path = `${path}.${key.value}`; commit(); });
           row.append(key, anyControl(valueSchema, defs, pair[1], `${path}.${pair[0]}`, (v) => { pair[1] = v; commit(); }, false));
@@ -285,12 +319,28 @@
     const title = s.title || (alts[0] || {}).title || name;
     const row = el("div", { class: "field", "data-path": path, "data-field": name });
     row.append(el("label", { class: "field-name", text: `${title}${required ? " *" : ""}`, title: name }));
-    row.append(anyControl(s, defs, value, path, set, !required));
+    const input = anyControl(s, defs, value, path, set, !required);
+    row.append(input);
+    // Help under the field, as text (never HTML), tied to its input for assistive technology.
+    const notes = [];
+    const note = (cls, text) => {
+      const n = el("small", { class: cls, id: `help-${++helpIds}`, text });
+      notes.push(n); row.append(n);
+    };
     const help = s.description || (alts[0] || {}).description;
-    if (help) row.append(el("small", { class: "help", text: help }));
-    if (dflt !== undefined && dflt !== null && !(Array.isArray(dflt) && dflt.length === 0) &&
+    if (help) note("help", help);
+    const examples = s.examples || (alts.length === 1 ? alts[0].examples : undefined);
+    if (Array.isArray(examples) && examples.length) note("examples", `e.g. ${examples.map(shown).join(" · ")}`);
+    if (dflt !== undefined && dflt !== null && dflt !== "" && !(Array.isArray(dflt) && dflt.length === 0) &&
         !(typeof dflt === "object" && !Array.isArray(dflt) && Object.keys(dflt).length === 0)) {
-      row.append(el("small", { class: "default", text: `default: ${shown(dflt)}` }));
+      note("default", `default: ${shown(dflt)}`);
+    }
+    if (notes.length) {
+      const ids = notes.map((n) => n.id).join(" ");
+      // A single input carries it; a list, a map, nested fields or a choice of forms (redrawn when the
+      // form changes) is a group that carries it.
+      if (!input.matches(`[data-path-input="${CSS.escape(path)}"]`)) input.setAttribute("role", "group");
+      input.setAttribute("aria-describedby", ids);
     }
     row.append(el("div", { class: "problem-note", hidden: true }));
     return row;
@@ -309,9 +359,17 @@
     const box = $("header-fields");
     box.replaceChildren();
     const strings = { label: "Label", description: "Description", base_image: "Base image" };
-    const helps = { base_image: "an image reference; empty: the codestudio base image" };
+    // The same texts as the template header's fields (codestudio.template.TemplateHeader).
+    const helps = {
+      label: "Display name shown in lists (one line).",
+      description: "What the template is for, shown to users.",
+      base_image: "Image to start from; default: the codestudio base image (codestudio base build). " +
+                  "Another base must provide python3 and the user codestudio (uid 1000).",
+    };
+    const examples = { base_image: ["registry.example.com/studio-base:2026.1"] };
     for (const [key, title] of Object.entries(strings)) {
-      box.append(fieldRow(key, { type: "string", title, description: helps[key] }, {}, false, E.doc[key], `h.${key}`,
+      box.append(fieldRow(key, { type: "string", title, description: helps[key], examples: examples[key] }, {}, false,
+                          E.doc[key], `h.${key}`,
                           (v) => { if (v === undefined) E.doc[key] = null; else E.doc[key] = v; changed(); }));
     }
   }
