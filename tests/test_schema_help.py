@@ -249,3 +249,11 @@ def test_the_editors_header_help_is_the_template_headers_descriptions():
     assert set(texts) == {"label", "description", "base_image"}
     for key, text in texts.items():
         assert text == TemplateHeader.model_fields[key].description, key
+
+
+def test_the_template_docs_header_table_lists_the_header_fields():
+    text = (ROOT / "docs" / "templates.md").read_text()
+    header = text.split("## Header", 1)[1].split("\n## ", 1)[0]
+    documented = {name for row in header.splitlines() if row.startswith("| `")
+                  for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert documented == set(TemplateHeader.model_fields)

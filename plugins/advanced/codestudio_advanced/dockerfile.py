@@ -13,7 +13,7 @@ from codestudio.types import Text
 class DockerfileParams(BlockParams):
     statements: Text = Field(
         description="Dockerfile instructions added as written (RUN, COPY, ENV, WORKDIR, ...); "
-        "FROM, ENTRYPOINT, CMD, ONBUILD, heredocs and RUN flags are refused.",
+        "FROM, ENTRYPOINT, CMD, ONBUILD, MAINTAINER, heredocs, flags on RUN and COPY --from are refused.",
         examples=["RUN apt-get update && apt-get install -y --no-install-recommends git"],
     )
     run_as_root: bool = Field(default=False, description="Run the statements as root; false: as the studio user.")

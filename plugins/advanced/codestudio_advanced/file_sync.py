@@ -30,8 +30,8 @@ class MappingParams(BaseModel):
 class FileSyncParams(BlockParams):
     mappings: list[MappingParams] = Field(
         default_factory=list,
-        description="Zones (or their subfolders) and the studio folders they sync with; "
-        "without a file-sync block every zone maps two-way to its default target.",
+        description="Zones (or their subfolders) and the studio folders they sync with: only these are synced "
+        "(without a file-sync block every zone maps two-way to its default target).",
     )
     exclusions: list[str] = Field(
         default_factory=list,
