@@ -274,3 +274,45 @@ class FakeGateway:
         self.running = True
         self.served = [r.studio_id for r in running_studio_routes()]
         return "ok"
+
+
+# --------------------------------------------------------------------------
+# The webapp template the webapp tests publish (tests/test_webapps.py, tests/test_kubernetes_webapps.py)
+
+_WEBAPP_TEMPLATE = """\
+id: {template_id}
+permissions:
+  all: true
+blocks:
+  - type: entrypoint
+    label: App
+    command: [python3, -m, http.server, "8080"]
+    port: 8080
+    launch_in_webapp: true
+    proxied_subpath: $request_uri
+  - type: entrypoint
+    label: Studio only
+    command: [sleep, infinity]
+    port: 9000
+  - type: starter-files
+    zone: code_studio-versioned
+    files: {{app/version.txt: "{version}\\n"}}
+  - type: kubernetes
+    readiness_url: "${{baseUrl}}/health"
+"""
+
+
+@pytest.fixture
+def webapp_template():
+    """The text of a webapp template: ``webapp_template("wa-unit", version="v2")``.
+
+    One entrypoint launched in the webapp (port 8080, proxied with its
+    subpath), one studio-only entrypoint (port 9000), a versioned starter
+    file ``app/version.txt`` holding ``version`` (so an update is visible)
+    and a Kubernetes readiness URL.
+    """
+
+    def text(template_id: str, *, version: str = "v1") -> str:
+        return _WEBAPP_TEMPLATE.format(template_id=template_id, version=version)
+
+    return text

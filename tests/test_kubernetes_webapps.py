@@ -164,31 +164,8 @@ class _ExecHere(KubernetesRuntime):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-WEBAPP_TEMPLATE = """\
-id: wa-k8s
-permissions:
-  all: true
-blocks:
-  - type: entrypoint
-    label: App
-    command: [python3, -m, http.server, "8080"]
-    port: 8080
-    launch_in_webapp: true
-    proxied_subpath: $request_uri
-  - type: entrypoint
-    label: Studio only
-    command: [sleep, infinity]
-    port: 9000
-  - type: starter-files
-    zone: code_studio-versioned
-    files: {app/version.txt: "v1\\n"}
-  - type: kubernetes
-    readiness_url: "${baseUrl}/health"
-"""
-
-
 @pytest.fixture
-def who(tmp_path, monkeypatch):
+def who(tmp_path, monkeypatch, webapp_template):
     from codestudio import access
     from codestudio.projects import create_project
     from codestudio.templates_store import add_template
@@ -196,7 +173,7 @@ def who(tmp_path, monkeypatch):
     monkeypatch.setattr(access, "os_user", lambda: "alice")
     monkeypatch.setattr(access, "os_groups", lambda user: set())
     alice = access.identify()
-    (tmp_path / "wa.yaml").write_text(WEBAPP_TEMPLATE)
+    (tmp_path / "wa.yaml").write_text(webapp_template("wa-k8s"))
     add_template(alice, tmp_path / "wa.yaml")
     create_project(alice, "PROJ")
     return alice

@@ -15,28 +15,6 @@ import pytest
 from codestudio import access
 from codestudio.errors import NotFound, PermissionDenied, RuntimeFailure, UsageError
 
-WEBAPP_TEMPLATE = """\
-id: wa-unit
-permissions:
-  all: true
-blocks:
-  - type: entrypoint
-    label: App
-    command: [python3, -m, http.server, "8080"]
-    port: 8080
-    launch_in_webapp: true
-    proxied_subpath: $request_uri
-  - type: entrypoint
-    label: Studio only
-    command: [sleep, infinity]
-    port: 9000
-  - type: starter-files
-    zone: code_studio-versioned
-    files: {app/version.txt: "v1\\n"}
-  - type: kubernetes
-    readiness_url: "${baseUrl}/health"
-"""
-
 STUDIO_ONLY_TEMPLATE = """\
 id: studio-only
 permissions:
@@ -53,14 +31,14 @@ blocks:
 
 
 @pytest.fixture
-def who(tmp_path, monkeypatch):
+def who(tmp_path, monkeypatch, webapp_template):
     from codestudio.projects import create_project, grant
     from codestudio.templates_store import add_template
 
     monkeypatch.setattr(access, "os_user", lambda: "alice")
     monkeypatch.setattr(access, "os_groups", lambda user: set())
     alice = access.identify()
-    for name, text in (("wa.yaml", WEBAPP_TEMPLATE), ("so.yaml", STUDIO_ONLY_TEMPLATE)):
+    for name, text in (("wa.yaml", webapp_template("wa-unit")), ("so.yaml", STUDIO_ONLY_TEMPLATE)):
         (tmp_path / name).write_text(text)
         add_template(alice, tmp_path / name)
     for key in ("PROJ", "OTHER"):
@@ -235,14 +213,14 @@ def test_scale_keeps_the_others_and_drains_before_removing(who, fake_runtime):
         scale(who, w.key, 0)
 
 
-def test_update_rolls_to_a_new_generation_one_replica_at_a_time(who, fake_runtime, tmp_path):
+def test_update_rolls_to_a_new_generation_one_replica_at_a_time(who, fake_runtime, tmp_path, webapp_template):
     from codestudio.store import Store
     from codestudio.templates_store import add_template
     from codestudio.webapps import publish, records, status, update
 
     w = publish(who, "PROJ", "app", "wa-unit", replicas=2, quiet=True)
     old = fake_runtime.started[0].name
-    (tmp_path / "wa.yaml").write_text(WEBAPP_TEMPLATE.replace("v1", "v2"))
+    (tmp_path / "wa.yaml").write_text(webapp_template("wa-unit", version="v2"))
     add_template(who, tmp_path / "wa.yaml")
     seen: list[list[tuple[int, str]]] = []
     real_set = records.set_replica
