@@ -940,13 +940,13 @@ def test_engine_error_mid_sync_stops_the_agent(tmp_path, studio, monkeypatch):
         raise RuntimeError("planning failed")
 
     write(server(studio) / "a.txt", "a")
-    real_plan = core._plan
-    monkeypatch.setattr(core, "_plan", broken_plan)
+    real_plan = core.plan_mapping
+    monkeypatch.setattr(core, "plan_mapping", broken_plan)
     with pytest.raises(RuntimeError, match="planning failed"):
         sync(studio, Keeping(tmp_path / "c"))
     assert procs and procs[0].poll() is not None
     # (not monkeypatch.undo(): that would also drop the fixture's CODESTUDIO_HOME)
-    monkeypatch.setattr(core, "_plan", real_plan)
+    monkeypatch.setattr(core, "plan_mapping", real_plan)
     sync(studio, LocalTransport(tmp_path / "c"))
     assert tree(inside(LocalTransport(tmp_path / "c"))) == {"a.txt": "a"}
 

@@ -19,7 +19,7 @@ import json, resource, subprocess, sys
 from codestudio.blockapi import SyncMapping
 from codestudio.errors import RuntimeFailure
 from codestudio.sync import LocalTransport, SyncStudio, sync
-from codestudio.sync import core
+from codestudio.sync import session
 from codestudio.sync.transport import agent_source
 
 case, hostile, base = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -28,7 +28,7 @@ studio = SyncStudio("hostile-studio", "PROJ", "alice", (SyncMapping(zone="code_s
 zone = studio.zone_path("code_studio-versioned")
 (zone / "server.txt").write_text("from the server")  # something to push
 if case == "many-rows":
-    core.MAX_LISTED = 20_000  # the mechanism, without listing half a million rows
+    session.MAX_LISTED = 20_000  # the mechanism, without listing half a million rows
 
 class Hostile(LocalTransport):
     def start_agent(self, op, root):

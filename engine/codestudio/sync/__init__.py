@@ -11,28 +11,15 @@ Public API (the runtime and the ``studio sync|push|pull|conflicts`` CLI call the
   (raise :class:`SyncConflictError` / :class:`SyncError`)
 - :func:`conflicts`, :func:`resolve_conflicts`, :func:`forget_studio`
 
-How it works is in :mod:`codestudio.sync.core`; what runs inside the studio
-in :mod:`codestudio.sync.agent`; user-facing documentation in docs/sync.md.
+How it works is in :mod:`codestudio.sync.core` (which names the modules it
+runs a sync with); what runs inside the studio in :mod:`codestudio.sync.agent`;
+user-facing documentation in docs/sync.md.
 """
 
-from codestudio.sync.core import (
-    Conflict,
-    MappingReport,
-    SyncConflictError,
-    SyncError,
-    SyncReport,
-    SyncStudio,
-    check_exclusions,
-    conflicts,
-    default_mappings,
-    forget_studio,
-    mapping_key,
-    mappings_for,
-    pull_on_stop,
-    push_on_start,
-    resolve_conflicts,
-    sync,
-)
+from codestudio.sync.core import pull_on_stop, push_on_start, sync
+from codestudio.sync.mappings import SyncStudio, check_exclusions, default_mappings, mapping_key, mappings_for
+from codestudio.sync.records import conflicts, forget_studio, resolve_conflicts
+from codestudio.sync.report import Conflict, MappingReport, SyncConflictError, SyncError, SyncReport
 from codestudio.sync.transport import ExecTransport, LocalTransport, Transport
 from codestudio.sync.zones import write_starter_files, zone_dir
 
