@@ -1,10 +1,12 @@
 """What the studio and webapp halves of the gateway config share: escaping, route keys,
-addresses and the access links' arguments. The lowest module of ``codestudio.gateway``."""
+addresses, the access links' arguments and the jinja2 environment of the gateway's
+templates. The lowest module of ``codestudio.gateway``."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from functools import cache
 
 from codestudio.errors import UsageError
 
@@ -50,3 +52,21 @@ def _route_key(prefix: str, colliding: bool) -> str:
     if not _ROUTE_KEY_RE.fullmatch(prefix):
         raise UsageError(f"gateway: {prefix!r} cannot be a route key")
     return f'"~^{prefix}\\z"' if colliding else f'"{prefix}"'
+
+
+@cache
+def template_env():
+    """The jinja2 environment of ``codestudio/gateway/templates`` (HTML autoescaped; the ``ngx_*`` filters)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("codestudio.gateway", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["ngx_quote"] = ngx_quote
+    env.filters["ngx_safe"] = ngx_safe
+    return env
