@@ -51,3 +51,17 @@ def test_a_broken_hook_names_the_distribution(codestudio_block, codestudio_rende
 
 def test_the_temporary_block_is_gone_in_the_next_test(codestudio_blocks):
     assert "greeter" not in codestudio_blocks.by_type and "broken" not in codestudio_blocks.by_type
+
+
+def test_the_webapp_block_check_fails_when_the_block_differs(codestudio_webapp_block):
+    """The WebAppBlock check passes for the gradio block as it is and fails on each expectation it differs from."""
+    from importlib import resources
+
+    files = resources.files("codestudio_gradio").joinpath("files")
+    expected = dict(files=files, port=7860, version="6.31.0", app="gradio/app.py", starter={"gradio/app.py": "app.py"},
+                    label="Gradio", proxied_subpath="/", probe="/config", kubernetes_probe="/config")
+    assert codestudio_webapp_block("gradio", **expected).state.starter_files
+    for wrong in ({"port": 7861}, {"label": "Dash"}, {"probe": "/"}, {"starter": {"gradio/app.py": "start.sh"}},
+                  {"requirements": ("ipykernel==7.4.0",)}, {"restart_on_change": False}):
+        with pytest.raises(AssertionError):
+            codestudio_webapp_block("gradio", **{**expected, **wrong})

@@ -276,13 +276,17 @@ class WebAppBlock:
     - ``home``: the folder of its own files in the image;
     - ``tool``: the pip distribution it installs at ``version``
       (``extra_requirements`` go with it);
-    - ``examples``: ``{file name: bytes}``, the working example copied to
-      ``<home>/example/`` and written into the zone when a studio is created
-      (:meth:`starter_paths` says where);
-    - ``start_script``: the bytes of its ``start.sh``, called as
+    - ``example_files``: the names of the working example's files in the
+      ``files/`` folder of the block's own package (default ``app.py``),
+      copied to ``<home>/example/`` and written into the zone when a studio
+      is created (:meth:`starter_paths` says where);
+    - a ``files/start.sh`` next to them, called as
       ``start.sh PYTHON APP PORT BASE_PATH``; ``<home>/restart_on_change.py``
       is there for it to use (unless ``restart_on_change`` is false);
     - ``probe_url``, ``proxied_subpath``, ``default_label``.
+
+    ``examples`` (``{file name: bytes}``) and ``start_script`` (bytes) read
+    those files; a block may set them instead.
 
     The app runs in the block's own env at ``path`` or, with ``code_env``,
     in that env (the tool is installed into it when it is announced; the
@@ -292,13 +296,29 @@ class WebAppBlock:
     home: str = ""
     tool: str = ""
     extra_requirements: tuple[str, ...] = ()
-    examples: dict[str, bytes] = {}
-    start_script: bytes = b""
+    example_files: tuple[str, ...] = ("app.py",)
     probe_url: str = "${baseUrl}/"
     proxied_subpath: str = "$request_uri"
     default_label: str = ""
     #: Copy ``restart_on_change.py`` into ``home`` (tools that do not reload an edited app).
     restart_on_change: bool = True
+
+    def package_file(self, name: str) -> bytes:
+        """``files/<name>`` of the package the block's class is defined in."""
+        import sys
+        from importlib import resources
+
+        module = sys.modules[type(self).__module__]
+        package = module.__spec__.parent if module.__spec__ and module.__spec__.parent else module.__name__
+        return resources.files(package).joinpath("files", name).read_bytes()
+
+    @property
+    def examples(self) -> dict[str, bytes]:
+        return {name: self.package_file(name) for name in self.example_files}
+
+    @property
+    def start_script(self) -> bytes:
+        return self.package_file("start.sh")
 
     def requirements(self, p) -> list[str]:
         return [f"{self.tool}=={p.version}", *self.extra_requirements, *p.packages]

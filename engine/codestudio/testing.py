@@ -24,6 +24,10 @@ Fixtures (none is autouse; each gives the test its own data dir):
 - ``codestudio_render``: the same, rendered: a :class:`codestudio.render.Rendered`
   (``dockerfile``, ``context_files``, ``runner_json``, ``kubernetes_yaml``,
   ``nginx_conf``, ``state``).
+- ``codestudio_webapp_block``: checks that a block built on
+  :class:`codestudio.blockhelpers.WebAppBlock` renders as every web app
+  block must (own env or a code env, entrypoint, probe, example starter
+  files, bad input named at its field) with the values the test expects.
 
 Template errors raise :class:`codestudio.errors.TemplateError` as
 ``codestudio validate`` reports them (``pytest.raises(TemplateError, match=...)``).
@@ -122,3 +126,86 @@ def codestudio_render(codestudio_plan):
         return render_state(template, state, studio)
 
     return render
+
+
+@pytest.fixture
+def codestudio_webapp_block(codestudio_render):
+    """Check a :class:`~codestudio.blockhelpers.WebAppBlock` block's rendering against what the test expects.
+
+    ``codestudio_webapp_block(block_type, files=..., port=..., version=...,
+    app=..., starter=..., label=..., proxied_subpath=..., probe=...,
+    kubernetes_probe=..., requirements=(), restart_on_change=True)``:
+
+    - ``files``: the block package's ``files/`` folder (a ``Traversable``);
+    - ``starter``: ``{path in the versioned zone: example file name in files}``;
+    - ``probe``: the path after ``${baseUrl}`` in ``runner.json``'s probe;
+      ``kubernetes_probe``: the readiness probe's path for studio ``P``/``s``;
+    - ``requirements``: what is installed with the tool besides it.
+
+    With its defaults the block installs ``<block_type>==<version>`` into its
+    own env at ``/opt/codestudio/<block_type>`` and runs ``start.sh PYTHON
+    APP PORT BASE_PATH`` as a webapp-launchable entrypoint; with ``code_env``
+    it installs into that env instead; a missing or later env, a bad version
+    and an ``app`` leaving the zone are refused naming the block and field.
+    Returns the default rendering for further checks.
+    """
+    import json
+
+    from codestudio.errors import TemplateError
+    from codestudio.render import StudioContext
+
+    def check(block_type: str, *, files, port: int, version: str, app: str, starter: dict[str, str], label: str,
+              proxied_subpath: str, probe: str, kubernetes_probe: str, requirements: tuple[str, ...] = (),
+              restart_on_change: bool = True):
+        home = f"/opt/codestudio/{block_type}"
+        rendered = codestudio_render(f"- type: {block_type}\n")
+        steps = rendered.state.groups[0].steps
+        install = steps[0]
+        assert install.script.startswith(f"python3 -m venv {home}\n")
+        for requirement in (f"{block_type}=={version}", *requirements):
+            assert requirement in install.script
+        doc = json.loads(rendered.runner_json)
+        (ep,) = doc["entrypoints"]
+        assert ep["command"] == [f"{home}/start.sh", f"{home}/bin/python",
+                                 f"/home/codestudio/workspace/code_studio-versioned/{app}", str(port),
+                                 f"${{DKU_CODE_STUDIO_BROWSER_PATH_{port}}}"]
+        assert ep["launch_in_webapp"] and ep["proxied_subpath"] == proxied_subpath and ep["label"] == label
+        assert doc["probe"] == {"kind": "http", "port": port, "url": "${baseUrl}" + probe}
+        studio_yaml = codestudio_render(f"- type: {block_type}\n", studio=StudioContext("P", "s")).kubernetes_yaml
+        assert f"path: {kubernetes_probe}\n" in studio_yaml
+        assert {f.path: f.content for _, f in rendered.state.starter_files} == {
+            path: files.joinpath(name).read_bytes() for path, name in starter.items()}
+        assert all(f.zone == "code_studio-versioned" for _, f in rendered.state.starter_files)
+        dests = [getattr(s, "dest", None) for s in steps]
+        assert all(f"{home}/example/{name}" in dests for name in starter.values())
+        assert f"{home}/start.sh" in dests
+        if restart_on_change:
+            assert f"{home}/restart_on_change.py" in dests
+        else:
+            assert "restart_on_change" not in rendered.dockerfile
+
+        in_env = codestudio_render(f"""
+            - {{type: codeenv, name: py, packages: [pandas==2.2.3]}}
+            - {{type: {block_type}, code_env: py, packages: [plotly]}}
+            """)
+        scripts = [getattr(s, "script", "") or "" for s in in_env.state.groups[1].steps]
+        assert not any(f"-m venv {home}" in s for s in scripts)
+        assert any("install-python /opt/codestudio/code-envs/py/bin/python " in s and "plotly" in s
+                   and all(r in s for r in (f"{block_type}=={version}", *requirements)) for s in scripts)
+        assert json.loads(in_env.runner_json)["entrypoints"][0]["command"][1] == "/opt/codestudio/code-envs/py/bin/python"
+
+        where = f"blocks[0] (type: {block_type})"
+        for blocks, expected in (
+            (f"- {{type: {block_type}, code_env: nope}}\n", [where, "field 'code_env'", "no code env named 'nope'"]),
+            (f"- {{type: {block_type}, code_env: py}}\n- {{type: codeenv, name: py}}\n",
+             [where, "field 'code_env'", "defined by blocks[1] (type: codeenv), after this block"]),
+            (f"- {{type: {block_type}, version: 'not a version'}}\n", ["field 'version'", "not a version number"]),
+            (f"- {{type: {block_type}, app: ../x.py}}\n", ["field 'app'"]),
+        ):
+            with pytest.raises(TemplateError) as exc:
+                codestudio_render(blocks)
+            for text in expected:
+                assert text in str(exc.value), f"{text!r} not in the error for {blocks!r}: {exc.value}"
+        return rendered
+
+    return check

@@ -14,8 +14,6 @@ unless ``code_env`` names a code env defined earlier.
 
 from __future__ import annotations
 
-from importlib import resources
-
 from pydantic import Field
 
 from codestudio.blockapi import Block
@@ -24,10 +22,6 @@ from codestudio.types import ContainerPath, Port, RelativePath
 
 DEFAULT_VERSION = "4.4.1"
 HOME = "/opt/codestudio/dash"
-
-
-def _file(name: str) -> bytes:
-    return resources.files(__package__).joinpath("files", name).read_bytes()
 
 
 class DashParams(WebAppParams):
@@ -51,11 +45,3 @@ class DashBlock(WebAppBlock, Block):
     default_label = "Dash"
     proxied_subpath = "$request_uri"
     probe_url = "${baseUrl}/_dash-layout"
-
-    @property
-    def examples(self) -> dict[str, bytes]:
-        return {"app.py": _file("app.py")}
-
-    @property
-    def start_script(self) -> bytes:
-        return _file("start.sh")

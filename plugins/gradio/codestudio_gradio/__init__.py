@@ -16,8 +16,6 @@ env defined earlier.
 
 from __future__ import annotations
 
-from importlib import resources
-
 from pydantic import Field
 
 from codestudio.blockapi import Block
@@ -26,10 +24,6 @@ from codestudio.types import ContainerPath, Port, RelativePath
 
 DEFAULT_VERSION = "6.31.0"
 HOME = "/opt/codestudio/gradio"
-
-
-def _file(name: str) -> bytes:
-    return resources.files(__package__).joinpath("files", name).read_bytes()
 
 
 class GradioParams(WebAppParams):
@@ -53,11 +47,3 @@ class GradioBlock(WebAppBlock, Block):
     default_label = "Gradio"
     proxied_subpath = "/"
     probe_url = "${baseUrl}/config"
-
-    @property
-    def examples(self) -> dict[str, bytes]:
-        return {"app.py": _file("app.py")}
-
-    @property
-    def start_script(self) -> bytes:
-        return _file("start.sh")

@@ -1,53 +1,16 @@
 """Render-level tests of the gradio block."""
 
-import json
 import subprocess
-import textwrap
 from importlib import resources
-
-import pytest
-
-from codestudio.errors import TemplateError
-from codestudio.render import StudioContext, render_template
 
 FILES = resources.files("codestudio_gradio").joinpath("files")
 
 
-@pytest.fixture
-def render(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODESTUDIO_HOME", str(tmp_path / "home"))
-
-    def _render(blocks: str, studio=None):
-        path = tmp_path / "template.yaml"
-        path.write_text("id: t\nblocks:\n" + textwrap.indent(textwrap.dedent(blocks), "  "))
-        return render_template(path, studio)
-
-    return _render
-
-
-def test_defaults_own_env_webapp_and_starter_file(render):
-    r = render("- type: gradio\n")
-    install = r.state.groups[0].steps[0]
-    assert install.script.startswith("python3 -m venv /opt/codestudio/gradio\n")
-    assert "gradio==6.31.0" in install.script
-    doc = json.loads(r.runner_json)
-    (ep,) = doc["entrypoints"]
-    assert ep["command"] == [
-        "/opt/codestudio/gradio/start.sh",
-        "/opt/codestudio/gradio/bin/python",
-        "/home/codestudio/workspace/code_studio-versioned/gradio/app.py",
-        "7860",
-        "${DKU_CODE_STUDIO_BROWSER_PATH_7860}",
-    ]
-    # Gradio is told its root path; the gateway strips the prefix.
-    assert ep["launch_in_webapp"] and ep["proxied_subpath"] == "/" and ep["label"] == "Gradio"
-    assert doc["probe"] == {"kind": "http", "port": 7860, "url": "${baseUrl}/config"}
-    assert "path: /config\n" in render("- type: gradio\n", StudioContext("P", "s")).kubernetes_yaml
-    ((_, starter),) = r.state.starter_files
-    assert (starter.zone, starter.path) == ("code_studio-versioned", "gradio/app.py")
-    assert starter.content == FILES.joinpath("app.py").read_bytes()
-    dests = [getattr(s, "dest", None) for s in r.state.groups[0].steps]
-    assert "/opt/codestudio/gradio/restart_on_change.py" in dests and "/opt/codestudio/gradio/example/app.py" in dests
+def test_renders_as_a_webapp_block(codestudio_webapp_block):
+    # Gradio is told its root path; the gateway strips the prefix (so the Kubernetes probe path is bare).
+    codestudio_webapp_block("gradio", files=FILES, port=7860, version="6.31.0", app="gradio/app.py",
+                            starter={"gradio/app.py": "app.py"}, label="Gradio", proxied_subpath="/",
+                            probe="/config", kubernetes_probe="/config")
 
 
 def test_example_app_and_start_script_are_valid():
@@ -56,34 +19,3 @@ def test_example_app_and_start_script_are_valid():
     text = FILES.joinpath("start.sh").read_text()
     for word in ('GRADIO_ROOT_PATH="$root"', "GRADIO_SERVER_NAME=0.0.0.0", 'GRADIO_SERVER_PORT="$port"', "restart_on_change.py"):
         assert word in text
-
-
-def test_code_env_defined_before_gets_gradio(render):
-    r = render(
-        """
-        - {type: codeenv, name: py, packages: [pandas==2.2.3]}
-        - {type: gradio, code_env: py, packages: [plotly]}
-        """
-    )
-    steps = r.state.groups[1].steps
-    assert not any("-m venv /opt/codestudio/gradio" in (getattr(s, "script", "") or "") for s in steps)
-    assert any("install-python /opt/codestudio/code-envs/py/bin/python " in (getattr(s, "script", "") or "")
-               and "gradio==6.31.0" in s.script and "plotly" in s.script for s in steps)
-    assert json.loads(r.runner_json)["entrypoints"][0]["command"][1] == "/opt/codestudio/code-envs/py/bin/python"
-
-
-@pytest.mark.parametrize(
-    "blocks, expected",
-    [
-        ("- {type: gradio, code_env: nope}\n", ["blocks[0] (type: gradio)", "field 'code_env'", "no code env named 'nope'"]),
-        ("- {type: gradio, code_env: py}\n- {type: codeenv, name: py}\n",
-         ["blocks[0] (type: gradio)", "field 'code_env'", "defined by blocks[1] (type: codeenv), after this block"]),
-        ("- {type: gradio, version: 'not a version'}\n", ["field 'version'", "not a version number"]),
-        ("- {type: gradio, app: ../x.py}\n", ["field 'app'"]),
-    ],
-)
-def test_bad_input(render, blocks, expected):
-    with pytest.raises(TemplateError) as exc:
-        render(blocks)
-    for text in expected:
-        assert text in str(exc.value)

@@ -17,8 +17,6 @@ earlier.
 
 from __future__ import annotations
 
-from importlib import resources
-
 from pydantic import Field
 
 from codestudio.blockapi import Block
@@ -28,10 +26,6 @@ from codestudio.types import ContainerPath, Port, RelativePath
 DEFAULT_VERSION = "0.5.13"
 IPYKERNEL_VERSION = "7.4.0"
 HOME = "/opt/codestudio/voila"
-
-
-def _file(name: str) -> bytes:
-    return resources.files(__package__).joinpath("files", name).read_bytes()
 
 
 class VoilaParams(WebAppParams):
@@ -57,15 +51,8 @@ class VoilaBlock(WebAppBlock, Block):
     default_label = "Voila"
     proxied_subpath = "$request_uri"
     probe_url = "${baseUrl}/"
+    example_files = ("app.ipynb",)
     restart_on_change = False  # Voila runs the notebook afresh on each visit
-
-    @property
-    def examples(self) -> dict[str, bytes]:
-        return {"app.ipynb": _file("app.ipynb")}
-
-    @property
-    def start_script(self) -> bytes:
-        return _file("start.sh")
 
     def starter_paths(self, p) -> dict[str, str]:
         return {f"{p.app}/app.ipynb": "app.ipynb"}
