@@ -10,6 +10,9 @@
   carries the same inputs).
 - ``tiny_template``: writes a template file using ``tiny_base``.
 - ``image_cleanup``: removes the tags of templates a test built.
+- ``sync_studios``: studios on ``debian_base`` whose templates serve port 8080
+  and sync the mappings a test names, with their own gateway; every studio
+  is purged and the gateway stopped afterwards.
 
 Images live in the host's container storage (shared by buildah and podman),
 not in the per-test data dir, so everything a test builds is cleaned up by
@@ -20,10 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import subprocess
+import sys
 import textwrap
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -139,3 +146,96 @@ def tiny_template(tmp_path, tiny_base, image_cleanup):
         return path
 
     return write
+
+
+# --------------------------------------------------------------------------
+# Studios on the real base image that sync zones (tests/e2e/test_sync_studios.py, test_stop_recovery.py)
+
+SYNC_TEMPLATE = """\
+id: {id}
+base_image: {base}
+permissions: {{all: true}}
+blocks:
+  - type: entrypoint
+    label: Server
+    command: [python3, -m, http.server, "8080"]
+    port: 8080
+  - type: file-sync
+    mappings:
+{mappings}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SyncStudios:
+    """What :func:`sync_studios` gives a test: the user, the runtime's modules, template and CLI helpers."""
+
+    who: object
+    rts: ModuleType  # codestudio.runtime.studios
+    local: ModuleType  # codestudio.runtime.local
+    folder: Path
+    base: str
+    run: str
+    cleanup: object
+
+    def template(self, name: str, *mappings: str) -> str:
+        """Add a template ``<name>-<run>`` syncing ``mappings`` (YAML flow mappings); return its id."""
+        from codestudio.templates_store import add_template
+
+        template_id = f"{name}-{self.run}"
+        self.cleanup(template_id)
+        path = self.folder / f"{name}.yaml"
+        lines = "".join(f"      - {m}\n" for m in mappings)
+        path.write_text(SYNC_TEMPLATE.format(id=template_id, base=self.base, mappings=lines))
+        return add_template(self.who, path)[0].id
+
+    def project(self, key: str) -> None:
+        from codestudio.projects import create_project
+
+        create_project(self.who, key)
+
+    def pod(self, studio) -> str:
+        """The studio's pod under the local runtime."""
+        from codestudio.runtime.studios import pod_set_name
+
+        return self.local.pod_name(pod_set_name(studio))
+
+    def container(self, studio) -> str:
+        """The studio's main container under the local runtime."""
+        from codestudio.runtime.studios import pod_set_name
+
+        return self.local.container_name(pod_set_name(studio))
+
+    @staticmethod
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        """``codestudio ARGS`` in a new process (the test's environment: its data dir and gateway port)."""
+        return subprocess.run([sys.executable, "-m", "codestudio", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def sync_studios(tmp_path, debian_base, codestudio_home, monkeypatch, image_cleanup):
+    """Studios that sync zones, on the real base image (the runner and the sync agent need Python).
+
+    A gateway port of its own, the current user as the owner; afterwards
+    every studio is stopped and purged and the gateway stopped.
+    """
+    monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(_free_port()))
+    monkeypatch.delenv("CODESTUDIO_USER", raising=False)
+    from codestudio.access import identify
+    from codestudio.runtime import local
+    from codestudio.runtime import studios as rts
+
+    who = identify()
+    env = SyncStudios(who, rts, local, tmp_path, debian_base, uuid.uuid4().hex[:6], image_cleanup)
+    try:
+        yield env
+    finally:
+        for left in rts.list_studios():
+            rts.stop_studio(who, left.id, force=True, quiet=True)
+            rts.delete_studio(who, left.id, purge=True)
+        rts._gateway().stop()

@@ -12,51 +12,16 @@ and the second studio got the host's files at its start.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import uuid
 
 import pytest
 
 pytestmark = pytest.mark.e2e
 
 
-def _ctr(studio) -> str:
-    """The studio's main container under the local runtime."""
-    from codestudio.runtime import local
-    from codestudio.runtime.studios import pod_set_name
-
-    return local.container_name(pod_set_name(studio))
-
-RUN = uuid.uuid4().hex[:6]
-TEMPLATE = """\
-id: {id}
-base_image: {base}
-permissions: {{all: true}}
-blocks:
-  - type: entrypoint
-    label: Server
-    command: [python3, -m, http.server, "8080"]
-    port: 8080
-  - type: file-sync
-    mappings:
-      - {mapping}
-"""
 WHOLE = "{zone: project-lib-resources}"
 DATA_TARGET = "/home/codestudio/workspace/lib-data"
 DATA = "{zone: project-lib-resources, subfolder: data, target: " + DATA_TARGET + "}"
 LIB_TARGET = "/home/codestudio/workspace/project-lib-resources"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "codestudio", *args], capture_output=True, text=True, timeout=600)
 
 
 def _escaping_links(zone) -> list[str]:
@@ -72,34 +37,13 @@ def _escaping_links(zone) -> list[str]:
 
 
 @pytest.fixture
-def project(tmp_path, debian_base, codestudio_home, monkeypatch, image_cleanup):
-    monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(_free_port()))
-    monkeypatch.delenv("CODESTUDIO_USER", raising=False)
-    from codestudio.access import identify
-    from codestudio.projects import create_project
-    from codestudio.runtime import local
-    from codestudio.runtime import studios as rts
-    from codestudio.templates_store import add_template
-
-    who = identify()
-    ids = {}
-    for name, mapping in (("whole", WHOLE), ("data", DATA)):
-        template_id = f"chain-{name}-{RUN}"
-        image_cleanup(template_id)
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(TEMPLATE.format(id=template_id, base=debian_base, mapping=mapping))
-        ids[name] = add_template(who, path)[0].id
-    create_project(who, "LEAKS")
-    try:
-        yield {"who": who, "rts": rts, "local": local, "templates": ids}
-    finally:
-        for left in rts.list_studios():
-            rts.stop_studio(who, left.id, force=True, quiet=True)
-            rts.delete_studio(who, left.id, purge=True)
-        rts._gateway().stop()
+def project(sync_studios):
+    ids = {name: sync_studios.template(f"chain-{name}", mapping) for name, mapping in (("whole", WHOLE), ("data", DATA))}
+    sync_studios.project("LEAKS")
+    return {"who": sync_studios.who, "rts": sync_studios.rts, "local": sync_studios.local, "templates": ids}
 
 
-def test_symlink_chain_in_one_studio_gives_another_nothing_of_the_host(project, tmp_path):
+def test_symlink_chain_in_one_studio_gives_another_nothing_of_the_host(project, sync_studios, tmp_path):
     from codestudio.sync import zone_dir
 
     rts, local, who = project["rts"], project["local"], project["who"]
@@ -113,9 +57,9 @@ def test_symlink_chain_in_one_studio_gives_another_nothing_of_the_host(project, 
     depth = len(os.path.realpath(zone).strip("/").split("/"))
     chain = ["ln -s . l0", *(f"ln -s l{i - 1}/.. l{i}" for i in range(1, depth + 1)),
              f"ln -s l{depth}/{str(host).lstrip('/')} data", "echo ok > fine.txt"]
-    proc = local.exec_run(_ctr(first), ["sh", "-c", f"cd {LIB_TARGET} && " + " && ".join(chain)])
+    proc = local.exec_run(sync_studios.container(first), ["sh", "-c", f"cd {LIB_TARGET} && " + " && ".join(chain)])
     assert proc.returncode == 0, proc.stderr
-    result = _cli("studio", "sync", first.id)
+    result = sync_studios.cli("studio", "sync", first.id)
     # Refused and reported: each link leaving the mapping is named with the reason.
     assert "l1 (studio): symlink to 'l0/..' resolves outside the mapping" in result.stdout + result.stderr
     assert "data (studio)" in result.stdout + result.stderr
@@ -123,11 +67,11 @@ def test_symlink_chain_in_one_studio_gives_another_nothing_of_the_host(project, 
 
     second = rts.start_studio(who, rts.create_studio(who, "LEAKS", "second", project["templates"]["data"]).id,
                               timeout=120, quiet=True)
-    listing = local.exec_run(_ctr(second), ["sh", "-c", f"mkdir -p {DATA_TARGET} && ls -A {DATA_TARGET}"])
+    listing = local.exec_run(sync_studios.container(second), ["sh", "-c", f"mkdir -p {DATA_TARGET} && ls -A {DATA_TARGET}"])
     assert listing.returncode == 0 and "secret.txt" not in listing.stdout
-    proc = local.exec_run(_ctr(second), ["sh", "-c", f"echo planted > {DATA_TARGET}/planted.txt"])
+    proc = local.exec_run(sync_studios.container(second), ["sh", "-c", f"echo planted > {DATA_TARGET}/planted.txt"])
     assert proc.returncode == 0, proc.stderr
-    result = _cli("studio", "sync", second.id)
+    result = sync_studios.cli("studio", "sync", second.id)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(host)) == ["secret.txt"]
     # The second studio's file went where its mapping says: a real folder inside the zone.
@@ -145,34 +89,13 @@ VDATA = "{zone: project-lib-versioned, subfolder: data, target: " + VDATA_TARGET
 
 
 @pytest.fixture
-def git_project(tmp_path, debian_base, codestudio_home, monkeypatch, image_cleanup):
-    monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(_free_port()))
-    monkeypatch.delenv("CODESTUDIO_USER", raising=False)
-    from codestudio.access import identify
-    from codestudio.projects import create_project
-    from codestudio.runtime import local
-    from codestudio.runtime import studios as rts
-    from codestudio.templates_store import add_template
-
-    who = identify()
-    ids = {}
-    for name, mapping in (("vwhole", VWHOLE), ("vdata", VDATA)):
-        template_id = f"git-{name}-{RUN}"
-        image_cleanup(template_id)
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(TEMPLATE.format(id=template_id, base=debian_base, mapping=mapping))
-        ids[name] = add_template(who, path)[0].id
-    create_project(who, "GITDIR")
-    try:
-        yield {"who": who, "rts": rts, "local": local, "templates": ids}
-    finally:
-        for left in rts.list_studios():
-            rts.stop_studio(who, left.id, force=True, quiet=True)
-            rts.delete_studio(who, left.id, purge=True)
-        rts._gateway().stop()
+def git_project(sync_studios):
+    ids = {name: sync_studios.template(f"git-{name}", mapping) for name, mapping in (("vwhole", VWHOLE), ("vdata", VDATA))}
+    sync_studios.project("GITDIR")
+    return {"who": sync_studios.who, "rts": sync_studios.rts, "local": sync_studios.local, "templates": ids}
 
 
-def test_link_to_git_never_makes_the_zone_repository_a_mapping_folder(git_project, tmp_path):
+def test_link_to_git_never_makes_the_zone_repository_a_mapping_folder(git_project, sync_studios, tmp_path):
     from codestudio.sync import zone_dir
 
     rts, local, who = git_project["rts"], git_project["local"], git_project["who"]
@@ -184,9 +107,9 @@ def test_link_to_git_never_makes_the_zone_repository_a_mapping_folder(git_projec
                               timeout=120, quiet=True)
     zone = zone_dir("project-lib-versioned", studio_id=first.id, project_key="GITDIR", user=first.owner)
     os.rmdir(zone / "data")  # the empty folder the second studio's start made
-    proc = local.exec_run(_ctr(first), ["sh", "-c", f"cd {VLIB_TARGET} && ln -s .git data && echo ok > fine.txt"])
+    proc = local.exec_run(sync_studios.container(first), ["sh", "-c", f"cd {VLIB_TARGET} && ln -s .git data && echo ok > fine.txt"])
     assert proc.returncode == 0, proc.stderr
-    result = _cli("studio", "sync", first.id)
+    result = sync_studios.cli("studio", "sync", first.id)
     assert "data (studio)" in result.stdout + result.stderr and "'.git'" in result.stdout + result.stderr
     assert not os.path.lexists(zone / "data") and (zone / "fine.txt").read_text() == "ok\n"
 
@@ -197,16 +120,16 @@ def test_link_to_git_never_makes_the_zone_repository_a_mapping_folder(git_projec
     plant = (f"mkdir -p {VDATA_TARGET}/hooks && printf '[core]\\n\\tfsmonitor = touch {marker}\\n' > {VDATA_TARGET}/config"
              f" && printf '#!/bin/sh\\ntouch {marker}\\n' > {VDATA_TARGET}/hooks/post-commit"
              f" && chmod +x {VDATA_TARGET}/hooks/post-commit")
-    proc = local.exec_run(_ctr(second), ["sh", "-c", plant])
+    proc = local.exec_run(sync_studios.container(second), ["sh", "-c", plant])
     assert proc.returncode == 0, proc.stderr
-    result = _cli("studio", "sync", second.id)
+    result = sync_studios.cli("studio", "sync", second.id)
     assert result.returncode != 0 and "'.git'" in result.stdout + result.stderr
     assert (zone / ".git" / "config").read_text() == config_before
     assert not (zone / ".git" / "hooks" / "post-commit").exists()
 
     # The engine's next commit of the zone runs nothing.
-    proc = local.exec_run(_ctr(first), ["sh", "-c", f"echo more > {VLIB_TARGET}/more.txt"])
+    proc = local.exec_run(sync_studios.container(first), ["sh", "-c", f"echo more > {VLIB_TARGET}/more.txt"])
     assert proc.returncode == 0, proc.stderr
-    _cli("studio", "sync", first.id)
+    sync_studios.cli("studio", "sync", first.id)
     assert (zone / "more.txt").read_text() == "more\n"
     assert not marker.exists()
