@@ -99,10 +99,10 @@ def sequential(port: int, request: bytes, n: int) -> list[float]:
     return out
 
 
-async def _concurrent(port: int, request: bytes, n: int, connections: int) -> float:
+async def _concurrent(port: int, requests: list[bytes], n: int, connections: int) -> float:
     remaining = n
 
-    async def worker() -> None:
+    async def worker(request: bytes) -> None:
         nonlocal remaining
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
@@ -118,12 +118,18 @@ async def _concurrent(port: int, request: bytes, n: int, connections: int) -> fl
             writer.close()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(connections)))
+    await asyncio.gather(*(worker(requests[i % len(requests)]) for i in range(connections)))
     return n / (time.perf_counter() - t0)
 
 
-def concurrent(port: int, request: bytes, n: int, connections: int) -> float:
-    return asyncio.run(_concurrent(port, request, n, connections))
+def concurrent(port: int, request: bytes | list[bytes], n: int, connections: int) -> float:
+    """Requests/s of n requests over ``connections`` keep-alive connections at once.
+
+    With a list of requests, connection i sends ``request[i % len(request)]``
+    (bench/webapps.py: one per replica, by cookie).
+    """
+    requests = [request] if isinstance(request, bytes) else list(request)
+    return asyncio.run(_concurrent(port, requests, n, connections))
 
 
 # --- main ----------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def measure(args) -> None:
             if not warm:
                 lat[name] += values
                 seq_time[name] += time.perf_counter() - t0
-            rate = _concurrent(port, reqs, count, args.connections)
+            rate = gwbench.concurrent(port, reqs, count, args.connections)
             if not warm:
                 rps[name].append(rate)
 
@@ -114,35 +114,6 @@ def measure(args) -> None:
             b.terminate()
             b.wait()
         tmp.cleanup()
-
-
-def _concurrent(port: int, requests: list[bytes], n: int, connections: int) -> float:
-    """Like bench/gateway.py's concurrent run, connection i sending requests[i % len]."""
-    import asyncio
-
-    async def go() -> float:
-        remaining = n
-
-        async def worker(req: bytes) -> None:
-            nonlocal remaining
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            try:
-                while remaining > 0:
-                    remaining -= 1
-                    writer.write(req)
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    if not head.startswith(b"HTTP/1.1 200"):
-                        raise RuntimeError(f"unexpected response: {head!r}")
-                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                    await reader.readexactly(length)
-            finally:
-                writer.close()
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(requests[i % len(requests)]) for i in range(connections)))
-        return n / (time.perf_counter() - t0)
-
-    return asyncio.run(go())
 
 
 def time_update(ref: str) -> None:
