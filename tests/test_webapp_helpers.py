@@ -1,4 +1,4 @@
-"""The engine's web-app helpers: restart_on_change.py and the code env rule."""
+"""The engine's web-app helpers: restart_on_change.py, the code env rule, WebAppBlock's package files."""
 
 from __future__ import annotations
 
@@ -45,3 +45,27 @@ def test_restart_on_change_restarts_the_app_on_an_edit_and_survives_a_crash(tmp_
     finally:
         proc.terminate()
         assert proc.wait(20) != 0
+
+
+def test_a_webapp_block_reads_its_example_and_start_script_from_its_own_package(tmp_path, monkeypatch):
+    """From the package a WebAppBlock class is defined in, also when that is a submodule of it."""
+    import importlib
+
+    pkg = tmp_path / "acme_webapp"
+    (pkg / "files").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "block.py").write_text(
+        "from codestudio.blockhelpers import WebAppBlock\n\n"
+        "class AcmeBlock(WebAppBlock):\n    example_files = ('main.py', 'data.csv')\n"
+    )
+    (pkg / "files" / "main.py").write_text("print('hi')\n")
+    (pkg / "files" / "data.csv").write_text("a,b\n")
+    (pkg / "files" / "start.sh").write_text("#!/bin/sh\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        block = importlib.import_module("acme_webapp.block").AcmeBlock()
+        assert block.examples == {"main.py": b"print('hi')\n", "data.csv": b"a,b\n"}
+        assert block.start_script == b"#!/bin/sh\n"
+    finally:
+        for name in ("acme_webapp.block", "acme_webapp"):
+            sys.modules.pop(name, None)
