@@ -321,3 +321,206 @@ def test_port_forward_mode_gives_each_replica_its_own_forward_and_a_removed_one_
 
         stop_forwards(rt, spec.name, workdir=rt._workdir(spec.name))
         rt.cluster.close()
+
+
+# --------------------------------------------------------------------------
+# `webapp update` and the port-forward mode through the whole lifecycle
+
+
+class _LiveGuards:
+    """A stand-in guard per pod address that answers only while its pod exists and runs in the emulator.
+
+    A request for ``/web-apps-backends/PROJ/app_<pod>/...`` is answered 200 by
+    the guard at that pod's address (``kubelet.pod_ip_of``) when the pod is
+    running; anything else (a pod deleted, another pod's address) is 503. So a
+    request the gateway routes to a pod already removed fails, as it would
+    against a real cluster. ``seen`` lists (guard address, path) of every request.
+    """
+
+    def __init__(self, emu, addresses):
+        import http.server
+        import re
+        import threading
+
+        self.emu, self.seen, self.servers = emu, [], []
+        guards = self
+
+        class Guard(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                host = self.server.server_address[0]
+                guards.seen.append((host, self.path))
+                m = re.match(r"^/web-apps-backends/PROJ/app_([a-z0-9-]+)/", self.path)
+                ok = m is not None and guards.running(m.group(1)) == host
+                self.send_response(200 if ok else 503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        for address in addresses:
+            server = http.server.ThreadingHTTPServer(address, Guard)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.servers.append(server)
+        self.kubelet = None
+
+    def running(self, pod: str) -> str | None:
+        """The IP of ``pod`` when it exists and runs, else None."""
+        for p in self.emu.objects("pods", NS):
+            if p["metadata"]["name"] == pod and (p.get("status") or {}).get("phase") == "Running":
+                return self.kubelet.pod_ip_of(pod) if self.kubelet else "127.0.0.1"
+        return None
+
+    def close(self):
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+class _RecordingGateway:
+    """Wraps the fake gateway's apply: each applied config's webapp replicas, and every pod removal
+    with the number of configs applied before it (what nginx would have been serving then)."""
+
+    def __init__(self, fake_runtime, emu):
+        from codestudio.webapps.routes import webapp_routes
+
+        self.applied: list[dict[str, bool]] = []  # pod -> ready, per apply
+        self.removed: list[tuple[str, int]] = []
+        gateway = fake_runtime.gateway
+        original_apply = gateway.apply
+
+        def apply(studios=None):
+            result = original_apply(studios)
+            routes = [r for r in webapp_routes() if r.webapp_id == "app"]
+            self.applied.append({r.pod_name: r.ready for r in routes[0].replicas} if routes else {})
+            return result
+
+        gateway.apply = apply
+        original_remove = emu.emulator.remove
+
+        def remove(rkey, namespace, name):
+            if rkey[2] == "pods":
+                self.removed.append((name, len(self.applied)))
+            return original_remove(rkey, namespace, name)
+
+        emu.emulator.remove = remove
+
+    def serving(self, index: int | None = None) -> dict[str, bool]:
+        if index is None:
+            index = len(self.applied)
+        return self.applied[index - 1] if index else {}
+
+
+def _kube_runtime(emu, tmp_path, mode: str):
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = emu.url
+    settings = RuntimeSettings("kubernetes", None, NS, "registry.example.com", None, mode)
+    return _ExecHere(settings, cluster=Cluster(context=None, namespace=NS, api_client=client.ApiClient(cfg)),
+                     pusher=lambda image: DIGEST, progress=lambda line: None, start_timeout=20,
+                     folder=tmp_path / "pods")
+
+
+def _wait_status(who, key, done, what: str):
+    """``status(who, key)`` until ``done(rows)``; each call is a reconcile, as the supervisor's."""
+    from codestudio.webapps import status
+
+    deadline = time.monotonic() + 30
+    rows = status(who, key)["replicas_detail"]
+    while not done(rows):
+        assert time.monotonic() < deadline, f"{what}: {rows}"
+        time.sleep(0.2)
+        rows = status(who, key)["replicas_detail"]
+    return rows
+
+
+def test_update_on_kubernetes_routes_each_new_replica_before_an_old_one_goes_and_no_request_fails(
+        who, fake_runtime, emu, tmp_path):
+    """The rolling update on the Kubernetes runtime: a new pod is ready and in the applied gateway config
+    before an old pod is drained from it, and no old pod is deleted while an applied config still routes
+    to it. A load loop sends requests as nginx would (to the ready replicas of the last applied config);
+    the stand-in guards answer only for pods that still run, so a request routed to a removed pod fails."""
+    import threading
+    import urllib.request
+
+    from codestudio.runtime.current import use_runtime
+    from codestudio.store import Store
+    from codestudio.webapps import publish, records, update
+
+    guards = _LiveGuards(emu, [(f"{POD_NET}{last}", GUARD_PORT) for last in range(1, 9)])
+    rt = _kube_runtime(emu, tmp_path, "in-cluster")
+    gw = _RecordingGateway(fake_runtime, emu)
+    try:
+        with use_runtime(rt), StandInKubelet(emu, NS, pod_ip=f"{POD_NET}1") as kubelet:
+            guards.kubelet = kubelet
+            w = publish(who, "PROJ", "app", "wa-k8s", replicas=2, quiet=True)
+            old = {r.pod: r for r in records.replicas_of(Store.default(), w)}
+            (old_dep,) = [d["metadata"]["name"] for d in emu.objects("deployments", NS)]
+            assert len(old) == 2 and all(r.state == "ready" for r in old.values())
+
+            results: list[tuple[bool, str, int, int]] = []  # ok, pod, configs applied before, after
+            stop = threading.Event()
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+            def load():
+                while not stop.is_set():
+                    before = len(gw.applied)
+                    for pod, ready in gw.serving(before).items():
+                        if not ready:
+                            continue
+                        (row,) = [r for r in records.replicas_of(Store.default(), w) if r.pod == pod] or [None]
+                        if row is None:  # its row is gone: only in a config applied since
+                            results.append((False, pod, before, len(gw.applied)))
+                            continue
+                        host, port = row.endpoints[8080]
+                        req = urllib.request.Request(f"http://{host}:{port}/web-apps-backends/PROJ/app_{pod}/8080/",
+                                                     headers={"X-Codestudio-Guard": row.guard_secret})
+                        try:
+                            with opener.open(req, timeout=10) as resp:
+                                ok = resp.status == 200
+                        except OSError:
+                            ok = False
+                        results.append((ok, pod, before, len(gw.applied)))
+                    stop.wait(0.01)
+
+            thread = threading.Thread(target=load, daemon=True)
+            thread.start()
+            try:
+                w = update(who, w.key, quiet=True)
+            finally:
+                stop.set()
+                thread.join(30)
+
+            new = {r.pod: r for r in records.replicas_of(Store.default(), w)}
+            assert w.generation == 2 and len(new) == 2 and not set(new) & set(old)
+            assert all(r.generation == 2 and r.state == "ready" for r in new.values())
+            (dep,) = emu.objects("deployments", NS)
+            assert dep["metadata"]["name"] != old_dep and dep["spec"]["replicas"] == 2
+            assert sorted(p["metadata"]["name"] for p in emu.objects("pods", NS)) == sorted(new)
+            for pod in new:  # each new replica got the new generation's snapshot, then was released
+                assert (rt.folder / pod / "tmp" / ".codestudio-sync-done").exists()
+
+            # Every old pod was deleted only once the configs applied before no longer listed it,
+            # and with both replicas' worth of ready pods routed instead.
+            removals = [(pod, n) for pod, n in gw.removed if pod in old]
+            assert sorted(p for p, _ in removals) == sorted(old), gw.removed
+            for pod, n in removals:
+                serving = gw.serving(n)
+                assert pod not in serving, (pod, serving)
+                assert sum(serving.values()) >= 2, (pod, serving)
+            # And each config that dropped an old pod already routed a ready new one in its place.
+            for i in range(1, len(gw.applied)):
+                dropped = [p for p in gw.applied[i - 1] if p in old and p not in gw.applied[i]]
+                if dropped:
+                    ready_new = [p for p, ready in gw.applied[i].items() if ready and p in new]
+                    assert ready_new and sum(gw.applied[i].values()) >= 2, (dropped, gw.applied[i])
+
+            # No request to a replica of the config nginx was serving failed (the config was still
+            # the latest when the answer came back: a pod removed while routed would fail here).
+            served = [(ok, pod) for ok, pod, before, after in results if before == after]
+            assert {pod for ok, pod in served if ok} & set(old), "the load loop never reached an old replica"
+            assert [x for x in served if not x[0]] == [], [x for x in served if not x[0]][:5]
+            assert {pod for ok, pod in served if ok} & set(new), "the load loop never reached a new replica"
+    finally:
+        guards.close()
