@@ -524,3 +524,221 @@ def test_update_on_kubernetes_routes_each_new_replica_before_an_old_one_goes_and
             assert {pod for ok, pod in served if ok} & set(new), "the load loop never reached a new replica"
     finally:
         guards.close()
+
+
+class _PodGuards:
+    """The stand-in's port-forward targets: one stand-in guard per pod, on its own loopback port, made
+    when the pod is first forwarded to. Each answers 200 only for its own pod's prefix while that pod
+    runs in the emulator; ``seen`` lists (guard's pod, path) of every request."""
+
+    def __init__(self, emu):
+        self.emu, self.seen, self.servers, self.ports = emu, [], [], {}
+
+    def running(self, pod: str) -> bool:
+        return any(p["metadata"]["name"] == pod and (p.get("status") or {}).get("phase") == "Running"
+                   for p in self.emu.objects("pods", NS))
+
+    def get(self, key, default=None):  # StandIn.forwards.get((pod, pod port))
+        import http.server
+        import threading
+
+        pod, port = key
+        if port != GUARD_PORT:
+            return default
+        if pod not in self.ports:
+            guards = self
+
+            class Guard(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):  # noqa: N802
+                    guards.seen.append((pod, self.path))
+                    ok = self.path.startswith(f"/web-apps-backends/PROJ/app_{pod}/") and guards.running(pod)
+                    self.send_response(200 if ok else 503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+                def log_message(self, *a):
+                    pass
+
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Guard)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.servers.append(server)
+            self.ports[pod] = server.server_address[1]
+        return self.ports[pod]
+
+    def close(self):
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+def _forward_standin(emu, guards):
+    """The loopback exec/port-forward stand-in, forwarding to ``guards``; a plain GET of the pod list
+    (what a forwarder asks when its pod is gone) is answered from the emulator."""
+    import urllib.request
+    from http import HTTPStatus
+    from urllib.parse import urlsplit
+
+    from kube_exec_standin import StandIn
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    class Pods(dict):
+        def __contains__(self, pod):
+            return guards.running(pod)
+
+    class ForwardStandIn(StandIn):
+        def _check(self, connection, request):
+            path = urlsplit(request.path)
+            if path.path == f"/api/v1/namespaces/{NS}/pods" and "upgrade" not in request.headers.get("Connection", "").lower():
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                with opener.open(f"{emu.url}{request.path}", timeout=10) as resp:
+                    body = resp.read()
+                headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+                return Response(200, HTTPStatus(200).phrase, headers, body)
+            return super()._check(connection, request)
+
+    standin = ForwardStandIn({}, namespace=NS, token="test-token")
+    standin.pods = Pods()
+    standin.forwards = guards
+    return standin
+
+
+def _forwarders(data_dir) -> dict[str, int]:
+    """Forwarder processes of this data dir that run: pod -> pid (from /proc: leaked ones count too)."""
+    import os
+    from pathlib import Path
+
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"codestudio.runtime.kubernetes.portforward" in argv and any(str(data_dir).encode() in a for a in argv):
+            out[argv[argv.index(b"--pod") + 1].decode()] = int(entry)
+    return out
+
+
+def test_port_forward_mode_through_the_whole_webapp_lifecycle(who, fake_runtime, emu, tmp_path, monkeypatch):
+    """publish 2, status, scale 3 then 1, a replica replaced, update, stop, start, delete -- in port-forward
+    mode: every replica is reached (the engine's probes included) through its own forwarder process on
+    loopback, relayed by the stand-in's port-forward websocket to that pod's stand-in guard; there is one
+    forwarder per pod, and it ends when its pod leaves. A replica's forwarder never re-points to another
+    pod of the pod set (that pod's own prefix would be served by the wrong replica)."""
+    import http.client
+
+    import yaml
+
+    from codestudio.home import data_dir
+    from codestudio.runtime.current import use_runtime
+    from codestudio.store import Store
+    from codestudio.webapps import delete, publish, records, scale, start, stop, update
+    from codestudio.webapps.routes import webapp_routes
+
+    guards = _PodGuards(emu)
+    standin = _forward_standin(emu, guards)
+    # The forwarder processes talk to the stand-in (port-forward websockets, the pod list); the engine's
+    # own API calls go to the emulator.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": standin.host}}],
+        "users": [{"name": "u", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "u", "namespace": NS}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    rt = _kube_runtime(emu, tmp_path, "port-forward")
+    home = data_dir()
+
+    def pods_now() -> set[str]:
+        return {p["metadata"]["name"] for p in emu.objects("pods", NS)}
+
+    def check_one_forwarder_per_pod(w):
+        """Routes, rows and processes agree: each replica's ports on loopback, its own forwarder."""
+        rows = records.replicas_of(Store.default(), w)
+        assert {r.pod for r in rows} == pods_now()
+        running = _forwarders(home)
+        assert set(running) == pods_now(), (running, pods_now())
+        assert len(set(running.values())) == len(running)
+        [routes] = [r for r in webapp_routes() if r.webapp_id == "app"]
+        ports = {r.pod_name: {(p.upstream_host, p.upstream_port) for p in r.ports} for r in routes.replicas}
+        assert set(ports) == pods_now()
+        assert {h for addresses in ports.values() for h, _ in addresses} == {"127.0.0.1"}
+        every = [a for addresses in ports.values() for a in addresses]
+        assert len(every) == len(set(every)), "two replicas share a forwarded port"
+        for r in rows:
+            assert ports[r.pod] == {tuple(r.endpoints[8080])}
+            # Through the replica's forwarder: its own guard answers (the stand-in relayed to that pod).
+            assert _through(r.endpoints[8080], r.pod, r.guard_secret) == 200
+            assert (r.pod, f"/web-apps-backends/PROJ/app_{r.pod}/8080/") in guards.seen
+
+    def _through(endpoint, pod, secret) -> int:
+        conn = http.client.HTTPConnection(*endpoint, timeout=10)
+        try:
+            conn.request("GET", f"/web-apps-backends/PROJ/app_{pod}/8080/", headers={"X-Codestudio-Guard": secret})
+            return conn.getresponse().status
+        except (OSError, http.client.HTTPException):
+            return 0
+        finally:
+            conn.close()
+
+    try:
+        with use_runtime(rt), StandInKubelet(emu, NS, pod_ip="10.1.0.1"):
+            w = publish(who, "PROJ", "app", "wa-k8s", replicas=2, quiet=True)
+            rows = _wait_status(who, w.key, lambda rows: len(rows) == 2, "publish")
+            assert [r["state"] for r in rows] == ["ready", "ready"]
+            # The engine's probes went through each pod's forwarder to that pod's guard.
+            for r in rows:
+                assert (r["pod"], f"/web-apps-backends/PROJ/app_{r['pod']}/8080/health") in guards.seen
+            check_one_forwarder_per_pod(w)
+
+            scale(who, w.key, 3, quiet=True)
+            check_one_forwarder_per_pod(w)
+            three = dict(_forwarders(home))
+            scale(who, w.key, 1, quiet=True)
+            check_one_forwarder_per_pod(w)
+            (left,) = pods_now()
+            assert not set(three) - {left} & set(_forwarders(home))
+
+            # A replica replaced: the gone pod's forwarder ends at the next reconcile; before that, a
+            # connection to it is refused, never relayed to another pod of the pod set.
+            (row,) = records.replicas_of(Store.default(), w)
+            scale(who, w.key, 2, quiet=True)
+            (other,) = pods_now() - {left}
+            emu.run(emu.emulator.remove, ("", "v1", "pods"), NS, left)
+            seen_before = len(guards.seen)
+            assert _through(row.endpoints[8080], left, row.guard_secret) != 200
+            assert [s for s in guards.seen[seen_before:] if s[0] != left] == [], \
+                "the gone replica's forwarder relayed to another pod"
+            _wait_status(who, w.key, lambda rows: len(rows) == 2 and left not in {r["pod"] for r in rows}
+                         and all(r["state"] == "ready" for r in rows), "replacement")
+            assert left not in _forwarders(home)
+            check_one_forwarder_per_pod(w)
+            assert other in pods_now()
+
+            before = set(pods_now())
+            w = update(who, w.key, quiet=True)
+            assert w.generation == 2 and not before & pods_now() and len(pods_now()) == 2
+            check_one_forwarder_per_pod(w)
+
+            stop(who, w.key)
+            assert pods_now() == set() and _forwarders(home) == {}
+            w = start(who, w.key, quiet=True)
+            assert len(pods_now()) == 2
+            check_one_forwarder_per_pod(w)
+
+            delete(who, w.key)
+            assert pods_now() == set() and _forwarders(home) == {}
+            for plural in ("deployments", "services", "networkpolicies", "secrets"):
+                assert emu.objects(plural, NS) == [], plural
+            assert not list((home / "runtime" / "kubernetes").rglob("forward-*.json"))
+    finally:
+        import os
+        import signal
+
+        for pid in _forwarders(home).values():
+            os.kill(pid, signal.SIGKILL)
+        standin.close()
+        guards.close()
+        rt.cluster.close()

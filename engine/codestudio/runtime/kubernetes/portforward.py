@@ -16,8 +16,11 @@ the port number as two little-endian bytes).
   (the websocket protocol carries one stream per port), so a dropped one
   (an API server restart, a network blip, an idle timeout of a proxy) costs
   only that connection; the next one opens a fresh websocket. When the pod
-  is gone (404), the forwarder looks up the pod set's current pod by its
-  label and forwards there. A forwarder process that died (a reboot) is
+  is gone (404), a studio's forwarder looks up the pod set's current pod by
+  its label and forwards there; a webapp replica's forwarder does not (each
+  replica has its own prefix: another replica must not answer for it), it
+  refuses the connection until the engine ends it with its pod
+  (``follow=False``). A forwarder process that died (a reboot) is
   started again on the same local ports by :func:`ensure_forwards`, so the
   gateway's upstreams stay valid.
 - Connections and handshakes time out (:data:`~.exec.CONNECT_TIMEOUT`), open
@@ -240,8 +243,10 @@ def _free_ports(count: int) -> list[int]:
     return out
 
 
-def _spawn(runtime, podset: str, pod: str, mapping: dict[int, tuple[int, int]], workdir: Path) -> dict:
-    """Start a forwarder process for ``pod``; ``mapping``: server port -> (pod port, local port)."""
+def _spawn(runtime, podset: str, pod: str, mapping: dict[int, tuple[int, int]], workdir: Path, *,
+           follow: bool = True) -> dict:
+    """Start a forwarder process for ``pod``; ``mapping``: server port -> (pod port, local port);
+    ``follow``: forward to the pod set's current pod once ``pod`` is gone."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = _state_file(workdir, pod)
@@ -251,6 +256,8 @@ def _spawn(runtime, podset: str, pod: str, mapping: dict[int, tuple[int, int]], 
             "--pod", pod, "--podset", podset, "--state", str(state)]
     if getattr(settings, "context", None):
         argv += ["--context", settings.context]
+    if not follow:
+        argv.append("--no-follow")
     for server, (remote, local) in sorted(mapping.items()):
         argv += ["--map", f"{server}:{remote}:{local}"]
     log = open(workdir / f"forward-{pod}.log", "ab")
@@ -275,12 +282,15 @@ def _spawn(runtime, podset: str, pod: str, mapping: dict[int, tuple[int, int]], 
     raise RuntimeFailure(f"the port-forward for pod {pod} did not listen within {START_TIMEOUT:g}s")
 
 
-def forward_ports(runtime, pod: str, ports: Mapping[int, int], *, workdir: Path) -> dict[int, int]:
+def forward_ports(runtime, pod: str, ports: Mapping[int, int], *, workdir: Path,
+                  follow: bool = True) -> dict[int, int]:
     """Keep a port-forward for each of ``pod``'s ports; return server port -> local loopback port.
 
     :param runtime: the Kubernetes runtime (its ``settings.context`` and ``namespace``).
     :param ports: server (entrypoint) port -> the pod port to reach (the guard's).
     :param workdir: the pod set's engine folder (state, logs).
+    :param follow: when ``pod`` is gone, forward to the pod set's current pod (a studio's
+        replacement); False for a webapp replica, which no other pod may answer for.
     """
     podset = Path(workdir).name
     current = _read(Path(workdir), pod)
@@ -288,7 +298,7 @@ def forward_ports(runtime, pod: str, ports: Mapping[int, int], *, workdir: Path)
         return {int(k): int(v[1]) for k, v in current["ports"].items()}
     locals_ = _free_ports(len(ports))
     mapping = {int(s): (int(r), l) for (s, r), l in zip(sorted(ports.items()), locals_, strict=True)}
-    doc = _spawn(runtime, podset, pod, mapping, Path(workdir))
+    doc = _spawn(runtime, podset, pod, mapping, Path(workdir), follow=follow)
     return {int(k): int(v[1]) for k, v in doc["ports"].items()}
 
 
@@ -306,7 +316,7 @@ def ensure_forwards(runtime, name: str, *, workdir: Path) -> list[str]:
         if _alive(doc.get("pid", -1)):
             continue
         mapping = {int(k): (int(v[0]), int(v[1])) for k, v in doc["ports"].items()}
-        _spawn(runtime, name, doc["pod"], mapping, Path(workdir))
+        _spawn(runtime, name, doc["pod"], mapping, Path(workdir), follow=doc.get("follow", True))
         restarted.append(doc["pod"])
     return restarted
 
@@ -360,6 +370,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", default=None)
     parser.add_argument("--state", required=True)
     parser.add_argument("--map", action="append", default=[], help="SERVER:POD_PORT:LOCAL_PORT")
+    parser.add_argument("--no-follow", action="store_true", help="never forward to another pod of the pod set")
     args = parser.parse_args(argv)
     from codestudio.runtime.kubernetes.client import Cluster
 
@@ -384,13 +395,15 @@ def _main(argv: list[str] | None = None) -> int:
         server, remote, local = (int(x) for x in item.split(":"))
         mapping[server] = (remote, local)
     forwarder = Forwarder(cluster.api.configuration, args.namespace, args.pod,
-                          {remote: local for remote, local in mapping.values()}, resolve=resolve, log=log)
+                          {remote: local for remote, local in mapping.values()},
+                          resolve=None if args.no_follow else resolve, log=log)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     signal.signal(signal.SIGINT, lambda *a: done.set())
     state = Path(args.state)
     tmp = state.with_name(f".{state.name}.{os.getpid()}")
     tmp.write_text(json.dumps({"pid": os.getpid(), "pod": args.pod, "podset": args.podset,
+                               "follow": not args.no_follow,
                                "ports": {str(s): [r, forwarder.local[r]] for s, (r, _l) in mapping.items()}}))
     os.replace(tmp, state)
     log(f"forwarding {', '.join(f'{LOOPBACK}:{forwarder.local[r]} -> {args.pod}:{r}' for r, _ in mapping.values())}")

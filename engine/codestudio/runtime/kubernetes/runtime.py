@@ -273,8 +273,9 @@ class KubernetesRuntime(Runtime):
                 raise RuntimeFailure(f"pod {pod['metadata']['name']} has no IP address yet")
             return {p: Endpoint(ip, guard[p]) for p in ports}
         portforward = _portforward()
+        # A replica's forwarder never follows to another pod: each replica is served at its own prefix.
         forwards = portforward.forward_ports(self, pod["metadata"]["name"], {p: guard[p] for p in ports},
-                                             workdir=self._workdir(name))
+                                             workdir=self._workdir(name), follow=not per_pod)
         return {p: Endpoint("127.0.0.1", local) for p, local in forwards.items()}
 
     def _fail_cleanup(self, spec: PodSetSpec, exc: BaseException) -> None:
