@@ -15,8 +15,11 @@ Rules (documented for users in docs/studios.md):
   template is granted to everybody (``*``), or it is granted to one of
   their groups.
 - A webapp is viewed by whom its share admits (:func:`may_view_webapp`): ``public``
-  anybody; otherwise its owner and admins, plus for ``users`` every user who is
-  not disabled, for ``group:G`` the members of G.
+  anybody; otherwise, among users who are not disabled, its owner and admins,
+  plus for ``users`` everybody, for ``group:G`` the members of G. A studio is
+  opened by its owner only, while not disabled and allowed in its project
+  (:func:`may_open_studio`). A change that takes someone out of those
+  audiences renews what they lost (:mod:`codestudio.revocation`).
 - A user's role in a project (``member`` or ``admin``) is the highest role
   granted to them or to one of their groups (:func:`project_role`). Creating,
   starting and syncing a studio's project zones need the studio owner to hold
@@ -169,14 +172,21 @@ def may_view_webapp(user: str, owner: str, share: str, *, admin: bool | None = N
     share = parse_share(share)
     if share == SHARE_PUBLIC:
         return True
+    if is_disabled(user, store=store):
+        return False  # owners and admins too: a disabled user gets no new link (docs/security.md)
     if user == owner or (admin if admin is not None else is_admin(user, store=store)):
         return True
-    if is_disabled(user, store=store):
-        return False
     if share == SHARE_USERS:
         return True
     group = share_group(share)
     return group is not None and group in groups_of(user, store=store)
+
+
+def may_open_studio(owner: str, project: str, *, store: Store | None = None) -> bool:
+    """Whether a studio's ``owner`` may reach it through the gateway now (get a link, keep its cookie):
+    not disabled, and allowed in its ``project`` (:func:`may_use_project`)."""
+    store = store or Store.default()
+    return not is_disabled(owner, store=store) and may_use_project(owner, project, store=store)
 
 
 def template_grants(template_id: str, *, store: Store | None = None) -> list[str]:
@@ -274,17 +284,26 @@ def add_admin(who: Identity, user: str, *, store: Store | None = None) -> bool:
         return conn.execute("INSERT OR IGNORE INTO admins (user) VALUES (?)", (user,)).rowcount > 0
 
 
+def _revoking(users, store: Store):
+    # Above this module (it reads studios and webapps); imported when a change may revoke access.
+    from codestudio.revocation import revoking
+
+    return revoking(users, store=store)
+
+
 def remove_admin(who: Identity, user: str, *, store: Store | None = None) -> bool:
+    """Remove ``user`` from the admins; what only an admin could open (others' webapps) is renewed."""
     require_admin(who, "remove admins")
     if user == "root":
         # is_admin() says yes for root whatever the table holds: "removed" would be a lie.
         raise UsageError("root is always an admin and cannot be removed")
     store = store or Store.default()
-    with store.connect() as conn:
-        others = conn.execute("SELECT COUNT(*) FROM admins WHERE user != ?", (user,)).fetchone()[0]
-        if others == 0:
-            raise UsageError(f"{user} is the last admin; add another admin first")
-        return conn.execute("DELETE FROM admins WHERE user = ?", (user,)).rowcount > 0
+    with _revoking({user}, store):
+        with store.connect() as conn:
+            others = conn.execute("SELECT COUNT(*) FROM admins WHERE user != ?", (user,)).fetchone()[0]
+            if others == 0:
+                raise UsageError(f"{user} is the last admin; add another admin first")
+            return conn.execute("DELETE FROM admins WHERE user = ?", (user,)).rowcount > 0
 
 
 def list_admins(*, store: Store | None = None) -> list[str]:
@@ -303,10 +322,13 @@ def add_member(who: Identity, group: str, user: str, *, store: Store | None = No
 
 
 def remove_member(who: Identity, group: str, user: str, *, store: Store | None = None) -> bool:
+    """Remove ``user`` from ``group``; every studio and webapp ``user`` could open only through it is
+    renewed at once (:mod:`codestudio.revocation`): their cookies and links stop working."""
     require_admin(who, "manage groups")
     store = store or Store.default()
-    with store.connect() as conn:
-        return conn.execute("DELETE FROM group_members WHERE grp = ? AND user = ?", (group, user)).rowcount > 0
+    with _revoking({user}, store):
+        with store.connect() as conn:
+            return conn.execute("DELETE FROM group_members WHERE grp = ? AND user = ?", (group, user)).rowcount > 0
 
 
 def list_members(group: str | None = None, *, store: Store | None = None) -> list[dict]:

@@ -236,7 +236,9 @@ def revoke(who: Identity, key: str, *, users=(), groups=(), store: Store | None 
     """Remove users'/groups' grants; each result says whether a grant was removed and any role still held.
 
     A running studio of a revoked user keeps running, but from now on it may
-    not sync the project's zones and cannot be started again (module docstring).
+    not sync the project's zones and cannot be started again (module docstring),
+    and its owner no longer reaches it: its cookie and links are renewed and no
+    new link is signed for them (:mod:`codestudio.revocation`).
     """
     store = store or Store.default()
     targets = _targets(users, groups)
@@ -245,8 +247,13 @@ def revoke(who: Identity, key: str, *, users=(), groups=(), store: Store | None 
     for kind, name in targets:
         if kind == "user" and name == project.owner:
             raise UsageError(f"{name} owns project {key}; the owner cannot be revoked (delete the project instead)")
+    from codestudio.revocation import revoking
+
     results = []
-    with store.connect() as conn:
+    with store.connect(write=False) as conn:  # whose studios may lose their member: every owner here
+        owners = {r["owner"] for r in conn.execute("SELECT owner FROM studios WHERE project = ?", (key,))}
+    # A studio whose owner is no longer allowed here stops admitting them at once (its cookie renewed).
+    with revoking(owners, store=store), store.connect() as conn:
         for kind, name in targets:
             removed = conn.execute("DELETE FROM project_members WHERE project = ? AND kind = ? AND name = ?",
                                    (key, kind, name)).rowcount > 0

@@ -12,7 +12,9 @@ server (``codestudio.server``); nothing here knows about HTTP.
 - A **personal API token** (``cst_<id>_<secret>``) is shown once; the DB
   keeps its sha256. Revoked tokens stop working at once.
 - A **disabled user** has every session and token revoked and can get no
-  new one until an admin enables them again.
+  new one until an admin enables them again; the cookies of their studios
+  and of the webapps they could view stop working at once
+  (:mod:`codestudio.revocation`).
 - Failed sign-ins are recorded per client address: more than
   :data:`MAX_FAILURES` in :data:`FAILURE_WINDOW` seconds and that client is
   refused (rate limit) until the window passes.
@@ -84,8 +86,11 @@ def disable_user(who: Identity, user: str, *, store: Store) -> dict:
     check_name("user", user)
     if user == who.name:
         raise UsageError("you cannot disable yourself")
+    from codestudio.revocation import revoking
+
     t = now()
-    with store.connect() as conn:
+    # Their studios' and the webapps' cookies they hold stop working too (codestudio.revocation).
+    with revoking({user}, store=store), store.connect() as conn:
         conn.execute("INSERT OR IGNORE INTO disabled_users (user, disabled_by, disabled_at) VALUES (?, ?, ?)", (user, who.name, t))
         sessions = conn.execute("UPDATE web_sessions SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL", (t, user)).rowcount
         tokens = conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL", (t, user)).rowcount
@@ -294,14 +299,26 @@ def token_user(token: str | None, *, store: Store) -> str | None:
 
 
 def set_sso_groups(user: str, groups: set[str], *, store: Store) -> None:
-    """Record the groups a trusted SSO proxy sent for ``user`` (they count for template grants)."""
+    """Record the groups a trusted SSO proxy sent for ``user`` (they count like state-DB memberships);
+    a group no longer sent renews what ``user`` could open only through it (:mod:`codestudio.revocation`)."""
     groups = {check_name("group", g) for g in groups}
-    with store.connect() as conn:
+    with store.connect(write=False) as conn:
         current = {r["grp"] for r in conn.execute("SELECT grp FROM sso_groups WHERE user = ?", (user,))}
-        if current == groups:
-            return
-        conn.execute("DELETE FROM sso_groups WHERE user = ?", (user,))
-        conn.executemany("INSERT INTO sso_groups (user, grp) VALUES (?, ?)", [(user, g) for g in sorted(groups)])
+    if current == groups:
+        return
+
+    def record() -> None:
+        with store.connect() as conn:
+            conn.execute("DELETE FROM sso_groups WHERE user = ?", (user,))
+            conn.executemany("INSERT INTO sso_groups (user, grp) VALUES (?, ?)", [(user, g) for g in sorted(groups)])
+
+    if current <= groups:
+        record()
+        return
+    from codestudio.revocation import revoking
+
+    with revoking({user}, store=store):  # a group the proxy no longer sends: what it opened is renewed
+        record()
 
 
 def identity_of(user: str, *, store: Store) -> Identity:

@@ -243,6 +243,11 @@ MIGRATIONS: list[str] = [
         FOREIGN KEY (project, webapp_id) REFERENCES webapps (project, id) ON DELETE CASCADE
     );
     """,
+    # 8: a studio's access epoch (codestudio.revocation): raised when its owner loses access, it
+    # changes the owner's cookie value and link key (not the pod's guard secret).
+    """
+    ALTER TABLE studios ADD COLUMN access_epoch INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

@@ -69,6 +69,8 @@ class StudioRoutes:
     ports: tuple[PortRoute, ...]
     actions: tuple[tuple[str, str], ...] = ()  # (name, label) for the landing page
     upstream_host: str = "127.0.0.1"
+    # Raised when the owner loses access (codestudio.revocation): a new cookie value and link key, same guard.
+    access_epoch: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.project_key, str) or not PROJECT_KEY_RE.match(self.project_key):
@@ -99,6 +101,8 @@ class StudioRoutes:
                 raise UsageError(f"gateway: studio {self.studio_id}: port {route.port} is listed twice")
             seen.add(route.port)
         _ip_literal(self.upstream_host, f"studio {self.studio_id} upstream_host")
+        if type(self.access_epoch) is not int or self.access_epoch < 0:
+            raise UsageError(f"gateway: studio {self.studio_id}: access_epoch must be a non-negative integer")
 
     @property
     def prefix(self) -> str:
@@ -108,12 +112,12 @@ class StudioRoutes:
     @property
     def cookie_value(self) -> str:
         """What the owner's cookie carries (derived, so the stored secret never leaves the engine)."""
-        return _derive(self, "cookie")
+        return _derive(self, "cookie", self.access_epoch)
 
     @property
     def link_key(self) -> str:
         """Key signing access URLs (nginx secure_link)."""
-        return _derive(self, "link")
+        return _derive(self, "link", self.access_epoch)
 
     @property
     def guard_secret(self) -> str:
@@ -121,10 +125,11 @@ class StudioRoutes:
         return _derive(self, "guard")
 
 
-def _derive(studio: StudioRoutes, purpose: str) -> str:
+def _derive(studio: StudioRoutes, purpose: str, epoch: int = 0) -> str:
     if studio.session_secret is None:
         raise UsageError(f"studio {studio.studio_id} has no session secret (render preview)")
-    msg = f"codestudio-{purpose}:{studio.project_key}/{studio.studio_id}".encode()
+    # Epoch 0 gives the values of before epochs existed; '#' is in no project key or studio id.
+    msg = f"codestudio-{purpose}:{studio.project_key}/{studio.studio_id}{f'#{epoch}' if epoch else ''}".encode()
     return hmac.digest(studio.session_secret.encode(), msg, "sha256").hex()
 
 

@@ -142,6 +142,7 @@ def access_url(who: Identity, ref: str, *, port: int | None = None, ttl: int | N
             f"studio {studio.id} belongs to {studio.owner}; only its owner gets an access URL"
             + (f" (as an admin: --user {studio.owner})" if who.is_admin else "")
         )
+    _require_open(studio, store)
     if studio.state not in (RUNNING, STARTING):
         raise UsageError(f"studio {studio.id} is {studio.state}; start it first: codestudio studio start {studio.id}")
     served = studio_routes_of(studio)
@@ -154,6 +155,16 @@ def access_url(who: Identity, ref: str, *, port: int | None = None, ttl: int | N
         _log("warning: the gateway is stopped, so this link does not answer yet; start it with "
              "`codestudio gateway start` (starting any studio also starts it)")
     return make_access_url(served, gw.settings.base_url, ttl or DEFAULT_TOKEN_TTL, port=port)
+
+
+def _require_open(studio, store: Store) -> None:
+    """Refuse a link to an owner who may not reach the studio now (disabled, or out of its project)."""
+    from codestudio.access import is_disabled, require_project_use
+
+    if is_disabled(studio.owner, store=store):
+        raise PermissionDenied(f"user {studio.owner} is disabled, so gets no link to studio {studio.id} "
+                               f"(an admin can enable them: codestudio login --user {studio.owner} --enable)")
+    require_project_use(studio.owner, studio.project, "open studios in it", store=store)
 
 
 # --------------------------------------------------------------------------

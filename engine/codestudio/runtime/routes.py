@@ -71,6 +71,7 @@ def running_studio_routes(store: Store | None = None) -> list:
                 ports=ports,
                 actions=tuple(tuple(a) for a in saved.get("actions", [])),
                 upstream_host=saved.get("upstream_host") or "127.0.0.1",
+                access_epoch=row["access_epoch"] or 0,
             )
         )
     return out

@@ -1,0 +1,101 @@
+"""Ending access at once when someone leaves the audience of a studio or a webapp (docs/security.md).
+
+The gateway admits a browser by a cookie it got for a signed link; it does
+not know who holds the cookie. So the engine decides who gets a link
+(:func:`codestudio.access.may_view_webapp`, :func:`codestudio.access.may_open_studio`),
+and when a change takes someone out of an audience, the cookies and links
+already handed out are made worthless:
+
+- a **webapp** gets a new session secret (its viewers' cookie value and link
+  key derive from it, like ``webapp share``); the viewers still admitted ask
+  for a new link, the removed one gets none;
+- a **studio** gets its access epoch raised (its owner's cookie value and link
+  key derive from the session secret and the epoch; the pod's guard secret
+  does not change, so the studio keeps running untouched).
+
+Then the gateway config is applied, and from that reload nginx refuses the
+old cookies and links. What counts as a change: a user removed from a group
+(``admin group remove``, ``DELETE /api/v1/groups/G/members/U``), groups
+a sign-in proxy sends shrinking, a user disabled (``logout --user U --disable``),
+an admin removed, a project grant revoked. Each of those runs inside
+:func:`revoking`, which compares what the users concerned may open before and
+after the change and renews exactly what they lost.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from codestudio.store import Store
+
+#: Studio states whose gateway routes exist (the ones a cookie can open).
+_SERVED = ("STARTING", "RUNNING")
+
+
+def reachable(users: Iterable[str], *, store: Store) -> set[tuple[str, str, str]]:
+    """What each of ``users`` may open through the gateway now: ``(user, "studio", id)`` for
+    their served studios, ``(user, "webapp", "PROJECT/ID")`` for the non-public webapps they may view."""
+    from codestudio.access import may_open_studio, may_view_webapp
+    from codestudio.gateway.webapps import SHARE_PUBLIC
+
+    users = set(users)
+    if not users:
+        return set()
+    with store.connect(write=False) as conn:
+        studios = conn.execute(
+            f"SELECT id, project, owner FROM studios WHERE state IN ({', '.join('?' * len(_SERVED))})", _SERVED
+        ).fetchall()
+        webapps = conn.execute("SELECT project, id, owner, share FROM webapps").fetchall()
+    out: set[tuple[str, str, str]] = set()
+    for row in studios:
+        if row["owner"] in users and may_open_studio(row["owner"], row["project"], store=store):
+            out.add((row["owner"], "studio", row["id"]))
+    for row in webapps:
+        if row["share"] == SHARE_PUBLIC:
+            continue  # nobody needs a cookie there: nothing to revoke
+        for user in users:
+            if may_view_webapp(user, row["owner"], row["share"], store=store):
+                out.add((user, "webapp", f"{row['project']}/{row['id']}"))
+    return out
+
+
+def renew(lost: Iterable[tuple[str, str, str]], *, store: Store) -> list[str]:
+    """Make every cookie and link of what was ``lost`` worthless, then apply the gateway; returns
+    the renewed studios and webapps (``"studio ID"``, ``"webapp P/ID"``)."""
+    from codestudio.gateway.config import new_session_secret
+
+    studios = sorted({key for _, kind, key in lost if kind == "studio"})
+    webapps = sorted({key for _, kind, key in lost if kind == "webapp"})
+    if not studios and not webapps:
+        return []
+    with store.connect() as conn:
+        for studio_id in studios:
+            conn.execute("UPDATE studios SET access_epoch = access_epoch + 1 WHERE id = ?", (studio_id,))
+        for key in webapps:
+            project, webapp_id = key.split("/", 1)
+            conn.execute("UPDATE webapps SET session_secret = ? WHERE project = ? AND id = ?",
+                         (new_session_secret(), project, webapp_id))
+    from codestudio.runtime.routes import apply_gateway_quietly
+
+    apply_gateway_quietly()
+    done = [f"studio {s}" for s in studios] + [f"webapp {w}" for w in webapps]
+    who = sorted({user for user, _, _ in lost})
+    print(f"note: access renewed for {', '.join(done)}: {', '.join(who)} may no longer open "
+          f"{'them' if len(done) > 1 else 'it'}; cookies and links handed out before stopped working "
+          "(viewers still admitted ask for a new link)", file=sys.stderr, flush=True)
+    return done
+
+
+@contextmanager
+def revoking(users: Iterable[str], *, store: Store) -> Iterator[None]:
+    """Around a change that may take ``users`` out of audiences: renew what they lost by it.
+
+    Nothing is renewed when the change raises (it did not happen).
+    """
+    users = set(users)
+    before = reachable(users, store=store)
+    yield
+    if before:
+        renew(before - reachable(users, store=store), store=store)
