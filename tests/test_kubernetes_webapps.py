@@ -742,3 +742,75 @@ def test_port_forward_mode_through_the_whole_webapp_lifecycle(who, fake_runtime,
         standin.close()
         guards.close()
         rt.cluster.close()
+
+
+def test_webapp_logs_and_the_supervisor_on_the_kubernetes_runtime(who, fake_runtime, emu, tmp_path):
+    """`webapp logs` reads one replica's log through the log API; a stop keeps each replica's log and
+    events; `webapp supervise` (one round) replaces a pod that went away and unroutes a replica whose
+    probe keeps failing, then routes it again once it passes."""
+    from click.testing import CliRunner
+
+    from codestudio.cli import make_cli
+    from codestudio.errors import NotFound
+    from codestudio.runtime.current import use_runtime
+    from codestudio.store import Store
+    from codestudio.webapps import records, stop
+    from codestudio.webapps.routes import webapp_routes
+    from codestudio.webapps.supervise import supervise
+
+    guards = _LiveGuards(emu, [(f"{POD_NET}{last}", GUARD_PORT) for last in range(1, 9)])
+    rt = _kube_runtime(emu, tmp_path, "in-cluster")
+    sick: set[str] = set()
+    running = guards.running
+    guards.running = lambda pod: None if pod in sick else running(pod)
+
+    def routed() -> dict[str, bool]:
+        routes = [r for r in webapp_routes() if r.webapp_id == "app"]
+        return {r.pod_name: r.ready for r in routes[0].replicas} if routes else {}
+
+    try:
+        with use_runtime(rt), StandInKubelet(emu, NS, pod_ip=f"{POD_NET}1") as kubelet:
+            guards.kubelet = kubelet
+            from codestudio.webapps import publish
+
+            w = publish(who, "PROJ", "app", "wa-k8s", replicas=2, quiet=True)
+            a, b = sorted(r.pod for r in records.replicas_of(Store.default(), w))
+            for pod in (a, b):
+                emu.run(emu.emulator.logs.__setitem__, (NS, pod), f"runner: starting\nserving as {pod}\n")
+            cli = make_cli()
+            result = CliRunner().invoke(cli, ["webapp", "logs", w.key, "--replica", b], obj={})
+            assert result.exit_code == 0, result.output
+            assert f"serving as {b}" in result.stdout and f"serving as {a}" not in result.stdout
+            result = CliRunner().invoke(cli, ["webapp", "logs", w.key, "--replica", "nope"], obj={})
+            assert isinstance(result.exception, NotFound) and "has no replica 'nope'" in str(result.exception)
+
+            # The supervisor: a pod gone is replaced (snapshot pushed, probed, routed).
+            emu.run(emu.emulator.remove, ("", "v1", "pods"), NS, a)
+            supervise(once=True)
+            rows = {r.pod: r for r in records.replicas_of(Store.default(), w)}
+            assert a not in rows and b in rows and len(rows) == 2, rows
+            (c,) = set(rows) - {b}
+            assert rows[c].state == "ready" and (rt.folder / c / "tmp" / ".codestudio-sync-done").exists()
+            assert routed() == {b: True, c: True}
+
+            # A replica whose probe keeps failing is unrouted (not-ready, with the probe's answer), then
+            # routed again when it passes; nothing else changes.
+            sick.add(b)
+            supervise(once=True)
+            rows = {r.pod: r for r in records.replicas_of(Store.default(), w)}
+            assert rows[b].state == "not-ready" and "503" in (rows[b].reason or ""), rows[b]
+            assert routed() == {b: False, c: True}
+            sick.clear()
+            supervise(once=True)
+            assert routed() == {b: True, c: True}
+            assert {p["metadata"]["name"] for p in emu.objects("pods", NS)} == {b, c}
+
+            # A stop keeps each replica's log and its events in the webapp's logs folder.
+            emu.run(emu.emulator.logs.__setitem__, (NS, b), f"runner: starting\nserving as {b}\n")
+            stop(who, w.key)
+            saved = {p.name: p.read_text() for p in w.logs_dir.glob("*.log")}
+            (kept,) = [text for name, text in saved.items() if name.endswith(f"-{b}.log")]
+            assert f"serving as {b}" in kept and f"# events (pod {b}, namespace {NS})" in kept
+            assert "Started" in kept
+    finally:
+        guards.close()

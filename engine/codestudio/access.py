@@ -33,6 +33,8 @@ import grp
 import os
 import pwd
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from codestudio.errors import NotFound, PermissionDenied, UsageError
@@ -189,6 +191,51 @@ def may_open_studio(owner: str, project: str, *, store: Store | None = None) -> 
     return not is_disabled(owner, store=store) and may_use_project(owner, project, store=store)
 
 
+#: Studio states whose gateway routes exist (the ones a cookie can open).
+_SERVED_STUDIOS = ("STARTING", "RUNNING")
+
+
+def reachable(users, *, store: Store) -> set[tuple[str, str, str]]:
+    """What each of ``users`` may open through the gateway now: ``(user, "studio", id)`` for their
+    served studios, ``(user, "webapp", "PROJECT/ID")`` for the non-public webapps they may view."""
+    from codestudio.gateway.webapps import SHARE_PUBLIC
+
+    users = set(users)
+    if not users:
+        return set()
+    with store.connect(write=False) as conn:
+        marks = ", ".join("?" * len(_SERVED_STUDIOS))
+        studios = conn.execute(f"SELECT id, project, owner FROM studios WHERE state IN ({marks})",
+                               _SERVED_STUDIOS).fetchall()
+        webapps = conn.execute("SELECT project, id, owner, share FROM webapps").fetchall()
+    out: set[tuple[str, str, str]] = set()
+    for row in studios:
+        if row["owner"] in users and may_open_studio(row["owner"], row["project"], store=store):
+            out.add((row["owner"], "studio", row["id"]))
+    for row in webapps:
+        if row["share"] == SHARE_PUBLIC:
+            continue  # nobody holds a cookie for it: nothing to end
+        for user in users:
+            if may_view_webapp(user, row["owner"], row["share"], store=store):
+                out.add((user, "webapp", f"{row['project']}/{row['id']}"))
+    return out
+
+
+@contextmanager
+def revoking(users, *, store: Store) -> Iterator[None]:
+    """Around a change that may take ``users`` out of audiences: what they could open before and
+    cannot after is renewed (:func:`codestudio.revocation.renew`), so the cookies and links they
+    hold stop working at once. Nothing is renewed when the change raises (it did not happen)."""
+    users = set(users)
+    before = reachable(users, store=store)
+    yield
+    lost = before - reachable(users, store=store) if before else set()
+    if lost:
+        from codestudio.revocation import renew
+
+        renew(lost, store=store)
+
+
 def template_grants(template_id: str, *, store: Store | None = None) -> list[str]:
     store = store or Store.default()
     with store.connect() as conn:
@@ -284,13 +331,6 @@ def add_admin(who: Identity, user: str, *, store: Store | None = None) -> bool:
         return conn.execute("INSERT OR IGNORE INTO admins (user) VALUES (?)", (user,)).rowcount > 0
 
 
-def _revoking(users, store: Store):
-    # Above this module (it reads studios and webapps); imported when a change may revoke access.
-    from codestudio.revocation import revoking
-
-    return revoking(users, store=store)
-
-
 def remove_admin(who: Identity, user: str, *, store: Store | None = None) -> bool:
     """Remove ``user`` from the admins; what only an admin could open (others' webapps) is renewed."""
     require_admin(who, "remove admins")
@@ -298,7 +338,7 @@ def remove_admin(who: Identity, user: str, *, store: Store | None = None) -> boo
         # is_admin() says yes for root whatever the table holds: "removed" would be a lie.
         raise UsageError("root is always an admin and cannot be removed")
     store = store or Store.default()
-    with _revoking({user}, store):
+    with revoking({user}, store=store):
         with store.connect() as conn:
             others = conn.execute("SELECT COUNT(*) FROM admins WHERE user != ?", (user,)).fetchone()[0]
             if others == 0:
@@ -323,10 +363,10 @@ def add_member(who: Identity, group: str, user: str, *, store: Store | None = No
 
 def remove_member(who: Identity, group: str, user: str, *, store: Store | None = None) -> bool:
     """Remove ``user`` from ``group``; every studio and webapp ``user`` could open only through it is
-    renewed at once (:mod:`codestudio.revocation`): their cookies and links stop working."""
+    renewed at once (:func:`revoking`): their cookies and links stop working."""
     require_admin(who, "manage groups")
     store = store or Store.default()
-    with _revoking({user}, store):
+    with revoking({user}, store=store):
         with store.connect() as conn:
             return conn.execute("DELETE FROM group_members WHERE grp = ? AND user = ?", (group, user)).rowcount > 0
 

@@ -31,7 +31,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from codestudio.access import PROJECT_ROLES, Identity, check_name, project_role
+from codestudio.access import PROJECT_ROLES, Identity, check_name, project_role, revoking
 from codestudio.errors import NotFound, PermissionDenied, UsageError
 from codestudio.store import Store, now
 from codestudio.types import PROJECT_KEY_RE
@@ -247,8 +247,6 @@ def revoke(who: Identity, key: str, *, users=(), groups=(), store: Store | None 
     for kind, name in targets:
         if kind == "user" and name == project.owner:
             raise UsageError(f"{name} owns project {key}; the owner cannot be revoked (delete the project instead)")
-    from codestudio.revocation import revoking
-
     results = []
     with store.connect(write=False) as conn:  # whose studios may lose their member: every owner here
         owners = {r["owner"] for r in conn.execute("SELECT owner FROM studios WHERE project = ?", (key,))}

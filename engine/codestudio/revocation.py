@@ -18,47 +18,18 @@ old cookies and links. What counts as a change: a user removed from a group
 (``admin group remove``, ``DELETE /api/v1/groups/G/members/U``), groups
 a sign-in proxy sends shrinking, a user disabled (``logout --user U --disable``),
 an admin removed, a project grant revoked. Each of those runs inside
-:func:`revoking`, which compares what the users concerned may open before and
-after the change and renews exactly what they lost.
+:func:`codestudio.access.revoking`, which compares what the users concerned may
+open before and after the change (:func:`codestudio.access.reachable`) and has
+:func:`renew` renew exactly what they lost. This module sits above the access
+rules and imports none of them.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 from codestudio.store import Store
-
-#: Studio states whose gateway routes exist (the ones a cookie can open).
-_SERVED = ("STARTING", "RUNNING")
-
-
-def reachable(users: Iterable[str], *, store: Store) -> set[tuple[str, str, str]]:
-    """What each of ``users`` may open through the gateway now: ``(user, "studio", id)`` for
-    their served studios, ``(user, "webapp", "PROJECT/ID")`` for the non-public webapps they may view."""
-    from codestudio.access import may_open_studio, may_view_webapp
-    from codestudio.gateway.webapps import SHARE_PUBLIC
-
-    users = set(users)
-    if not users:
-        return set()
-    with store.connect(write=False) as conn:
-        studios = conn.execute(
-            f"SELECT id, project, owner FROM studios WHERE state IN ({', '.join('?' * len(_SERVED))})", _SERVED
-        ).fetchall()
-        webapps = conn.execute("SELECT project, id, owner, share FROM webapps").fetchall()
-    out: set[tuple[str, str, str]] = set()
-    for row in studios:
-        if row["owner"] in users and may_open_studio(row["owner"], row["project"], store=store):
-            out.add((row["owner"], "studio", row["id"]))
-    for row in webapps:
-        if row["share"] == SHARE_PUBLIC:
-            continue  # nobody needs a cookie there: nothing to revoke
-        for user in users:
-            if may_view_webapp(user, row["owner"], row["share"], store=store):
-                out.add((user, "webapp", f"{row['project']}/{row['id']}"))
-    return out
 
 
 def renew(lost: Iterable[tuple[str, str, str]], *, store: Store) -> list[str]:
@@ -86,16 +57,3 @@ def renew(lost: Iterable[tuple[str, str, str]], *, store: Store) -> list[str]:
           f"{'them' if len(done) > 1 else 'it'}; cookies and links handed out before stopped working "
           "(viewers still admitted ask for a new link)", file=sys.stderr, flush=True)
     return done
-
-
-@contextmanager
-def revoking(users: Iterable[str], *, store: Store) -> Iterator[None]:
-    """Around a change that may take ``users`` out of audiences: renew what they lost by it.
-
-    Nothing is renewed when the change raises (it did not happen).
-    """
-    users = set(users)
-    before = reachable(users, store=store)
-    yield
-    if before:
-        renew(before - reachable(users, store=store), store=store)

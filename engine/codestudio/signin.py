@@ -29,7 +29,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from codestudio.access import Identity, check_name, require_admin
+from codestudio.access import Identity, check_name, require_admin, revoking
 from codestudio.errors import NotFound, PermissionDenied, UsageError
 from codestudio.store import Store, now
 
@@ -86,8 +86,6 @@ def disable_user(who: Identity, user: str, *, store: Store) -> dict:
     check_name("user", user)
     if user == who.name:
         raise UsageError("you cannot disable yourself")
-    from codestudio.revocation import revoking
-
     t = now()
     # Their studios' and the webapps' cookies they hold stop working too (codestudio.revocation).
     with revoking({user}, store=store), store.connect() as conn:
@@ -315,8 +313,6 @@ def set_sso_groups(user: str, groups: set[str], *, store: Store) -> None:
     if current <= groups:
         record()
         return
-    from codestudio.revocation import revoking
-
     with revoking({user}, store=store):  # a group the proxy no longer sends: what it opened is renewed
         record()
 
