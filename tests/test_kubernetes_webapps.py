@@ -693,6 +693,27 @@ def test_port_forward_mode_through_the_whole_webapp_lifecycle(who, fake_runtime,
                 assert (r["pod"], f"/web-apps-backends/PROJ/app_{r['pod']}/8080/health") in guards.seen
             check_one_forwarder_per_pod(w)
 
+            # A forwarder that died (a reboot) comes back at the next reconcile, on the same local port,
+            # still never following to another pod.
+            import os
+            import signal
+            from pathlib import Path
+
+            from codestudio.webapps import status
+
+            victim = rows[0]["pod"]
+            (before,) = [r for r in records.replicas_of(Store.default(), w) if r.pod == victim]
+            os.kill(_forwarders(home)[victim], signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while victim in _forwarders(home):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            status(who, w.key)
+            pid = _forwarders(home)[victim]
+            assert b"--no-follow" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert _through(before.endpoints[8080], victim, before.guard_secret) == 200
+            check_one_forwarder_per_pod(w)
+
             scale(who, w.key, 3, quiet=True)
             check_one_forwarder_per_pod(w)
             three = dict(_forwarders(home))
