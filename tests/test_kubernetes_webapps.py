@@ -351,9 +351,11 @@ class _LiveGuards:
                 guards.seen.append((host, self.path))
                 m = re.match(r"^/web-apps-backends/PROJ/app_([a-z0-9-]+)/", self.path)
                 ok = m is not None and guards.running(m.group(1)) == host
+                body = m.group(1).encode() if ok else b""  # the pod that answered
                 self.send_response(200 if ok else 503)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *a):
                 pass
@@ -834,4 +836,73 @@ def test_webapp_logs_and_the_supervisor_on_the_kubernetes_runtime(who, fake_runt
             assert f"serving as {b}" in kept and f"# events (pod {b}, namespace {NS})" in kept
             assert "Started" in kept
     finally:
+        guards.close()
+
+
+@pytest.mark.e2e
+def test_update_on_kubernetes_through_real_nginx_fails_no_request(who, fake_runtime, emu, tmp_path, monkeypatch):
+    """The same rolling update with the data dir's real gateway (nginx) in front of the pods' addresses
+    (in-cluster mode): a browser-like client on the stable URL (its affinity cookie kept, a new connection
+    per request) sees every request answered by a pod that still runs, old ones first, new ones last."""
+    import socket
+    import threading
+
+    import httpx
+
+    import codestudio.runtime.routes as routes
+    from codestudio.gateway.process import Gateway
+    from codestudio.home import data_dir
+    from codestudio.runtime.current import use_runtime
+    from codestudio.store import Store
+    from codestudio.webapps import publish, records, update
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("CODESTUDIO_GATEWAY_PORT", str(sock.getsockname()[1]))
+    guards = _LiveGuards(emu, [(f"{POD_NET}{last}", GUARD_PORT) for last in range(1, 9)])
+    rt = _kube_runtime(emu, tmp_path, "in-cluster")
+    fake = routes.gateway
+    real = Gateway(data_dir(), studios=routes.running_studio_routes, webapps=routes.running_webapp_routes)
+    routes.gateway = lambda: real
+    try:
+        with use_runtime(rt), StandInKubelet(emu, NS, pod_ip=f"{POD_NET}1") as kubelet:
+            guards.kubelet = kubelet
+            w = publish(who, "PROJ", "app", "wa-k8s", replicas=2, share="public", quiet=True)
+            old = {r.pod for r in records.replicas_of(Store.default(), w)}
+            url = real.settings.webapp_base_url.rstrip("/") + w.stable_path
+            results: list[tuple[int, str]] = []
+            stop = threading.Event()
+
+            def load():
+                with httpx.Client(trust_env=False, timeout=10,
+                                  limits=httpx.Limits(max_keepalive_connections=0)) as browser:
+                    while not stop.is_set():
+                        try:
+                            r = browser.get(url + "page")
+                            results.append((r.status_code, r.text))
+                        except httpx.HTTPError as exc:
+                            results.append((0, repr(exc)))
+                        stop.wait(0.01)
+
+            thread = threading.Thread(target=load, daemon=True)
+            thread.start()
+            try:
+                while not results:  # served before the update starts
+                    time.sleep(0.05)
+                w = update(who, w.key, quiet=True)
+                n = len(results)
+                while len(results) < n + 5:  # and after it ended
+                    time.sleep(0.05)
+            finally:
+                stop.set()
+                thread.join(30)
+            new = {r.pod for r in records.replicas_of(Store.default(), w)}
+            failed = [r for r in results if r[0] != 200]
+            assert not failed, failed[:5]
+            served = [pod for _, pod in results]
+            assert served[0] in old and served[-1] in new, (served[0], served[-1])
+            assert set(served) <= old | new
+    finally:
+        routes.gateway = fake
+        real.stop()
         guards.close()
