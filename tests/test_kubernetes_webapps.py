@@ -9,6 +9,7 @@ deleted pod replaced) and gives each pod its own IP.
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 
@@ -180,7 +181,9 @@ def who(tmp_path, monkeypatch, webapp_template):
 
 
 GUARD_PORT = 61000  # guard_ports([8080, 9000])[8080]: where the engine probes each replica
-POD_NET = "127.0.3."  # loopback too (Linux routes 127/8): a stand-in guard per pod address
+# Loopback too (Linux routes 127/8): a stand-in guard per pod address. The guard port is fixed (the
+# engine's), so the network is drawn per run: two runs on one machine (other worktrees) do not collide.
+POD_NET = f"127.{random.randrange(1, 255)}.{random.randrange(0, 255)}."
 
 
 @pytest.fixture
@@ -199,15 +202,17 @@ def guards():
             pass
 
     servers = []
-    for last in range(1, 9):
-        server = http.server.ThreadingHTTPServer((f"{POD_NET}{last}", GUARD_PORT), Guard)
-        server.paths = []
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    yield servers
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    try:
+        for last in range(1, 9):
+            server = http.server.ThreadingHTTPServer((f"{POD_NET}{last}", GUARD_PORT), Guard)
+            server.paths = []
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+        yield servers
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
 def test_publish_status_scale_delete_on_the_kubernetes_runtime(who, fake_runtime, emu, guards, tmp_path):
@@ -360,10 +365,14 @@ class _LiveGuards:
             def log_message(self, *a):
                 pass
 
-        for address in addresses:
-            server = http.server.ThreadingHTTPServer(address, Guard)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            self.servers.append(server)
+        try:
+            for address in addresses:
+                server = http.server.ThreadingHTTPServer(address, Guard)
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+                self.servers.append(server)
+        except BaseException:
+            self.close()  # the ones made so far: a failed test leaves no listener behind
+            raise
         self.kubelet = None
 
     def running(self, pod: str) -> str | None:
