@@ -4,11 +4,13 @@ templates. The lowest module of ``codestudio.gateway``."""
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import re
 from functools import cache
 
 from codestudio.errors import UsageError
+from codestudio.types import PROJECT_KEY_RE, SLUG_RE
 
 TOKEN_ARG = "cs_token"
 EXPIRES_ARG = "cs_expires"
@@ -17,6 +19,8 @@ DEFAULT_TOKEN_TTL = 600  # seconds an access URL stays valid
 _UNQUOTABLE_RE = re.compile(r"[\x00-\x1f\x7f$]")
 _ROUTE_KEY_RE = re.compile(r"[A-Za-z0-9_/-]+")
 _SAFE_RE = re.compile(r"^[A-Za-z0-9_./:\[\]-]*$")
+#: A session or guard secret as ``new_session_secret()`` makes them (studios and webapps).
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 
 
 def _ip_literal(value: str, what: str) -> str:
@@ -44,6 +48,38 @@ def ngx_safe(value: object) -> str:
     if not _SAFE_RE.match(text):
         raise UsageError(f"gateway: {text!r} cannot be written into the nginx config")
     return text
+
+
+def _is_secret(value: object) -> bool:
+    return isinstance(value, str) and _SECRET_RE.match(value) is not None
+
+
+def _check_names(project_key: object, name: object, noun: str) -> None:
+    """UsageError unless ``project_key`` is a project key and ``name`` (a ``noun``: "studio id") a slug."""
+    if not isinstance(project_key, str) or not PROJECT_KEY_RE.match(project_key):
+        raise UsageError(
+            f"gateway: {project_key!r} is not a project key "
+            "(letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters)"
+        )
+    if not isinstance(name, str) or not SLUG_RE.match(name):
+        raise UsageError(
+            f"gateway: {name!r} is not a {noun} "
+            "(lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters)"
+        )
+
+
+def _derive(secret: str, purpose: str, name: str) -> str:
+    """A value derived from ``secret`` for one purpose: hex HMAC-SHA256 of ``codestudio-<purpose>:<name>``."""
+    return hmac.digest(secret.encode(), f"codestudio-{purpose}:{name}".encode(), "sha256").hex()
+
+
+def _check_unique_prefixes(routes, what: str) -> None:
+    """UsageError when two of ``routes`` (studios or webapps, named ``what``) have one URL prefix."""
+    seen: set[str] = set()
+    for r in routes:
+        if r.prefix in seen:
+            raise UsageError(f"gateway: two {what} share the URL prefix {r.prefix}")
+        seen.add(r.prefix)
 
 
 def _route_key(prefix: str, colliding: bool) -> str:

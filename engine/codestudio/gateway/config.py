@@ -35,6 +35,7 @@ from codestudio.gateway.common import (  # noqa: F401 (re-exported: the gateway'
     TOKEN_ARG,
     _host_port,
     _ip_literal,
+    _check_unique_prefixes,
     _route_key,
     ngx_quote,
     ngx_safe,
@@ -189,11 +190,7 @@ def config_generation(text: str) -> str:
 
 
 def _check_prefixes(studios: Sequence[StudioRoutes]) -> None:
-    seen: set[str] = set()
-    for s in studios:
-        if s.prefix in seen:
-            raise UsageError(f"gateway: two studios share the URL prefix {s.prefix}")
-        seen.add(s.prefix)
+    _check_unique_prefixes(studios, "studios")
 
 
 def render_gateway_config(

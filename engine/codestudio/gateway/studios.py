@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,12 +17,17 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from codestudio.errors import UsageError
-from codestudio.gateway.common import DEFAULT_TOKEN_TTL, EXPIRES_ARG, TOKEN_ARG, _ip_literal
-from codestudio.types import PROJECT_KEY_RE, SLUG_RE
+from codestudio.gateway.common import (
+    DEFAULT_TOKEN_TTL,
+    EXPIRES_ARG,
+    TOKEN_ARG,
+    _check_names,
+    _derive,
+    _ip_literal,
+    _is_secret,
+)
 
 URL_ROOT = "/code-studios"
-
-_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 
 
 @dataclass(frozen=True)
@@ -73,19 +76,8 @@ class StudioRoutes:
     access_epoch: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.project_key, str) or not PROJECT_KEY_RE.match(self.project_key):
-            raise UsageError(
-                f"gateway: {self.project_key!r} is not a project key "
-                "(letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters)"
-            )
-        if not isinstance(self.studio_id, str) or not SLUG_RE.match(self.studio_id):
-            raise UsageError(
-                f"gateway: {self.studio_id!r} is not a studio id "
-                "(lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters)"
-            )
-        if self.session_secret is not None and not (
-            isinstance(self.session_secret, str) and _SECRET_RE.match(self.session_secret)
-        ):
+        _check_names(self.project_key, self.studio_id, "studio id")
+        if self.session_secret is not None and not _is_secret(self.session_secret):
             raise UsageError(
                 f"gateway: studio {self.studio_id}: session secret must be 32-128 URL-safe characters "
                 "(use new_session_secret())"
@@ -112,25 +104,24 @@ class StudioRoutes:
     @property
     def cookie_value(self) -> str:
         """What the owner's cookie carries (derived, so the stored secret never leaves the engine)."""
-        return _derive(self, "cookie", self.access_epoch)
+        return _derive_studio(self, "cookie", self.access_epoch)
 
     @property
     def link_key(self) -> str:
         """Key signing access URLs (nginx secure_link)."""
-        return _derive(self, "link", self.access_epoch)
+        return _derive_studio(self, "link", self.access_epoch)
 
     @property
     def guard_secret(self) -> str:
         """What the gateway sends in :data:`GUARD_HEADER` on every request to the studio's pod."""
-        return _derive(self, "guard")
+        return _derive_studio(self, "guard")
 
 
-def _derive(studio: StudioRoutes, purpose: str, epoch: int = 0) -> str:
+def _derive_studio(studio: StudioRoutes, purpose: str, epoch: int = 0) -> str:
     if studio.session_secret is None:
         raise UsageError(f"studio {studio.studio_id} has no session secret (render preview)")
     # Epoch 0 gives the values of before epochs existed; '#' is in no project key or studio id.
-    msg = f"codestudio-{purpose}:{studio.project_key}/{studio.studio_id}{f'#{epoch}' if epoch else ''}".encode()
-    return hmac.digest(studio.session_secret.encode(), msg, "sha256").hex()
+    return _derive(studio.session_secret, purpose, f"{studio.project_key}/{studio.studio_id}{f'#{epoch}' if epoch else ''}")
 
 
 def new_session_secret() -> str:

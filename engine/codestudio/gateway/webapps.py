@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import re
 import time
 from dataclasses import dataclass
@@ -34,12 +33,15 @@ from codestudio.gateway.common import (
     DEFAULT_TOKEN_TTL,
     EXPIRES_ARG,
     TOKEN_ARG,
+    _check_names,
+    _check_unique_prefixes,
+    _derive,
     _host_port,
     _ip_literal,
+    _is_secret,
     _route_key,
     ngx_quote,
 )
-from codestudio.types import PROJECT_KEY_RE, SLUG_RE
 
 STABLE_ROOT = "/webapps"
 BACKEND_ROOT = "/web-apps-backends"
@@ -57,7 +59,6 @@ _GROUP_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}$")
 # A Kubernetes pod name as the local and Kubernetes runtimes make them: a DNS label
 # (no dots: the name is part of a URL path segment and of the gateway's route keys).
 POD_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 
 
 def parse_share(value: object) -> str:
@@ -131,7 +132,7 @@ class ReplicaRoutes:
             )
         if type(self.ready) is not bool:
             raise UsageError(f"gateway: replica {self.pod_name}: ready must be true or false")
-        if not isinstance(self.guard_secret, str) or not _SECRET_RE.match(self.guard_secret):
+        if not _is_secret(self.guard_secret):
             raise UsageError(f"gateway: replica {self.pod_name}: guard secret must be 32-128 URL-safe characters")
         ports = tuple(self.ports)
         object.__setattr__(self, "ports", ports)
@@ -168,20 +169,9 @@ class WebappRoutes:
     replicas: tuple[ReplicaRoutes, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.project_key, str) or not PROJECT_KEY_RE.match(self.project_key):
-            raise UsageError(
-                f"gateway: {self.project_key!r} is not a project key "
-                "(letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters)"
-            )
-        if not isinstance(self.webapp_id, str) or not SLUG_RE.match(self.webapp_id):
-            raise UsageError(
-                f"gateway: {self.webapp_id!r} is not a webapp id "
-                "(lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters)"
-            )
+        _check_names(self.project_key, self.webapp_id, "webapp id")
         object.__setattr__(self, "share", parse_share(self.share))
-        if self.session_secret is not None and not (
-            isinstance(self.session_secret, str) and _SECRET_RE.match(self.session_secret)
-        ):
+        if self.session_secret is not None and not _is_secret(self.session_secret):
             raise UsageError(f"gateway: webapp {self.webapp_id}: session secret must be 32-128 URL-safe characters")
         _port_number(self.main_port, f"webapp {self.webapp_id}: main_port")
         replicas = tuple(self.replicas)
@@ -215,39 +205,34 @@ class WebappRoutes:
     @property
     def cookie_value(self) -> str:
         """What a viewer's ``cs_webapp`` cookie carries (derived: the secret never leaves the engine)."""
-        return _derive(self, "webapp-cookie")
+        return _derive_webapp(self, "webapp-cookie")
 
     @property
     def link_key(self) -> str:
         """Key signing access links (nginx secure_link), over the stable prefix."""
-        return _derive(self, "webapp-link")
+        return _derive_webapp(self, "webapp-link")
 
     @property
     def backend_cookie_value(self) -> str:
         """The owner's (and admins') ``cs_webapp`` cookie for a replica's backend prefix."""
-        return _derive(self, "webapp-backend-cookie")
+        return _derive_webapp(self, "webapp-backend-cookie")
 
     @property
     def backend_link_key(self) -> str:
         """Key signing per-replica links (``webapp url --replica``), issued to the owner and admins only."""
-        return _derive(self, "webapp-backend-link")
+        return _derive_webapp(self, "webapp-backend-link")
 
 
-def _derive(webapp: WebappRoutes, purpose: str) -> str:
+def _derive_webapp(webapp: WebappRoutes, purpose: str) -> str:
     if webapp.session_secret is None:
         raise UsageError(f"webapp {webapp.webapp_id} has no session secret")
     # The purpose names differ from a studio's ("cookie", "link"), and so does the message's
     # prefix: no webapp value can equal a studio value, whatever the secrets.
-    msg = f"codestudio-{purpose}:{webapp.project_key}/{webapp.webapp_id}".encode()
-    return hmac.digest(webapp.session_secret.encode(), msg, "sha256").hex()
+    return _derive(webapp.session_secret, purpose, f"{webapp.project_key}/{webapp.webapp_id}")
 
 
 def check_webapp_prefixes(webapps) -> None:
-    seen: set[str] = set()
-    for w in webapps:
-        if w.prefix in seen:
-            raise UsageError(f"gateway: two webapps share the URL prefix {w.prefix}")
-        seen.add(w.prefix)
+    _check_unique_prefixes(webapps, "webapps")
 
 
 WEBAPP_ERROR_PAGES = {
