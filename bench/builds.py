@@ -22,6 +22,11 @@ env) built cold by codestudio with its independent blocks as parallel
 stages and serially (``build: {parallel_stages: false}``), unless
 ``--no-data-science``.
 
+``--timeline`` prints, after the table, the per-step timeline of the last
+cold codestudio build (from its ``timeline.txt``: each buildah line with the
+seconds since buildah started), condensed to steps, uv's summary lines and
+the end.
+
 ``--small`` replaces JupyterLab by nothing (only the code env with six and
 ipykernel) and skips the data-science case: a quick check that the script
 works. Needs root, buildah, podman, npm and PyPI. Uses a temporary data dir;
@@ -95,6 +100,7 @@ class Tools:
         self.devcontainer = devcontainers_cli(Path(tempfile.gettempdir()) / "codestudio-bench-devcontainers")
         self.env = containers.tool_env()  # podman with the engine's containers.conf, as codestudio runs it
         self.images: list[str] = []
+        self.last_cold: Path | None = None
 
     # codestudio --------------------------------------------------------
     def codestudio(self, template_id: str, packages: list[str], *, cold: bool, serial: bool = False) -> float:
@@ -109,6 +115,8 @@ class Tools:
         if proc.returncode != 0:
             sys.exit(f"codestudio build failed:\n{proc.stderr[-3000:]}")
         self.images.append(f"localhost/codestudio/{template_id}")
+        if cold:
+            self.last_cold = Path(json.loads(proc.stdout)["log_path"]).with_name("timeline.txt")
         return elapsed
 
     # devcontainers CLI ---------------------------------------------------
@@ -190,6 +198,19 @@ def data_science(tools: Tools, rounds: int) -> list[dict]:
              "vs serial": round(statistics.median(t) / serial, 2), "rounds": rounds} for mode, t in times.items()]
 
 
+TIMELINE_WORDS = ("STEP ", "COMMIT", "# exit status", "Resolved ", "Prepared ", "Installed ", "Bytecode compiled",
+                  "codestudio:")
+
+
+def timeline(path: Path) -> list[str]:
+    """The lines of a build's ``timeline.txt`` that show where the time goes."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if any(word in line for word in TIMELINE_WORDS):
+            lines.append(line if len(line) <= 130 else line[:129] + "…")
+    return lines
+
+
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -200,6 +221,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="a code env only (no JupyterLab), no data-science case")
     parser.add_argument("--no-data-science", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--timeline", action="store_true", help="print the last cold codestudio build's timeline")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="bench-builds-")
     os.environ["CODESTUDIO_HOME"] = str(Path(tmp.name) / "home")
@@ -217,6 +239,8 @@ def main() -> None:
         tools.cleanup()
     result = {"side_by_side": rows, "data_science": ds, "load_before": load_before, "load_after": load(),
               "small": args.small}
+    if args.timeline and tools.last_cold is not None and tools.last_cold.exists():
+        result["timeline"] = timeline(tools.last_cold)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -229,6 +253,9 @@ def main() -> None:
         print(f"\n{'case':36} {'seconds':>8} {'vs serial':>10}")
         for row in ds:
             print(f"{row['case']:36} {row['seconds']:8.1f} {row['vs serial']:10.2f}")
+    if result.get("timeline"):
+        print("\nlast cold codestudio build (seconds since buildah started):")
+        print("\n".join(result["timeline"]))
 
 
 if __name__ == "__main__":

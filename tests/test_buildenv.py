@@ -47,16 +47,21 @@ def test_pip_install_calls_the_build_tools_with_quoted_words():
     text = pip_install("/opt/env/bin/python", ["a==1", "b[x]>=2"], ["/opt/env/req.txt"])
     assert text == "/opt/codestudio-build/bin/install-python /opt/env/bin/python -r /opt/env/req.txt a==1 'b[x]>=2'"
     (run,) = python_env("/opt/env", packages=["six"])
-    assert run.script == "python3 -m venv /opt/env\n/opt/codestudio-build/bin/install-python /opt/env/bin/python six"
+    assert run.script == "/opt/codestudio-build/bin/install-python --venv python3 /opt/env six"
+    assert pip_install("/opt/e/bin/python", ["a"], venv="/usr/bin/python3.11") == (
+        "/opt/codestudio-build/bin/install-python --venv /usr/bin/python3.11 /opt/e a")
+    with pytest.raises(ValueError):
+        pip_install("/opt/e/python", venv="python3")
 
 
-def test_uv_is_the_default_installer_in_its_own_stage(tmp_path, codestudio_home):
+def test_uv_is_the_default_installer_from_the_tools_image(tmp_path, codestudio_home):
     rendered = render_template(write(tmp_path, CODE_ENV.format(build="")))
     text = rendered.dockerfile
     tools, image = text.split("# [image]")
-    # uv is installed with pip from the package index, in a stage of the same base.
-    assert "FROM ${CODESTUDIO_BASE_IMAGE} AS codestudio-build-tools" in tools
-    assert f"uv=={buildenv.UV_VERSION}" in tools and "--mount=type=cache,id=codestudio-pip" in tools
+    # The tools are an image the builder makes once per base (its id a build argument), not built here.
+    assert "ARG CODESTUDIO_BUILD_TOOLS_IMAGE\n" in tools
+    assert "FROM ${CODESTUDIO_BUILD_TOOLS_IMAGE} AS codestudio-build-tools" in tools
+    assert "uv==" not in text and rendered.build_tools == "uv"
     assert f" CODESTUDIO_BUILD_TOOLS={buildenv.tools_id('uv')}" in image
     env_run = next(line for line in image.splitlines() if "code-envs/py" in line)
     assert env_run.startswith("RUN --mount=type=bind,from=codestudio-build-tools,source=/opt/codestudio-build,"
@@ -64,14 +69,31 @@ def test_uv_is_the_default_installer_in_its_own_stage(tmp_path, codestudio_home)
                               "target=/var/cache/codestudio/uv,sharing=shared [")
     # A step that does not use the tools gets no mount.
     assert 'RUN echo plain' in image and "--mount" not in next(l for l in image.splitlines() if "echo plain" in l)
-    assert rendered.context_files[".codestudio/build-tools/install-python"][1] == 0o755
+    assert not any("build-tools" in name for name in rendered.context_files)
+
+
+def test_the_tools_image_installs_uv_from_the_index_on_the_base(tmp_path):
+    from codestudio.render import tools_dockerfile
+
+    text, files = tools_dockerfile("uv")
+    # uv comes from the package index with pip, in a venv of the template's base (its platform).
+    assert "FROM ${CODESTUDIO_BASE_IMAGE}\n" in text
+    assert f"uv=={buildenv.UV_VERSION}" in text and "--mount=type=cache,id=codestudio-pip" in text
+    assert f'LABEL io.codestudio.build-tools="{buildenv.tools_id("uv")}"' in text
+    assert files["build-tools/install-python"] == (buildenv.install_python_script(), 0o755)
+    # One tag per tools id and base image; pip's tools hold no binary and do not depend on the base.
+    assert buildenv.tools_image("uv", "sha256:" + "ab" * 32) == (
+        f"localhost/codestudio-build-tools:{buildenv.tools_id('uv')}-{'ab' * 6}")
+    assert buildenv.tools_image("pip", "ab" * 32) == f"localhost/codestudio-build-tools:{buildenv.tools_id('pip')}"
+    pip_text, _ = tools_dockerfile("pip")
+    assert "FROM scratch\n" in pip_text and "uv==" not in pip_text and "\nRUN " not in pip_text
 
 
 def test_pip_fallback_per_template(tmp_path, codestudio_home):
     rendered = render_template(write(tmp_path, CODE_ENV.format(build="build:\n  python_installer: pip\n")))
     tools, image = rendered.dockerfile.split("# [image]")
-    # No uv: the tools stage only carries install-python, which then uses the env's own pip.
-    assert "FROM scratch AS codestudio-build-tools" in tools and "uv==" not in tools
+    # No uv: the tools image only carries install-python, which then uses the env's own pip.
+    assert rendered.build_tools == "pip" and "AS codestudio-build-tools" in tools
     assert f" CODESTUDIO_BUILD_TOOLS={buildenv.tools_id('pip')}" in image
     assert "id=codestudio-pip,target=/var/cache/codestudio/pip" in image and "codestudio-uv" not in image
 
@@ -79,9 +101,9 @@ def test_pip_fallback_per_template(tmp_path, codestudio_home):
 def test_pip_fallback_from_the_data_dir_and_template_wins(tmp_path, codestudio_home):
     (codestudio_home / "config").mkdir(exist_ok=True)
     (codestudio_home / "config" / "build.toml").write_text('python_installer = "pip"\n')
-    assert "FROM scratch AS" in render_template(write(tmp_path, CODE_ENV.format(build=""))).dockerfile
+    assert render_template(write(tmp_path, CODE_ENV.format(build=""))).build_tools == "pip"
     chosen = render_template(write(tmp_path, CODE_ENV.format(build="build:\n  python_installer: uv\n")))
-    assert "uv==" in chosen.dockerfile
+    assert chosen.build_tools == "uv" and buildenv.tools_id("uv") in chosen.dockerfile
     (codestudio_home / "config" / "build.toml").write_text('python_installer = "poetry"\n')
     with pytest.raises(UsageError, match=r"build.toml: python_installer = 'poetry': use one of 'uv', 'pip'"):
         render_template(write(tmp_path, CODE_ENV.format(build="")))
@@ -110,14 +132,14 @@ def test_no_python_env_no_tools_stage(tmp_path, codestudio_home):
             statements: RUN echo plain
         """))
     assert "codestudio-build-tools" not in rendered.dockerfile and "CODESTUDIO_BUILD_TOOLS" not in rendered.dockerfile
-    assert [s.stage for s in rendered.steps] == [1] * len(rendered.steps)
+    assert [s.stage for s in rendered.steps] == [1] * len(rendered.steps) and rendered.build_tools is None
 
 
 def test_step_numbers_run_over_stages_and_the_tracker_maps_them(tmp_path, codestudio_home):
     rendered = render_template(write(tmp_path, CODE_ENV.format(build="")))
     steps = rendered.steps
     assert [s.number for s in steps] == list(range(1, len(steps) + 1))
-    assert steps[0].instruction.startswith("FROM ${CODESTUDIO_BASE_IMAGE} AS codestudio-build-tools")
+    assert steps[0].instruction == "FROM ${CODESTUDIO_BUILD_TOOLS_IMAGE} AS codestudio-build-tools"
     assert steps[0].label == "codestudio build tools" and steps[0].stage == 1
     main_from = next(s for s in steps if s.stage == 2)
     assert main_from.stage_number == 1 and main_from.instruction.startswith("FROM") and main_from.label == "codestudio"
@@ -295,11 +317,11 @@ class StagedTool(Block):
 
     @hookimpl
     def contribute_dockerfile(self, block):
-        return [Run(script="mkdir -p /opt/tool && echo built > /opt/tool/marker")]
+        return [Run(script=f"mkdir -p /opt/tool{block.index} && echo built > /opt/tool{block.index}/marker")]
 
     @hookimpl
     def contribute_stage(self, block):
-        return ["/opt/tool"]
+        return [f"/opt/tool{block.index}"]
 
 
 def test_a_third_party_block_builds_as_a_stage(tmp_path, codestudio_blocks, codestudio_block):
@@ -310,29 +332,52 @@ def test_a_third_party_block_builds_as_a_stage(tmp_path, codestudio_blocks, code
         id: staged
         blocks:
           - type: staged-tool
+          - type: staged-tool
           - type: dockerfile
             run_as_root: true
-            statements: RUN cat /opt/tool/marker
+            statements: RUN cat /opt/tool0/marker
         """)
     text = render_template(path, blocks=codestudio_blocks).dockerfile
     stage, image = text.split("# [image]")
-    assert "AS codestudio-block-00" in stage and "echo built" in stage and "echo built" not in image
-    assert image.index('COPY --from=codestudio-block-00 ["/opt/tool", "/opt/tool"]') < image.index("cat /opt/tool/marker")
-    # Labels and the step's block survive: the stage ends in a LABEL (see the tools stage's note).
+    assert "AS codestudio-block-00" in stage and "AS codestudio-block-01" in stage
+    assert "echo built" in stage and "echo built" not in image
+    assert image.index('COPY --from=codestudio-block-00 ["/opt/tool0", "/opt/tool0"]') < image.index(
+        'COPY --from=codestudio-block-01 ["/opt/tool1", "/opt/tool1"]') < image.index("cat /opt/tool0/marker")
+    # Labels and the step's block survive: the stage ends in a LABEL (see docs/building.md).
     assert 'LABEL io.codestudio.stage="codestudio-block-00"' in stage
+
+
+def test_a_single_independent_block_builds_in_place(tmp_path, codestudio_blocks, codestudio_block):
+    """A stage alone would overlap with nothing: it would only add a copy of its result (and its commit)."""
+    from codestudio.render import render_template
+
+    codestudio_block("staged-tool", StagedTool())
+    path = write(tmp_path, """\
+        id: staged
+        blocks:
+          - type: staged-tool
+          - type: codeenv
+            name: py
+            packages: [six]
+        """)
+    rendered = render_template(path, blocks=codestudio_blocks)
+    assert "codestudio-block-" not in rendered.dockerfile and "COPY --from" not in rendered.dockerfile
+    assert {s.stage for s in rendered.steps if s.label != "codestudio build tools"} == {2}
+    image = rendered.dockerfile.split("# [image]")[1]
+    assert image.index("echo built") < image.index("code-envs/py")
 
 
 def test_a_failure_is_blamed_on_the_step_buildah_names_not_the_last_one_printed(tmp_path, codestudio_home):
     rendered = render_template(write(tmp_path, CODE_ENV.format(build="")))
     env_step = next(s for s in rendered.steps if "code-envs/py" in s.instruction)
-    tools_step = next(s for s in rendered.steps if s.stage == 1 and s.instruction.startswith("LABEL"))
+    tools_step = next(s for s in rendered.steps if s.stage == 1)
     tracker = StepTracker(steps={s.number: s for s in rendered.steps})
     tracker.feed(f"[2/2] STEP {env_step.stage_number}/9: RUN ...")
     tracker.feed(f"[1/2] STEP {tools_step.stage_number}/{tools_step.stage_number}: LABEL ...")  # printed in between
     tracker.feed("error: Request failed after 3 retries")
     tracker.feed('Error: building at STEP "RUN --mount=type=bind,from=codestudio-build-tools,source=/opt/codestudio-build,'
                  'target=/opt/codestudio-build --mount=type=cache,id=codestudio-uv,target=/var/cache/codestudio/uv,'
-                 'sharing=shared /bin/sh -e -c python3 -m venv /opt/codestudio/code-envs/py')
+                 'sharing=shared /bin/sh -e -c /opt/codestudio-build/bin/install-python --venv python3 /opt/codestudio/code-envs/py')
     assert tracker.number == env_step.number
     assert tracker.where() == "blocks[0] (type: codeenv) 'codeenv'"
     assert list(tracker.tail) == ["error: Request failed after 3 retries"]
@@ -350,3 +395,45 @@ def test_a_token_in_an_index_urls_query_is_masked_wherever_it_is_shown(tmp_path)
     with pytest.raises(UsageError) as info:
         indexes.host_settings([], {"PIP_INDEX_URL": "ftp://idx.example/simple?token=abc"})
     assert "abc" not in str(info.value) and "token=***" in str(info.value)
+
+
+class TwoSteps(Block):
+    """Scripts of one block: two as root, then one as the user, then an argv step."""
+
+    @hookimpl
+    def contribute_dockerfile(self, block):
+        return [Run(script="cd /opt\nexit 0\n"), Run(script="echo second"), Run(script="echo user", user="codestudio"),
+                Run(argv=["/bin/echo", "argv"])]
+
+
+def test_consecutive_scripts_of_a_block_are_one_run_each_in_its_own_shell(tmp_path, codestudio_blocks, codestudio_block):
+    import json
+
+    codestudio_block("two-steps", TwoSteps())
+    path = write(tmp_path, """\
+        id: merged
+        blocks:
+          - type: jupyterlab
+          - type: codeenv
+            name: py
+            packages: [six]
+          - type: two-steps
+        """)
+    rendered = render_template(path, blocks=codestudio_blocks)
+    image = rendered.dockerfile.split("# [image]")[1]
+    runs = [line for line in image.splitlines() if line.startswith("RUN ")]
+    # JupyterLab's env; the code env with the ipykernel JupyterLab adds to it (one commit);
+    # then the block's two root scripts, its user script, its argv step.
+    assert len(runs) == 5
+    env = json.loads(runs[1][runs[1].index(' ["') + 1:])
+    assert env[:3] == ["/bin/sh", "-e", "-c"]
+    assert env[3] == ("(\n/opt/codestudio-build/bin/install-python --venv python3 /opt/codestudio/code-envs/py six\n)\n"
+                      "(\n/opt/codestudio-build/bin/install-python /opt/codestudio/code-envs/py/bin/python ipykernel\n)")
+    assert runs[1].startswith("RUN --mount=type=bind,from=codestudio-build-tools")
+    # An exit in the first script ends its subshell only; the second still runs.
+    merged = json.loads(runs[2][runs[2].index(' ["') + 1:])[3]
+    assert merged == "(\ncd /opt\nexit 0\n)\n(\necho second\n)" and "--mount" not in runs[2]
+    assert '"echo user"' in runs[3] and '"/bin/echo", "argv"' in runs[4]
+    # Failures still name the block: every step of the merged RUN is the block's.
+    step = next(s for s in rendered.steps if "echo second" in s.instruction)
+    assert (step.block_index, step.block_type) == (2, "two-steps")

@@ -11,7 +11,7 @@ import pytest
 
 from codestudio import containers
 from codestudio.images import base as base_build
-from codestudio.images import builder, history
+from codestudio.images import bud, builder, history
 from codestudio.images.progress import StepTracker
 from codestudio.errors import NotFound, RuntimeFailure, UsageError
 from codestudio.store import Store
@@ -214,7 +214,7 @@ def test_failure_message_names_block_statement_and_output(tmp_path):
     tracker = StepTracker(steps={5: step(5, 1, "dockerfile", "second")})
     for line in ["STEP 5/9: RUN make", "compiling", "error: boom", "Error: building at STEP"]:
         tracker.feed(line)
-    failure = builder._failure("tpl", tracker, tmp_path / "build.log")
+    failure = bud._failure("template 'tpl'", tracker, tmp_path / "build.log")
     text = str(failure)
     assert "step 5/9 in blocks[1] (type: dockerfile) 'second'" in text
     assert "failing statement: RUN make" in text

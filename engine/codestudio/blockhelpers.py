@@ -133,8 +133,14 @@ def resolve_resource(state, spec: str, field: str) -> Resource:
         raise BlockProblem(field, str(exc)) from None
 
 
-def pip_install(python: str, packages: Sequence[str] = (), requirement_files: Sequence[str] = ()) -> str:
+def pip_install(python: str, packages: Sequence[str] = (), requirement_files: Sequence[str] = (), *,
+                venv: str | None = None) -> str:
     """Shell text installing ``packages`` and ``requirement_files`` into ``python``'s environment.
+
+    With ``venv`` (an interpreter), the environment is created first with
+    it, as ``venv -m venv <prefix>`` would (``python`` must then be
+    ``<prefix>/bin/python``): the same pip and setuptools, the interpreter's
+    own bundled wheels, installed offline by uv instead of ensurepip.
 
     For a root ``Run(script=...)`` step of the image build. It calls the
     build tools' ``install-python`` (:mod:`codestudio.buildenv`), which
@@ -146,7 +152,13 @@ def pip_install(python: str, packages: Sequence[str] = (), requirement_files: Se
     """
     from codestudio.buildenv import INSTALL_PYTHON
 
-    words = [INSTALL_PYTHON, python]
+    if venv is not None:
+        prefix = python.removesuffix("/bin/python")
+        if prefix == python:
+            raise ValueError(f"{python!r}: a new environment's interpreter is <prefix>/bin/python")
+        words = [INSTALL_PYTHON, "--venv", venv, prefix]
+    else:
+        words = [INSTALL_PYTHON, python]
     for req in requirement_files:
         words += ["-r", req]
     words += list(packages)
@@ -175,6 +187,10 @@ def python_env(
 ) -> list[Step]:
     """Steps (run as root) creating a virtual environment at ``path`` and installing into it.
 
+    The environment is what ``python -m venv path`` makes (pip and
+    setuptools included, the interpreter's own), created by the build
+    tools' ``install-python --venv`` in the same step as the install.
+
     Requirement files (resolved resources) are copied to
     ``<path>/.codestudio/requirements/<n>-<name>`` first, so a changed file
     invalidates the install step and nothing after it.
@@ -190,10 +206,7 @@ def python_env(
         dest = f"{path}/.codestudio/requirements/{index}-{source.name}"
         steps.append(Copy(source=source, dest=dest))
         copied.append(dest)
-    script = f"{shell_quote(python)} -m venv {shell_quote(path)}"
-    if packages or copied:
-        script += "\n" + pip_install(f"{path}/bin/python", packages, copied)
-    steps.append(Run(script=script))
+    steps.append(Run(script=pip_install(f"{path}/bin/python", packages, copied, venv=python)))
     return steps
 
 

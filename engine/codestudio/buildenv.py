@@ -4,10 +4,14 @@ Three things are lent to a build and never stored in its image:
 
 - **build tools** (:data:`TOOLS_DIR`): ``install-python``, which installs
   Python packages into an environment with uv (default) or pip, and the uv
-  binary. They are made in their own stage (:data:`TOOLS_STAGE`) from the
-  template's base image, so uv comes from the package index like every other
-  Python package (no other network is needed) and matches the base's
-  platform; RUN steps that call them get that stage bind-mounted read-only.
+  binary. They are an engine-owned image (:func:`tools_image`), made once
+  per base image, installer, uv version and tools (like the base image, a
+  template's ``--no-cache`` does not rebuild it) from the template's base
+  image, so uv comes from the package index like every other Python package
+  (no other network is needed) and matches the base's platform; a template's
+  Dockerfile names it as a stage (:data:`TOOLS_STAGE`, ``FROM`` the build
+  argument :data:`TOOLS_IMAGE_ARG`) and RUN steps that call the tools get it
+  bind-mounted read-only.
 - **download caches** (:data:`CACHES`): one folder per tool (uv, pip, npm,
   apt), mounted with ``RUN --mount=type=cache`` into the steps that name
   them. buildah keeps cache mounts under its temporary folder, which the
@@ -29,8 +33,14 @@ from pathlib import Path
 
 #: Where the build tools are mounted in RUN steps (never part of an image).
 TOOLS_DIR = "/opt/codestudio-build"
-#: The stage that makes the build tools.
+#: The stage (of a template's Dockerfile) that is the build tools image.
 TOOLS_STAGE = "codestudio-build-tools"
+#: The build argument naming the build tools image (its id, passed by the builder).
+TOOLS_IMAGE_ARG = "CODESTUDIO_BUILD_TOOLS_IMAGE"
+#: Where the build tools images are (tag: :func:`tools_image`).
+TOOLS_IMAGE_REPO = "localhost/codestudio-build-tools"
+#: The label saying which tools an image carries (its value: :func:`tools_id`).
+TOOLS_LABEL = "io.codestudio.build-tools"
 #: ``install-python PYTHON [pip install arguments]``.
 INSTALL_PYTHON = f"{TOOLS_DIR}/bin/install-python"
 #: The uv release the tools stage installs (from the package index, with pip).
@@ -58,11 +68,12 @@ SETTINGS_FILE = "config/build.toml"
 
 
 #: The build tools, as files of the tools stage's ``bin/`` (name -> file in ``codestudio/files``).
-TOOL_FILES = {"install-python": "install-python.sh", "verify-record.py": "verify-record.py"}
+TOOL_FILES = {"install-python": "install-python.sh", "verify-record.py": "verify-record.py",
+              "ensurepip-wheels.py": "ensurepip-wheels.py"}
 
 
 def tool_files() -> dict[str, bytes]:
-    """The build tools' files (``install-python`` (POSIX sh), ``verify-record.py``)."""
+    """The build tools' files (``install-python`` (POSIX sh), ``verify-record.py``, ``ensurepip-wheels.py``)."""
     root = resources.files("codestudio").joinpath("files")
     return {name: root.joinpath(source).read_bytes() for name, source in TOOL_FILES.items()}
 
@@ -82,6 +93,16 @@ def tools_id(installer: str) -> str:
     digest = hashlib.sha256(b"".join(hashlib.sha256(data).digest() for _, data in sorted(tool_files().items())))
     digest = digest.hexdigest()[:12]
     return f"{installer}-{UV_VERSION}-{digest}" if installer == "uv" else f"{installer}-{digest}"
+
+
+def tools_image(installer: str, base_image_id: str) -> str:
+    """The build tools image for ``installer`` on a base image: ``localhost/codestudio-build-tools:<tools id>-<base>``.
+
+    The uv binary is the base's (its platform and libc); pip's tools hold no
+    binary and do not depend on the base.
+    """
+    suffix = f"-{base_image_id.removeprefix('sha256:')[:12]}" if installer == "uv" else ""
+    return f"{TOOLS_IMAGE_REPO}:{tools_id(installer)}{suffix}"
 
 
 def cache_mount(tool: str) -> str:

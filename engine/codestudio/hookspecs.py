@@ -60,9 +60,10 @@ def contribute_stage(block, state):
     A block whose ``contribute_dockerfile`` steps need nothing that other
     blocks produce, and write only below a few folders (an IDE in its own
     environment), returns those folders. When it is part of the template's
-    leading run of such blocks, its steps build as their own stage ``FROM``
-    the base image, in parallel with the others, and the image takes the
-    folders (``COPY --from``) in template order; otherwise, and with
+    leading run of such blocks and that run has two or more, its steps build
+    as their own stage ``FROM`` the base image, in parallel with the others,
+    and the image takes the folders (``COPY --from``) in template order;
+    otherwise (a stage alone would overlap with nothing), and with
     ``build: {parallel_stages: false}``, its steps run in place as usual.
     Steps that ``register_code_env`` adds to the block's group must write
     below those folders too.

@@ -161,7 +161,7 @@ def codestudio_webapp_block(codestudio_render):
         rendered = codestudio_render(f"- type: {block_type}\n")
         steps = rendered.state.groups[0].steps
         install = steps[0]
-        assert install.script.startswith(f"python3 -m venv {home}\n")
+        assert install.script.startswith(f"/opt/codestudio-build/bin/install-python --venv python3 {home} ")
         for requirement in (f"{block_type}=={version}", *requirements):
             assert requirement in install.script
         doc = json.loads(rendered.runner_json)
@@ -189,7 +189,7 @@ def codestudio_webapp_block(codestudio_render):
             - {{type: {block_type}, code_env: py, packages: [plotly]}}
             """)
         scripts = [getattr(s, "script", "") or "" for s in in_env.state.groups[1].steps]
-        assert not any(f"-m venv {home}" in s for s in scripts)
+        assert not any(f"--venv python3 {home} " in s for s in scripts)
         assert any("install-python /opt/codestudio/code-envs/py/bin/python " in s and "plotly" in s
                    and all(r in s for r in (f"{block_type}=={version}", *requirements)) for s in scripts)
         assert json.loads(in_env.runner_json)["entrypoints"][0]["command"][1] == "/opt/codestudio/code-envs/py/bin/python"

@@ -53,6 +53,12 @@ def env_python(image: str, *args: str) -> str:
     return run_in(image, "sh", "-c", 'exec /opt/codestudio/code-envs/*/bin/python "$@"', "sh", *args)
 
 
+def debian_base_ref() -> str:
+    from codestudio.plan import default_base_image
+
+    return default_base_image()
+
+
 def freeze(image: str) -> list[str]:
     return env_python(image, "-m", "pip", "freeze", "--all").split()
 
@@ -63,7 +69,18 @@ def test_uv_and_pip_install_the_same_versions(code_env_template, codestudio_home
     assert freeze(uv.image) == freeze(pip.image)
     assert any(line.startswith("six==") for line in freeze(uv.image))
     log = uv.log_path.read_text()
-    assert "Installed 2 packages" in log and f"uv=={__import__('codestudio.buildenv').buildenv.UV_VERSION}" in log
+    assert "Installed 2 packages" in log
+    # uv came from the build tools image, made from the package index on this base.
+    from codestudio import buildenv
+
+    tools = buildenv.tools_image("uv", containers.image_id(debian_base_ref()))
+    assert containers.image_labels(tools)[buildenv.TOOLS_LABEL] == buildenv.tools_id("uv")
+    assert run_in(tools, f"{buildenv.TOOLS_DIR}/uv/bin/uv", "--version").split()[:2] == ["uv", buildenv.UV_VERSION]
+    # The uv-made env has exactly the pip and setuptools python3 -m venv installs, and they work.
+    reference = run_in(uv.image, "sh", "-c", "python3 -m venv /tmp/ref && /tmp/ref/bin/pip freeze --all").split()
+    assert reference and [line for line in freeze(uv.image) if line.split("==")[0] in ("pip", "setuptools")] == reference
+    assert env_python(uv.image, "-m", "pip", "--version").startswith("pip ")
+    assert "pip" in run_in(uv.image, "sh", "-c", "ls /opt/codestudio/code-envs/*/bin/").split()
     # The installer is recorded where pip and uv record it (the image is otherwise the same).
     installer = run_in(uv.image, "sh", "-c", "cat /opt/codestudio/code-envs/*/lib/python3*/site-packages/six-*.dist-info/INSTALLER")
     assert installer.strip() == "uv"
@@ -84,6 +101,20 @@ def test_cache_is_mounted_not_baked_and_build_tools_stay_out(code_env_template, 
     # Every layer's files: none under the cache or tools folders.
     layers = run_in(result.image, "sh", "-c", "ls -A /var/cache/codestudio/uv 2>/dev/null | wc -l")
     assert layers.strip() == "0"
+
+
+def test_no_cache_rebuilds_the_template_not_the_build_tools(code_env_template, codestudio_home):
+    from codestudio import buildenv
+
+    path = str(code_env_template("nocache", packages="[six==1.16.0]"))
+    build_template(path, quiet=True)
+    tools = buildenv.tools_image("uv", containers.image_id(debian_base_ref()))
+    before = containers.image_id(tools)
+    again = build_template(path, no_cache=True, quiet=True)
+    assert again.outcome == "succeeded" and not again.cached_steps
+    # Like the base image, the tools image is engine-owned: --no-cache leaves it as it was.
+    assert containers.image_id(tools) == before
+    assert "FROM " + before in again.log_path.read_text()
 
 
 def test_second_build_downloads_from_the_cache(code_env_template, codestudio_home):

@@ -392,12 +392,19 @@ def base_status() -> dict:
         return {"image": image, "present": False, "current": False}
     suite = found.get(SUITE_LABEL) or DEFAULT_SUITE
     mirror = found.get(MIRROR_LABEL) or None
+    image_id = containers.image_id(image)
+    from codestudio import buildenv
+
+    # Made by the first template build that installs Python packages (docs/building.md).
+    tools = buildenv.tools_image(buildenv.DEFAULT_INSTALLER, image_id or "")
     return {
         "image": image,
         "present": True,
-        "image_id": containers.image_id(image),
+        "image_id": image_id,
         "suite": suite,
         "mirror": mirror,
         # False when the engine's runner or recipe changed since: `base build` would rebuild.
         "current": found.get(INPUTS_LABEL) == inputs_hash(suite, mirror, _arch()),
+        "build_tools_image": tools,
+        "build_tools_present": containers.image_exists(tools),
     }

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from codestudio import containers
 from codestudio.images import history
+from codestudio.images.bud import CA_TARGET, TIMELINE, BuildFailed, bud_args, run_bud  # noqa: F401 (re-exported)
 from codestudio.images.progress import Reporter, StepTracker
 from codestudio.errors import RuntimeFailure
 from codestudio.locks import file_lock
@@ -37,17 +38,6 @@ RECIPE = 1
 HASH_TAG_LENGTH = 16
 #: Render folders kept per template (logs are always kept).
 KEEP_RENDERS = 5
-CA_TARGET = "/etc/ssl/certs/ca-certificates.crt"
-
-
-class BuildFailed(RuntimeFailure):
-    """buildah failed on a step; the message names the block, statement and last output."""
-
-    def __init__(self, message: str, *, step: int | None, block_index: int | None, log_path: Path):
-        super().__init__(message)
-        self.step = step
-        self.block_index = block_index
-        self.log_path = log_path
 
 
 @dataclass
@@ -275,108 +265,16 @@ def build_rendered(
         )
 
 
-def bud_args(render_dir: Path, base_id: str, iidfile: Path, *, no_cache: bool,
-             settings_dir: Path | None = None, local_paths: tuple[Path, ...] = (), jobs: int = 1) -> list[str]:
-    """The ``buildah bud`` arguments of a template build (without the global flags).
-
-    ``settings_dir`` (the index settings of :mod:`codestudio.images.indexes`)
-    and ``local_paths`` (local indexes and find-links folders) are mounted
-    read-only into every RUN step.
-    """
-    from codestudio import buildenv
-
-    args = [
-        "bud",
-        "--layers",
-        "--isolation", "chroot",
-        # The base was resolved (and pulled if needed) before hashing: build
-        # exactly that image (every stage's FROM), never a newer one fetched meanwhile.
-        "--build-arg", f"CODESTUDIO_BASE_IMAGE={base_id}",
-        "--pull=never",
-        "--force-rm",
-        # Proxy variables reach RUN steps but are never written to the image.
-        "--http-proxy=true",
-        "--iidfile", str(iidfile),
-        "-f", str(render_dir / "Dockerfile"),
-    ]
-    ca = containers.host_ca_bundle()
-    if ca is not None:
-        # Lent to RUN steps read-only, never copied into a layer.
-        args += ["-v", f"{ca}:{CA_TARGET}:ro"]
-    if settings_dir is not None:
-        args += ["-v", f"{settings_dir}:{buildenv.SETTINGS_DIR}:ro"]
-    for path in local_paths:
-        args += ["-v", f"{path}:{path}:ro"]
-    if jobs > 1:
-        # Stages that do not depend on each other (the build tools, contribute_stage blocks) build at once.
-        args += ["--jobs", str(jobs)]
-    if no_cache:
-        args.append("--no-cache")
-    args.append(str(render_dir / "context"))
-    return args
-
-
 def _bud(rendered, work: Path, base_id: str, log_path: Path, *, no_cache: bool, reporter: Reporter) -> StepTracker:
     from codestudio import buildenv
-    from codestudio.images import indexes
+    from codestudio.render import TOOLS_STEP_LABEL
 
-    settings = indexes.host_settings()
-    settings_dir = work / "index-settings"
-    indexes.write_settings(settings_dir, settings)
-    local = tuple(indexes.local_paths(settings))
-    argv = containers.buildah_command(*bud_args(work / "render", base_id, work / "iid", no_cache=no_cache,
-                                                settings_dir=settings_dir, local_paths=local,
-                                                jobs=max((s.stage for s in rendered.steps), default=1)))
-    tracker = StepTracker(steps={s.number: s for s in rendered.steps})
-    env = containers.tool_env()
-    # buildah keeps RUN --mount=type=cache folders under its temporary folder: the data dir's.
-    cache = buildenv.cache_root()
-    cache.mkdir(parents=True, exist_ok=True)
-    env["TMPDIR"] = str(cache)
-    from codestudio.images.cache import cache_lock
+    build_args = {}
+    if rendered.build_tools is not None:
+        from codestudio.images.tools import ensure_tools_image
 
-    def waiting() -> None:
-        reporter.note("waiting for `codestudio cache clear` to finish")
-
-    try:
-        with cache_lock(shared=True, waiting=waiting), open(log_path, "w", encoding="utf-8") as log:
-            log.write(f"# codestudio build of {rendered.template.id}\n# command: {' '.join(argv)}\n")
-            proxies = sorted(containers.proxy_env())
-            # Names only: proxy URLs may carry credentials.
-            log.write(f"# proxies passed to RUN steps: {', '.join(proxies) or 'none'}\n")
-            log.write(f"# package indexes: {', '.join(settings.urls()) or 'the default (https://pypi.org/simple)'}\n")
-            log.flush()
-            with containers.stream(argv, cwd=work, env=env) as proc:
-                for line in proc:
-                    log.write(line + "\n")
-                    log.flush()
-                    if tracker.feed(line):
-                        reporter.step(tracker)
-                tracker.finish()
-            log.write(f"# exit status {proc.returncode}\n")
-    finally:
-        # The settings may hold credentials: they live only as long as the build.
-        shutil.rmtree(settings_dir, ignore_errors=True)
-    if proc.returncode != 0:
-        raise _failure(rendered.template.id, tracker, log_path)
-    return tracker
-
-
-def _failure(template_id: str, tracker: StepTracker, log_path: Path) -> BuildFailed:
-    info = tracker.step
-    if tracker.number == 0:
-        head = f"build of template {template_id!r} failed before its first step"
-        statement = ""
-    else:
-        head = (
-            f"build of template {template_id!r} failed at step {tracker.number}/{tracker.total} "
-            f"in {tracker.where()}"
-        )
-        statement = f"\nfailing statement: {tracker.instruction}"
-    output = "\n".join(f"  | {line}" for line in tracker.tail) or "  (no output)"
-    return BuildFailed(
-        f"{head}{statement}\nlast output:\n{output}\nfull log: {log_path}",
-        step=tracker.number or None,
-        block_index=info.block_index if info is not None else None,
-        log_path=log_path,
-    )
+        build_args[buildenv.TOOLS_IMAGE_ARG] = ensure_tools_image(rendered.build_tools, base_id, reporter)
+    return run_bud(f"template {rendered.template.id!r}", work / "render", work, base_id, rendered.steps,
+                   reporter=reporter, no_cache=no_cache, build_args=build_args, log_path=log_path,
+                   # The tools' stage is an image (nothing to build): the others are what runs at once.
+                   jobs=len({s.stage for s in rendered.steps if s.label != TOOLS_STEP_LABEL}))

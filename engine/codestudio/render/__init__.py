@@ -30,6 +30,8 @@ RUNNER_LABEL = "io.codestudio.runner"
 TEMPLATE_LABEL = "io.codestudio.template"
 BLOCKS_LABEL = "io.codestudio.blocks"
 NAMESPACE = "codestudio"
+#: The label of the build tools' stage step (``FROM`` the tools image).
+TOOLS_STEP_LABEL = "codestudio build tools"
 
 
 @dataclass
@@ -78,6 +80,8 @@ class Rendered:
     nginx_conf: str
     steps: list[StepInfo]
     plugins: dict[str, str]
+    #: The installer whose build tools image RUN steps mount (``uv`` or ``pip``), None when no step uses them.
+    build_tools: str | None = None
 
 
 def _jinja():
@@ -130,8 +134,9 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
     installer = python_installer(template)
     uses_tools = False
     stages = []
-    # The leading run of blocks that build on their own (contribute_stage) becomes parallel stages.
-    leading = getattr(getattr(template, "build", None), "parallel_stages", True)
+    # The leading run of blocks that build on their own (contribute_stage) becomes parallel stages,
+    # when it has two or more: a stage alone overlaps with nothing and only adds a copy of its result.
+    leading = getattr(getattr(template, "build", None), "parallel_stages", True) and len(leading_stages(state)) > 1
     for gi, group in enumerate(state.groups):
         block = group.block
         prefix = f"{CONTEXT_DIR}/blocks/{gi:02d}-{_safe_name(block.type if block else 'engine')}"
@@ -146,8 +151,21 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
                 item["user_line"] = step.user
                 current_user = step.user
             if isinstance(step, Run):
+                previous = rendered_steps[-1] if rendered_steps else None
+                if (step.script is not None and item["user_line"] is None and previous is not None
+                        and previous.get("scripts") is not None):
+                    # Consecutive scripts of one block (as one user) run as one RUN: each RUN is a
+                    # layer commit. Each keeps its own shell (a subshell): its exit, cd or variables
+                    # reach the next no more than they did across RUN steps; a failure stops the RUN.
+                    previous["scripts"].append(step.script)
+                    previous["argv"] = ["/bin/sh", "-e", "-c", "\n".join(f"(\n{text.strip(chr(10))}\n)"
+                                                                        for text in previous["scripts"])]
+                    previous["mounts"] = run_mounts(previous["argv"], installer)
+                    uses_tools |= bool(previous["mounts"])
+                    continue
                 item["kind"] = "run"
                 item["argv"] = step.argv if step.argv is not None else ["/bin/sh", "-e", "-c", step.script]
+                item["scripts"] = [step.script] if step.script is not None else None
                 item["mounts"] = run_mounts(item["argv"], installer)
                 uses_tools |= bool(item["mounts"])
             elif isinstance(step, Copy):
@@ -214,9 +232,7 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
         (BLOCKS_LABEL, json.dumps(block_list, sort_keys=True, separators=(",", ":"))),
         (RUNNER_LABEL, json.dumps(json.loads(runner_json), sort_keys=True, separators=(",", ":"))),
     ]
-    tools = None
-    if uses_tools:
-        tools = _tools_stage(installer, files)
+    tools = _tools_stage(installer) if uses_tools else None
     text = _jinja().get_template("Dockerfile.j2").render(
         version=__version__,
         template_id=template.id,
@@ -228,6 +244,16 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
         labels=labels,
     )
     return text, dict(sorted(files.items())), _step_infos(text, state)
+
+
+def leading_stages(state: BuildState) -> list[int]:
+    """The groups of the template's leading run of independent blocks (``contribute_stage``)."""
+    run = []
+    for gi, group in enumerate(state.groups):
+        if not group.stage_paths or group.block is None:
+            break
+        run.append(gi)
+    return run
 
 
 def python_installer(template) -> str:
@@ -259,26 +285,41 @@ def run_mounts(argv: list[str], installer: str) -> list[str]:
     return mounts
 
 
-def _tools_stage(installer: str, files: dict[str, tuple[bytes, int]]) -> dict:
-    """The stage making the build tools: install-python, and uv (installed with pip) unless pip is chosen."""
+def _tools_stage(installer: str) -> dict:
+    """The build tools as a stage of the template's Dockerfile: the tools image the builder makes."""
     from codestudio import buildenv
 
-    for name, data in buildenv.tool_files().items():
-        files[f"{CONTEXT_DIR}/build-tools/{name}"] = (data, 0o755)
-    steps = [{"kind": "copy", "src": f"{CONTEXT_DIR}/build-tools/", "dest": f"{buildenv.TOOLS_DIR}/bin/"}]
-    if installer == "uv":
-        venv = f"{buildenv.TOOLS_DIR}/uv"
-        script = (f"python3 -m venv {venv}\n"
-                  f"CODESTUDIO_INSTALLER=pip {buildenv.INSTALL_PYTHON} {venv}/bin/python uv=={buildenv.UV_VERSION}\n"
-                  f"{venv}/bin/uv --version\n")
-        steps.append({"kind": "run", "argv": ["/bin/sh", "-e", "-c", script], "mounts": [buildenv.cache_mount("pip")]})
-    return {
-        "name": buildenv.TOOLS_STAGE,
-        "from": "${CODESTUDIO_BASE_IMAGE}" if installer == "uv" else "scratch",
-        "id": buildenv.tools_id(installer),
-        "installer": installer,
-        "steps": steps,
-    }
+    return {"name": buildenv.TOOLS_STAGE, "arg": buildenv.TOOLS_IMAGE_ARG, "id": buildenv.tools_id(installer),
+            "installer": installer}
+
+
+def tools_dockerfile(installer: str) -> tuple[str, dict[str, tuple[bytes, int]]]:
+    """The Dockerfile and context files of the build tools image (:func:`codestudio.buildenv.tools_image`).
+
+    With uv: ``install-python`` and ``verify-record.py``, and uv installed
+    with pip from the package index into a venv, ``FROM`` the base image (the
+    build argument ``CODESTUDIO_BASE_IMAGE``). With pip: the two scripts
+    alone, ``FROM scratch``.
+    """
+    from codestudio import buildenv
+
+    files = {f"build-tools/{name}": (data, 0o755) for name, data in sorted(buildenv.tool_files().items())}
+    venv = f"{buildenv.TOOLS_DIR}/uv"
+    script = (f"python3 -m venv {venv}\n"
+              f"CODESTUDIO_INSTALLER=pip {buildenv.INSTALL_PYTHON} {venv}/bin/python uv=={buildenv.UV_VERSION}\n"
+              f"{venv}/bin/uv --version\n")
+    text = _jinja().get_template("BuildTools.Dockerfile.j2").render(
+        version=__version__,
+        installer=installer,
+        ca_args=CA_ARGS,
+        files_src="build-tools/",
+        tools_dir=buildenv.TOOLS_DIR,
+        pip_cache=buildenv.cache_mount("pip"),
+        script=script,
+        label=buildenv.TOOLS_LABEL,
+        tools_id=buildenv.tools_id(installer),
+    )
+    return text, files
 
 
 def _step_infos(text: str, state: BuildState) -> list[StepInfo]:
@@ -318,7 +359,7 @@ def _step_infos(text: str, state: BuildState) -> list[StepInfo]:
         block = None
         label = "codestudio"
         if group_index == "tools":
-            label = "codestudio build tools"
+            label = TOOLS_STEP_LABEL
         elif group_index is not None and group_index < len(state.groups):
             block = state.groups[group_index].block
             label = state.groups[group_index].title
@@ -682,6 +723,7 @@ def render_state(template, state: BuildState, studio: StudioContext | None = Non
         nginx_conf=nginx_conf(state, studio, template.id),
         steps=steps,
         plugins=dict(sorted(plugins.items())),
+        build_tools=python_installer(template) if any(s.label == TOOLS_STEP_LABEL for s in steps) else None,
     )
 
 

@@ -22,9 +22,9 @@ def test_venv_and_packages_in_own_group(render):
     """)
     (group,) = r.state.groups
     (step,) = group.steps
+    # One step: the env (as python3 -m venv makes it) and its packages.
     assert step.script.splitlines() == [
-        "python3 -m venv /opt/codestudio/code-envs/py-ml",
-        "/opt/codestudio-build/bin/install-python /opt/codestudio/code-envs/py-ml/bin/python "
+        "/opt/codestudio-build/bin/install-python --venv python3 /opt/codestudio/code-envs/py-ml "
         "pandas==2.2.3 'requests[socks]>=2' 'tomli; python_version < '\"'\"'3.11'\"'\"''",
     ]
     ((_, env),) = r.state.code_envs
@@ -44,7 +44,7 @@ def test_requirements_file_python_and_path(render):
     """, {"files/requirements.txt": "numpy==2.1.0\n"})
     copy, run = r.state.groups[0].steps
     assert copy.dest == "/opt/envs/legacy/.codestudio/requirements/0-requirements.txt"
-    assert "/usr/bin/python3.11 -m venv /opt/envs/legacy" in run.script
+    assert "install-python --venv /usr/bin/python3.11 /opt/envs/legacy " in run.script
     assert "-r /opt/envs/legacy/.codestudio/requirements/0-requirements.txt" in run.script
     assert r.context_files[".codestudio/blocks/00-codeenv/0/requirements.txt"][0] == b"numpy==2.1.0\n"
     assert r.state.code_envs[0][1].python == "/opt/envs/legacy/bin/python"

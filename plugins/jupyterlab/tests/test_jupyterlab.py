@@ -30,8 +30,8 @@ def test_defaults_alone(render):
     install, page_config = r.state.groups[0].steps
     assert json.loads(page_config.content)["disabledExtensions"] == {"@jupyterlab/apputils-extension:announcements": True}
     assert page_config.dest == "/opt/codestudio/jupyterlab/etc/jupyter/labconfig/page_config.json"
-    assert install.script.startswith("python3 -m venv /opt/codestudio/jupyterlab\n")
-    assert "install-python /opt/codestudio/jupyterlab/bin/python jupyterlab==4.6.6" in install.script
+    assert install.script.startswith("/opt/codestudio-build/bin/install-python --venv python3 /opt/codestudio/jupyterlab ")
+    assert install.script.endswith(" /opt/codestudio/jupyterlab jupyterlab==4.6.6")
     doc = json.loads(r.runner_json)
     (ep,) = doc["entrypoints"]
     assert ep["port"] == 8888 and ep["proxied_subpath"] == "$request_uri" and ep["expose_html"]
@@ -70,7 +70,7 @@ def test_code_env_becomes_kernel_in_either_order(render, order):
     later = r.state.groups[1]
     scripts = [s.script for s in later.steps if getattr(s, "script", None)]
     assert any("install-python /opt/codestudio/code-envs/py-ml/bin/python ipykernel" in s and "ipykernel" in s for s in scripts)
-    assert "venv /opt/codestudio/code-envs/py-ml" in r.dockerfile.split("ipykernel")[0]
+    assert "--venv python3 /opt/codestudio/code-envs/py-ml" in r.dockerfile.split("ipykernel")[0]
     if order == "after":
         # The JupyterLab install layer is untouched by the later code env.
         assert [type(s).__name__ for s in r.state.groups[0].steps] == ["Run", "Copy"]

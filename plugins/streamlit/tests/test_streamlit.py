@@ -22,7 +22,7 @@ def render(codestudio_render):
 def test_defaults_own_env_webapp_and_starter_file(render):
     r = render("- type: streamlit\n")
     install = r.state.groups[0].steps[0]
-    assert install.script.startswith("python3 -m venv /opt/codestudio/streamlit\n")
+    assert install.script.startswith("/opt/codestudio-build/bin/install-python --venv python3 /opt/codestudio/streamlit ")
     assert "streamlit==1.67.0" in install.script
     doc = json.loads(r.runner_json)
     (ep,) = doc["entrypoints"]
