@@ -9,8 +9,10 @@
 (c) start and stop wall time for 1, 5 and 10 studios started (then stopped)
     concurrently: the median of ``--rounds`` rounds, and the ratio of each
     count's start to the start of one (issue 15 aims: 10 at most 3x one; a
-    stop of one under 1.5 s); and, as the floor under it, the same manifests
-    played by ``podman kube play`` alone (no engine), 1 and N at once.
+    stop of one under 1.5 s); and, as the floor under it, the same adapted
+    manifests run by podman alone (no engine), 1 and N at once: with
+    ``podman run`` as the local runtime does, and with ``podman kube play``,
+    which it used before.
 
 Needs the base image (built if missing, which takes a few minutes once).
 Everything runs in a temporary data dir and is removed afterwards.
@@ -228,22 +230,34 @@ def main() -> None:
                          f"start {start:.2f} s ({start / one:.1f}x one), stop {stop:.2f} s"
                          f"  [starts {', '.join(f'{x:.2f}' for x in starts[n])}; "
                          f"stops {', '.join(f'{x:.2f}' for x in stops[n])}]"))
-        # The floor under (c): podman alone playing the same adapted manifests (fresh ports),
-        # with no engine around it. What the engine adds is the difference.
-        floor: dict[int, list[float]] = {n: [] for n in counts}
-        for _ in range(args.rounds):
+        # The floor under (c): podman alone running the same adapted manifests (fresh ports),
+        # with no engine around it: `podman run` as the local runtime does (local.play), and
+        # `podman kube play`, which it used before (docs/runtimes.md). What the engine adds is
+        # the difference to the first.
+        floors = {"podman run (local.play) alone": [], "podman kube play alone": []}
+        floor: dict[tuple[str, int], list[float]] = {(f, n): [] for f in floors for n in counts}
+        for r in range(args.rounds):
+            for what in (list(floors) if r % 2 == 0 else list(floors)[::-1]):
+                for n in counts:
+                    manifests = [_fresh_ports(m) for m in replay[n]]
+                    if what.startswith("podman run"):
+                        def run(m):
+                            local.play(m)
+                    else:
+                        def run(m):
+                            containers.podman("kube", "play", "--network", local.NETWORK, str(m))
+                    with ThreadPoolExecutor(max_workers=n) as pool:
+                        t0 = time.perf_counter()
+                        list(pool.map(run, manifests))
+                        floor[(what, n)].append(time.perf_counter() - t0)
+                    pods = [local.pod_name(m.stem) for m in manifests]
+                    local.remove_pods(pods, in_pods=pods if what.startswith("podman kube") else ())
+        for what in floors:
+            one = statistics.median(floor[(what, 1)])
             for n in counts:
-                manifests = [_fresh_ports(m) for m in replay[n]]
-                with ThreadPoolExecutor(max_workers=n) as pool:
-                    t0 = time.perf_counter()
-                    list(pool.map(lambda m: containers.podman("kube", "play", "--network", local.NETWORK, str(m)), manifests))
-                    floor[n].append(time.perf_counter() - t0)
-                local.remove_pods([local.pod_name(m.stem) for m in manifests])
-        one = statistics.median(floor[1])
-        for n in counts:
-            start = statistics.median(floor[n])
-            rows.append((f"(c) floor: podman kube play alone, {n} at once",
-                         f"{start:.2f} s ({start / one:.1f}x one)  [{', '.join(f'{x:.2f}' for x in floor[n])}]"))
+                start = statistics.median(floor[(what, n)])
+                rows.append((f"(c) floor: {what}, {n} at once",
+                             f"{start:.2f} s ({start / one:.1f}x one)  [{', '.join(f'{x:.2f}' for x in floor[(what, n)])}]"))
         rows.append(("load average (1, 5, 15 min) at the end", " ".join(f"{x:.1f}" for x in os.getloadavg())))
     finally:
         for sid in created:

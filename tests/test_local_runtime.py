@@ -70,7 +70,7 @@ def test_concurrent_starts_play_at_the_same_time_on_distinct_ports(tmp_path, mon
     in_flight = threading.Barrier(count, timeout=60)
     played: dict[str, int] = {}
 
-    def play(manifest_path, *, timeout=300):
+    def play(manifest_path, *, docs=None, timeout=300):
         [deployment] = [d for d in yaml.safe_load_all(manifest_path.read_text()) if d["kind"] == "Deployment"]
         played[deployment["metadata"]["name"]] = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["hostPort"]
         in_flight.wait()
@@ -98,8 +98,8 @@ def test_concurrent_starts_play_at_the_same_time_on_distinct_ports(tmp_path, mon
 
 
 def test_stop_gives_the_runner_its_grace_then_removes_the_pod(tmp_path, monkeypatch):
-    """``pod stop -t GRACE`` (SIGTERM first) then ``pod rm``: never ``kube down`` or ``rm -f`` of a
-    running pod, which kill at once on podman 4.3 (and take seconds longer)."""
+    """``stop -t GRACE`` (SIGTERM first) then ``rm``: never ``rm -f`` of a running container,
+    which kills at once on podman 4.3."""
     import subprocess
 
     from codestudio.runtime.base import Pod
@@ -114,5 +114,71 @@ def test_stop_gives_the_runner_its_grace_then_removes_the_pod(tmp_path, monkeypa
     rt = local.LocalRuntime(tmp_path)
     monkeypatch.setattr(rt, "pods", lambda name: [Pod(local.pod_name(name), "running", {})])
     rt.stop("cs-p-s-x", timeout=7)
-    assert calls == [("pod", "stop", "--ignore", "-t", "7", "cs-p-s-x-pod-0"),
-                     ("pod", "rm", "--ignore", "-f", "cs-p-s-x-pod-0")]
+    assert calls == [("stop", "--ignore", "-t", "7", "cs-p-s-x-pod-0-studio"),
+                     ("rm", "--ignore", "-f", "cs-p-s-x-pod-0-studio")]
+
+
+def _adapted(**container):
+    labels = {MANAGED_BY: "codestudio", INSTANCE_LABEL: "abc", local.PODSET_LABEL: "cs-p-s-x"}
+    manifest = _manifest()
+    c = manifest[0]["spec"]["template"]["spec"]["containers"][0]
+    c.update(image="localhost/codestudio/t:latest",
+             securityContext={"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False,
+                              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+             **container)
+    c["env"] += [{"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}}
+                 for n, p in (("K8S_NODE_NAME", "spec.nodeName"), ("K8S_POD_NAME", "metadata.name"),
+                              ("K8S_POD_NAMESPACE", "metadata.namespace"), ("K8S_POD_ID", "metadata.uid"))]
+    docs = local._relabel(manifest, "cs-p-s-x-r1", labels, {"cs-p-s-x-guard": {"guard-secret": "s3cret"}})
+    return local.adapt_for_podman(docs, {8080: 45001}, node_name="host1", pod_uid="uid-1")
+
+
+def test_the_pod_runs_as_one_container_with_what_kube_play_derived(tmp_path):
+    docs = _adapted(resources={"limits": {"cpu": "500m", "memory": "64Mi"}}, command=["/bin/run", "a b"], args=["--x"],
+                    workingDir="/w")
+    args = local.run_args(docs, env_file=tmp_path / "env")
+    pairs = {(a, b) for a, b in zip(args, args[1:], strict=False)}
+    assert args[:2] == ["run", "--detach"]
+    assert {("--name", "cs-p-s-x-r1-pod-0-studio"), ("--hostname", "cs-p-s-x-r1-pod-0"), ("--network", local.NETWORK),
+            ("--user", "1000:1000"), ("--cap-drop", "ALL"), ("--security-opt", "no-new-privileges"),
+            ("--memory", str(64 * 2**20)), ("--cpus", "0.5"), ("--publish", "127.0.0.1:45001:61000/tcp"),
+            ("--workdir", "/w"), ("--restart", "always"), ("--entrypoint", '["/bin/run", "a b"]'), ("--env-file", str(tmp_path / "env")),
+            ("--label", f"{INSTANCE_LABEL}=abc"), ("--label", f"{local.PODSET_LABEL}=cs-p-s-x")} <= pairs
+    assert args[-2:] == ["localhost/codestudio/t:latest", "--x"]
+    assert not any("s3cret" in a for a in args), "the guard secret must never be on a command line"
+    env = local.env_file_text(docs).splitlines()
+    assert "CODESTUDIO_GUARD_SECRET=s3cret" in env and "PLAIN=1" in env
+    # The downward API as kube play resolved it: the pod's name, a uid, the node and namespace.
+    assert {"K8S_POD_NAME=cs-p-s-x-r1-pod-0", "K8S_POD_ID=uid-1", "K8S_NODE_NAME=host1", "K8S_POD_NAMESPACE=default"} <= set(env)
+
+
+def test_a_value_an_env_file_cannot_hold_is_refused():
+    docs = _adapted()
+    docs[0]["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "BAD", "value": "a\nEVIL=1"})
+    with pytest.raises(RuntimeFailure, match="'BAD'"):
+        local.env_file_text(docs)
+
+
+def test_play_passes_env_through_a_private_file_it_removes(tmp_path, monkeypatch):
+    import stat
+    import subprocess
+
+    import yaml
+
+    seen = {}
+
+    def podman(*args, check=True, timeout=None):
+        env_file = args[args.index("--env-file") + 1]
+        seen["mode"] = stat.S_IMODE(__import__("os").stat(env_file).st_mode)
+        seen["text"] = open(env_file).read()
+        seen["args"] = args
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(local.containers, "podman", podman)
+    monkeypatch.setattr(local.containers, "require_tools", lambda *names: None)
+    manifest = tmp_path / "cs-p-s-x-r1.yaml"
+    manifest.write_text(yaml.safe_dump_all(_adapted()))
+    local.play(manifest)
+    assert seen["mode"] == 0o600 and "CODESTUDIO_GUARD_SECRET=s3cret" in seen["text"]
+    assert not manifest.with_suffix(".env").exists()
+    assert not any("s3cret" in a for a in seen["args"])

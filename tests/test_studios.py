@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import shutil
 import socket
 import threading
@@ -36,8 +37,9 @@ def test_adaptations_only_touch_what_podman_lacks():
     env = {e["name"]: e for e in container["env"]}
     assert env["K8S_NODE_NAME"] == {"name": "K8S_NODE_NAME", "value": "node-1"}
     assert env["K8S_POD_NAMESPACE"] == {"name": "K8S_POD_NAMESPACE", "value": "codestudio"}
-    assert env["K8S_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert env["K8S_POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+    # What kube play resolved itself, podman run needs spelled out: the pod's name and a uid.
+    assert env["K8S_POD_NAME"] == {"name": "K8S_POD_NAME", "value": docs[0]["metadata"]["name"] + "-pod-0"}
+    assert re.fullmatch(r"[0-9a-f-]{36}", env["K8S_POD_ID"]["value"])
     assert env["CODESTUDIO_GUARD_SECRET"] == {"name": "CODESTUDIO_GUARD_SECRET", "value": "g" * 64}
     # Only the guard ports are published, each on the host port chosen for its server port.
     from codestudio.render import guard_ports

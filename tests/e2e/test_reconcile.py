@@ -159,7 +159,7 @@ def test_pod_removed_while_running(env):
 
     sid = _new(env, "removed")
     _cli("studio", "start", sid, "-q")
-    containers.podman("pod", "rm", "-f", "-t", "0", _pod(env, sid))
+    containers.podman("rm", "-f", "-t", "0", f"{_pod(env, sid)}-studio")
     st = _status(sid)
     assert st["state"] == "STOPPED" and "is gone" in st["message"], st
     assert (_zone(env, sid) / "notes" / "README.md").read_text() == "Start here\n"
@@ -239,8 +239,8 @@ def test_two_starts_at_once(env):
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     assert sum("already running" in e for e in errs) == 1, errs
-    pods = containers.podman("pod", "ps", "--format", "{{.Name}}").stdout.split()
-    assert pods.count(_pod(env, sid)) == 1
+    names = containers.podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert names.count(f"{_pod(env, sid)}-studio") == 1
     assert _serves(env, sid)
 
 
@@ -253,7 +253,7 @@ def test_reboot_every_pod_and_the_gateway_gone(env):
     _cli("studio", "sync", sid)
     # The "reboot": our pods are gone, nginx is not running.
     for s in env["rts"].list_studios(all_users=True, reconciled=False):
-        containers.podman("pod", "rm", "-f", "-t", "0", _pod(env, s.id), check=False)
+        containers.podman("rm", "-f", "-t", "0", f"{_pod(env, s.id)}-studio", check=False)
     env["rts"]._gateway().stop()
     _cli("studio", "start", sid, "-q")
     assert _status(sid)["state"] == "RUNNING" and _serves(env, sid)

@@ -1,9 +1,16 @@
-"""The local runtime's podman side: adapt the Deployment, play it, take it down.
+"""The local runtime's podman side: adapt the Deployment, run its pod's container, remove it.
 
 Studios run from the same Deployment manifest the Kubernetes runtime applies
 (:func:`codestudio.render.kubernetes_manifest`). :func:`adapt_for_podman` is
-the one place where it is changed for ``podman kube play`` (podman 4.3);
-every adaptation is listed in :data:`ADAPTATIONS` and in docs/studios.md.
+the one place where it is changed for this machine, and :func:`run_args` the
+one place that turns the adapted pod into ``podman run`` arguments; every
+adaptation is listed in :data:`ADAPTATIONS` and in docs/runtimes.md.
+
+Each pod is one container (``podman run -d``), not a ``podman kube play``
+pod: kube play adds an infra container and a pod to every start, which cost
+0.2-0.3 s of CPU per start, most of what ten concurrent starts wait for
+(measured: docs/runtimes.md). The played (adapted) manifest is still
+written next to the pod set (0600), and is what :func:`play` runs.
 All podman calls go through :mod:`codestudio.containers` (engine-owned
 containers.conf: runc, cgroupfs, ulimits).
 """
@@ -33,40 +40,46 @@ from codestudio.runtime.base import (
 
 LOOPBACK = "127.0.0.1"
 
-#: What :func:`adapt_for_podman` changes, and why (podman 4.3.1, measured).
+#: What :func:`adapt_for_podman` and :func:`run_args` change, and why (podman 4.3.1, measured).
 ADAPTATIONS: tuple[tuple[str, str], ...] = (
-    ("env valueFrom fieldRef spec.nodeName -> literal host name",
-     "podman rejects it: 'fieldPath spec.nodeName is either not valid or not supported'"),
-    ("env valueFrom fieldRef metadata.namespace -> literal namespace",
-     "podman rejects it the same way (metadata.name and metadata.uid resolve)"),
+    ("the pod is one container run by `podman run -d`, named <deployment>-pod-0-studio",
+     "`podman kube play` would add an infra container and a pod per start: 10 concurrent starts "
+     "took 1.6-1.8x as long with it (docs/runtimes.md); a studio's pod has one container"),
+    ("env valueFrom fieldRef spec.nodeName / metadata.namespace / metadata.name / metadata.uid -> literal "
+     "host name / namespace / pod name (<deployment>-pod-0) / a new UUID",
+     "there is no API server to resolve them; the values are what kube play set"),
     ("env CODESTUDIO_GUARD_SECRET valueFrom secretKeyRef -> literal value",
-     "podman would need a podman secret; the played manifest is written 0600 in the engine's "
-     "studio folder, and podman keeps the value in its root-only container config"),
-    ("guard containerPort -> hostPort <free loopback port>, hostIP 127.0.0.1",
+     "no podman secret is needed: the adapted manifest and the env file podman reads it from are "
+     "written 0600 in the engine's pod set folder, never on a command line; podman keeps the value in "
+     "its root-only container config"),
+    ("guard containerPort -> hostPort <free loopback port>, hostIP 127.0.0.1 (podman run -p 127.0.0.1:H:C)",
      "Kubernetes reaches pods over the cluster network; locally the gateway reaches them "
      "through the guard ports published on loopback only, never on other addresses"),
+    ("securityContext -> --user, --cap-drop/--cap-add, --security-opt no-new-privileges; "
+     "resources.limits cpu/memory -> --cpus/--memory; command/args/workingDir -> --entrypoint/args/--workdir; "
+     "restartPolicy (Always for a Deployment) -> --restart always; hostname = pod name; pod labels -> container labels",
+     "what kube play derived from the same fields; seccomp RuntimeDefault is podman's default profile"),
     ("readinessProbe kept as is",
-     "podman 4.3 ignores it (no healthcheck is created); the engine probes through the guard"),
+     "podman creates no healthcheck from it; the engine probes through the guard"),
     ("Service and NetworkPolicy documents kept as is",
-     "podman kube play ignores both; each pod gets its own slirp4netns network instead (see play())"),
+     "nothing local reads them; each pod gets its own slirp4netns network instead (see NETWORK)"),
 )
 
-#: ``podman kube play --network``: every pod gets its own user-mode network stack, with no
+#: ``podman run --network``: every pod gets its own user-mode network stack, with no
 #: interface on the host and no route to any other pod; ``allow_host_loopback=false`` keeps
 #: the host's 127.0.0.1 (the other studios' published ports) out of reach. rootlessport
 #: publishes the guard ports on the host's loopback. Measured on podman 4.3.1/slirp4netns 1.2.
 NETWORK = "slirp4netns:allow_host_loopback=false"
 
-_UNSUPPORTED_FIELDREFS = ("spec.nodeName", "metadata.namespace")
-
-
 def adapt_for_podman(docs: list[dict], host_ports: dict[int, int], *, guard_secret: str | None = None,
-                     node_name: str | None = None) -> list[dict]:
-    """Return a copy of the manifest that ``podman kube play`` runs as Kubernetes would.
+                     node_name: str | None = None, pod_uid: str | None = None) -> list[dict]:
+    """Return a copy of the manifest with what Kubernetes would resolve put in place (:data:`ADAPTATIONS`).
 
     ``host_ports`` maps every entrypoint (server) port to the loopback host port its
     guard port is published on; ``guard_secret`` is the value the guard requires.
     """
+    import uuid
+
     from codestudio.render import port_name
 
     docs = copy.deepcopy(docs)
@@ -75,11 +88,12 @@ def adapt_for_podman(docs: list[dict], host_ports: dict[int, int], *, guard_secr
         if doc.get("kind") != "Deployment":
             continue
         namespace = doc.get("metadata", {}).get("namespace") or "default"
-        literal = {"spec.nodeName": node, "metadata.namespace": namespace}
+        literal = {"spec.nodeName": node, "metadata.namespace": namespace,
+                   "metadata.name": pod_name(doc["metadata"]["name"]), "metadata.uid": pod_uid or str(uuid.uuid4())}
         for container in doc["spec"]["template"]["spec"]["containers"]:
             for env in container.get("env", []):
                 path = env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-                if path in _UNSUPPORTED_FIELDREFS:
+                if path in literal:
                     env.pop("valueFrom")
                     env["value"] = literal[path]
                 if env["name"] == "CODESTUDIO_GUARD_SECRET" and "secretKeyRef" in env.get("valueFrom", {}):
@@ -116,7 +130,7 @@ def free_ports(count: int, *, avoid: Iterable[int] = ()) -> list[int]:
     return out
 
 
-#: ``podman kube play`` attempts when a chosen port was taken before podman bound it.
+#: Attempts to run a pod when a chosen port was taken before podman bound it.
 PLAY_ATTEMPTS = 3
 
 
@@ -150,13 +164,96 @@ def container_name(kube_name: str, container: str = "studio") -> str:
     return f"{pod_name(kube_name)}-{container}"
 
 
-def play(manifest_path: Path, *, timeout: float = 300) -> None:
-    """``podman kube play``; on failure nothing it created is left behind."""
+def run_args(docs: list[dict], *, env_file: Path) -> list[str]:
+    """The ``podman run`` arguments that run the adapted Deployment's pod (:data:`ADAPTATIONS`).
+
+    Every env value goes to ``env_file`` (written 0600 by the caller), never
+    onto the command line, which every user of the host can read.
+    """
+    from codestudio.quantities import cpu_millicores, memory_bytes
+
+    [deployment] = [d for d in docs if d.get("kind") == "Deployment"]
+    template = deployment["spec"]["template"]
+    spec = template["spec"]
+    if len(spec.get("containers") or ()) != 1:
+        raise RuntimeFailure(f"deployment {deployment['metadata']['name']}: the local runtime runs pods of one container")
+    [container] = spec["containers"]
+    pod = pod_name(deployment["metadata"]["name"])
+    args = ["run", "--detach", "--name", container_name(deployment["metadata"]["name"], container["name"]),
+            "--hostname", pod, "--network", NETWORK, "--env-file", str(env_file),
+            # A Deployment's pods are restarted when they exit by themselves (not when stopped or killed).
+            "--restart", {"Always": "always", "OnFailure": "on-failure", "Never": "no"}[spec.get("restartPolicy", "Always")]]
+    for key, value in sorted((template.get("metadata", {}).get("labels") or {}).items()):
+        args += ["--label", f"{key}={value}"]
+    security = {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+    if "runAsUser" in security:
+        args += ["--user", f"{security['runAsUser']}" + (f":{security['runAsGroup']}" if "runAsGroup" in security else "")]
+    for cap in (security.get("capabilities") or {}).get("drop") or ():
+        args += ["--cap-drop", str(cap)]
+    for cap in (security.get("capabilities") or {}).get("add") or ():
+        args += ["--cap-add", str(cap)]
+    if security.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    limits = (container.get("resources") or {}).get("limits") or {}
+    if "memory" in limits:
+        args += ["--memory", str(memory_bytes(limits["memory"]))]
+    if "cpu" in limits:
+        args += ["--cpus", f"{cpu_millicores(limits['cpu']) / 1000:g}"]
+    for port in container.get("ports") or ():
+        args += ["--publish", f"{port['hostIP']}:{port['hostPort']}:{port['containerPort']}/{port.get('protocol', 'TCP').lower()}"]
+    if container.get("workingDir"):
+        args += ["--workdir", str(container["workingDir"])]
+    if container.get("command"):
+        import json
+
+        args += ["--entrypoint", json.dumps([str(a) for a in container["command"]])]
+    args.append(str(container["image"]))
+    args += [str(a) for a in container.get("args") or ()]
+    return args
+
+
+def env_file_text(docs: list[dict]) -> str:
+    """The ``--env-file`` of the adapted Deployment's container: ``NAME=value`` lines, in order."""
+    [deployment] = [d for d in docs if d.get("kind") == "Deployment"]
+    lines = []
+    for env in deployment["spec"]["template"]["spec"]["containers"][0].get("env") or ():
+        if "value" not in env:
+            raise RuntimeFailure(f"env {env.get('name')} has no literal value to run it with")
+        value = str(env["value"])
+        if "\n" in value or "\r" in value or "=" in env["name"] or not env["name"]:
+            # An env file has one variable per line; nothing in a rendered manifest needs more.
+            raise RuntimeFailure(f"env {env['name']!r} cannot be passed to podman (a line break in its value)")
+        lines.append(f"{env['name']}={value}\n")
+    return "".join(lines)
+
+
+def _yaml():
+    """PyYAML and its libyaml (C) loader and dumper where present: 5-7x faster than the pure-Python ones."""
+    import yaml
+
+    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader), getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def play(manifest_path: Path, *, docs: list[dict] | None = None, timeout: float = 300) -> None:
+    """Run the pod of the adapted manifest at ``manifest_path``; on failure nothing it created is left behind.
+
+    ``docs``: the manifest as just written there (saves reading it back).
+    Its env goes through ``<manifest>.env`` (0600, removed again once podman
+    has read it: podman keeps the values in its root-only container config).
+    """
     containers.require_tools("slirp4netns")  # podman only recommends it; the network depends on it
-    proc = containers.podman("kube", "play", "--network", NETWORK, str(manifest_path), check=False, timeout=timeout)
+    if docs is None:
+        yaml, loader, _ = _yaml()
+        docs = [d for d in yaml.load_all(manifest_path.read_text(), Loader=loader) if d]
+    env_file = manifest_path.with_suffix(".env")
+    write_private(env_file, env_file_text(docs))
+    try:
+        proc = containers.podman(*run_args(docs, env_file=env_file), check=False, timeout=timeout)
+    finally:
+        env_file.unlink(missing_ok=True)
     if proc.returncode != 0:
         down(manifest_path)
-        raise RuntimeFailure(f"podman kube play failed:\n{proc.stderr.strip()}")
+        raise RuntimeFailure(f"podman run failed:\n{proc.stderr.strip()}")
 
 
 def down(manifest_path: Path | None, pod: str | None = None, *, grace: float = 10) -> None:
@@ -166,24 +263,29 @@ def down(manifest_path: Path | None, pod: str | None = None, *, grace: float = 1
         remove_pods([pod], grace=grace)
 
 
-def remove_pods(pods: list[str], *, grace: float = 10) -> None:
+def remove_pods(pods: list[str], *, grace: float = 10, in_pods: Iterable[str] = ()) -> None:
     """Stop ``pods`` (SIGTERM, SIGKILL after ``grace`` seconds), then remove them; missing ones are skipped.
 
     The runner stops its entrypoints and exits by itself within its own grace
-    (docs/runner.md), so a stop usually takes a fraction of a second. Not
-    ``podman kube down`` nor ``pod rm -f`` of a running pod: on podman 4.3
-    both kill with no grace at all and then take 3.3 s more to return
-    (measured: docs/runtimes.md).
+    (docs/runner.md), so a stop usually takes a fraction of a second.
+    ``in_pods``: those of ``pods`` that are real podman pods (played by
+    ``kube play`` before the local runtime ran containers): their pods go too.
+    Not ``rm -f`` or ``pod rm -f`` of a running one: on podman 4.3 both kill
+    with no grace at all (measured: docs/runtimes.md).
     """
     if not pods:
         return
-    containers.podman("pod", "stop", "--ignore", "-t", str(max(0, round(grace))), *pods, check=False,
-                      timeout=grace + 120)
-    containers.podman("pod", "rm", "--ignore", "-f", *pods, check=False, timeout=120)
+    names = [f"{pod}-studio" for pod in pods]
+    containers.podman("stop", "--ignore", "-t", str(max(0, round(grace))), *names, check=False, timeout=grace + 120)
+    containers.podman("rm", "--ignore", "-f", *names, check=False, timeout=120)
+    legacy = [pod for pod in pods if pod in set(in_pods)]
+    if legacy:
+        containers.podman("pod", "rm", "--ignore", "-f", *legacy, check=False, timeout=120)
 
 
 def pod_exists(pod: str) -> bool:
-    return containers.podman("pod", "exists", pod, check=False).returncode == 0
+    """Whether the pod's container exists (running or not)."""
+    return containers.podman("container", "exists", f"{pod}-studio", check=False).returncode == 0
 
 
 def container_running(container: str) -> bool:
@@ -231,8 +333,8 @@ def exec_run(container: str, argv: list[str], *, user: str | None = "codestudio"
 
 def leftover_pods(prefix: str = "cs-") -> list[str]:
     """Pods whose name starts with ``prefix`` (tests and ``doctor``-style checks)."""
-    proc = containers.podman("pod", "ps", "--format", "{{.Name}}", check=False)
-    return [n for n in proc.stdout.split() if n.startswith(prefix)]
+    proc = containers.podman("ps", "-a", "--format", "{{.Names}}", check=False)
+    return [n.removesuffix("-studio") for n in proc.stdout.split() if n.startswith(prefix) and n.endswith("-pod-0-studio")]
 
 
 # --------------------------------------------------------------------------
@@ -273,12 +375,14 @@ def _json_dumps(obj) -> str:
 
 
 class LocalRuntime(Runtime):
-    """:class:`~codestudio.runtime.base.Runtime` on this machine with podman (``kube play``).
+    """:class:`~codestudio.runtime.base.Runtime` on this machine with podman (``podman run``).
 
-    Each replica is its own ``podman kube play`` of the adapted Deployment
-    (podman 4.3 plays one pod per Deployment), named ``<name>`` for replica
-    0 and ``<name>-r<i>`` after; podman names its pod ``<deployment>-pod-0``
-    and the main container ``<pod>-studio``. Ports are chosen and published
+    Each replica is one container run from the adapted Deployment
+    (:func:`play`), whose Deployment is named ``<name>`` for replica 0 and
+    ``<name>-r<i>`` after; its pod is called ``<deployment>-pod-0`` (the
+    name ``kube play`` gave it) and its container ``<pod>-studio``. The
+    pod set's labels are the container's, which is what :meth:`pods` and
+    :meth:`list` select by. Ports are chosen and published
     on loopback under one lock per data dir, and recorded next to the
     played manifest (``<workdir>/<pod>.ports.json``) so endpoints survive
     the engine process.
@@ -291,6 +395,8 @@ class LocalRuntime(Runtime):
 
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.instance = instance_id(self.data_dir)
+        #: Pods seen to be real podman pods (played by ``kube play`` before): removed with their pod.
+        self._in_pods: set[str] = set()
 
     # --- helpers -------------------------------------------------------------------
 
@@ -301,33 +407,35 @@ class LocalRuntime(Runtime):
         return self._podsets_dir() / name
 
     def _pod_json(self, *filters: str) -> list[dict]:
+        """``podman ps -a`` of the pods' containers matching ``filters``, as dicts."""
         import json
 
-        args = ["pod", "ps", "--format", "json"]
+        args = ["ps", "--all", "--format", "json"]
         for f in filters:
             args += ["--filter", f]
         proc = containers.podman(*args, check=False, timeout=60)
         if proc.returncode != 0:
-            raise RuntimeFailure(f"podman pod ps failed: {proc.stderr.strip()}")
-        return json.loads(proc.stdout or "[]") or []
+            raise RuntimeFailure(f"podman ps failed: {proc.stderr.strip()}")
+        found = [c for c in json.loads(proc.stdout or "[]") or [] if not c.get("IsInfra")]
+        for info in found:
+            info["Name"] = (info.get("Names") or [""])[0].removesuffix("-studio")
+            if info.get("Pod"):
+                self._in_pods.add(info["Name"])
+        return found
 
     def _pod_from(self, info: dict) -> Pod:
         import json
 
         pod = info["Name"]
-        main = f"{pod}-studio"
-        status = {c.get("Names"): (c.get("Status") or "").lower() for c in info.get("Containers") or []}
-        state = status.get(main)
+        state = (info.get("State") or "").lower()
         if state == "running":
             phase, message = "running", None
         elif state in ("created", "configured", "initialized"):
             phase, message = "pending", f"the container is {state}"
-        elif state is None:
-            phase, message = "gone", "the pod has no studio container"
         else:
-            phase, message = "exited", self._exit_message(main)
+            phase, message = "exited", self._exit_message(f"{pod}-studio")
         endpoints: dict[int, Endpoint] = {}
-        workdir = info.get("Labels", {}).get(PODSET_LABEL)
+        workdir = (info.get("Labels") or {}).get(PODSET_LABEL)
         try:
             saved = json.loads((self._workdir(workdir or "") / f"{pod}.ports.json").read_text())
             endpoints = {int(k): Endpoint(LOOPBACK, int(v)) for k, v in saved.items()}
@@ -389,10 +497,9 @@ class LocalRuntime(Runtime):
         """Play replica ``index`` of the pod set from its saved spec (start and scale)."""
         import json
 
-        import yaml
-
         from codestudio.locks import file_lock
 
+        yaml, _, dumper = _yaml()
         workdir = self._workdir(name)
         deployment = replica_name(name, index)
         manifest = workdir / f"{deployment}.yaml"
@@ -408,9 +515,9 @@ class LocalRuntime(Runtime):
                 (workdir / f"{pod}.ports.json").write_text(json.dumps({str(k): v for k, v in host_ports.items()}))
             docs = _relabel(copy.deepcopy(list(saved["manifest"])), deployment, saved["labels"], saved["secrets"])
             docs = adapt_for_podman(docs, host_ports)
-            write_private(manifest, yaml.safe_dump_all(docs, sort_keys=True))
+            write_private(manifest, yaml.dump_all(docs, Dumper=dumper, sort_keys=True))
             try:
-                play(manifest)
+                play(manifest, docs=docs)
                 break
             except RuntimeFailure:
                 # Another process (another data dir) took a chosen port between our
@@ -421,10 +528,10 @@ class LocalRuntime(Runtime):
 
     def pods(self, name: str) -> list[Pod]:
         # One podman call (each costs 50 ms here, far more on a busy machine; a start and a
-        # stop ask several times): every pod named after the pod set's replicas, kept when
-        # it carries this pod set's labels, or none (pods played before labels existed).
+        # stop ask several times): every container named after the pod set's replicas, kept
+        # when it carries this pod set's labels, or none (pods played before labels existed).
         found = []
-        for info in self._pod_json(f"name=^{name}(-r[0-9]+)?-pod-0$"):
+        for info in self._pod_json(f"name=^{name}(-r[0-9]+)?-pod-0-studio$"):
             labels = info.get("Labels") or {}
             if PODSET_LABEL in labels:
                 if labels[PODSET_LABEL] == name and labels.get(INSTANCE_LABEL) == self.instance:
@@ -506,7 +613,7 @@ class LocalRuntime(Runtime):
         workdir = self._workdir(name)
         pods = self.pods(name)
         published = {e.port for pod in pods for e in pod.endpoints.values()}
-        remove_pods([pod.name for pod in pods], grace=timeout)
+        remove_pods([pod.name for pod in pods], grace=timeout, in_pods=self._in_pods)
         # podman's port forwarder (rootlessport) lets go of the published ports a moment
         # after the pod is gone; "stopped" means they are free for the next start.
         deadline = time.monotonic() + timeout
@@ -516,7 +623,7 @@ class LocalRuntime(Runtime):
             leftover.unlink(missing_ok=True)
         (workdir / SPEC_FILE).unlink(missing_ok=True)
         # The played manifests hold the guard secret; a stopped pod set needs none of it.
-        for played in workdir.glob("*.yaml") if workdir.is_dir() else ():
+        for played in [*workdir.glob("*.yaml"), *workdir.glob("*.env")] if workdir.is_dir() else ():
             played.unlink(missing_ok=True)
         try:
             workdir.rmdir()
@@ -527,7 +634,7 @@ class LocalRuntime(Runtime):
         """Keep ``replicas`` pods: the ``remove`` ones and pods that stopped go first, then the newest.
 
         Running pods that are kept are not touched; each new pod is a new
-        ``podman kube play`` of the saved spec under the next replica index
+        run of the saved spec under the next replica index
         (names are never reused within a pod set, as Kubernetes names a
         replacement pod anew).
         """
@@ -550,7 +657,7 @@ class LocalRuntime(Runtime):
             kept.sort(key=lambda p: _replica_index(name, p.name))
             doomed += kept[replicas:]
             kept = kept[:replicas]
-            remove_pods([pod.name for pod in doomed])
+            remove_pods([pod.name for pod in doomed], in_pods=self._in_pods)
             for pod in doomed:
                 (workdir / f"{pod.name}.ports.json").unlink(missing_ok=True)
                 (workdir / f"{pod.name.removesuffix('-pod-0')}.yaml").unlink(missing_ok=True)
