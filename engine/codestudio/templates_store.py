@@ -391,23 +391,30 @@ def build_template(ref: str, *, no_cache: bool = False, quiet: bool = False, sto
 
     Returns the :class:`~codestudio.images.BuildResult`.
     """
-    from codestudio.images import build_template_file
+    from codestudio.images import build_rendered
+    from codestudio.render import render_template
 
     path, version = resolve_template(ref, store=store)
     if version is not None:  # a stored id: the editor's draft, if any, must be valid first
         check_buildable(ref)
-    result = build_template_file(path, template_version=version, no_cache=no_cache, quiet=quiet, store=store)
-    warn_memory_shortfall(path)
+    rendered = render_template(path)
+    result = build_rendered(rendered, no_cache=no_cache, template_version=version, quiet=quiet, store=store)
+    warn_memory_shortfall(path, state=rendered.state)  # the plan just made: not planned again
     return result
 
 
-def warn_memory_shortfall(path: Path) -> str | None:
-    """Say on stderr when the template's memory limit is below what its tools need (a start refuses it)."""
+def warn_memory_shortfall(path: Path, *, state=None) -> str | None:
+    """Say on stderr when the template's memory limit is below what its tools need (a start refuses it).
+
+    ``state``: the template's build state if the caller has it (else it is planned).
+    """
     import sys
 
-    from codestudio.plan import plan_template
+    if state is None:
+        from codestudio.plan import plan_template
 
-    shortfall = plan_template(path)[1].memory_shortfall()
+        state = plan_template(path)[1]
+    shortfall = state.memory_shortfall()
     if shortfall:
         print(f"warning: {path}: {shortfall}; studios of this template will not start", file=sys.stderr, flush=True)
     return shortfall
