@@ -182,3 +182,20 @@ def test_play_passes_env_through_a_private_file_it_removes(tmp_path, monkeypatch
     assert seen["mode"] == 0o600 and "CODESTUDIO_GUARD_SECRET=s3cret" in seen["text"]
     assert not manifest.with_suffix(".env").exists()
     assert not any("s3cret" in a for a in seen["args"])
+
+
+def test_a_pod_set_without_its_folder_has_no_pods_and_costs_no_podman_call(tmp_path, monkeypatch):
+    """Every start of a stopped studio asks for its pods first: that answer needs no podman."""
+    import subprocess
+
+    calls = []
+
+    def podman(*args, check=True, timeout=None):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, "[]", "")
+
+    monkeypatch.setattr(local.containers, "podman", podman)
+    rt = local.LocalRuntime(tmp_path)
+    assert rt.pods("cs-p-s-x") == [] and calls == []
+    rt._workdir("cs-p-s-x").mkdir(parents=True)  # made by start() before its first pod runs
+    assert rt.pods("cs-p-s-x") == [] and [c[0] for c in calls] == ["ps"]

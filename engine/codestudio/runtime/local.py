@@ -527,6 +527,11 @@ class LocalRuntime(Runtime):
         return Pod(pod, "running", {p: Endpoint(LOOPBACK, h) for p, h in host_ports.items()})
 
     def pods(self, name: str) -> list[Pod]:
+        if not self._workdir(name).is_dir():
+            # No podman call at all: every pod set's folder is made before its first pod runs
+            # and removed only after its last one is gone (stop), so without it there is no
+            # pod (every start of a stopped studio asks first; ten at once queued on podman).
+            return []
         # One podman call (each costs 50 ms here, far more on a busy machine; a start and a
         # stop ask several times): every container named after the pod set's replicas, kept
         # when it carries this pod set's labels, or none (pods played before labels existed).
