@@ -437,3 +437,32 @@ def test_consecutive_scripts_of_a_block_are_one_run_each_in_its_own_shell(tmp_pa
     # Failures still name the block: every step of the merged RUN is the block's.
     step = next(s for s in rendered.steps if "echo second" in s.instruction)
     assert (step.block_index, step.block_type) == (2, "two-steps")
+
+
+def test_the_tools_image_is_made_once_by_concurrent_builds(codestudio_home, monkeypatch):
+    """Two builds finding no tools image: one makes it (under the lock), the other waits and uses it."""
+    import threading
+    import time
+
+    from codestudio.images import tools
+    from codestudio.images.progress import Reporter
+
+    stored: dict[str, str] = {}
+    made = []
+
+    def build(installer, base_id, name, reporter):
+        made.append(name)
+        time.sleep(0.3)  # long enough for the other build to queue on the lock
+        stored[name] = "f" * 64
+        return stored[name]
+
+    monkeypatch.setattr(tools.containers, "image_id", lambda ref: stored.get(ref))
+    monkeypatch.setattr(tools, "_build", build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        tools.ensure_tools_image("uv", "e" * 64, Reporter("t", quiet=True)))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert made == [buildenv.tools_image("uv", "e" * 64)] and results == ["f" * 64] * 2
