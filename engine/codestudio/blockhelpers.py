@@ -290,7 +290,9 @@ class WebAppBlock:
     - ``tool``: the pip distribution it installs at ``version``
       (``extra_requirements`` go with it);
     - ``example_files``: the names of the working example's files in the
-      ``files/`` folder of the block's own package (default ``app.py``),
+      ``files/`` folder of the block's own package (default ``app.py``; a
+      subclass without its own ``files/<name>`` uses its base class's, see
+      :meth:`package_file`),
       copied to ``<home>/example/`` and written into the zone when a studio
       is created (:meth:`starter_paths` says where);
     - a ``files/start.sh`` next to them, called as
@@ -317,13 +319,43 @@ class WebAppBlock:
     restart_on_change: bool = True
 
     def package_file(self, name: str) -> bytes:
-        """``files/<name>`` of the package the block's class is defined in."""
+        """``files/<name>`` of the first class in the block's MRO whose package has it.
+
+        A subclass in another package inherits its parent's files unless its
+        own package has a ``files/<name>``. None having it (a block defined in
+        a single module, not a package, has no ``files/`` of its own) is a
+        :class:`~codestudio.errors.PluginError` naming the block type and the file.
+        """
         import sys
         from importlib import resources
 
-        module = sys.modules[type(self).__module__]
-        package = module.__spec__.parent if module.__spec__ and module.__spec__.parent else module.__name__
-        return resources.files(package).joinpath("files", name).read_bytes()
+        from codestudio.errors import PluginError
+
+        searched: list[str] = []
+        for cls in type(self).__mro__:
+            if cls is WebAppBlock or not issubclass(cls, WebAppBlock):
+                continue
+            module = sys.modules.get(cls.__module__)
+            spec = getattr(module, "__spec__", None)
+            if spec is None:
+                continue
+            # A package's own __init__, or a module inside a package; a top-level module has none.
+            package = spec.name if spec.submodule_search_locations is not None else spec.parent
+            if not package or package in searched:
+                continue
+            searched.append(package)
+            try:
+                target = resources.files(package).joinpath("files", name)
+                if target.is_file():
+                    return target.read_bytes()
+            except (ImportError, TypeError, OSError):
+                continue
+        cls = type(self)
+        raise PluginError(
+            f"block type {getattr(self, 'type', '') or '?'!r} ({cls.__module__}.{cls.__qualname__}): no files/{name} "
+            + (f"in the package of its class or of a base class ({', '.join(searched)})" if searched
+               else "(its class is defined in a single module, not a package, so it has no files/ folder)")
+        )
 
     @property
     def examples(self) -> dict[str, bytes]:
