@@ -19,7 +19,7 @@ import sysconfig
 
 
 def bad_distributions(since: float) -> list[str]:
-    records = []
+    bad = []
     for key in ("purelib", "platlib"):
         root = sysconfig.get_paths()[key]
         if not os.path.isdir(root):
@@ -29,16 +29,8 @@ def bad_distributions(since: float) -> list[str]:
             if not name.endswith(".dist-info") or os.stat(info).st_mtime < since:
                 continue
             dist = name[: -len(".dist-info")].rsplit("-", 1)[0]
-            records.append((dist, root, os.path.join(info, "RECORD")))
-    # Reading and hashing release the GIL: threads keep every core busy on the many small files.
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        intact = list(pool.map(lambda r: _intact(r[1], r[2]), records))
-    bad = []
-    for (dist, _, _), ok in zip(records, intact):
-        if not ok and dist not in bad:
-            bad.append(dist)
+            if dist in bad or not _intact(root, os.path.join(info, "RECORD")):
+                bad.append(dist)
     return bad
 
 
