@@ -98,8 +98,8 @@ def test_concurrent_starts_play_at_the_same_time_on_distinct_ports(tmp_path, mon
 
 
 def test_stop_gives_the_runner_its_grace_then_removes_the_pod(tmp_path, monkeypatch):
-    """``stop -t GRACE`` (SIGTERM first) then ``rm``: never ``rm -f`` of a running container,
-    which kills at once on podman 4.3."""
+    """``rm --force --time GRACE``: SIGTERM first, SIGKILL only after the grace (never ``pod rm -f``
+    or ``kube down``, which kill at once on podman 4.3)."""
     import subprocess
 
     from codestudio.runtime.base import Pod
@@ -114,8 +114,7 @@ def test_stop_gives_the_runner_its_grace_then_removes_the_pod(tmp_path, monkeypa
     rt = local.LocalRuntime(tmp_path)
     monkeypatch.setattr(rt, "pods", lambda name: [Pod(local.pod_name(name), "running", {})])
     rt.stop("cs-p-s-x", timeout=7)
-    assert calls == [("stop", "--ignore", "-t", "7", "cs-p-s-x-pod-0-studio"),
-                     ("rm", "--ignore", "-f", "cs-p-s-x-pod-0-studio")]
+    assert calls == [("rm", "--ignore", "--force", "--time", "7", "cs-p-s-x-pod-0-studio")]
 
 
 def _adapted(**container):

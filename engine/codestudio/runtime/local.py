@@ -270,14 +270,16 @@ def remove_pods(pods: list[str], *, grace: float = 10, in_pods: Iterable[str] = 
     (docs/runner.md), so a stop usually takes a fraction of a second.
     ``in_pods``: those of ``pods`` that are real podman pods (played by
     ``kube play`` before the local runtime ran containers): their pods go too.
-    Not ``rm -f`` or ``pod rm -f`` of a running one: on podman 4.3 both kill
-    with no grace at all (measured: docs/runtimes.md).
+    One ``podman rm --force --time GRACE`` per call: for a container it sends
+    SIGTERM and waits the grace (measured on podman 4.3: 0.36 s against
+    0.57 s for ``stop`` then ``rm``); ``pod rm -f`` and ``kube down`` of a
+    running pod kill with no grace at all (docs/runtimes.md).
     """
     if not pods:
         return
     names = [f"{pod}-studio" for pod in pods]
-    containers.podman("stop", "--ignore", "-t", str(max(0, round(grace))), *names, check=False, timeout=grace + 120)
-    containers.podman("rm", "--ignore", "-f", *names, check=False, timeout=120)
+    containers.podman("rm", "--ignore", "--force", "--time", str(max(0, round(grace))), *names, check=False,
+                      timeout=grace + 120)
     legacy = [pod for pod in pods if pod in set(in_pods)]
     if legacy:
         containers.podman("pod", "rm", "--ignore", "-f", *legacy, check=False, timeout=120)
