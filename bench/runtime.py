@@ -106,18 +106,21 @@ def _replayable(root: Path, podset: str) -> Path:
     return out
 
 
-def _fresh_ports(manifest: Path) -> Path:
-    """``manifest`` with every hostPort replaced by a port free now (the studio is stopped)."""
+def _fresh_ports(manifests: list[Path]) -> list[Path]:
+    """``manifests`` with every hostPort replaced by a port free now, distinct across all of them."""
     import yaml
 
-    docs = list(yaml.safe_load_all(manifest.read_text()))
-    for doc in docs:
-        if doc and doc.get("kind") == "Deployment":
-            for container in doc["spec"]["template"]["spec"]["containers"]:
-                for port in container.get("ports", []):
-                    port["hostPort"] = _free_port()
-    manifest.write_text(yaml.safe_dump_all(docs))
-    return manifest
+    from codestudio.runtime import local
+
+    docs_of = {m: list(yaml.safe_load_all(m.read_text())) for m in manifests}
+    ports = [port for docs in docs_of.values() for doc in docs if doc and doc.get("kind") == "Deployment"
+             for container in doc["spec"]["template"]["spec"]["containers"] for port in container.get("ports", [])]
+    # Chosen together (local.free_ports holds each socket until all are picked): one port each.
+    for port, free in zip(ports, local.free_ports(len(ports)), strict=True):
+        port["hostPort"] = free
+    for manifest, docs in docs_of.items():
+        manifest.write_text(yaml.safe_dump_all(docs))
+    return manifests
 
 
 def main() -> None:
@@ -239,19 +242,21 @@ def main() -> None:
         for r in range(args.rounds):
             for what in (list(floors) if r % 2 == 0 else list(floors)[::-1]):
                 for n in counts:
-                    manifests = [_fresh_ports(m) for m in replay[n]]
+                    manifests = _fresh_ports(replay[n])
                     if what.startswith("podman run"):
                         def run(m):
                             local.play(m)
                     else:
                         def run(m):
                             containers.podman("kube", "play", "--network", local.NETWORK, str(m))
-                    with ThreadPoolExecutor(max_workers=n) as pool:
-                        t0 = time.perf_counter()
-                        list(pool.map(run, manifests))
-                        floor[(what, n)].append(time.perf_counter() - t0)
                     pods = [local.pod_name(m.stem) for m in manifests]
-                    local.remove_pods(pods, in_pods=pods if what.startswith("podman kube") else ())
+                    try:
+                        with ThreadPoolExecutor(max_workers=n) as pool:
+                            t0 = time.perf_counter()
+                            list(pool.map(run, manifests))
+                            floor[(what, n)].append(time.perf_counter() - t0)
+                    finally:
+                        local.remove_pods(pods, in_pods=pods if what.startswith("podman kube") else ())
         for what in floors:
             one = statistics.median(floor[(what, 1)])
             for n in counts:
