@@ -16,7 +16,10 @@ def storage(tmp_path, monkeypatch, codestudio_home):
     root = tmp_path / "graph"
     (root / "overlay-images").mkdir(parents=True)
     monkeypatch.setattr(containers, "_graph_root", lambda: root)
-    monkeypatch.setattr(containers, "storage_driver", lambda: "overlay")
+    # overlay, which the tools pick by themselves: the engine passes no --storage-driver.
+    monkeypatch.setattr(containers, "_storage_decision", lambda: {"driver": "overlay", "default": "overlay"})
+    for name in ("STORAGE_DRIVER", "STORAGE_OPTS"):
+        monkeypatch.delenv(name, raising=False)
     asked: list[str] = []
     buildah_knows: dict[str, str] = {}
 
@@ -83,5 +86,75 @@ def test_the_graph_root_is_asked_once_and_again_when_a_storage_conf_changes(monk
     assert str(containers._graph_root()) == "/graph1"
     assert str(containers._graph_root()) == "/graph1"
     conf.write_text('[storage]\ndriver = "overlay"\ngraphroot = "/elsewhere"\n')
+    assert str(containers._graph_root()) == "/graph2"
+    assert len(calls) == 2
+
+
+def _stale_overlay_list(storage, tmp_path):
+    """overlay-images/images.json names an image buildah does not have with the driver it really uses."""
+    write, asked, _ = storage
+    write([{"id": "a" * 64, "names": ["localhost/codestudio/t:abc"]}])
+    return asked
+
+
+@pytest.mark.parametrize("name, value", [("STORAGE_DRIVER", "vfs"), ("STORAGE_OPTS", "overlay.imagestore=/elsewhere")])
+def test_a_driver_or_its_options_forced_by_the_environment_is_buildahs_call(storage, tmp_path, monkeypatch, name, value):
+    """buildah honours $STORAGE_DRIVER (over storage.conf) and $STORAGE_OPTS; the image list may not be its list."""
+    asked = _stale_overlay_list(storage, tmp_path)
+    (tmp_path / "graph" / "vfs-images").mkdir()
+    (tmp_path / "graph" / "vfs-images" / "images.json").write_text("[]")
+    monkeypatch.setenv(name, value)
+    assert containers.image_id("localhost/codestudio/t:abc") is None
+    assert asked == ["localhost/codestudio/t:abc"]
+    monkeypatch.delenv(name)
+    assert containers.image_id("localhost/codestudio/t:abc") == "a" * 64
+    assert asked == ["localhost/codestudio/t:abc"]
+
+
+def test_the_same_driver_in_the_environment_keeps_the_index(storage, tmp_path, monkeypatch):
+    asked = _stale_overlay_list(storage, tmp_path)
+    monkeypatch.setenv("STORAGE_DRIVER", "overlay")
+    assert containers.image_id("localhost/codestudio/t:abc") == "a" * 64
+    assert asked == []
+
+
+def test_the_driver_the_engine_passes_to_buildah_picks_the_list(storage, tmp_path, monkeypatch):
+    """``--storage-driver vfs`` wins over $STORAGE_DRIVER=overlay: vfs-images is read, the stale overlay list is not."""
+    asked = _stale_overlay_list(storage, tmp_path)
+    monkeypatch.setattr(containers, "_storage_decision", lambda: {"driver": "vfs", "default": "overlay"})
+    monkeypatch.setenv("STORAGE_DRIVER", "overlay")
+    assert containers._storage_flags() == ["--storage-driver", "vfs"]
+    (tmp_path / "graph" / "vfs-images").mkdir()
+    (tmp_path / "graph" / "vfs-images" / "images.json").write_text(
+        json.dumps([{"id": "f" * 64, "names": ["localhost/codestudio/t:abc"]}]))
+    assert containers.image_id("localhost/codestudio/t:abc") == "f" * 64
+    (tmp_path / "graph" / "vfs-images" / "images.json").write_text("[]")
+    assert containers.image_id("localhost/codestudio/t:abc") is None
+    assert asked == ["localhost/codestudio/t:abc"]
+
+
+@pytest.mark.parametrize("name, value", [("STORAGE_DRIVER", "vfs"), ("STORAGE_OPTS", "vfs.ignore_chown_errors=true")])
+def test_the_graph_root_is_asked_again_when_the_storage_environment_changes(monkeypatch, codestudio_home, name, value):
+    monkeypatch.delenv("STORAGE_DRIVER", raising=False)
+    monkeypatch.delenv("STORAGE_OPTS", raising=False)
+    monkeypatch.setattr(containers, "_storage_decision", lambda: {"driver": "overlay", "default": "overlay"})
+    calls = []
+    monkeypatch.setattr(containers, "_store_info", lambda: calls.append(1) or {"GraphRoot": f"/graph{len(calls)}"})
+    assert str(containers._graph_root()) == "/graph1"
+    monkeypatch.setenv(name, value)
+    assert str(containers._graph_root()) == "/graph2"
+    assert str(containers._graph_root()) == "/graph2"
+    assert len(calls) == 2
+
+
+def test_the_graph_root_is_asked_again_when_the_engines_storage_flags_change(monkeypatch, codestudio_home):
+    monkeypatch.delenv("STORAGE_DRIVER", raising=False)
+    monkeypatch.delenv("STORAGE_OPTS", raising=False)
+    decision = {"driver": "overlay", "default": "overlay"}
+    monkeypatch.setattr(containers, "_storage_decision", lambda: decision)
+    calls = []
+    monkeypatch.setattr(containers, "_store_info", lambda: calls.append(1) or {"GraphRoot": f"/graph{len(calls)}"})
+    assert str(containers._graph_root()) == "/graph1"
+    decision["driver"] = "vfs"  # now passed as --storage-driver vfs
     assert str(containers._graph_root()) == "/graph2"
     assert len(calls) == 2

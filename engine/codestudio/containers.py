@@ -566,8 +566,31 @@ def _storage_confs() -> list[Path]:
     return paths + [user, Path("/etc/containers/storage.conf"), Path("/usr/share/containers/storage.conf")]
 
 
+#: What containers/storage reads besides its storage.conf files to choose the driver and its options.
+_STORAGE_ENV = ("STORAGE_DRIVER", "STORAGE_OPTS")
+
+
+def _index_driver() -> str | None:
+    """The driver buildah runs with as the engine calls it; None when the index cannot be sure (ask buildah).
+
+    ``--storage-driver`` (:func:`_storage_flags`) wins over ``$STORAGE_DRIVER``;
+    without it, ``$STORAGE_DRIVER`` wins over storage.conf and the tools' own
+    pick, so one other than :func:`storage_driver` means another image list.
+    ``$STORAGE_OPTS`` may move the image store: the index does not read it.
+    """
+    if os.environ.get("STORAGE_OPTS"):
+        return None
+    flags = _storage_flags()
+    if flags:
+        return flags[flags.index("--storage-driver") + 1]
+    driver = storage_driver()
+    forced = os.environ.get("STORAGE_DRIVER")
+    return None if forced and forced != driver else driver
+
+
 def _graph_root() -> Path | None:
-    """The storage's graph root (``buildah info``), cached in the data dir until a storage.conf changes."""
+    """The storage's graph root (``buildah info``), cached in the data dir until a storage.conf,
+    ``$STORAGE_DRIVER``/``$STORAGE_OPTS`` or the engine's storage flags change."""
 
     def stamp(path: Path) -> list | None:
         try:
@@ -577,7 +600,8 @@ def _graph_root() -> Path | None:
         return [str(path), st.st_mtime_ns, st.st_size]
 
     key = {"uid": os.geteuid(), "confs": [stamp(p) for p in _storage_confs()],
-           "xdg": os.environ.get("XDG_DATA_HOME"), "home": str(Path.home())}
+           "xdg": os.environ.get("XDG_DATA_HOME"), "home": str(Path.home()),
+           "env": {name: os.environ.get(name) for name in _STORAGE_ENV}, "flags": _storage_flags()}
     cache = config_dir() / "storage-location.json"
     try:
         saved = json.loads(cache.read_text())
@@ -607,12 +631,16 @@ def _qualified_name(ref: str) -> str | None:
 
 
 def image_index() -> dict[str, str] | None:
-    """Every stored image name -> its id, read from containers/storage's image list; None if unreadable."""
+    """Every stored image name -> its id, read from containers/storage's image list.
+
+    None if unreadable, or if the engine's buildah may read another list (:func:`_index_driver`).
+    """
     try:
-        root = _graph_root()
+        driver = _index_driver()
+        root = _graph_root() if driver else None
         if root is None:
             return None
-        path = root / f"{storage_driver()}-images" / "images.json"
+        path = root / f"{driver}-images" / "images.json"
         st = path.stat()
     except (OSError, RuntimeFailure):
         return None
