@@ -250,3 +250,91 @@ def test_the_web_api_and_the_cli_revoke_too(alice, fake_runtime, codestudio_home
     assert result.exit_code == 0, result.output
     assert secret("team-app") != before
     assert "access renewed for webapp PROJ/team-app: tom may no longer open it" in result.output
+
+
+# --------------------------------------------------------------------------
+# A link signed while a revocation commits dies with it: the routes are read first, the
+# access check runs after, and the link is signed with what was read.
+
+
+def _token_ok(url: str, expected) -> bool:
+    """Whether ``url``'s token is the one ``expected(expires)`` computes (the gateway's check)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from codestudio.gateway.common import EXPIRES_ARG, TOKEN_ARG
+
+    q = parse_qs(urlsplit(url).query)
+    return q[TOKEN_ARG][0] == expected(int(q[EXPIRES_ARG][0]))
+
+
+def _revoke_right_after(monkeypatch, target, name, revoke):
+    """``target.name`` (an access check) passes, then ``revoke()`` commits (once): the race."""
+    original = getattr(target, name)
+    done = []
+
+    def check(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if not done:
+            done.append(True)
+            revoke()
+        return result
+
+    monkeypatch.setattr(target, name, check)
+
+
+def test_a_studio_link_signed_while_its_owner_is_revoked_does_not_survive(alice, fake_runtime, monkeypatch):
+    from codestudio.gateway.studios import access_token
+    from codestudio.projects import revoke
+    from codestudio.runtime.studios import access_url
+
+    studio = running_studio("olga")
+    _revoke_right_after(monkeypatch, access, "require_project_use", lambda: revoke(alice, "PROJ", users=["olga"]))
+    url = access_url(user("olga"), studio.id)
+    current = studio_routes(studio.id)
+    assert current.access_epoch == 1  # the revocation renewed the studio
+    assert not _token_ok(url, lambda expires: access_token(current, expires))
+
+
+def test_a_webapp_link_signed_while_the_viewer_is_removed_does_not_survive(alice, fake_runtime, monkeypatch):
+    from codestudio.gateway.webapps import webapp_access_token
+    from codestudio.store import Store
+    from codestudio.webapps import records, sharing
+
+    publish("team-app", "group:team")
+    before = secret("team-app")
+    _revoke_right_after(monkeypatch, sharing, "may_view_webapp", lambda: access.remove_member(alice, "team", "tess"))
+    url = sharing.access_url(user("tess"), "PROJ/team-app")
+    assert secret("team-app") != before
+    routes = sharing._routes(records.get_webapp("PROJ/team-app", store=Store.default()), Store.default())
+    assert not _token_ok(url, lambda expires: webapp_access_token(routes, expires))
+
+
+def test_an_admin_removed_during_a_url_request_gets_no_replica_links(alice, fake_runtime, monkeypatch):
+    from codestudio.webapps import views
+
+    publish("olga-app", "owner")
+    access.add_admin(alice, "adam")
+    adam = access.Identity("adam", True, "adam")  # the request's identity, read at its start
+    original = views.reconcile
+
+    def reconcile_through_a_revocation(w, **kwargs):
+        access.remove_admin(alice, "adam")
+        return original(w, **kwargs)
+
+    monkeypatch.setattr(views, "reconcile", reconcile_through_a_revocation)
+    with pytest.raises(PermissionDenied):
+        views.urls(adam, "PROJ/olga-app")
+
+
+def test_a_studio_started_during_a_revocation_hands_out_no_link_afterwards(alice, fake_runtime):
+    """A stopped studio is not among what its owner could open before a revocation (nothing to
+    renew), so its start must not hand out a link by itself: links come from access_url only."""
+    from codestudio.projects import revoke
+    from codestudio.runtime import studios
+
+    s = studios.create_studio(user("olga"), "PROJ", "later", "wa-revoke")
+    started = studios.start_studio(user("olga"), s.id, quiet=True)
+    assert "?" not in repr(started)  # no signed link in what start returns
+    revoke(alice, "PROJ", users=["olga"])
+    with pytest.raises(PermissionDenied):
+        studios.access_url(user("olga"), s.id)

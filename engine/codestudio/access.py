@@ -184,6 +184,14 @@ def may_view_webapp(user: str, owner: str, share: str, *, admin: bool | None = N
     return group is not None and group in groups_of(user, store=store)
 
 
+def may_manage_webapp(user: str, owner: str, *, store: Store | None = None) -> bool:
+    """Whether ``user`` may have a webapp's owner/admin-only links (a replica's backend prefix): its
+    ``owner`` or an admin (read from the store now), and not disabled. An audience of its own in
+    :func:`reachable`, whatever the share (``public`` too: its replicas' prefixes are not public)."""
+    store = store or Store.default()
+    return not is_disabled(user, store=store) and (user == owner or is_admin(user, store=store))
+
+
 def may_open_studio(owner: str, project: str, *, store: Store | None = None) -> bool:
     """Whether a studio's ``owner`` may reach it through the gateway now (get a link, keep its cookie):
     not disabled, and allowed in its ``project`` (:func:`may_use_project`)."""

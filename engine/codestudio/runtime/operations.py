@@ -142,10 +142,13 @@ def access_url(who: Identity, ref: str, *, port: int | None = None, ttl: int | N
             f"studio {studio.id} belongs to {studio.owner}; only its owner gets an access URL"
             + (f" (as an admin: --user {studio.owner})" if who.is_admin else "")
         )
-    _require_open(studio, store)
     if studio.state not in (RUNNING, STARTING):
+        _require_open(studio, store)
         raise UsageError(f"studio {studio.id} is {studio.state}; start it first: codestudio studio start {studio.id}")
+    # Read the routes (access epoch) first, check after, sign with what was read: a check that
+    # passes ran before any renewal committed (codestudio.revocation), so the link dies with it.
     served = studio_routes_of(studio)
+    _require_open(studio, store)
     if served is None:
         raise RuntimeFailure(f"studio {studio.id} has no gateway routes; restart it")
     gw = routes.gateway()

@@ -20,7 +20,7 @@ stops working at that gateway reload.
 
 from __future__ import annotations
 
-from codestudio.access import Identity, may_view_webapp
+from codestudio.access import Identity, may_manage_webapp, may_view_webapp
 from codestudio.errors import PermissionDenied, UsageError
 from codestudio.gateway.common import DEFAULT_TOKEN_TTL
 from codestudio.gateway.webapps import SHARE_OWNER, SHARE_PUBLIC, SHARE_USERS, parse_share, share_group
@@ -38,8 +38,19 @@ def describe(share: str) -> str:
 
 
 def require_view(who: Identity, w, *, store: Store | None = None) -> None:
-    if not may_view_webapp(who.name, w.owner, w.share, admin=who.is_admin, store=store):
-        raise PermissionDenied(f"webapp {w.key} is shared with {describe(w.share)}; {who.name} may not view it")
+    """Refuse unless the share of ``w`` (a webapp or its routes) admits ``who`` now. Whether
+    ``who`` is an admin is read from the store, not from ``who`` (a request's identity is a
+    snapshot from its start: an admin removed since must not be one here)."""
+    if not may_view_webapp(who.name, w.owner, w.share, store=store):
+        key = getattr(w, "key", None) or f"{w.project_key}/{w.webapp_id}"
+        raise PermissionDenied(f"webapp {key} is shared with {describe(w.share)}; {who.name} may not view it")
+
+
+def require_manage(who: Identity, w, what: str, *, store: Store | None = None) -> None:
+    """Refuse unless ``who`` owns ``w`` (a webapp or its routes) or is an admin now, and is not disabled."""
+    if not may_manage_webapp(who.name, w.owner, store=store):
+        key = getattr(w, "key", None) or f"{w.project_key}/{w.webapp_id}"
+        raise PermissionDenied(f"webapp {key} belongs to {w.owner}; {who.name} may not {what} it")
 
 
 def set_share(who: Identity, ref: str, share: str, *, store: Store | None = None):
@@ -89,17 +100,21 @@ def access_url(who: Identity, ref: str, *, pod: str | None = None, port: int | N
     URL; any other carries a token valid ``ttl`` seconds, which the gateway swaps
     for the webapp's cookie. ``pod`` (and ``port``) point at one replica's backend
     prefix (owner and admins only: viewers use the stable URL).
+
+    The routes (session secret, share, owner) are read first, the access check runs on
+    them after, and the link is signed with what was read: a check that passes ran before
+    any renewal of that secret committed (codestudio.revocation), so the link dies with it.
     """
     from codestudio.gateway.webapps import make_webapp_access_url
     from codestudio.runtime.routes import gateway
     from codestudio.webapps import records
-    from codestudio.webapps.lifecycle import check_actor
 
     store = store or Store.default()
     if type(ttl) is not int or not MIN_LINK_TTL <= ttl <= MAX_LINK_TTL:
         raise UsageError(f"--ttl must be {MIN_LINK_TTL}-{MAX_LINK_TTL} seconds, got {ttl!r}")
     w = records.get_webapp(ref, store=store)
-    require_view(who, w, store=store)
+    routes = _routes(w, store)  # read first, then check: see above
+    require_view(who, routes, store=store)
     if pod is not None:
-        check_actor(who, w, "open a replica of")
-    return make_webapp_access_url(_routes(w, store), gateway().settings.webapp_base_url, ttl, pod=pod, port=port)
+        require_manage(who, routes, "open a replica of", store=store)
+    return make_webapp_access_url(routes, gateway().settings.webapp_base_url, ttl, pod=pod, port=port)

@@ -62,20 +62,23 @@ def urls(who: Identity, ref: str, *, replica: str | None = None, ttl: int | None
     from codestudio.gateway.common import DEFAULT_TOKEN_TTL
     from codestudio.gateway.webapps import make_webapp_access_url
     from codestudio.runtime.routes import gateway
+    from codestudio.access import may_manage_webapp
     from codestudio.webapps.sharing import access_url, require_view, served_routes
 
     store = store or Store.default()
     w = records.get_webapp(ref, store=store)
     require_view(who, w, store=store)
-    manager = who.name == w.owner or who.is_admin
-    if manager:
+    if who.name == w.owner or who.is_admin:
         w = reconcile(w, store=store)
     ttl = DEFAULT_TOKEN_TTL if ttl is None else ttl
     out = {"webapp": w.key, "share": w.share, "url": access_url(who, ref, pod=replica, ttl=ttl, store=store)}
+    # The replicas' links: the routes are read first, then whether ``who`` manages the webapp
+    # (fresh from the store: the reconcile above may have run through a revocation), and the
+    # links are signed with the routes read (docs/security.md, "Revocation").
     routes = served_routes(w, store)
     if routes is None:
         out["note"] = f"webapp {w.key} is {w.state}: nothing serves it"
-    if manager:
+    if may_manage_webapp(who.name, routes.owner if routes is not None else w.owner, store=store):
         base = gateway().settings.webapp_base_url
         out["replicas"] = {} if routes is None else {
             r.pod_name: make_webapp_access_url(routes, base, ttl, pod=r.pod_name) for r in routes.replicas
