@@ -154,3 +154,21 @@ def test_the_forwarder_process_outlives_its_caller_and_is_restarted_on_its_ports
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", local))  # free again
     stop_forwards(runtime, "cs-s1", workdir=workdir)  # idempotent
+
+
+def test_a_replica_forwarder_state_from_before_follow_was_recorded_restarts_without_following(tmp_path, monkeypatch):
+    """State files written before ``follow`` was recorded: a webapp replica's (its pod set's folder
+    says per_pod) must come back as no-follow, a studio's keeps following."""
+    from codestudio.runtime.kubernetes import portforward
+
+    spawned = {}
+    monkeypatch.setattr(portforward, "_spawn", lambda runtime, name, pod, mapping, workdir, *, follow:
+                        spawned.__setitem__(pod, follow))
+    old_state = {"pid": 2 ** 22 + 12345, "ports": {"8080": [18080, 40001]}}  # no "follow", a dead pid
+    for name, per_pod in (("wa-proj-app-g1-abcd", True), ("cs-s1", False)):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        (workdir / "podset.json").write_text(json.dumps({"per_pod": per_pod}))
+        (workdir / f"forward-{name}-a.json").write_text(json.dumps({**old_state, "pod": f"{name}-a"}))
+        assert portforward.ensure_forwards(SimpleNamespace(), name, workdir=workdir) == [f"{name}-a"]
+    assert spawned == {"wa-proj-app-g1-abcd-a": False, "cs-s1-a": True}

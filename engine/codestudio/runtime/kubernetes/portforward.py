@@ -316,9 +316,19 @@ def ensure_forwards(runtime, name: str, *, workdir: Path) -> list[str]:
         if _alive(doc.get("pid", -1)):
             continue
         mapping = {int(k): (int(v[0]), int(v[1])) for k, v in doc["ports"].items()}
-        _spawn(runtime, name, doc["pod"], mapping, Path(workdir), follow=doc.get("follow", True))
+        follow = doc["follow"] if "follow" in doc else not _replicas_apart(Path(workdir))
+        _spawn(runtime, name, doc["pod"], mapping, Path(workdir), follow=follow)
         restarted.append(doc["pod"])
     return restarted
+
+
+def _replicas_apart(workdir: Path) -> bool:
+    """Whether the pod set's folder says its pods are replicas reached each on its own (a webapp's):
+    what a forwarder's state written before it recorded ``follow`` falls back on (a replica's never follows)."""
+    try:
+        return bool(json.loads((workdir / "podset.json").read_text())["per_pod"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _read(workdir: Path, pod: str) -> dict | None:
