@@ -338,3 +338,35 @@ def test_a_studio_started_during_a_revocation_hands_out_no_link_afterwards(alice
     revoke(alice, "PROJ", users=["olga"])
     with pytest.raises(PermissionDenied):
         studios.access_url(user("olga"), s.id)
+
+
+def test_a_renewal_the_gateway_did_not_take_is_an_error_naming_the_fix(alice, fake_runtime, monkeypatch, codestudio_home):
+    from click.testing import CliRunner
+
+    from codestudio.cli import make_cli
+    from codestudio.errors import RuntimeFailure
+
+    publish("team-app", "group:team")
+    assert fake_runtime.gateway.pid() is not None
+
+    def broken(*args, **kwargs):
+        raise RuntimeFailure("nginx did not take the new gateway config")
+
+    monkeypatch.setattr(fake_runtime.gateway, "apply", broken)
+    before = secret("team-app")
+    with pytest.raises(RuntimeFailure, match="(?s)STILL WORK.*codestudio gateway start") as caught:
+        access.remove_member(alice, "team", "tess")
+    assert "stopped working" not in str(caught.value)
+    assert secret("team-app") != before  # the DB holds the renewal: the next apply serves it
+    result = CliRunner().invoke(make_cli(), ["admin", "group", "remove", "team", "tom"], obj={})
+    assert result.exit_code == 1 and "codestudio gateway start" in str(result.exception)
+    assert "stopped working" not in result.output + str(result.exception)
+
+
+def test_a_renewal_ends_the_old_gateway_workers(alice, fake_runtime, monkeypatch):
+    """Open websockets live in nginx's old workers after a reload: a renewal ends them at once."""
+    publish("team-app", "group:team")
+    ended = []
+    monkeypatch.setattr(fake_runtime.gateway, "end_old_workers", lambda: ended.append(True) or 1, raising=False)
+    access.remove_member(alice, "team", "tess")
+    assert ended == [True]

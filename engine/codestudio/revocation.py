@@ -14,7 +14,11 @@ already handed out are made worthless:
   does not change, so the studio keeps running untouched).
 
 Then the gateway config is applied, and from that reload nginx refuses the
-old cookies and links. What counts as a change: a user removed from a group
+old cookies and links; the old nginx workers, which would keep the connections
+they hold (open websockets) for up to ``shutdown_timeout``, are ended at once.
+When the gateway does not take the change, :func:`renew` raises (exit 1,
+HTTP 500 ``runtime_failure``): the DB holds the renewal, the gateway does not
+yet, and ``codestudio gateway start`` applies it. What counts as a change: a user removed from a group
 (``admin group remove``, ``DELETE /api/v1/groups/G/members/U``), groups
 a sign-in proxy sends shrinking, a user disabled (``logout --user U --disable``),
 an admin removed, a project grant revoked. Each of those runs inside
@@ -48,11 +52,26 @@ def renew(lost: Iterable[tuple[str, str, str]], *, store: Store) -> list[str]:
             project, webapp_id = key.split("/", 1)
             conn.execute("UPDATE webapps SET session_secret = ? WHERE project = ? AND id = ?",
                          (new_session_secret(), project, webapp_id))
-    from codestudio.runtime.routes import apply_gateway_quietly
-
-    apply_gateway_quietly()
     done = [f"studio {s}" for s in studios] + [f"webapp {w}" for w in webapps]
     who = sorted({user for user, _, _ in lost})
+    from codestudio.errors import RuntimeFailure
+    from codestudio.runtime.routes import gateway
+
+    gw = gateway()
+    try:
+        if gw.pid() is not None:  # a stopped gateway serves nothing: its next start reads the DB
+            gw.apply()
+            # nginx's old workers keep the connections they hold (an open IDE websocket) with the
+            # old config for up to shutdown_timeout: end them now, so those close too.
+            end = getattr(gw, "end_old_workers", None)
+            if end is not None:
+                end()
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the renewal is not in force
+        raise RuntimeFailure(
+            f"access renewed in the state DB for {', '.join(done)} ({', '.join(who)} may no longer open "
+            f"{'them' if len(done) > 1 else 'it'}), but the gateway did not take it, so the cookies and "
+            f"links handed out before STILL WORK: {exc}\nFix the cause, then run `codestudio gateway start` "
+            "(it applies the state DB to the running gateway)") from exc
     print(f"note: access renewed for {', '.join(done)}: {', '.join(who)} may no longer open "
           f"{'them' if len(done) > 1 else 'it'}; cookies and links handed out before stopped working "
           "(viewers still admitted ask for a new link)", file=sys.stderr, flush=True)

@@ -481,16 +481,28 @@ class Gateway:
             + _tail(self.error_log)
         )
 
-    def _bound_old_workers(self, master: int, limit: int) -> None:
+    def end_old_workers(self) -> int:
+        """End every worker still shutting down after a reload (their open connections close):
+        after an access renewal, a websocket opened with a revoked cookie must not outlive it.
+        Returns how many were told to stop."""
+        with self._locked():
+            pid = self.pid()
+            if pid is None:
+                return 0
+            return self._bound_old_workers(pid, 0)
+
+    def _bound_old_workers(self, master: int, limit: int) -> int:
         """End the oldest shutting-down workers beyond ``limit``: each keeps the config it
         started with for as long as a connection (an IDE websocket) holds it, up to
         ``shutdown_timeout``, so a burst of reloads would otherwise pile them up."""
         old = sorted((_start_time(w), w) for w in _children(master) if _shutting_down(w))
-        for _, worker in old[: max(0, len(old) - limit)]:
+        ended = old[: max(0, len(old) - limit)]
+        for _, worker in ended:
             try:
                 os.kill(worker, signal.SIGTERM)  # a worker's fast shutdown: its connections close
             except ProcessLookupError:
                 pass
+        return len(ended)
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop nginx (fast shutdown: open connections are closed). True if it was running.
