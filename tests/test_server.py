@@ -697,3 +697,16 @@ def test_studio_links_use_one_host_per_studio_when_configured(codestudio_home, w
     got = a.get(f"/api/v1/studios/{sid}").json()
     assert got["landing"].startswith(f"http://{sid}.studios.localhost:8800/code-studios/P1/{sid}/")
     assert rt.get_studio(sid).id == sid
+
+
+def test_a_proxy_request_without_the_groups_header_keeps_the_groups_an_empty_one_clears_them(codestudio_home):
+    s = Srv(codestudio_home, auth="proxy", trusted_proxies=("10.9.0.0/16",))
+    proxy = TestClient(s.app, base_url=UI, client=("10.9.1.2", 5000))
+    assert proxy.get("/api/v1/me", headers={"X-Forwarded-User": "alice", "X-Forwarded-Groups": "team"}).status_code == 200
+    # No header: no information, not "in no group" (which would revoke alice's group access).
+    r = proxy.get("/api/v1/me", headers={"X-Forwarded-User": "alice"})
+    assert r.status_code == 200 and "team" in r.json()["groups"]
+    assert "team" in access.groups_of("alice", store=s.store)
+    # A header that is present and empty: in no group.
+    proxy.get("/api/v1/me", headers={"X-Forwarded-User": "alice", "X-Forwarded-Groups": ""})
+    assert "team" not in access.groups_of("alice", store=s.store)

@@ -296,6 +296,12 @@ def token_user(token: str | None, *, store: Store) -> str | None:
     return row["user"]
 
 
+def sso_groups(user: str, *, store: Store) -> set[str]:
+    """The groups a trusted SSO proxy last sent for ``user``."""
+    with store.connect(write=False) as conn:
+        return {r["grp"] for r in conn.execute("SELECT grp FROM sso_groups WHERE user = ?", (user,))}
+
+
 def set_sso_groups(user: str, groups: set[str], *, store: Store) -> None:
     """Record the groups a trusted SSO proxy sent for ``user`` (they count like state-DB memberships);
     a group no longer sent renews what ``user`` could open only through it (:mod:`codestudio.revocation`)."""

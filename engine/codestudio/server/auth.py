@@ -125,11 +125,18 @@ def authenticate(request, settings, store: Store, secret: bytes) -> Caller | Non
         with store.connect() as conn:
             if conn.execute("SELECT 1 FROM disabled_users WHERE user = ?", (user,)).fetchone():
                 raise ApiError(401, "user_disabled", f"user {user} is disabled")
-        groups = tuple(g.strip() for g in request.headers.get(settings.groups_header, "").split(",") if g.strip())
-        try:
-            signin.set_sso_groups(user, set(groups), store=store)
-        except UsageError as exc:
-            raise ApiError(400, "proxy_groups_invalid", str(exc)) from None
+        sent = request.headers.get(settings.groups_header)
+        if sent is None:
+            # No groups header: no information (a proxy route or hop that does not pass it), not
+            # "in no group", which would revoke what the user opens through their groups on every
+            # such request. The groups last sent stay. An empty header (present) means no group.
+            groups = tuple(sorted(signin.sso_groups(user, store=store)))
+        else:
+            groups = tuple(g.strip() for g in sent.split(",") if g.strip())
+            try:
+                signin.set_sso_groups(user, set(groups), store=store)
+            except UsageError as exc:
+                raise ApiError(400, "proxy_groups_invalid", str(exc)) from None
         csrf = hmac.new(secret, f"csrf:{user}".encode(), hashlib.sha256).hexdigest()
         return Caller(signin.identity_of(user, store=store), "proxy", csrf=csrf,
                       email=request.headers.get(settings.email_header) or None, groups=groups)
