@@ -182,9 +182,42 @@ def test_removing_an_admin_renews_the_webapps_only_an_admin_could_view(alice, fa
     before = secrets()
     assert access.remove_admin(alice, "adam")
     after = secrets()
-    assert after["olga-app"] != before["olga-app"] and after["users-app"] == before["users-app"]
+    assert after["olga-app"] != before["olga-app"]
+    # adam still views users-app, but lost its per-replica (backend) cookie and links: renewed too.
+    assert after["users-app"] != before["users-app"]
     with pytest.raises(PermissionDenied):
         link(user("adam"), "olga-app")
+    with pytest.raises(PermissionDenied, match="may not open a replica of"):
+        _replica_link(user("adam"), "users-app")
+    assert link(user("adam"), "users-app")
+
+
+def _replica_link(who, name: str) -> str:
+    from codestudio.store import Store
+    from codestudio.webapps import records
+    from codestudio.webapps.sharing import access_url
+
+    (replica, *_) = records.replicas_of(Store.default(), records.get_webapp(f"PROJ/{name}", store=Store.default()))
+    return access_url(who, f"PROJ/{name}", pod=replica.pod)
+
+
+def test_a_disabled_owner_or_admin_loses_the_replica_links_of_a_public_webapp(alice, fake_runtime):
+    from codestudio import signin
+    from codestudio.store import Store
+
+    publish("open-app", "public")
+    publish("tess-open", "public", owner="tess")
+    access.add_admin(alice, "adam")
+    assert _replica_link(user("olga"), "open-app")
+    before = secrets()
+    signin.disable_user(alice, "olga", store=Store.default())  # the owner
+    assert secrets()["open-app"] != before["open-app"] and secrets()["tess-open"] == before["tess-open"]
+    with pytest.raises(PermissionDenied):
+        _replica_link(user("olga"), "open-app")
+    before = secrets()
+    signin.disable_user(alice, "adam", store=Store.default())  # an admin: every webapp's replica links
+    assert secrets()["tess-open"] != before["tess-open"]
+    assert link(user("adam"), "tess-open")  # public: the plain URL, for anybody
 
 
 def test_revoking_a_project_member_renews_their_studio_and_refuses_them_a_new_link(alice, fake_runtime):

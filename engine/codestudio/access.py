@@ -205,7 +205,9 @@ _SERVED_STUDIOS = ("STARTING", "RUNNING")
 
 def reachable(users, *, store: Store) -> set[tuple[str, str, str]]:
     """What each of ``users`` may open through the gateway now: ``(user, "studio", id)`` for their
-    served studios, ``(user, "webapp", "PROJECT/ID")`` for the non-public webapps they may view."""
+    served studios, ``(user, "webapp", "PROJECT/ID")`` for the non-public webapps they may view,
+    ``(user, "webapp-manage", "PROJECT/ID")`` for the webapps whose per-replica (backend) cookie
+    and links they may have (:func:`may_manage_webapp`, public ones too)."""
     from codestudio.gateway.webapps import SHARE_PUBLIC
 
     users = set(users)
@@ -221,11 +223,14 @@ def reachable(users, *, store: Store) -> set[tuple[str, str, str]]:
         if row["owner"] in users and may_open_studio(row["owner"], row["project"], store=store):
             out.add((row["owner"], "studio", row["id"]))
     for row in webapps:
-        if row["share"] == SHARE_PUBLIC:
-            continue  # nobody holds a cookie for it: nothing to end
+        key = f"{row['project']}/{row['id']}"
         for user in users:
-            if may_view_webapp(user, row["owner"], row["share"], store=store):
-                out.add((user, "webapp", f"{row['project']}/{row['id']}"))
+            # Managing (owner or admin, not disabled) is an audience of its own: it brings the
+            # per-replica backend cookie and links, public webapps included.
+            if may_manage_webapp(user, row["owner"], store=store):
+                out.add((user, "webapp-manage", key))
+            if row["share"] != SHARE_PUBLIC and may_view_webapp(user, row["owner"], row["share"], store=store):
+                out.add((user, "webapp", key))  # a public one's viewers hold no cookie: nothing to end
     return out
 
 

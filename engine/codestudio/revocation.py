@@ -42,7 +42,9 @@ def renew(lost: Iterable[tuple[str, str, str]], *, store: Store) -> list[str]:
     from codestudio.gateway.config import new_session_secret
 
     studios = sorted({key for _, kind, key in lost if kind == "studio"})
-    webapps = sorted({key for _, kind, key in lost if kind == "webapp"})
+    # A webapp's viewer cookie and its per-replica (backend) cookie both derive from its session
+    # secret: losing either audience renews it.
+    webapps = sorted({key for _, kind, key in lost if kind in ("webapp", "webapp-manage")})
     if not studios and not webapps:
         return []
     with store.connect() as conn:
@@ -50,7 +52,8 @@ def renew(lost: Iterable[tuple[str, str, str]], *, store: Store) -> list[str]:
             conn.execute("UPDATE studios SET access_epoch = access_epoch + 1 WHERE id = ?", (studio_id,))
         for key in webapps:
             project, webapp_id = key.split("/", 1)
-            conn.execute("UPDATE webapps SET session_secret = ? WHERE project = ? AND id = ?",
+            conn.execute("UPDATE webapps SET session_secret = ? WHERE project = ? AND id = ? "
+                         "AND session_secret IS NOT NULL",  # None: a preview nobody holds a cookie for
                          (new_session_secret(), project, webapp_id))
     done = [f"studio {s}" for s in studios] + [f"webapp {w}" for w in webapps]
     who = sorted({user for user, _, _ in lost})
