@@ -190,3 +190,49 @@ def test_a_revoked_project_member_loses_the_running_studio_until_granted_again(w
     again = studio_link("olga", studio.id)
     assert opened(olga, again, studio_page(again)) == 200
     olga.close()
+
+
+def test_an_open_websocket_is_closed_when_its_owner_is_revoked(world, fake_runtime, monkeypatch):
+    """nginx's old workers keep the connections they hold for up to shutdown_timeout (60 s) after
+    a reload: a revoked owner's open IDE terminal would keep working. The renewal ends them."""
+    import threading
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+    from websockets.sync.server import serve
+
+    from codestudio.projects import revoke
+
+    def echo(ws):
+        for message in ws:
+            ws.send(f"echo:{message}")
+
+    def plain_http(connection, request):  # like the guard: a TCP probe is answered 204, a page 200
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            probe = request.headers.get("X-Codestudio-Probe") == "tcp"
+            return connection.respond(204 if probe else 200, "" if probe else "ok\n")
+        return None
+
+    server = serve(echo, "127.0.0.1", 0, process_request=plain_http)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(fake_runtime, "_listen", lambda pod: server.socket.getsockname()[1])
+    try:
+        studio = start_studio("olga", "ws")
+        link = studio_link("olga", studio.id)
+        with browser() as c:
+            assert opened(c, link, studio_page(link)) == 200
+            cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+        ws_url = studio_page(link).replace("http://", "ws://") + "socket"
+        with connect(ws_url, additional_headers={"Cookie": cookie}, open_timeout=10) as ws:
+            ws.send("before")
+            assert ws.recv(timeout=10) == "echo:before"
+
+            revoke(world, "PROJ", users=["olga"])
+
+            with pytest.raises((ConnectionClosed, TimeoutError)):
+                ws.send("after")
+                ws.recv(timeout=30)  # before the fix: echoed (the old worker kept it for 60 s)
+        with pytest.raises(Exception, match="40[13]"):
+            connect(ws_url, additional_headers={"Cookie": cookie}, open_timeout=10)
+    finally:
+        server.shutdown()
