@@ -59,10 +59,10 @@ def urls(who: Identity, ref: str, *, replica: str | None = None, ttl: int | None
     prefix (``replicas``). The gateway swaps a link's token for the viewer cookie
     of this webapp.
     """
+    from codestudio.access import may_manage_webapp
     from codestudio.gateway.common import DEFAULT_TOKEN_TTL
     from codestudio.gateway.webapps import make_webapp_access_url
     from codestudio.runtime.routes import gateway
-    from codestudio.access import may_manage_webapp
     from codestudio.webapps.sharing import access_url, require_view, served_routes
 
     store = store or Store.default()
@@ -74,7 +74,7 @@ def urls(who: Identity, ref: str, *, replica: str | None = None, ttl: int | None
     out = {"webapp": w.key, "share": w.share, "url": access_url(who, ref, pod=replica, ttl=ttl, store=store)}
     # The replicas' links: the routes are read first, then whether ``who`` manages the webapp
     # (fresh from the store: the reconcile above may have run through a revocation), and the
-    # links are signed with the routes read (docs/security.md, "Revocation").
+    # links are signed with the routes read (docs/security.md, "Access ends when membership does").
     routes = served_routes(w, store)
     if routes is None:
         out["note"] = f"webapp {w.key} is {w.state}: nothing serves it"
