@@ -19,7 +19,8 @@ alternates between rounds):
 
 Then the data-science example (VS Code + JupyterLab + Streamlit on a code
 env) built cold by codestudio with its independent blocks as parallel
-stages and serially (``build: {parallel_stages: false}``), unless
+stages (``build: {parallel_stages: true}``) and serially (``false``, the
+default), unless
 ``--no-data-science``.
 
 ``--timeline`` prints, after the table, the per-step timeline of the last
@@ -179,8 +180,8 @@ def data_science(tools: Tools, rounds: int) -> list[dict]:
         for mode in order:
             template_id = f"bench-ds-{'par' if mode == 'parallel stages' else 'ser'}-{os.getpid()}"
             text = source.replace("id: data-science", f"id: {template_id}", 1)
-            if mode == "serial":
-                text = text.replace("blocks:", "build:\n  parallel_stages: false\nblocks:", 1)
+            flag = "false" if mode == "serial" else "true"
+            text = text.replace("blocks:", f"build:\n  parallel_stages: {flag}\nblocks:", 1)
             path = tools.work / f"{template_id}.yaml"
             path.write_text(text)
             subprocess.run([tools.cli, "cache", "clear"], check=True, capture_output=True)

@@ -261,10 +261,13 @@ def test_cache_cli(codestudio_home):
 # Independent blocks as parallel stages (contribute_stage)
 
 
-def test_leading_independent_blocks_become_stages_copied_in_template_order(codestudio_home):
+def test_leading_independent_blocks_become_stages_copied_in_template_order(tmp_path, codestudio_home):
     from codestudio.render import render_template
 
-    rendered = render_template(REPO / "examples" / "data-science.yaml")
+    source = (REPO / "examples" / "data-science.yaml").read_text()
+    path = tmp_path / "data-science.yaml"
+    path.write_text(source.replace("blocks:", "build:\n  parallel_stages: true\nblocks:", 1))
+    rendered = render_template(path)
     text = rendered.dockerfile
     assert "FROM ${CODESTUDIO_BASE_IMAGE} AS codestudio-block-00" in text  # vscode
     assert "FROM ${CODESTUDIO_BASE_IMAGE} AS codestudio-block-01" in text  # jupyterlab
@@ -330,6 +333,8 @@ def test_a_third_party_block_builds_as_a_stage(tmp_path, codestudio_blocks, code
     codestudio_block("staged-tool", StagedTool())
     path = write(tmp_path, """\
         id: staged
+        build:
+          parallel_stages: true
         blocks:
           - type: staged-tool
           - type: staged-tool
@@ -466,3 +471,26 @@ def test_the_tools_image_is_made_once_by_concurrent_builds(codestudio_home, monk
     for thread in threads:
         thread.join()
     assert made == [buildenv.tools_image("uv", "e" * 64)] and results == ["f" * 64] * 2
+
+
+def test_parallel_stages_are_off_unless_the_template_or_the_data_dir_asks(tmp_path, codestudio_home,
+                                                                         codestudio_blocks, codestudio_block):
+    """Measured on two cores, the stages' copies cost more than their overlap saves: serial is the default."""
+    from codestudio.errors import UsageError
+    from codestudio.render import render_template
+
+    codestudio_block("staged-tool", StagedTool())
+    body = "blocks:\n  - type: staged-tool\n  - type: staged-tool\n"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("id: plain\n" + body)
+    assert "codestudio-block-" not in render_template(plain, blocks=codestudio_blocks).dockerfile
+    settings = codestudio_home / "config" / "build.toml"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text("parallel_stages = true\n")
+    assert "AS codestudio-block-01" in render_template(plain, blocks=codestudio_blocks).dockerfile
+    off = tmp_path / "serial.yaml"
+    off.write_text("id: serial\nbuild:\n  parallel_stages: false\n" + body)
+    assert "codestudio-block-" not in render_template(off, blocks=codestudio_blocks).dockerfile
+    settings.write_text('parallel_stages = "yes"\n')
+    with pytest.raises(UsageError, match=r"build\.toml: parallel_stages = 'yes': use true or false"):
+        render_template(plain, blocks=codestudio_blocks)

@@ -70,9 +70,11 @@ class BuildOptions(BaseModel):
         default=None,
         description="What installs Python packages; default: the data dir's setting, else uv.",
     )
-    parallel_stages: bool = Field(
-        default=True,
-        description="Build independent blocks as parallel stages; false: one stage, blocks in order.",
+    parallel_stages: bool | None = Field(
+        default=None,
+        description="true: build the leading independent blocks (two or more) as parallel stages; "
+        "false: one stage, blocks in order. Default: the data dir's setting, else false (on two cores "
+        "the stages' copies cost more than the overlap saves).",
     )
 
 

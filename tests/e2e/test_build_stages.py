@@ -49,7 +49,8 @@ def test_parallel_stages_give_the_serial_image(tmp_path, debian_base, image_clea
     run = uuid.uuid4().hex[:8]
     images = {}
     runner = {}
-    for mode, build in (("serial", "build:\n  parallel_stages: false\n"), ("parallel", "")):
+    for mode, build in (("serial", "build:\n  parallel_stages: false\n"),
+                        ("parallel", "build:\n  parallel_stages: true\n")):
         template_id = f"test-stages-{mode}-{run}"
         image_cleanup(template_id)
         path = tmp_path / f"{mode}.yaml"

@@ -136,7 +136,7 @@ def build_dockerfile(template, state: BuildState, runner_json: str) -> tuple[str
     stages = []
     # The leading run of blocks that build on their own (contribute_stage) becomes parallel stages,
     # when it has two or more: a stage alone overlaps with nothing and only adds a copy of its result.
-    leading = getattr(getattr(template, "build", None), "parallel_stages", True) and len(leading_stages(state)) > 1
+    leading = parallel_stages(template) and len(leading_stages(state)) > 1
     for gi, group in enumerate(state.groups):
         block = group.block
         prefix = f"{CONTEXT_DIR}/blocks/{gi:02d}-{_safe_name(block.type if block else 'engine')}"
@@ -254,6 +254,14 @@ def leading_stages(state: BuildState) -> list[int]:
             break
         run.append(gi)
     return run
+
+
+def parallel_stages(template) -> bool:
+    """The template's ``build.parallel_stages``, else the data dir's setting, else false."""
+    from codestudio import buildenv
+
+    chosen = getattr(getattr(template, "build", None), "parallel_stages", None)
+    return buildenv.default_parallel_stages() if chosen is None else chosen
 
 
 def python_installer(template) -> str:
