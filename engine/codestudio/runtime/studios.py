@@ -63,7 +63,15 @@ from codestudio.store import Store  # noqa: F401 - callers (tests) reach it thro
 #: Old private names some callers (tests, benchmarks) used.
 _set_state = set_state
 _check_actor = check_actor
-from codestudio.runtime.routes import gateway as _gateway  # noqa: E402
+
+
+def _gateway():
+    """The data dir's gateway, looked up when called: ``routes.gateway`` may be replaced (tests do),
+    and a name bound at import would keep whichever gateway was current then."""
+    from codestudio.runtime import routes
+
+    return routes.gateway()
+
 
 __all__ = [
     "ACTIVE_STATES",
