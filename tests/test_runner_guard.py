@@ -234,7 +234,9 @@ def test_server_down_gives_502_and_probe_says_503():
     try:
         with connect(guard.ports[port]) as s:
             s.sendall(head(f"X-Codestudio-Guard: {SECRET}"))
-            assert recv_all(s).startswith(b"HTTP/1.1 502 ")
+            answer = recv_all(s)
+            assert answer.startswith(b"HTTP/1.1 502 ")
+            assert f"Nothing listens on port {port}".encode() in answer
         with connect(guard.ports[port]) as s:
             s.sendall(head(f"X-Codestudio-Guard: {SECRET}", "X-Codestudio-Probe: tcp"))
             assert recv_all(s).startswith(b"HTTP/1.1 503 ")

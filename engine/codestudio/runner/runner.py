@@ -809,8 +809,17 @@ def memory_limit() -> int | None:
     return None
 
 
-def _response(status: str) -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").encode()
+def _response(status: str, body: str = "") -> bytes:
+    data = body.encode()
+    kind = "Content-Type: text/plain; charset=utf-8\r\n" if data else ""
+    return (f"HTTP/1.1 {status}\r\n{kind}Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data
+
+
+def _not_listening(server: int) -> str:
+    """The body of the guard's 502: what a browser shows when a tab's server is not up (yet)."""
+    return (f"Nothing listens on port {server} in this studio yet. Its server may still be starting "
+            "(only the studio's first tab is waited for), or it stopped: reload in a moment, or "
+            "see `codestudio studio logs STUDIO`.\n")
 
 
 class Guard:
@@ -948,7 +957,7 @@ class Guard:
                 if verdict == "probe":
                     writer.write(_response("204 No Content" if ok else "503 Service Unavailable"))
                 else:
-                    writer.write(_response("502 Bad Gateway"))
+                    writer.write(_response("502 Bad Gateway", _not_listening(server)))
                 return
             upstream_reader, upstream_writer = upstream
             upstream_writer.write(head)
