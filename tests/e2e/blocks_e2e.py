@@ -91,10 +91,20 @@ class RunningStudio:
         return f"{self.env.gateway_url}/code-studios/{self.project}/{self.studio_id}"
 
     def login(self, port: int | None = None) -> Browser:
-        """A browser that opened the owner's access URL (so it holds the session cookie)."""
-        url = self.env.rts.access_url(self.env.who, self.studio_id, port=port)
-        browser = Browser()
-        status, body = browser.get(url)
+        """A browser that opened the owner's access URL (so it holds the session cookie).
+
+        RUNNING waits for the probed tab only: another tab's server may still be
+        starting, which the guard answers with a 502 saying nothing listens yet.
+        That answer is retried for a while; any other is final.
+        """
+        deadline = time.monotonic() + 90
+        while True:
+            url = self.env.rts.access_url(self.env.who, self.studio_id, port=port)
+            browser = Browser()
+            status, body = browser.get(url)
+            if status != 502 or b"Nothing listens on port" not in body or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert status == 200, f"{url} -> {status}: {body[:300]!r}"
         return browser
 
