@@ -234,17 +234,18 @@ def fake_runtime(tmp_path):
     runtime.gateway = FakeGateway()
     import codestudio.runtime.routes as routes
 
-    import codestudio.runtime.lifecycle as lifecycle
+    from codestudio.runtime.lifecycle import plans
 
-    original, original_image = routes.gateway, lifecycle._ensure_image
+    # Replaced where it is looked up when called (the studio and webapp starts both call plans.ensure_image).
+    original, original_image = routes.gateway, plans.ensure_image
     routes.gateway = lambda: runtime.gateway
     # No buildah either: every studio "runs" a fixed image name.
-    lifecycle._ensure_image = lambda plan, **kw: _FakeBuild(f"localhost/codestudio/{plan.template.id}:fake", "fakeid")
+    plans.ensure_image = lambda plan, **kw: _FakeBuild(f"localhost/codestudio/{plan.template.id}:fake", "fakeid")
     try:
         with use_runtime(runtime):
             yield runtime
     finally:
-        routes.gateway, lifecycle._ensure_image = original, original_image
+        routes.gateway, plans.ensure_image = original, original_image
 
 
 class _FakeBuild:

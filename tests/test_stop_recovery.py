@@ -82,7 +82,8 @@ class _NoGateway:
 def running(tmp_path, monkeypatch):
     """A RUNNING studio ``s`` of alice in project P, on a fake pod with a file in each zone's target."""
     from codestudio.projects import create_project
-    from codestudio.runtime import lifecycle, routes, studios
+    from codestudio.runtime import routes, studios
+    from codestudio.runtime.lifecycle import recovery
     from codestudio.runtime.current import use_runtime
     from codestudio.store import Store
     from codestudio.templates_store import add_template
@@ -100,7 +101,7 @@ def running(tmp_path, monkeypatch):
         target.mkdir(parents=True)
         (target / "work.txt").write_text(f"unsynced work in {zone}\n")
     monkeypatch.setattr(routes, "gateway", _NoGateway)
-    monkeypatch.setattr(lifecycle, "transport_of", lambda pod, runtime: None)
+    monkeypatch.setattr(recovery, "transport_of", lambda pod, runtime: None)  # where a stop looks it up
     studios._set_state(Store.default(), s.id, studios.RUNNING, None, ports={8080: 45000}, token="secret-1")
     with use_runtime(pod):
         yield {"who": alice, "studio": studios.get_studio(s.id), "pod": pod, "studios": studios}
@@ -220,9 +221,9 @@ def test_template_gone_saves_the_home_folder(running, monkeypatch):
     def gone(studio, store):
         raise NotFound("no template 'plain'")
 
-    from codestudio.runtime import lifecycle
+    from codestudio.runtime.lifecycle import recovery
 
-    monkeypatch.setattr(lifecycle, "plan_studio", gone)
+    monkeypatch.setattr(recovery, "plan_studio", gone)  # where a stop looks it up
     stopped = studios.stop_studio(running["who"], s.id)
     assert "its template cannot be read (no template 'plain')" in stopped.message
     [folder] = (s.dir / "recovery").iterdir()
@@ -233,7 +234,7 @@ def test_recovery_script_archives_only_existing_targets(tmp_path):
     """The in-pod script: missing targets are skipped, none at all is an empty success."""
     import subprocess
 
-    from codestudio.runtime.lifecycle import _RECOVERY_SCRIPT, _outermost
+    from codestudio.runtime.lifecycle.recovery import _RECOVERY_SCRIPT, _outermost
 
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "f").write_text("x")

@@ -151,7 +151,8 @@ def _stop_culled(studio: Studio, decision: Decision, settings, blocks, store: St
     from codestudio.errors import RuntimeFailure
     from codestudio.locks import is_locked
     from codestudio.runtime.current import get_runtime
-    from codestudio.runtime.lifecycle import _stop_locked, lock_path, pod_set_name, studio_lock
+    from codestudio.runtime.lifecycle import lock_path, pod_set_name, studio_lock
+    from codestudio.runtime.lifecycle.stop import stop_locked
     from codestudio.runtime.records import get_studio, set_state
 
     if is_locked(lock_path(studio.id)):
@@ -171,7 +172,7 @@ def _stop_culled(studio: Studio, decision: Decision, settings, blocks, store: St
             return False
         decision.reason = again.reason
         try:
-            _stop_locked(get_studio(studio.id, store=store), runtime, store, say=lambda m: None, reason="culled")
+            stop_locked(get_studio(studio.id, store=store), runtime, store, say=lambda m: None, reason="culled")
         except RuntimeFailure as exc:  # its files could be neither pulled nor saved: it keeps running
             decision.action, decision.reason = "skip", f"not stopped: {str(exc).splitlines()[0]}"
             return False

@@ -17,8 +17,8 @@ from codestudio.access import Identity
 from codestudio.errors import NotFound, PermissionDenied, RuntimeFailure, UsageError
 from codestudio.runtime.current import get_runtime
 from codestudio.runtime.lifecycle import (
-    _log,
     check_actor,
+    log_message,
     member_mappings,
     plan_studio,
     pod_set_name,
@@ -155,7 +155,7 @@ def access_url(who: Identity, ref: str, *, port: int | None = None, ttl: int | N
     if gw.pid() is None:
         # Starting nginx here would hide a stopped gateway (and its failures) behind
         # a read-only command; say so instead.
-        _log("warning: the gateway is stopped, so this link does not answer yet; start it with "
+        log_message("warning: the gateway is stopped, so this link does not answer yet; start it with "
              "`codestudio gateway start` (starting any studio also starts it)")
     return make_access_url(served, gw.settings.base_url, ttl or DEFAULT_TOKEN_TTL, port=port)
 
@@ -192,7 +192,7 @@ def stream_logs(who: Identity, ref: str, *, follow: bool = False, tail: int | No
         return 0
     if saved is None:
         raise UsageError(f"studio {ref} has no container and no saved logs yet")
-    _log(f"(studio not running; last saved logs: {saved})")
+    log_message(f"(studio not running; last saved logs: {saved})")
     sys.stdout.write(saved.read_text(errors="replace"))
     return 0
 
@@ -316,7 +316,7 @@ def sync_files(who: Identity, ref: str, direction: str = "both", zone: str | Non
 
             if zone is not None and any(m.zone == zone for m in denied):
                 require_project_use(studio.owner, studio.project, f"sync its zone {zone}", store=store)
-            _log(f"warning: {studio.owner} is no longer a member of project {studio.project}: its zones "
+            log_message(f"warning: {studio.owner} is no longer a member of project {studio.project}: its zones "
                  f"({', '.join(sorted({m.zone for m in denied}))}) are not synced")
         return sync(sync_studio, transport_of(pod, runtime), direction=direction, zone=zone, store=store)
 

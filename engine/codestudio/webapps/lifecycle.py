@@ -75,9 +75,9 @@ def _plan(template_id: str, store: Store):
 
 
 def _image(plan, quiet: bool, store: Store):
-    from codestudio.runtime import lifecycle as studio_lifecycle
+    from codestudio.runtime.lifecycle import plans
 
-    return studio_lifecycle._ensure_image(plan, quiet=quiet, store=store)
+    return plans.ensure_image(plan, quiet=quiet, store=store)
 
 
 def _source_studio(who: Identity, project: str, ref: str, store: Store):

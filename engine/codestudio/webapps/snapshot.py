@@ -25,7 +25,7 @@ from codestudio.errors import RuntimeFailure
 from codestudio.types import STUDIO_USER
 
 ZONE = "code_studio-versioned"
-#: Flag file the runner waits for before starting entrypoints (the studio's, see runtime/lifecycle.py).
+#: Flag file the runner waits for before starting entrypoints (the studio's, see runtime/lifecycle/start.py).
 SYNC_FLAG = "/tmp/.codestudio-sync-done"
 _EXTRACT = 'mkdir -p "$1" && exec tar -xf - --no-same-owner -m -C "$1"'
 
