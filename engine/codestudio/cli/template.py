@@ -30,6 +30,8 @@ def build(template_ref: str, no_cache: bool, quiet: bool, as_json: bool) -> None
     else:
         cached = f", {len(result.cached_steps)}/{result.steps} steps from cache" if result.steps else ""
         output.info(f"built {result.image} in {result.seconds:.1f}s{cached}")
+        if result.cleaning_up:
+            output.info(f"buildah removes its step containers in the background (done when {result.log_path} ends with '# exit status')")
     output.line(result.image)
 
 

@@ -3,9 +3,10 @@
 The image of a template is ``localhost/codestudio/<template-id>:<hash>``
 (and ``:latest``), where the hash covers everything that decides the image
 (:func:`content_manifest`). An image with that tag already in storage means
-the build is skipped without running buildah. Tags are applied only after
-buildah succeeded (it writes the new image id to an ``--iidfile``), so a
-failed build never moves a tag.
+the build is skipped without running buildah. buildah applies both tags
+itself once the image is committed (``-t``), so a failed build never moves a
+tag; the build returns then, while buildah removes its step containers in
+the background (:func:`codestudio.images.bud.run_bud`).
 
 Each build gets ``<data dir>/builds/<template-id>/<build-id>/`` holding the
 render (``render/``: Dockerfile, context, runner.json, ...), the inputs
@@ -25,8 +26,8 @@ from pathlib import Path
 
 from codestudio import containers
 from codestudio.images import history
-from codestudio.images.bud import CA_TARGET, TIMELINE, BuildFailed, bud_args, run_bud  # noqa: F401 (re-exported)
-from codestudio.images.progress import Reporter, StepTracker
+from codestudio.images.bud import CA_TARGET, TIMELINE, Bud, BuildFailed, bud_args, run_bud  # noqa: F401 (re-exported)
+from codestudio.images.progress import Reporter
 from codestudio.errors import RuntimeFailure
 from codestudio.locks import file_lock
 from codestudio.store import Store
@@ -57,6 +58,8 @@ class BuildResult:
     cached_steps: list[int] = field(default_factory=list)
     #: Wall time of each step buildah ran (step number -> seconds).
     step_seconds: dict[int, float] = field(default_factory=dict)
+    #: buildah was still removing its step containers when the build returned (docs/building.md).
+    cleaning_up: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -71,6 +74,7 @@ class BuildResult:
             "steps": self.steps,
             "cached_steps": self.cached_steps,
             "step_seconds": {str(k): round(v, 3) for k, v in self.step_seconds.items()},
+            "cleaning_up": self.cleaning_up,
         }
 
 
@@ -240,9 +244,8 @@ def build_rendered(
 
             write_rendered(rendered, work / "render")
             (work / "inputs.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            tracker = _bud(rendered, work, base_id, log_path, no_cache=no_cache, reporter=reporter)
-            new_id = (work / "iid").read_text().strip().removeprefix("sha256:")
-            containers.tag_image(new_id, image, latest)
+            bud = _bud(rendered, work, base_id, log_path, (image, latest), no_cache=no_cache, reporter=reporter)
+            new_id, tracker = bud.image_id, bud.tracker
         except BaseException as exc:
             error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
             history.finish(store, build_id, outcome="failed", error=error[:4000])
@@ -262,10 +265,12 @@ def build_rendered(
             steps=tracker.total,
             cached_steps=sorted(tracker.cached),
             step_seconds=dict(tracker.seconds),
+            cleaning_up=bud.cleaning_up,
         )
 
 
-def _bud(rendered, work: Path, base_id: str, log_path: Path, *, no_cache: bool, reporter: Reporter) -> StepTracker:
+def _bud(rendered, work: Path, base_id: str, log_path: Path, tags: tuple[str, str], *, no_cache: bool,
+         reporter: Reporter) -> Bud:
     from codestudio import buildenv
     from codestudio.render import TOOLS_STEP_LABEL
 
@@ -275,6 +280,6 @@ def _bud(rendered, work: Path, base_id: str, log_path: Path, *, no_cache: bool, 
 
         build_args[buildenv.TOOLS_IMAGE_ARG] = ensure_tools_image(rendered.build_tools, base_id, reporter)
     return run_bud(f"template {rendered.template.id!r}", work / "render", work, base_id, rendered.steps,
-                   reporter=reporter, no_cache=no_cache, build_args=build_args, log_path=log_path,
+                   reporter=reporter, tags=tags, no_cache=no_cache, build_args=build_args, log_path=log_path,
                    # The tools' stage is an image (nothing to build): the others are what runs at once.
                    jobs=len({s.stage for s in rendered.steps if s.label != TOOLS_STEP_LABEL}))

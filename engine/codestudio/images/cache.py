@@ -68,12 +68,18 @@ def _human(size: int) -> str:
     return f"{size} B"
 
 
+def cache_lock_path() -> Path:
+    """The lock builds hold shared (buildah's own runner too, until buildah exits) and clearing holds exclusive."""
+    from codestudio.home import data_dir
+
+    return data_dir() / "locks" / "build-cache.lock"
+
+
 @contextmanager
 def cache_lock(*, shared: bool, waiting=None) -> Iterator[None]:
-    from codestudio.home import data_dir
     from codestudio.locks import file_lock
 
-    with file_lock(data_dir() / "locks" / "build-cache.lock", shared=shared, waiting=waiting):
+    with file_lock(cache_lock_path(), shared=shared, waiting=waiting):
         yield
 
 

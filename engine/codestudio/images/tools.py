@@ -75,5 +75,4 @@ def _build(installer: str, base_id: str, name: str, reporter: Reporter) -> str:
     steps = [StepInfo(number=n, block_index=None, block_type=None, label=TOOLS_STEP_LABEL,
                       instruction=" ".join(i.text.split()), stage=1, stage_number=n)
              for n, i in enumerate((i for i in split_instructions(text) if not i.text.startswith("ARG CODESTUDIO_BASE")), 1)]
-    run_bud(f"the build tools {name}", render, work, base_id, steps, reporter=reporter, tag=name)
-    return (work / "iid").read_text().strip().removeprefix("sha256:")
+    return run_bud(f"the build tools {name}", render, work, base_id, steps, reporter=reporter, tags=(name,)).image_id
