@@ -179,6 +179,19 @@ def test_a_damaged_cache_entry_is_downloaded_again_not_baked_in(code_env_templat
     assert all("damaged" not in p.read_text() for p in (codestudio_home / "cache" / "build").rglob("six.py"))
 
 
+def test_a_damaged_cached_pip_is_installed_again_not_baked_in(code_env_template, codestudio_home):
+    # The interpreter's own pip and setuptools, which every venv gets, come from the cache too.
+    build_template(str(code_env_template("seed")), quiet=True)
+    cached = [p for p in (codestudio_home / "cache" / "build").rglob("pip/__init__.py") if p.is_file()]
+    assert cached, "pip is not in uv's cache"
+    for path in cached:
+        path.write_text("raise SystemExit('damaged cache entry')\n")
+    result = build_template(str(code_env_template("seed-again")), quiet=True)
+    assert "damaged files from the download cache in: pip; unpacking them again" in result.log_path.read_text()
+    assert env_python(result.image, "-m", "pip", "--version").startswith("pip ")
+    assert all("damaged" not in p.read_text() for p in (codestudio_home / "cache" / "build").rglob("pip/__init__.py"))
+
+
 def test_an_image_with_its_own_pip_conf_is_installed_with_pip(tmp_path, debian_base, image_cleanup, codestudio_home):
     run = uuid.uuid4().hex[:8]
     template_id = f"test-py-pipconf-{run}"

@@ -20,8 +20,8 @@ import sysconfig
 
 def bad_distributions(since: float) -> list[str]:
     bad = []
-    for key in ("purelib", "platlib"):
-        root = sysconfig.get_paths()[key]
+    paths = sysconfig.get_paths()
+    for root in dict.fromkeys(paths[key] for key in ("purelib", "platlib")):  # often one folder
         if not os.path.isdir(root):
             continue
         for name in sorted(os.listdir(root)):
@@ -29,7 +29,7 @@ def bad_distributions(since: float) -> list[str]:
             if not name.endswith(".dist-info") or os.stat(info).st_mtime < since:
                 continue
             dist = name[: -len(".dist-info")].rsplit("-", 1)[0]
-            if dist in bad or not _intact(root, os.path.join(info, "RECORD")):
+            if dist not in bad and not _intact(root, os.path.join(info, "RECORD")):
                 bad.append(dist)
     return bad
 
