@@ -9,13 +9,21 @@ npm, installed into a cached prefix) builds a Dockerfile doing the same with
 pip, through podman (``--docker-path podman``), with the host CA bundle lent
 to its RUN steps as codestudio does.
 
-Cases, each the median of ``--rounds`` rounds (the tool that goes first
-alternates between rounds):
+Cases, each the median of ``--rounds`` rounds (the order of the tools
+rotates between rounds):
 
 - cold: no layer cache (``--no-cache``) and no download cache
   (``codestudio cache clear``; the Dockerfile's pip uses ``--no-cache-dir``);
 - add one package to the code env (``idna``), after a warm build;
 - no change.
+
+A third column is the floor under both: plain ``buildah bud --layers`` of
+the fewest steps that make the same environments with uv (one RUN per venv,
+the kernelspec written in the code env's RUN, uv's cache on a host folder,
+nothing else: no pip in the venvs, no checks of the installed files, no
+runner, no labels), with the build tools image's uv. Its ratio to the
+devcontainers CLI is the best any buildah-based builder can reach here; the
+codestudio/floor ratio is what codestudio adds on top.
 
 Then the data-science example (VS Code + JupyterLab + Streamlit on a code
 env) built cold by codestudio with its independent blocks as parallel
@@ -63,6 +71,28 @@ def template_text(template_id: str, packages: list[str], small: bool, serial: bo
     build = "build:\n  parallel_stages: false\n" if serial else ""
     return (f"id: {template_id}\n{build}blocks:\n{blocks}"
             f"  - type: codeenv\n    name: py\n    packages: [{', '.join(packages)}]\n")
+
+
+FLOOR_SCRIPT = """\
+set -e
+export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_SYSTEM_CERTS=1 \\
+    UV_NO_CONFIG=1 UV_CACHE_DIR=/var/cache/bench-uv
+prefix=$1; shift
+python3 -m venv --without-pip "$prefix"
+/opt/codestudio-build/uv/bin/uv pip install --python "$prefix/bin/python" "$@"
+"""
+
+
+def floor_dockerfile_text(packages: list[str], small: bool) -> str:
+    run = "RUN --mount=type=bind,from=tools,source=/opt/codestudio-build,target=/opt/codestudio-build sh /tmp/uv-env.sh"
+    lines = ["ARG BASE", "ARG TOOLS", "FROM ${TOOLS} AS tools", "FROM ${BASE}", "USER root",
+             "COPY uv-env.sh /tmp/uv-env.sh"]
+    if not small:
+        lines.append(f"{run} /opt/codestudio/jupyterlab jupyterlab==4.6.6")
+    kernel = ("" if small else " && mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/py && "
+              f"echo '{KERNEL}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/py/kernel.json")
+    lines.append(f"{run} /opt/codestudio/code-envs/py {' '.join(packages)} ipykernel{kernel}")
+    return "\n".join(lines) + "\n"
 
 
 def dockerfile_text(base: str, packages: list[str], small: bool) -> str:
@@ -142,6 +172,38 @@ class Tools:
         self.images.append(image)
         return elapsed
 
+    # the floor: plain buildah, fewest steps, uv ----------------------------
+    def floor(self, name: str, packages: list[str], *, cold: bool) -> float:
+        from codestudio import buildenv
+
+        folder = self.work / f"floor-{name}"
+        folder.mkdir(exist_ok=True)
+        (folder / "uv-env.sh").write_text(FLOOR_SCRIPT)
+        (folder / "Dockerfile").write_text(floor_dockerfile_text(packages, self.small))
+        cache = self.work / "floor-uv-cache"
+        if cold:
+            shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir(exist_ok=True)
+        base_id = self.containers.image_id(self.base)
+        tools_id = self.containers.image_id(buildenv.tools_image("uv", base_id))
+        if not tools_id:
+            sys.exit("the build tools image is missing: the first codestudio build makes it")
+        image = f"localhost/bench-floor/{name}:latest"
+        argv = ["buildah", "bud", "--layers", "--isolation", "chroot", "--pull=never",
+                "--build-arg", f"BASE={base_id}", "--build-arg", f"TOOLS={tools_id}",
+                "-v", f"{cache}:/var/cache/bench-uv", "-t", image, *(["--no-cache"] if cold else [])]
+        ca = self.containers.host_ca_bundle()
+        if ca is not None:
+            argv += ["-v", f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro"]
+        start = time.perf_counter()
+        proc = subprocess.run([*argv, "-f", str(folder / "Dockerfile"), str(folder)], capture_output=True, text=True,
+                              env=self.env)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"floor build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        self.images.append(image)
+        return elapsed
+
     def cleanup(self) -> None:
         for ref in self.images:
             repo = ref.rsplit(":", 1)[0] if ref.count(":") else ref
@@ -149,26 +211,31 @@ class Tools:
                 self.containers.remove_image(tagged)
 
 
+TOOLS = ("codestudio", "devcontainers", "floor")
+
+
 def side_by_side(tools: Tools, rounds: int) -> list[dict]:
     times: dict[tuple[str, str], list[float]] = {}
     for r in range(rounds):
-        order = ["codestudio", "devcontainers"] if r % 2 == 0 else ["devcontainers", "codestudio"]
+        # The first codestudio build makes the build tools image the floor uses: codestudio goes
+        # first in round 1; after that the order rotates.
+        order = TOOLS[r % 3:] + TOOLS[:r % 3]
         name = f"bench-builds-{os.getpid()}-{r}"
         for case, packages, cold in (("cold", ["six"], True), ("add one package", ["six", "idna"], False),
                                      ("no change", ["six", "idna"], False)):
             for tool in order:
-                if tool == "codestudio":
-                    seconds = tools.codestudio(name, packages, cold=cold)
-                else:
-                    seconds = tools.devcontainers(name, packages, cold=cold)
+                build = {"codestudio": tools.codestudio, "devcontainers": tools.devcontainers,
+                         "floor": tools.floor}[tool]
+                seconds = build(name, packages, cold=cold)
                 times.setdefault((case, tool), []).append(seconds)
                 print(f"  round {r + 1} {case:16} {tool:14} {seconds:7.1f} s", file=sys.stderr, flush=True)
     rows = []
     for case in ("cold", "add one package", "no change"):
-        ours = statistics.median(times[(case, "codestudio")])
-        theirs = statistics.median(times[(case, "devcontainers")])
+        ours, theirs, floor = (statistics.median(times[(case, tool)]) for tool in TOOLS)
         rows.append({"case": case, "codestudio_s": round(ours, 2), "devcontainers_s": round(theirs, 2),
-                     "ratio": round(ours / theirs, 2) if theirs else None, "rounds": rounds})
+                     "ratio": round(ours / theirs, 2) if theirs else None, "floor_s": round(floor, 2),
+                     "floor_ratio": round(floor / theirs, 2) if theirs else None,
+                     "vs_floor": round(ours / floor, 2) if floor else None, "rounds": rounds})
     return rows
 
 
@@ -247,9 +314,11 @@ def main() -> None:
         return
     print(f"\ncodestudio vs devcontainers CLI {DEVCONTAINERS_VERSION} ({'small: code env only' if args.small else 'JupyterLab + code env'}),"
           f" medians of {args.rounds} round(s); load average before {load_before}, after {result['load_after']}")
-    print(f"{'case':18} {'codestudio s':>13} {'devcontainers s':>16} {'ratio':>7}")
+    print(f"{'case':18} {'codestudio s':>13} {'devcontainers s':>16} {'ratio':>7} {'floor s':>8}"
+          f" {'floor ratio':>12} {'codestudio/floor':>17}")
     for row in rows:
-        print(f"{row['case']:18} {row['codestudio_s']:13.1f} {row['devcontainers_s']:16.1f} {row['ratio']:7.2f}")
+        print(f"{row['case']:18} {row['codestudio_s']:13.1f} {row['devcontainers_s']:16.1f} {row['ratio']:7.2f}"
+              f" {row['floor_s']:8.1f} {row['floor_ratio']:12.2f} {row['vs_floor']:17.2f}")
     if ds:
         print(f"\n{'case':36} {'seconds':>8} {'vs serial':>10}")
         for row in ds:
