@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from codestudio import containers
 from codestudio.errors import RuntimeFailure
 from codestudio.runtime import local
 from codestudio.runtime.base import INSTANCE_LABEL, MANAGED_BY, Runtime
@@ -23,7 +24,7 @@ def _manifest():
 
 def test_replicas_labels_and_secret_values_are_put_in_place():
     labels = {MANAGED_BY: "codestudio", INSTANCE_LABEL: "abc", local.PODSET_LABEL: "cs-p-s-x", "codestudio.io/studio": "s"}
-    docs = local._relabel(_manifest(), local.replica_name("cs-p-s-x", 2), labels, {"cs-p-s-x-guard": {"guard-secret": "s3cret"}})
+    docs = local.relabel(_manifest(), local.replica_name("cs-p-s-x", 2), labels, {"cs-p-s-x-guard": {"guard-secret": "s3cret"}})
     deployment = docs[0]
     assert deployment["metadata"]["name"] == "cs-p-s-x-r2" and local.replica_name("cs-p-s-x", 0) == "cs-p-s-x"
     assert deployment["spec"]["template"]["metadata"]["labels"][INSTANCE_LABEL] == "abc"
@@ -37,7 +38,7 @@ def test_replicas_labels_and_secret_values_are_put_in_place():
 
 def test_a_missing_secret_value_is_refused_naming_it():
     with pytest.raises(RuntimeFailure, match="no value for secret cs-p-s-x-guard/guard-secret"):
-        local._relabel(_manifest(), "cs-p-s-x", {}, {})
+        local.relabel(_manifest(), "cs-p-s-x", {}, {})
 
 
 def test_the_local_runtime_implements_the_interface(tmp_path):
@@ -75,7 +76,7 @@ def test_concurrent_starts_play_at_the_same_time_on_distinct_ports(tmp_path, mon
         played[deployment["metadata"]["name"]] = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["hostPort"]
         in_flight.wait()
 
-    monkeypatch.setattr(local, "play", play)
+    monkeypatch.setattr(local.runtime, "play", play)  # where LocalRuntime looks it up
     rt = local.LocalRuntime(tmp_path)
     results, errors = {}, []
 
@@ -110,7 +111,7 @@ def test_stop_gives_the_runner_its_grace_then_removes_the_pod(tmp_path, monkeypa
         calls.append(args)
         return subprocess.CompletedProcess(args, 0, "", "")
 
-    monkeypatch.setattr(local.containers, "podman", podman)
+    monkeypatch.setattr(containers, "podman", podman)
     rt = local.LocalRuntime(tmp_path)
     monkeypatch.setattr(rt, "pods", lambda name: [Pod(local.pod_name(name), "running", {})])
     rt.stop("cs-p-s-x", timeout=7)
@@ -128,7 +129,7 @@ def _adapted(**container):
     c["env"] += [{"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}}
                  for n, p in (("K8S_NODE_NAME", "spec.nodeName"), ("K8S_POD_NAME", "metadata.name"),
                               ("K8S_POD_NAMESPACE", "metadata.namespace"), ("K8S_POD_ID", "metadata.uid"))]
-    docs = local._relabel(manifest, "cs-p-s-x-r1", labels, {"cs-p-s-x-guard": {"guard-secret": "s3cret"}})
+    docs = local.relabel(manifest, "cs-p-s-x-r1", labels, {"cs-p-s-x-guard": {"guard-secret": "s3cret"}})
     return local.adapt_for_podman(docs, {8080: 45001}, node_name="host1", pod_uid="uid-1")
 
 
@@ -173,8 +174,8 @@ def test_play_passes_env_through_a_private_file_it_removes(tmp_path, monkeypatch
         seen["args"] = args
         return subprocess.CompletedProcess(args, 0, "", "")
 
-    monkeypatch.setattr(local.containers, "podman", podman)
-    monkeypatch.setattr(local.containers, "require_tools", lambda *names: None)
+    monkeypatch.setattr(containers, "podman", podman)
+    monkeypatch.setattr(containers, "require_tools", lambda *names: None)
     manifest = tmp_path / "cs-p-s-x-r1.yaml"
     manifest.write_text(yaml.safe_dump_all(_adapted()))
     local.play(manifest)
@@ -193,7 +194,7 @@ def test_a_pod_set_without_its_folder_has_no_pods_and_costs_no_podman_call(tmp_p
         calls.append(args)
         return subprocess.CompletedProcess(args, 0, "[]", "")
 
-    monkeypatch.setattr(local.containers, "podman", podman)
+    monkeypatch.setattr(containers, "podman", podman)
     rt = local.LocalRuntime(tmp_path)
     assert rt.pods("cs-p-s-x") == [] and calls == []
     rt._workdir("cs-p-s-x").mkdir(parents=True)  # made by start() before its first pod runs

@@ -286,7 +286,7 @@ def test_revoked_member_neither_lists_nor_resolves_project_zone_conflicts(as_use
     from codestudio.projects import create_project, grant, revoke
     from codestudio.runtime import local, studios
 
-    monkeypatch.setattr(local, "container_running", lambda container: True)
+    monkeypatch.setattr(local.podman, "container_running", lambda container: True)
     bob = as_user("bob")
     create_project(bob, "P")
     grant(bob, "P", users=["carol"])

@@ -581,7 +581,7 @@ def test_a_port_taken_before_podman_binds_it_is_chosen_again(rt, monkeypatch):
         ports = real(count, avoid=avoid)
         return [taken, *ports[1:]] if len(calls) == 1 else ports
 
-    monkeypatch.setattr(local, "free_ports", first_choice_taken)
+    monkeypatch.setattr(local.runtime, "free_ports", first_choice_taken)  # where LocalRuntime looks it up
     other = rts.create_studio(who, "P3", "squatted", rt["template"])
     try:
         rts.start_studio(who, other.id, timeout=120, quiet=True)
