@@ -31,6 +31,10 @@ stages (``build: {parallel_stages: true}``) and serially (``false``, the
 default), unless
 ``--no-data-science``.
 
+A codestudio build returns once buildah has tagged the image; buildah then
+removes its step containers in the background. That clean-up is waited for
+(untimed) before the next build, so that no tool pays for another's.
+
 ``--timeline`` prints, after the table, the per-step timeline of the last
 cold codestudio build (from its ``timeline.txt``: each buildah line with the
 seconds since buildah started), condensed to steps, uv's summary lines and
@@ -60,8 +64,11 @@ from pathlib import Path
 
 DEVCONTAINERS_VERSION = "0.89.0"
 REPO = Path(__file__).resolve().parents[1]
-KERNEL = json.dumps({"argv": ["/opt/codestudio/code-envs/py/bin/python", "-m", "ipykernel_launcher", "-f",
-                              "{connection_file}"], "display_name": "py", "language": "python"})
+# The code env's name (so its path) is this run's own: the add-one-package case must
+# not be answered by a layer an earlier run left in the machine's layer cache.
+ENV = f"py-{os.getpid()}"
+KERNEL = json.dumps({"argv": [f"/opt/codestudio/code-envs/{ENV}/bin/python", "-m", "ipykernel_launcher", "-f",
+                              "{connection_file}"], "display_name": ENV, "language": "python"})
 
 
 def template_text(template_id: str, packages: list[str], small: bool, serial: bool = False) -> str:
@@ -70,7 +77,7 @@ def template_text(template_id: str, packages: list[str], small: bool, serial: bo
         packages = [*packages, "ipykernel"]
     build = "build:\n  parallel_stages: false\n" if serial else ""
     return (f"id: {template_id}\n{build}blocks:\n{blocks}"
-            f"  - type: codeenv\n    name: py\n    packages: [{', '.join(packages)}]\n")
+            f"  - type: codeenv\n    name: {ENV}\n    packages: [{', '.join(packages)}]\n")
 
 
 FLOOR_SCRIPT = """\
@@ -89,9 +96,9 @@ def floor_dockerfile_text(packages: list[str], small: bool) -> str:
              "COPY uv-env.sh /tmp/uv-env.sh"]
     if not small:
         lines.append(f"{run} /opt/codestudio/jupyterlab jupyterlab==4.6.6")
-    kernel = ("" if small else " && mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/py && "
-              f"echo '{KERNEL}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/py/kernel.json")
-    lines.append(f"{run} /opt/codestudio/code-envs/py {' '.join(packages)} ipykernel{kernel}")
+    kernel = ("" if small else f" && mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/{ENV} && "
+              f"echo '{KERNEL}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/{ENV}/kernel.json")
+    lines.append(f"{run} /opt/codestudio/code-envs/{ENV} {' '.join(packages)} ipykernel{kernel}")
     return "\n".join(lines) + "\n"
 
 
@@ -100,13 +107,30 @@ def dockerfile_text(base: str, packages: list[str], small: bool) -> str:
     if not small:
         lines.append("RUN python3 -m venv /opt/codestudio/jupyterlab && /opt/codestudio/jupyterlab/bin/pip install "
                      "--no-cache-dir --disable-pip-version-check jupyterlab==4.6.6")
-    lines.append("RUN python3 -m venv /opt/codestudio/code-envs/py && /opt/codestudio/code-envs/py/bin/pip install "
+    lines.append(f"RUN python3 -m venv /opt/codestudio/code-envs/{ENV} && /opt/codestudio/code-envs/{ENV}/bin/pip install "
                  f"--no-cache-dir --disable-pip-version-check {' '.join(packages)} ipykernel")
     if not small:
-        lines.append("RUN mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/py && "
-                     f"echo '{KERNEL}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/py/kernel.json")
+        lines.append(f"RUN mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/{ENV} && "
+                     f"echo '{KERNEL}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/{ENV}/kernel.json")
     lines.append("USER codestudio")
     return "\n".join(lines) + "\n"
+
+
+def wait_for_cleanup(result: dict, timeout: float = 300) -> None:
+    """Wait until buildah, which removes its step containers after codestudio returned, has exited.
+
+    Not timed: the next tool's build would otherwise wait on the storage locks
+    that clean-up holds, and pay for codestudio's work.
+    """
+    if not result.get("cleaning_up") or not result.get("log_path"):
+        return
+    log = Path(result["log_path"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "# exit status" in log.read_text(encoding="utf-8", errors="replace")[-400:]:
+            return
+        time.sleep(0.1)
+    sys.exit(f"buildah did not finish cleaning up after {timeout:.0f} s: {log}")
 
 
 def devcontainers_cli(cache: Path) -> Path:
@@ -146,8 +170,10 @@ class Tools:
         if proc.returncode != 0:
             sys.exit(f"codestudio build failed:\n{proc.stderr[-3000:]}")
         self.images.append(f"localhost/codestudio/{template_id}")
+        result = json.loads(proc.stdout)
         if cold:
-            self.last_cold = Path(json.loads(proc.stdout)["log_path"]).with_name("timeline.txt")
+            self.last_cold = Path(result["log_path"]).with_name("timeline.txt")
+        wait_for_cleanup(result)
         return elapsed
 
     # devcontainers CLI ---------------------------------------------------
@@ -258,6 +284,7 @@ def data_science(tools: Tools, rounds: int) -> list[dict]:
             seconds = time.perf_counter() - start
             if proc.returncode != 0:
                 sys.exit(f"data-science build failed:\n{proc.stderr[-3000:]}")
+            wait_for_cleanup(json.loads(proc.stdout))
             tools.images.append(f"localhost/codestudio/{template_id}")
             times[mode].append(seconds)
             print(f"  round {r + 1} data-science {mode:16} {seconds:7.1f} s", file=sys.stderr, flush=True)
@@ -266,7 +293,7 @@ def data_science(tools: Tools, rounds: int) -> list[dict]:
              "vs serial": round(statistics.median(t) / serial, 2), "rounds": rounds} for mode, t in times.items()]
 
 
-TIMELINE_WORDS = ("STEP ", "COMMIT", "# exit status", "Resolved ", "Prepared ", "Installed ", "Bytecode compiled",
+TIMELINE_WORDS = ("STEP ", "COMMIT", "# tagged", "# exit status", "Resolved ", "Prepared ", "Installed ", "Bytecode compiled",
                   "codestudio:")
 
 
