@@ -84,9 +84,9 @@ def _proc_kb(pid: int) -> tuple[int, int]:
 
 def nginx_memory(master: int) -> tuple[float, float, int]:
     """(RSS MB, PSS MB, processes) of the master and all its children."""
-    from codestudio.gateway.process import _children
+    from codestudio.gateway.procfs import children
 
-    pids = [master, *_children(master)]
+    pids = [master, *children(master)]
     rss = pss = 0
     for pid in pids:
         r, p = _proc_kb(pid)
@@ -96,11 +96,11 @@ def nginx_memory(master: int) -> tuple[float, float, int]:
 
 def settle(gw, master: int, timeout: float = 10) -> None:
     """Wait until only the master and its current workers (no `shutting down` ones) remain."""
-    from codestudio.gateway.process import _children
+    from codestudio.gateway.procfs import children
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = _children(master)
+        kids = children(master)
         if all(b"shutting down" not in Path(f"/proc/{k}/cmdline").read_bytes() for k in kids if Path(f"/proc/{k}").exists()):
             return
         time.sleep(0.05)

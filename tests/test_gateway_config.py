@@ -456,7 +456,7 @@ def test_worker_identity_refuses_root_ids_and_missing_users(monkeypatch):
     import pwd
 
     from codestudio.errors import RuntimeFailure, UsageError
-    from codestudio.gateway import process
+    from codestudio.gateway import workers  # where worker_identity reads WORKER_USER
 
     real = pwd.getpwnam
 
@@ -468,21 +468,21 @@ def test_worker_identity_refuses_root_ids_and_missing_users(monkeypatch):
     monkeypatch.setattr(pwd, "getpwnam", fake)
     # A user named by CODESTUDIO_GATEWAY_USER is input: exit 2, not a runtime failure.
     with pytest.raises(UsageError, match="uid or gid 0"):
-        process.worker_identity(GatewaySettings(worker_user="toor"))
+        workers.worker_identity(GatewaySettings(worker_user="toor"))
     with pytest.raises(UsageError, match="does not exist") as info:
-        process.worker_identity(GatewaySettings(worker_user="no-such-user-cs"))
+        workers.worker_identity(GatewaySettings(worker_user="no-such-user-cs"))
     assert info.value.exit_code == 2
     # No user named and not even the fallback exists: the host's problem (exit 1).
-    monkeypatch.setattr(process, "WORKER_USER", "no-such-user-cs")
-    monkeypatch.setattr(process, "FALLBACK_WORKER_USER", "no-such-user-cs2")
+    monkeypatch.setattr(workers, "WORKER_USER", "no-such-user-cs")
+    monkeypatch.setattr(workers, "FALLBACK_WORKER_USER", "no-such-user-cs2")
     with pytest.raises(RuntimeFailure, match="does not exist"):
-        process.worker_identity(GatewaySettings())
-    monkeypatch.setattr(process, "FALLBACK_WORKER_USER", "nobody")
+        workers.worker_identity(GatewaySettings())
+    monkeypatch.setattr(workers, "FALLBACK_WORKER_USER", "nobody")
     # Default: the dedicated user when it exists, else nobody.
-    monkeypatch.setattr(process, "WORKER_USER", "no-such-user-cs")
-    assert process.worker_identity(GatewaySettings()).user == "nobody"
-    monkeypatch.setattr(process, "WORKER_USER", "daemon")
-    assert process.worker_identity(GatewaySettings()).user == "daemon"
+    monkeypatch.setattr(workers, "WORKER_USER", "no-such-user-cs")
+    assert workers.worker_identity(GatewaySettings()).user == "nobody"
+    monkeypatch.setattr(workers, "WORKER_USER", "daemon")
+    assert workers.worker_identity(GatewaySettings()).user == "daemon"
 
 
 def test_cookie_is_secure_by_default_behind_an_https_url():

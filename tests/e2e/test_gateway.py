@@ -22,7 +22,9 @@ from codestudio.gateway.config import (
     make_access_url,
     new_session_secret,
 )
-from codestudio.gateway.process import Gateway, _children, worker_identity
+from codestudio.gateway.process import Gateway
+from codestudio.gateway.procfs import children
+from codestudio.gateway.workers import worker_identity
 
 pytestmark = pytest.mark.e2e
 
@@ -357,7 +359,7 @@ def _check_unprivileged_workers(gateway, backends):
     who = worker_identity(gateway.settings)
     assert who.uid != 0 and who.gid != 0
     master = gateway.pid()
-    workers = _children(master)
+    workers = children(master)
     assert workers
     for pid in workers:
         user = subprocess.run(["ps", "-o", "user:64=", "-p", str(pid)], capture_output=True, text=True).stdout
@@ -402,9 +404,9 @@ def test_failing_config_never_replaces_the_good_one(gateway, backends, monkeypat
     studio = make_studio(backends)
     good = gateway.apply([studio])
     live = gateway.conf_path.read_text()
-    import codestudio.gateway.process as process
+    import codestudio.gateway.apply as apply
 
-    monkeypatch.setattr(process, "render_gateway_config", lambda *a, **kw: live.replace("proxy_buffering off;", "proxy_buffering sometimes;"))
+    monkeypatch.setattr(apply, "render_gateway_config", lambda *a, **kw: live.replace("proxy_buffering off;", "proxy_buffering sometimes;"))
     with pytest.raises(RuntimeFailure, match="rejected by nginx -t") as info:
         gateway.apply([])
     assert "proxy_buffering" in str(info.value)  # nginx's own message
@@ -757,7 +759,7 @@ def test_concurrent_applies_are_batched(gateway, backends):
 def test_lingering_old_workers_are_bounded(tmp_path, backends):
     """Each reload leaves the old worker alive while a connection holds it; beyond
     max_old_workers the oldest are ended, so a burst of starts cannot pile them up."""
-    from codestudio.gateway.process import _shutting_down
+    from codestudio.gateway.procfs import shutting_down
 
     gw = Gateway(tmp_path / "data", settings=GatewaySettings(port=free_port(), worker_processes="1", max_old_workers=2))
     held = []
@@ -772,7 +774,7 @@ def test_lingering_old_workers_are_bounded(tmp_path, backends):
             threading.Event().wait(0.1)  # let the current worker accept it
             studio = StudioRoutes(**{**studio.__dict__, "session_secret": new_session_secret()})
             gw.apply([studio])
-        old = [w for w in _children(gw.pid()) if _shutting_down(w)]
+        old = [w for w in children(gw.pid()) if shutting_down(w)]
         assert len(old) == 2
     finally:
         for s in held:

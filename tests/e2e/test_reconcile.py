@@ -170,11 +170,11 @@ def test_pod_removed_while_running(env):
 def test_gateway_killed(env):
     sid = _new(env, "gateway")
     _cli("studio", "start", sid, "-q")
-    from codestudio.gateway.process import _children
+    from codestudio.gateway.procfs import children
 
     gw = env["rts"]._gateway()
     master = gw.pid()
-    workers = _children(master)
+    workers = children(master)
     # The whole gateway, master first (it would respawn killed workers), then its
     # workers (they would go on serving alone).
     for pid in [master, *workers]:

@@ -608,15 +608,15 @@ def test_two_studios_in_different_projects(rt, second_studio):
 
 def test_bad_gateway_config_never_replaces_the_good_one(rt, monkeypatch):
     from codestudio.errors import RuntimeFailure
-    from codestudio.gateway import process
+    from codestudio.gateway import apply
     from codestudio.runtime import local
 
     rts, who = rt["rts"], rt["who"]
     b, _ = _login(rt)
     live = (rt["home"] / "gateway" / "nginx.conf").read_text()
     other = rts.create_studio(who, "P4", "broken", rt["template"])
-    real = process.render_gateway_config
-    monkeypatch.setattr(process, "render_gateway_config", lambda *a, **k: real(*a, **k) + "\nthis is not nginx;\n")
+    real = apply.render_gateway_config
+    monkeypatch.setattr(apply, "render_gateway_config", lambda *a, **k: real(*a, **k) + "\nthis is not nginx;\n")
     with pytest.raises(RuntimeFailure, match="nginx -t"):
         rts.start_studio(who, other.id, timeout=60, quiet=True)
     monkeypatch.undo()
