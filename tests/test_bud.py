@@ -28,14 +28,16 @@ echo $$ > "{dir}/pid"
 echo "STEP 1/2: RUN make"
 echo "output of make"
 """
-TAGGED = """echo "COMMIT {tag}"
+# "cleaning" exists from before the tag lines until the clean-up ends: run_bud may return
+# as soon as it reads them, before the script's next command.
+TAGGED = """touch "{dir}/cleaning"
+echo "COMMIT {tag}"
 echo "Successfully tagged {tag}"
 echo "Successfully tagged {latest}"
 """
 # What buildah does after tagging: remove its containers (here: wait to be released), then
 # write the id file (--iidfile is the argument after it) and exit.
-CLEANUP = """touch "{dir}/cleaning"
-i=0
+CLEANUP = """i=0
 while [ ! -e "{dir}/release" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 rm "{dir}/cleaning"
 while [ "$1" != "--iidfile" ]; do shift; done

@@ -63,6 +63,11 @@ failed() {
 # unexpected falls back to `python -m venv` as it is.
 if [ -n "$creator" ]; then
     made=
+    clear=
+    if [ ! -e "$prefix" ]; then
+        # A fallback after a failed seed starts over: what the seed copied is not trusted.
+        clear=--clear
+    fi
     if [ "$installer" = uv ] && wheels=$("$creator" "$tools/bin/ensurepip-wheels.py") \
         && "$creator" -m venv --without-pip "$prefix"; then
         # The download cache, when the step has it, keeps the unpacked wheels: the next env
@@ -95,7 +100,8 @@ if [ -n "$creator" ]; then
         fi
     fi
     if [ -z "$made" ]; then
-        "$creator" -m venv "$prefix"
+        # shellcheck disable=SC2086
+        "$creator" -m venv $clear "$prefix"
     fi
     if [ $# -eq 0 ]; then
         exit 0

@@ -268,7 +268,7 @@ def _stop(proc: subprocess.Popen) -> None:
         _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C: no more waiting
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
     if proc.stdout:

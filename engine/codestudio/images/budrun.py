@@ -97,11 +97,21 @@ def main(spec: dict) -> int:
     watch = TagWatch(spec["tags"])
     reader = sys.stdout.buffer
     with open(spec["log"], "a", encoding="utf-8") as log, open(spec["timeline"], "a", encoding="utf-8") as timeline:
+        logging = True
+
         def record(line: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-            timeline.write(f"{time.monotonic() - began:8.2f} {line}\n")
-            timeline.flush()
+            # A full disk stops the logs, never the copying of buildah's output or the wait
+            # for buildah's exit (the caches' lock must last exactly as long as buildah).
+            nonlocal logging
+            if not logging:
+                return
+            try:
+                log.write(line + "\n")
+                log.flush()
+                timeline.write(f"{time.monotonic() - began:8.2f} {line}\n")
+                timeline.flush()
+            except OSError:
+                logging = False
 
         def tell(text: str) -> None:
             nonlocal reader
