@@ -64,20 +64,25 @@ from pathlib import Path
 
 DEVCONTAINERS_VERSION = "0.89.0"
 REPO = Path(__file__).resolve().parents[1]
-# The code env's name (so its path) is this run's own: the add-one-package case must
-# not be answered by a layer an earlier run left in the machine's layer cache.
-ENV = f"py-{os.getpid()}"
-KERNEL = json.dumps({"argv": [f"/opt/codestudio/code-envs/{ENV}/bin/python", "-m", "ipykernel_launcher", "-f",
-                              "{connection_file}"], "display_name": ENV, "language": "python"})
+def env_name(name: str) -> str:
+    """The code env's name (so its path), the round's own: the add-one-package case must not be
+    answered by a layer an earlier round or run left in the machine's layer cache."""
+    return "py-" + name.rsplit("-", 2)[-2] + "-" + name.rsplit("-", 1)[-1]
+
+
+def kernel_json(env: str) -> str:
+    return json.dumps({"argv": [f"/opt/codestudio/code-envs/{env}/bin/python", "-m", "ipykernel_launcher", "-f",
+                                "{connection_file}"], "display_name": env, "language": "python"})
 
 
 def template_text(template_id: str, packages: list[str], small: bool, serial: bool = False) -> str:
+    env = env_name(template_id)
     blocks = "" if small else "  - type: jupyterlab\n"
     if small:
         packages = [*packages, "ipykernel"]
     build = "build:\n  parallel_stages: false\n" if serial else ""
     return (f"id: {template_id}\n{build}blocks:\n{blocks}"
-            f"  - type: codeenv\n    name: {ENV}\n    packages: [{', '.join(packages)}]\n")
+            f"  - type: codeenv\n    name: {env}\n    packages: [{', '.join(packages)}]\n")
 
 
 FLOOR_SCRIPT = """\
@@ -90,28 +95,28 @@ python3 -m venv --without-pip "$prefix"
 """
 
 
-def floor_dockerfile_text(packages: list[str], small: bool) -> str:
+def floor_dockerfile_text(env: str, packages: list[str], small: bool) -> str:
     run = "RUN --mount=type=bind,from=tools,source=/opt/codestudio-build,target=/opt/codestudio-build sh /tmp/uv-env.sh"
     lines = ["ARG BASE", "ARG TOOLS", "FROM ${TOOLS} AS tools", "FROM ${BASE}", "USER root",
              "COPY uv-env.sh /tmp/uv-env.sh"]
     if not small:
         lines.append(f"{run} /opt/codestudio/jupyterlab jupyterlab==4.6.6")
-    kernel = ("" if small else f" && mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/{ENV} && "
-              f"echo '{KERNEL}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/{ENV}/kernel.json")
-    lines.append(f"{run} /opt/codestudio/code-envs/{ENV} {' '.join(packages)} ipykernel{kernel}")
+    kernel = ("" if small else f" && mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/{env} && "
+              f"echo '{kernel_json(env)}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/{env}/kernel.json")
+    lines.append(f"{run} /opt/codestudio/code-envs/{env} {' '.join(packages)} ipykernel{kernel}")
     return "\n".join(lines) + "\n"
 
 
-def dockerfile_text(base: str, packages: list[str], small: bool) -> str:
+def dockerfile_text(env: str, base: str, packages: list[str], small: bool) -> str:
     lines = [f"FROM {base}", "ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt", "USER root"]
     if not small:
         lines.append("RUN python3 -m venv /opt/codestudio/jupyterlab && /opt/codestudio/jupyterlab/bin/pip install "
                      "--no-cache-dir --disable-pip-version-check jupyterlab==4.6.6")
-    lines.append(f"RUN python3 -m venv /opt/codestudio/code-envs/{ENV} && /opt/codestudio/code-envs/{ENV}/bin/pip install "
+    lines.append(f"RUN python3 -m venv /opt/codestudio/code-envs/{env} && /opt/codestudio/code-envs/{env}/bin/pip install "
                  f"--no-cache-dir --disable-pip-version-check {' '.join(packages)} ipykernel")
     if not small:
-        lines.append(f"RUN mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/{ENV} && "
-                     f"echo '{KERNEL}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/{ENV}/kernel.json")
+        lines.append(f"RUN mkdir -p /opt/codestudio/jupyterlab/share/jupyter/kernels/{env} && "
+                     f"echo '{kernel_json(env)}' > /opt/codestudio/jupyterlab/share/jupyter/kernels/{env}/kernel.json")
     lines.append("USER codestudio")
     return "\n".join(lines) + "\n"
 
@@ -180,7 +185,7 @@ class Tools:
     def devcontainers(self, name: str, packages: list[str], *, cold: bool) -> float:
         folder = self.work / name
         (folder / ".devcontainer").mkdir(parents=True, exist_ok=True)
-        (folder / ".devcontainer" / "Dockerfile").write_text(dockerfile_text(self.base, packages, self.small))
+        (folder / ".devcontainer" / "Dockerfile").write_text(dockerfile_text(env_name(name), self.base, packages, self.small))
         options = ["--isolation", "chroot", "--pull=never"]
         ca = self.containers.host_ca_bundle()
         if ca is not None:
@@ -205,7 +210,7 @@ class Tools:
         folder = self.work / f"floor-{name}"
         folder.mkdir(exist_ok=True)
         (folder / "uv-env.sh").write_text(FLOOR_SCRIPT)
-        (folder / "Dockerfile").write_text(floor_dockerfile_text(packages, self.small))
+        (folder / "Dockerfile").write_text(floor_dockerfile_text(env_name(name), packages, self.small))
         cache = self.work / "floor-uv-cache"
         if cold:
             shutil.rmtree(cache, ignore_errors=True)
