@@ -467,16 +467,21 @@ class Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc)
         self.returncode = self._proc.returncode
         if self._proc.stdout:
             self._proc.stdout.close()
+
+
+def terminate(proc: subprocess.Popen, grace: float = 10) -> None:
+    """Stop ``proc`` if it still runs: SIGTERM, then SIGKILL after ``grace`` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def stream(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> Stream:
